@@ -1,0 +1,60 @@
+"""tracelet core: versioned, content-addressed ML artifacts with lineage.
+
+Everything here is orchestrator-free; ``tracelet_prefect`` and ``tracelet_dagster`` are thin
+adapters over it. Importing this package imports no tracker SDK, torch, prefect or dagster.
+"""
+
+from ._artifact import TraceletArtifact
+from ._backends import ArtifactResult, Backend, available_backends, register_backend, route
+from ._catalog import DraftRecord
+from ._errors import (
+    ArtifactNotFoundError,
+    BackendError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidArtifactError,
+    TraceletError,
+    UnsafeDeserializationError,
+)
+from ._experiment import Experiment, ExperimentConfig
+from ._lineage import LineageEdge, LineageGraph
+from ._logged import LoggedArtifact
+from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
+from ._serializers import Serializer, register_serializer
+from ._settings import TraceletSettings
+from ._store import ArtifactStore, GcReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactFile",
+    "ArtifactNotFoundError",
+    "ArtifactObject",
+    "ArtifactReference",
+    "ArtifactResult",
+    "ArtifactStore",
+    "ArtifactType",
+    "Backend",
+    "BackendError",
+    "ConfigurationError",
+    "DraftRecord",
+    "Experiment",
+    "ExperimentConfig",
+    "GcReport",
+    "IntegrityError",
+    "InvalidArtifactError",
+    "LineageEdge",
+    "LineageGraph",
+    "LoggedArtifact",
+    "RunInfo",
+    "Serializer",
+    "TraceletArtifact",
+    "TraceletError",
+    "TraceletSettings",
+    "UnsafeDeserializationError",
+    "__version__",
+    "available_backends",
+    "register_backend",
+    "register_serializer",
+    "route",
+]

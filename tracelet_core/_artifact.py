@@ -1,0 +1,294 @@
+"""``TraceletArtifact``: the builder users fill with files, directories, objects, references
+and models before logging it as a version.
+
+Nothing is hashed or copied into the store here: ``add_file``/``add_dir`` check the paths and
+record them, ``add_object``/``add_model`` serialize into a private staging folder (removed when
+the builder is garbage collected), ``add_reference`` records a URI. The store streams and
+hashes everything when the artifact is logged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ._errors import InvalidArtifactError
+from ._frameworks import model_payload
+from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType
+from ._names import validate_artifact_path, validate_name
+from ._serializers import AUTO, get_serializer, resolve_auto
+from ._uris import probe_reference, redact_uri, validate_reference_uri
+
+
+def coerce_type(artifact_type: object) -> ArtifactType:
+    """``ArtifactType`` from an enum member or its string value."""
+    try:
+        return ArtifactType(artifact_type)
+    except ValueError:
+        known = ", ".join(t.value for t in ArtifactType)
+        raise InvalidArtifactError(f"unknown artifact type {artifact_type!r}; known: {known}") from None
+
+
+@dataclass(frozen=True)
+class StagedEntry:
+    """One entry waiting to be logged: the entry itself and where its bytes are now.
+
+    ``source`` is a local file for new content, or ``None`` when the bytes are already a blob in
+    the store (an entry carried over by ``LoggedArtifact.new_draft``).
+    """
+
+    entry: ArtifactFile | ArtifactObject
+    source: Path | None
+
+
+class TraceletArtifact:
+    """A chainable builder for one artifact version."""
+
+    def __init__(
+        self,
+        name: str,
+        artifact_type: ArtifactType | str = ArtifactType.CUSTOM,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._name = validate_name(name)
+        self._type = coerce_type(artifact_type)
+        self.description = description
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._entries: dict[str, StagedEntry] = {}
+        self._references: dict[str, ArtifactReference] = {}
+        self._staging: Path | None = None
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def type(self) -> ArtifactType:
+        return self._type
+
+    @property
+    def files(self) -> list[ArtifactFile]:
+        return [s.entry for s in self._entries.values() if isinstance(s.entry, ArtifactFile)]
+
+    @property
+    def objects(self) -> list[ArtifactObject]:
+        return [s.entry for s in self._entries.values() if isinstance(s.entry, ArtifactObject)]
+
+    @property
+    def references(self) -> list[ArtifactReference]:
+        return list(self._references.values())
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of files and objects, plus the known sizes of references."""
+        stored = sum(s.entry.size for s in self._entries.values())
+        return stored + sum(r.size or 0 for r in self._references.values())
+
+    @property
+    def staged_entries(self) -> list[StagedEntry]:
+        """Files and objects with the location of their bytes (used by the store)."""
+        return list(self._entries.values())
+
+    # -- builders ---------------------------------------------------------------------------
+    def add_file(
+        self,
+        local_path: str | os.PathLike[str],
+        artifact_path: str | None = None,
+        description: str | None = None,
+    ) -> TraceletArtifact:
+        """Add one local file (hashed and copied when the artifact is logged)."""
+        source = Path(local_path)
+        if not source.exists():
+            raise InvalidArtifactError(f"add_file: {source} does not exist")
+        if not source.is_file():
+            raise InvalidArtifactError(f"add_file: {source} is not a regular file (use add_dir for folders)")
+        path = validate_artifact_path(artifact_path if artifact_path is not None else source.name)
+        self._stage(path, ArtifactFile(path=path, size=source.stat().st_size, description=description),
+                    source.resolve())
+        return self
+
+    def add_dir(
+        self, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> TraceletArtifact:
+        """Add every file under a folder; symlinks pointing outside it are refused."""
+        root = Path(local_path)
+        if not root.is_dir():
+            raise InvalidArtifactError(f"add_dir: {root} is not an existing directory")
+        real_root = root.resolve()
+        prefix = validate_artifact_path(artifact_path) if artifact_path else None
+        found: list[tuple[str, Path, int]] = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            current = Path(dirpath)
+            for dirname in list(dirnames):
+                if (current / dirname).is_symlink():
+                    self._check_inside(real_root, current / dirname)
+                    dirnames.remove(dirname)  # content inside the root is reached directly
+            for filename in sorted(filenames):
+                file_path = current / filename
+                resolved = self._check_inside(real_root, file_path)
+                if not resolved.is_file():
+                    raise InvalidArtifactError(f"add_dir: {file_path} is not a regular file")
+                relative = file_path.relative_to(root).as_posix()
+                path = validate_artifact_path(f"{prefix}/{relative}" if prefix else relative)
+                found.append((path, resolved, resolved.stat().st_size))
+        for path, _, _ in found:  # check every path before adding any: all or nothing
+            self._check_free(path)
+        for path, resolved, size in sorted(found):
+            self._stage(path, ArtifactFile(path=path, size=size), resolved)
+        return self
+
+    def add_object(
+        self, obj: Any, name: str, serializer: str = "json", description: str | None = None
+    ) -> TraceletArtifact:
+        """Serialize ``obj`` now (a snapshot) with the serializer ``serializer``."""
+        return self._add_object(obj, name, serializer, description, {})
+
+    def add_reference(
+        self,
+        uri: str,
+        size_bytes: int | None = None,
+        description: str | None = None,
+        name: str | None = None,
+    ) -> TraceletArtifact:
+        """Record an external object by URI; its bytes are never copied."""
+        validate_reference_uri(uri)
+        clean_uri = redact_uri(uri)
+        ref_name = validate_artifact_path(name or self._default_reference_name(clean_uri))
+        if ref_name in self._references or ref_name in self._entries:
+            raise InvalidArtifactError(f"artifact {self._name!r} already has an entry {ref_name!r}")
+        if size_bytes is not None and (not isinstance(size_bytes, int) or size_bytes < 0):
+            raise InvalidArtifactError(f"size_bytes must be a non-negative int, got {size_bytes!r}")
+        probed_size, checksum = probe_reference(uri)
+        self._references[ref_name] = ArtifactReference(
+            uri=clean_uri,
+            name=ref_name,
+            size=size_bytes if size_bytes is not None else probed_size,
+            checksum=checksum,
+            description=description,
+        )
+        return self
+
+    def add_model(
+        self,
+        model: Any,
+        framework: str | None = None,
+        input_example: Any = None,
+        description: str | None = None,
+    ) -> TraceletArtifact:
+        """Store a model in its framework's safe format (PyTorch: ``state_dict``)."""
+        payload = model_payload(model, framework)
+        name = self._free_object_name("model")
+        self._add_object(payload.obj, name, payload.serializer, description, payload.extra)
+        self.metadata.setdefault("framework", payload.extra["framework"])
+        if input_example is not None:
+            self._add_object(input_example, self._free_object_name(f"{name}_input_example"), AUTO,
+                             "input example", {})
+        return self
+
+    # -- serialization ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self._name,
+            "type": self._type.value,
+            "description": self.description,
+            "metadata": dict(self.metadata),
+            "size_bytes": self.size_bytes,
+            "files": [f.to_dict() for f in self.files],
+            "objects": [o.to_dict() for o in self.objects],
+            "references": [r.to_dict() for r in self.references],
+        }
+
+    def __repr__(self) -> str:
+        return (f"TraceletArtifact(name={self._name!r}, type={self._type.value!r}, "
+                f"entries={len(self._entries)}, references={len(self._references)})")
+
+    # -- internals --------------------------------------------------------------------------
+    def _add_object(
+        self, obj: Any, name: str, serializer: str, description: str | None, extra: dict[str, Any]
+    ) -> TraceletArtifact:
+        object_name = validate_artifact_path(name)
+        key = resolve_auto(obj) if serializer == AUTO else serializer
+        writer = get_serializer(key)
+        path = validate_artifact_path(object_name + writer.extension)
+        self._check_free(path)
+        staging = self._staging_dir()
+        fd, tmp_name = tempfile.mkstemp(dir=staging, suffix=writer.extension)
+        os.close(fd)
+        target = Path(tmp_name)
+        try:
+            writer.dump(obj, target)
+        except InvalidArtifactError:
+            target.unlink(missing_ok=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any serializer failure is bad input
+            target.unlink(missing_ok=True)
+            raise InvalidArtifactError(
+                f"serializer {key!r} cannot write object {name!r} ({type(obj).__name__}): {exc}"
+            ) from exc
+        entry = ArtifactObject(
+            name=object_name,
+            path=path,
+            serializer=key,
+            size=target.stat().st_size,
+            python_type=f"{type(obj).__module__}.{type(obj).__qualname__}",
+            description=description,
+            extra=dict(extra),
+        )
+        self._stage(path, entry, target)
+        return self
+
+    def _stage(self, path: str, entry: ArtifactFile | ArtifactObject, source: Path | None) -> None:
+        self._check_free(path)
+        self._entries[path] = StagedEntry(entry=entry, source=source)
+
+    def _carry(self, entry: ArtifactFile | ArtifactObject) -> None:
+        """Add an entry whose bytes already live in the store (used by ``new_draft``)."""
+        self._stage(entry.path, entry, None)
+
+    def _carry_reference(self, reference: ArtifactReference) -> None:
+        self._references[reference.name] = replace(reference)
+
+    def _check_free(self, path: str) -> None:
+        if path in self._entries or path in self._references:
+            raise InvalidArtifactError(f"artifact {self._name!r} already has an entry at {path!r}")
+        for existing in self._entries:
+            if existing.startswith(path + "/") or path.startswith(existing + "/"):
+                raise InvalidArtifactError(
+                    f"entry {path!r} conflicts with {existing!r}: a path cannot be both file and folder"
+                )
+
+    def _free_object_name(self, base: str) -> str:
+        names = {o.name for o in self.objects}
+        candidate, counter = base, 1
+        while candidate in names:
+            candidate = f"{base}_{counter}"
+            counter += 1
+        return candidate
+
+    @staticmethod
+    def _default_reference_name(uri: str) -> str:
+        tail = uri.rstrip("/").rsplit("/", 1)[-1]
+        cleaned = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in tail).lstrip("._-")
+        return cleaned or "reference"
+
+    @staticmethod
+    def _check_inside(real_root: Path, path: Path) -> Path:
+        resolved = path.resolve()
+        if resolved != real_root and real_root not in resolved.parents:
+            raise InvalidArtifactError(
+                f"add_dir: {path} is a symlink pointing outside {real_root} ({resolved}); refused"
+            )
+        return resolved
+
+    def _staging_dir(self) -> Path:
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="tracelet-staging-"))
+            weakref.finalize(self, shutil.rmtree, self._staging, True)
+        return self._staging

@@ -1,0 +1,251 @@
+"""Content-addressed blobs and version manifests on any fsspec filesystem.
+
+Layout under the store root::
+
+    blobs/ab/cd/<blake3 hex>          immutable file contents, named by digest
+    manifests/<name>/@v<N>.json       one JSON manifest per version (rebuilds a lost catalog)
+    tmp/                              in-flight writes (local disk), renamed into place
+
+Writes are atomic: on local disk a temp file is fsynced and then linked (blobs: create if
+absent) or renamed (manifests) into place; on object stores a single PUT is atomic. A blob is
+re-hashed while it is copied, so a file that changed after it was hashed is refused rather
+than stored under the wrong digest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
+from ._hashing import CHUNK_SIZE, format_digest, hash_bytes, new_hasher, split_digest
+
+MANIFEST_PREFIX = "@"
+Progress = Callable[[int], None]
+
+
+def _copy_stream(src: BinaryIO, dst: BinaryIO, size_hint: int, progress: Progress | None) -> tuple[str, int]:
+    """Copy ``src`` into ``dst`` in chunks, returning the digest and size of what was copied."""
+    hasher = new_hasher(size_hint)
+    size = 0
+    while chunk := src.read(CHUNK_SIZE):
+        hasher.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return format_digest(hasher), size
+
+
+class BlobStore:
+    """Blobs and manifests under one fsspec root."""
+
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec  # Deferred for import perf
+
+        self.uri = uri
+        try:
+            self.fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise ConfigurationError(f"cannot open store {uri!r}: {exc}") from exc
+        self.root = root.rstrip("/") or root
+        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        if self.is_local:
+            Path(self.root, "tmp").mkdir(parents=True, exist_ok=True)
+
+    # -- paths ------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> str:
+        try:
+            _, hexdigest = split_digest(digest)
+        except ValueError as exc:
+            raise IntegrityError(str(exc), [str(exc)]) from exc
+        return f"{self.root}/blobs/{hexdigest[:2]}/{hexdigest[2:4]}/{hexdigest}"
+
+    def blob_uri(self, digest: str) -> str:
+        """A URI another tool can open the blob with."""
+        return self.fs.unstrip_protocol(self.blob_path(digest))
+
+    def manifest_path(self, name: str, version: int) -> str:
+        return f"{self.root}/manifests/{name}/{MANIFEST_PREFIX}v{version}.json"
+
+    # -- blobs ------------------------------------------------------------------------------
+    def has_blob(self, digest: str) -> bool:
+        return bool(self.fs.exists(self.blob_path(digest)))
+
+    def put_file(self, source: Path, digest: str, size: int, progress: Progress | None = None) -> bool:
+        """Store ``source`` as blob ``digest`` unless present; True if bytes were written."""
+        final = self.blob_path(digest)
+        if self.fs.exists(final):
+            if self.is_local:  # a fresh mtime keeps gc's grace period away from an in-flight log
+                os.utime(final)
+            if progress is not None:
+                progress(size)
+            return False
+        if self.is_local:
+            return self._put_local(source, final, digest, size, progress)
+        tmp_digest: str
+        with source.open("rb") as src, self.fs.open(final, "wb") as dst:
+            tmp_digest, _ = _copy_stream(src, dst, size, progress)
+        if tmp_digest != digest:
+            self.fs.rm(final)
+            raise InvalidArtifactError(f"{source} changed while it was being logged")
+        return True
+
+    def _put_local(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
+        tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.blob")
+        try:
+            with source.open("rb") as src, tmp.open("wb") as dst:
+                copied_digest, _ = _copy_stream(src, dst, size, progress)
+                dst.flush()
+                os.fsync(dst.fileno())
+            if copied_digest != digest:
+                raise InvalidArtifactError(f"{source} changed while it was being logged")
+            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(tmp, final)  # create-if-absent: a concurrent writer of the same blob wins
+            except FileExistsError:
+                return False
+            except OSError:  # filesystems without hard links
+                if Path(final).exists():
+                    return False
+                os.replace(tmp, final)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        path = self.blob_path(digest)
+        try:
+            return self.fs.open(path, "rb")  # type: ignore[no-any-return]
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"blob {digest} is missing from the store",
+                                 [f"{digest}: missing"]) from exc
+
+    def check_blob(self, digest: str) -> str | None:
+        """Re-hash a stored blob; None if it is intact, else what is wrong with it."""
+        try:
+            with self.open_blob(digest) as stream:
+                hasher = new_hasher()
+                while chunk := stream.read(CHUNK_SIZE):
+                    hasher.update(chunk)
+        except IntegrityError:
+            return "missing"
+        actual = format_digest(hasher)
+        return None if actual == digest else f"content hashes to {actual}"
+
+    def copy_blob_to(self, digest: str, dest: Path, progress: Progress | None = None) -> None:
+        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        try:
+            with self.open_blob(digest) as src, tmp.open("wb") as dst:
+                actual, _ = _copy_stream(src, dst, 0, progress)
+            if actual != digest:
+                raise IntegrityError(
+                    f"blob {digest} is corrupted (content hashes to {actual})",
+                    [f"{dest.name}: expected {digest}, got {actual}"],
+                )
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def iter_blobs(self) -> Iterator[tuple[str, float]]:
+        """Every stored blob as ``(digest, modified time)``."""
+        base = f"{self.root}/blobs"
+        if not self.fs.exists(base):
+            return
+        for path, info in self.fs.find(base, detail=True).items():
+            hexdigest = path.rsplit("/", 1)[-1]
+            yield f"blake3:{hexdigest}", modified_time(info)
+
+    def delete_blob(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        if self.is_local and Path(path).exists():
+            Path(path).unlink()
+        elif self.fs.exists(path):
+            self.fs.rm(path)
+
+    # -- manifests --------------------------------------------------------------------------
+    def write_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> str:
+        """Write a version's manifest atomically; returns the digest of its bytes."""
+        data = json.dumps(manifest, sort_keys=True, indent=1).encode()
+        final = self.manifest_path(name, version)
+        if self.is_local:
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
+            try:
+                with tmp.open("wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            self.fs.pipe_file(final, data)
+        return hash_bytes(data)
+
+    def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
+        path = self.manifest_path(name, version)
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store") from exc
+        if expected_digest is not None and hash_bytes(data) != expected_digest:
+            raise IntegrityError(f"manifest of {name}:v{version} does not match its digest",
+                                 [f"{name}:v{version} manifest: digest mismatch"])
+        try:
+            return json.loads(data)  # type: ignore[no-any-return]
+        except ValueError as exc:
+            raise IntegrityError(f"manifest of {name}:v{version} is not valid JSON",
+                                 [f"{name}:v{version} manifest: unreadable"]) from exc
+
+    def iter_manifests(self) -> Iterator[tuple[str, int, str]]:
+        """Every manifest as ``(name, version, path)``."""
+        base = f"{self.root}/manifests"
+        if not self.fs.exists(base):
+            return
+        for path in self.fs.find(base):
+            relative = path[len(base) + 1:]
+            name, _, filename = relative.rpartition("/")
+            if not (filename.startswith(MANIFEST_PREFIX + "v") and filename.endswith(".json")):
+                continue
+            number = filename[len(MANIFEST_PREFIX) + 1:-len(".json")]
+            if number.isdigit() and name:
+                yield name, int(number), path
+
+    def read_manifest_at(self, path: str) -> bytes:
+        return self.fs.cat_file(path)  # type: ignore[no-any-return]
+
+    def clean_tmp(self, older_than: float) -> list[str]:
+        """Remove leftovers of killed writers from ``tmp/`` (local stores only)."""
+        removed: list[str] = []
+        if not self.is_local:
+            return removed
+        cutoff = time.time() - older_than
+        for leftover in Path(self.root, "tmp").iterdir():
+            if leftover.stat().st_mtime < cutoff:
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                removed.append(str(leftover))
+        return removed
+
+
+def modified_time(info: dict[str, Any]) -> float:
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0

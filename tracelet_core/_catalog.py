@@ -1,0 +1,735 @@
+"""The catalog: names, versions, aliases, entries, runs and lineage edges, in SQL.
+
+SQLAlchemy Core over SQLite (default; WAL, busy timeout, ``BEGIN IMMEDIATE`` for writes) or
+PostgreSQL (row locks with ``SELECT ... FOR UPDATE``). Version numbers are allocated inside
+one write transaction per log, under a lock on the artifact's row, with ``UNIQUE(artifact_id,
+version)`` as the backstop, so concurrent writers in many processes never lose or duplicate a
+version.
+
+Schema changes are numbered migrations (see ``MIGRATIONS``) recorded in
+``tracelet_schema``; they run under the same write lock (SQLite) or an advisory lock
+(PostgreSQL), so several processes starting at once migrate exactly once. We use this small
+runner instead of alembic because the catalog is embedded: it must migrate itself on open,
+with no ini files or script directories shipped to users.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from ._errors import ArtifactNotFoundError, ConfigurationError, InvalidArtifactError, TraceletError
+from ._model import RunInfo
+from ._names import LATEST, format_version, version_number
+
+metadata = MetaData()
+
+schema_table = Table("tracelet_schema", metadata, Column("version", Integer, nullable=False))
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(1024), nullable=False, unique=True),
+    Column("orchestrator", String(64), nullable=False),
+    Column("run_id", String(512), nullable=False),
+    Column("step", String(512)),
+    Column("name", String(512)),
+    Column("partition", String(1024)),
+    Column("code_version", String(256)),
+    Column("extra", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("manifest_digest", String(80), nullable=False),
+    Column("description", Text),
+    Column("metadata", JSON, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("producer_run_id", Integer, ForeignKey("runs.id")),
+    Column("idempotency_key", String(512)),
+    UniqueConstraint("artifact_id", "version", name="uq_versions_artifact_version"),
+    UniqueConstraint("artifact_id", "idempotency_key", name="uq_versions_idempotency"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), primary_key=True),
+    Column("alias", String(128), primary_key=True),
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("kind", String(16), nullable=False),  # file | object | reference
+    Column("digest", String(80)),
+    Column("size", BigInteger),
+    Column("data", JSON, nullable=False),  # the full manifest entry
+    Index("ix_entries_digest", "digest"),
+)
+
+version_inputs = Table(
+    "version_inputs",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("input_version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Index("ix_version_inputs_input", "input_version_id"),
+)
+
+run_inputs = Table(
+    "run_inputs",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_run_inputs_version", "version_id"),
+)
+
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("group_key", String(512), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("description", Text),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("name", "group_key", name="uq_drafts_name_group"),
+)
+
+draft_entries = Table(
+    "draft_entries",
+    metadata,
+    Column("draft_id", Integer, ForeignKey("drafts.id"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("digest", String(80)),
+    Column("size", BigInteger),
+    Column("data", JSON, nullable=False),
+    Index("ix_draft_entries_digest", "digest"),
+)
+
+INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
+                  drafts, draft_entries]
+
+
+def _migration_1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=INITIAL_TABLES)
+
+
+#: Numbered schema migrations; append, never edit.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _migration_1)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+_PG_MIGRATION_LOCK = 0x7472616365  # "trace"
+
+
+@dataclass
+class VersionRecord:
+    """One catalog row of ``versions`` with everything a ``LoggedArtifact`` shows."""
+
+    id: int
+    name: str
+    version: int
+    type: str
+    digest: str
+    manifest_digest: str
+    description: str | None
+    metadata: dict[str, Any]
+    size_bytes: int
+    created_at: float
+    producer: RunInfo | None = None
+    inputs: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{format_version(self.version)}"
+
+
+@dataclass
+class DraftRecord:
+    """An open ``upsert`` group waiting for ``finish``."""
+
+    id: int
+    name: str
+    group: str
+    type: str
+    description: str | None
+    metadata: dict[str, Any]
+    created_at: float
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _translate(exc: SQLAlchemyError, url: str) -> TraceletError:
+    return ConfigurationError(f"catalog {url} failed: {exc.__class__.__name__}: {exc}")
+
+
+class Catalog:
+    """All SQL the store runs; one instance per process and URL, safe across threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = self._create_engine(url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise ConfigurationError(f"cannot open catalog {url!r}: {exc}") from exc
+        self.dialect = self.engine.dialect.name
+        self._lock = threading.Lock()
+        self.migrate()
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=60000")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                mode = "IMMEDIATE" if conn.get_execution_options().get("tracelet_write") else "DEFERRED"
+                conn.exec_driver_sql(f"BEGIN {mode}")
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    # -- transactions -----------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it holds the database write lock from the start."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(tracelet_write=True)
+                with conn.begin():
+                    yield conn
+        except TraceletError:
+            raise
+        except SQLAlchemyError as exc:
+            raise _translate(exc, self.url) from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+        except TraceletError:
+            raise
+        except SQLAlchemyError as exc:
+            raise _translate(exc, self.url) from exc
+
+    def migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``; safe when many processes start at once."""
+        for attempt in range(5):
+            try:
+                with self._write() as conn:
+                    if self.dialect == "postgresql":
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+                    schema_table.create(conn, checkfirst=True)
+                    current = conn.execute(select(func.max(schema_table.c.version))).scalar() or 0
+                    if current > SCHEMA_VERSION:
+                        raise ConfigurationError(
+                            f"catalog {self.url} has schema {current}, newer than this tracelet "
+                            f"({SCHEMA_VERSION}); upgrade tracelet-artifacts"
+                        )
+                    for number, migration in MIGRATIONS:
+                        if number > current:
+                            migration(conn)
+                            conn.execute(insert(schema_table).values(version=number))
+                return
+            except ConfigurationError as exc:
+                # a racing process created the table first (PostgreSQL without the lock yet)
+                if attempt == 4 or not isinstance(exc.__cause__, (SAIntegrityError, OperationalError)):
+                    raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> None:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            conn.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))
+        else:  # pragma: no cover - other databases: check then insert
+            where = and_(*[table.c[k] == values[k] for k in keys])
+            if conn.execute(select(func.count()).select_from(table).where(where)).scalar() == 0:
+                conn.execute(insert(table).values(**values))
+
+    def _lock_artifact(self, conn: Connection, name: str, type_: str) -> int:
+        """Create the artifact row if needed and lock it for this transaction; its id."""
+        self._insert_ignore(conn, artifacts, {"name": name, "type": type_, "created_at": time.time()}, ["name"])
+        row = conn.execute(
+            select(artifacts.c.id).where(artifacts.c.name == name).with_for_update()
+        ).one()
+        return int(row.id)
+
+    def _artifact_id(self, conn: Connection, name: str) -> int:
+        found = conn.execute(select(artifacts.c.id).where(artifacts.c.name == name)).scalar()
+        if found is None:
+            raise ArtifactNotFoundError(f"no artifact named {name!r}")
+        return int(found)
+
+    def _ensure_run(self, conn: Connection, run: RunInfo) -> int:
+        values = {
+            "key": run.key, "orchestrator": run.orchestrator, "run_id": run.run_id,
+            "step": run.step, "name": run.name, "partition": run.partition,
+            "code_version": run.code_version, "extra": dict(run.extra), "created_at": time.time(),
+        }
+        self._insert_ignore(conn, runs, values, ["key"])
+        return int(conn.execute(select(runs.c.id).where(runs.c.key == run.key)).scalar_one())
+
+    def _version_row(self, conn: Connection, artifact_id: int, name: str, selector: str) -> Any:
+        query = select(versions).where(versions.c.artifact_id == artifact_id)
+        number = version_number(selector)
+        if selector == LATEST:
+            query = query.order_by(versions.c.version.desc()).limit(1)
+        elif number is not None:
+            query = query.where(versions.c.version == number)
+        else:
+            query = query.join(aliases, aliases.c.version_id == versions.c.id).where(
+                aliases.c.artifact_id == artifact_id, aliases.c.alias == selector
+            )
+        row = conn.execute(query).first()
+        if row is None:
+            what = "no versions" if selector == LATEST else f"no version or alias {selector!r}"
+            raise ArtifactNotFoundError(f"artifact {name!r} has {what}")
+        return row
+
+    def _hydrate(self, conn: Connection, rows: Sequence[Any], names: dict[int, str]) -> list[VersionRecord]:
+        """Turn ``versions`` rows into records, fetching their relations in batches."""
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        alias_map: dict[int, list[str]] = {}
+        for a in conn.execute(select(aliases.c.version_id, aliases.c.alias)
+                              .where(aliases.c.version_id.in_(ids)).order_by(aliases.c.alias)):
+            alias_map.setdefault(a.version_id, []).append(a.alias)
+        input_map: dict[int, list[str]] = {}
+        upstream = versions.alias("upstream")
+        for i in conn.execute(
+            select(version_inputs.c.version_id, artifacts.c.name, upstream.c.version)
+            .join(upstream, upstream.c.id == version_inputs.c.input_version_id)
+            .join(artifacts, artifacts.c.id == upstream.c.artifact_id)
+            .where(version_inputs.c.version_id.in_(ids))
+            .order_by(artifacts.c.name, upstream.c.version)
+        ):
+            input_map.setdefault(i.version_id, []).append(f"{i.name}:{format_version(i.version)}")
+        run_ids = {row.producer_run_id for row in rows if row.producer_run_id is not None}
+        run_map = {r.id: _run_from_row(r) for r in conn.execute(select(runs).where(runs.c.id.in_(run_ids)))} if run_ids else {}
+        entry_map: dict[int, list[dict[str, Any]]] = {}
+        for e in conn.execute(select(entries.c.version_id, entries.c.data)
+                              .where(entries.c.version_id.in_(ids)).order_by(entries.c.path)):
+            entry_map.setdefault(e.version_id, []).append(_json(e.data))
+        return [
+            VersionRecord(
+                id=row.id, name=names[row.artifact_id], version=row.version, type=row.type,
+                digest=row.digest, manifest_digest=row.manifest_digest,
+                description=row.description, metadata=_json(row.metadata),
+                size_bytes=row.size_bytes, created_at=row.created_at,
+                producer=run_map.get(row.producer_run_id),
+                inputs=input_map.get(row.id, []), aliases=alias_map.get(row.id, []),
+                entries=entry_map.get(row.id, []),
+            )
+            for row in rows
+        ]
+
+    def _names_for(self, conn: Connection, artifact_ids: Iterable[int]) -> dict[int, str]:
+        ids = set(artifact_ids)
+        if not ids:
+            return {}
+        return {r.id: r.name for r in conn.execute(select(artifacts.c.id, artifacts.c.name)
+                                                   .where(artifacts.c.id.in_(ids)))}
+
+    def _resolve_ids(self, conn: Connection, refs: Iterable[tuple[str, str]]) -> list[int]:
+        ids: list[int] = []
+        for name, selector in refs:
+            row = self._version_row(conn, self._artifact_id(conn, name), name, selector)
+            if row.id not in ids:
+                ids.append(row.id)
+        return ids
+
+    # -- writes -----------------------------------------------------------------------------
+    def commit_version(
+        self,
+        *,
+        name: str,
+        type_: str,
+        digest: str,
+        description: str | None,
+        metadata_: dict[str, Any],
+        size_bytes: int,
+        entry_rows: list[dict[str, Any]],
+        producer: RunInfo | None,
+        input_refs: Sequence[tuple[str, str]],
+        aliases_: Sequence[str],
+        idempotency_key: str | None,
+        write_manifest: Callable[[int, float, list[str]], str],
+        on_aliases: Callable[[dict[str, int]], None] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Allocate the next version and insert it, or return the existing one.
+
+        ``write_manifest(version, created_at, input_refs)`` is called under the lock, after
+        the blobs exist and before the row is inserted, and returns the manifest's digest.
+        Returns ``(record, created)``.
+        """
+        with self._write() as conn:
+            artifact_id = self._lock_artifact(conn, name, type_)
+            existing = None
+            if idempotency_key is not None:
+                existing = conn.execute(select(versions).where(
+                    versions.c.artifact_id == artifact_id,
+                    versions.c.idempotency_key == idempotency_key)).first()
+            if existing is None:
+                latest = conn.execute(select(versions).where(versions.c.artifact_id == artifact_id)
+                                      .order_by(versions.c.version.desc()).limit(1)).first()
+                if latest is not None and latest.digest == digest and latest.type == type_:
+                    existing = latest
+            input_ids = self._resolve_ids(conn, input_refs)
+            if existing is not None:
+                self._move_aliases(conn, artifact_id, existing.id, aliases_)
+                if aliases_ and on_aliases is not None:
+                    on_aliases(self._alias_map(conn, artifact_id))
+                if producer is not None and input_ids:
+                    self._record_run_inputs(conn, self._ensure_run(conn, producer), input_ids)
+                record = self._hydrate(conn, [existing], {artifact_id: name})[0]
+                return record, False
+            max_version = conn.execute(select(func.max(versions.c.version))
+                                       .where(versions.c.artifact_id == artifact_id)).scalar()
+            number = int(max_version or 0) + 1
+            created_at = time.time()
+            input_labels = self._labels(conn, input_ids)
+            manifest_digest = write_manifest(number, created_at, input_labels)
+            run_id = self._ensure_run(conn, producer) if producer is not None else None
+            version_id = conn.execute(insert(versions).values(
+                artifact_id=artifact_id, version=number, type=type_, digest=digest,
+                manifest_digest=manifest_digest, description=description, metadata=metadata_,
+                size_bytes=size_bytes, created_at=created_at, producer_run_id=run_id,
+                idempotency_key=idempotency_key,
+            )).inserted_primary_key[0]
+            if entry_rows:
+                conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
+            if input_ids:
+                conn.execute(insert(version_inputs),
+                             [{"version_id": version_id, "input_version_id": i} for i in input_ids])
+                if run_id is not None:
+                    self._record_run_inputs(conn, run_id, input_ids)
+            self._move_aliases(conn, artifact_id, version_id, aliases_)
+            if aliases_ and on_aliases is not None:
+                on_aliases(self._alias_map(conn, artifact_id))
+            row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
+            return self._hydrate(conn, [row], {artifact_id: name})[0], True
+
+    def _labels(self, conn: Connection, version_ids: Sequence[int]) -> list[str]:
+        if not version_ids:
+            return []
+        rows = conn.execute(select(versions.c.id, versions.c.version, artifacts.c.name)
+                            .join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                            .where(versions.c.id.in_(version_ids))).all()
+        by_id = {r.id: f"{r.name}:{format_version(r.version)}" for r in rows}
+        return [by_id[i] for i in version_ids]
+
+    def _move_aliases(self, conn: Connection, artifact_id: int, version_id: int, names: Sequence[str]) -> None:
+        for alias in names:
+            conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact_id, aliases.c.alias == alias))
+            conn.execute(insert(aliases).values(artifact_id=artifact_id, alias=alias, version_id=version_id))
+
+    def _record_run_inputs(self, conn: Connection, run_id: int, version_ids: Iterable[int]) -> None:
+        now = time.time()
+        for version_id in version_ids:
+            self._insert_ignore(conn, run_inputs, {"run_id": run_id, "version_id": version_id,
+                                                   "created_at": now}, ["run_id", "version_id"])
+
+    def set_alias(self, name: str, selector: str, alias: str,
+                  on_change: Callable[[dict[str, int]], None] | None = None) -> VersionRecord:
+        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere)."""
+        with self._write() as conn:
+            artifact_id = self._artifact_id(conn, name)
+            conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            row = self._version_row(conn, artifact_id, name, selector)
+            self._move_aliases(conn, artifact_id, row.id, [alias])
+            if on_change is not None:
+                on_change(self._alias_map(conn, artifact_id))
+            return self._hydrate(conn, [row], {artifact_id: name})[0]
+
+    def remove_alias(self, name: str, alias: str,
+                     on_change: Callable[[dict[str, int]], None] | None = None) -> None:
+        with self._write() as conn:
+            artifact_id = self._artifact_id(conn, name)
+            conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            result = conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact_id,
+                                                        aliases.c.alias == alias))
+            if result.rowcount == 0:
+                raise ArtifactNotFoundError(f"artifact {name!r} has no alias {alias!r}")
+            if on_change is not None:
+                on_change(self._alias_map(conn, artifact_id))
+
+    def alias_map(self, name: str) -> dict[str, int]:
+        with self._read() as conn:
+            return self._alias_map(conn, self._artifact_id(conn, name))
+
+    def _alias_map(self, conn: Connection, artifact_id: int) -> dict[str, int]:
+        rows = conn.execute(select(aliases.c.alias, versions.c.version)
+                            .join(versions, versions.c.id == aliases.c.version_id)
+                            .where(aliases.c.artifact_id == artifact_id))
+        return {r.alias: r.version for r in rows}
+
+    def record_consumption(self, run: RunInfo, refs: Sequence[tuple[str, str]]) -> None:
+        with self._write() as conn:
+            self._record_run_inputs(conn, self._ensure_run(conn, run), self._resolve_ids(conn, refs))
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, name: str, selector: str) -> VersionRecord:
+        with self._read() as conn:
+            artifact_id = self._artifact_id(conn, name)
+            row = self._version_row(conn, artifact_id, name, selector)
+            return self._hydrate(conn, [row], {artifact_id: name})[0]
+
+    def get_by_ids(self, version_ids: Sequence[int]) -> list[VersionRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(versions).where(versions.c.id.in_(list(version_ids)))).all()
+            names = self._names_for(conn, (r.artifact_id for r in rows))
+            by_id = {r.id: r for r in self._hydrate(conn, rows, names)}
+            return [by_id[i] for i in version_ids if i in by_id]
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        with self._read() as conn:
+            artifact_id = self._artifact_id(conn, name)
+            rows = conn.execute(select(versions).where(versions.c.artifact_id == artifact_id)
+                                .order_by(versions.c.version)).all()
+            return self._hydrate(conn, rows, {artifact_id: name})
+
+    def latest(self, name: str | None = None, type_: str | None = None) -> list[VersionRecord]:
+        """The newest version of every name (optionally one name, or names under a prefix)."""
+        with self._read() as conn:
+            newest = (select(versions.c.artifact_id, func.max(versions.c.version).label("v"))
+                      .group_by(versions.c.artifact_id).subquery())
+            query = (select(versions).join(newest, and_(newest.c.artifact_id == versions.c.artifact_id,
+                                                        newest.c.v == versions.c.version))
+                     .join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                     .order_by(artifacts.c.name))
+            if name is not None:
+                query = query.where(or_(artifacts.c.name == name, artifacts.c.name.startswith(name + "/")))
+            if type_ is not None:
+                query = query.where(versions.c.type == type_)
+            rows = conn.execute(query).all()
+            return self._hydrate(conn, rows, self._names_for(conn, (r.artifact_id for r in rows)))
+
+    def names(self) -> list[str]:
+        with self._read() as conn:
+            return list(conn.execute(select(artifacts.c.name).order_by(artifacts.c.name)).scalars())
+
+    def all_version_ids(self) -> list[int]:
+        with self._read() as conn:
+            return list(conn.execute(select(versions.c.id).order_by(versions.c.id)).scalars())
+
+    def upstream_ids(self, version_id: int) -> list[int]:
+        with self._read() as conn:
+            return list(conn.execute(select(version_inputs.c.input_version_id)
+                                     .where(version_inputs.c.version_id == version_id)).scalars())
+
+    def downstream_ids(self, version_id: int) -> list[int]:
+        with self._read() as conn:
+            return list(conn.execute(select(version_inputs.c.version_id)
+                                     .where(version_inputs.c.input_version_id == version_id)).scalars())
+
+    def consumers(self, version_id: int) -> list[RunInfo]:
+        """Runs that read this version (whether or not they logged anything)."""
+        with self._read() as conn:
+            rows = conn.execute(select(runs).join(run_inputs, run_inputs.c.run_id == runs.c.id)
+                                .where(run_inputs.c.version_id == version_id).order_by(runs.c.key))
+            return [_run_from_row(r) for r in rows]
+
+    def consumed_by_run(self, run: RunInfo) -> list[int]:
+        with self._read() as conn:
+            return list(conn.execute(select(run_inputs.c.version_id)
+                                     .join(runs, runs.c.id == run_inputs.c.run_id)
+                                     .where(runs.c.key == run.key)).scalars())
+
+    def referenced_digests(self) -> set[str]:
+        """Every blob digest a committed version or an open draft needs."""
+        with self._read() as conn:
+            committed = conn.execute(select(entries.c.digest).where(entries.c.digest.is_not(None)).distinct())
+            drafted = conn.execute(select(draft_entries.c.digest).where(draft_entries.c.digest.is_not(None)).distinct())
+            return set(committed.scalars()) | set(drafted.scalars())
+
+    def manifest_keys(self) -> set[tuple[str, int]]:
+        with self._read() as conn:
+            rows = conn.execute(select(artifacts.c.name, versions.c.version)
+                                .join(artifacts, artifacts.c.id == versions.c.artifact_id))
+            return {(r.name, r.version) for r in rows}
+
+    # -- drafts (upsert / finish) -------------------------------------------------------------
+    def draft_add(self, *, name: str, group: str, type_: str, description: str | None,
+                  metadata_: dict[str, Any], entry_rows: list[dict[str, Any]]) -> DraftRecord:
+        with self._write() as conn:
+            self._insert_ignore(conn, drafts, {
+                "name": name, "group_key": group, "type": type_, "description": description,
+                "metadata": metadata_, "created_at": time.time()}, ["name", "group_key"])
+            draft = conn.execute(select(drafts).where(drafts.c.name == name, drafts.c.group_key == group)
+                                 .with_for_update()).one()
+            if draft.type != type_:
+                raise InvalidArtifactError(
+                    f"draft {name!r} (group {group!r}) is of type {draft.type!r}, not {type_!r}")
+            merged_metadata = {**_json(draft.metadata), **metadata_}
+            conn.execute(update(drafts).where(drafts.c.id == draft.id).values(
+                metadata=merged_metadata, description=description or draft.description))
+            present = {r.path: r for r in conn.execute(select(draft_entries).where(draft_entries.c.draft_id == draft.id))}
+            new_rows = []
+            for row in entry_rows:
+                old = present.get(row["path"])
+                if old is None:
+                    new_rows.append({**row, "draft_id": draft.id})
+                elif (old.digest, old.kind) != (row["digest"], row["kind"]) or (
+                        row["kind"] == "reference" and _json(old.data) != row["data"]):
+                    raise InvalidArtifactError(
+                        f"draft {name!r} (group {group!r}) already has different content at {row['path']!r}")
+            if new_rows:
+                conn.execute(insert(draft_entries), new_rows)
+            return self._draft_record(conn, draft.id)
+
+    def _draft_record(self, conn: Connection, draft_id: int) -> DraftRecord:
+        d = conn.execute(select(drafts).where(drafts.c.id == draft_id)).one()
+        rows = conn.execute(select(draft_entries.c.data).where(draft_entries.c.draft_id == draft_id)
+                            .order_by(draft_entries.c.path))
+        return DraftRecord(id=d.id, name=d.name, group=d.group_key, type=d.type,
+                           description=d.description, metadata=_json(d.metadata),
+                           created_at=d.created_at, entries=[_json(r.data) for r in rows])
+
+    def draft_get(self, name: str, group: str) -> DraftRecord:
+        with self._read() as conn:
+            found = conn.execute(select(drafts.c.id).where(drafts.c.name == name, drafts.c.group_key == group)).scalar()
+            if found is None:
+                raise ArtifactNotFoundError(f"no open draft {name!r} in group {group!r}")
+            return self._draft_record(conn, int(found))
+
+    def draft_delete(self, draft_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(delete(draft_entries).where(draft_entries.c.draft_id == draft_id))
+            conn.execute(delete(drafts).where(drafts.c.id == draft_id))
+
+    def drafts(self) -> list[DraftRecord]:
+        with self._read() as conn:
+            ids = conn.execute(select(drafts.c.id).order_by(drafts.c.name, drafts.c.group_key)).scalars().all()
+            return [self._draft_record(conn, int(i)) for i in ids]
+
+    # -- reindex ----------------------------------------------------------------------------
+    def insert_reindexed(self, manifest: dict[str, Any], manifest_digest: str,
+                         entry_rows: list[dict[str, Any]]) -> bool:
+        """Insert a version read back from its manifest; False if it is already present."""
+        name, number = manifest["name"], int(manifest["version"])
+        with self._write() as conn:
+            artifact_id = self._lock_artifact(conn, name, manifest["type"])
+            present = conn.execute(select(versions.c.id).where(versions.c.artifact_id == artifact_id,
+                                                               versions.c.version == number)).scalar()
+            if present is not None:
+                return False
+            producer = RunInfo.from_dict(manifest["producer"]) if manifest.get("producer") else None
+            run_id = self._ensure_run(conn, producer) if producer is not None else None
+            version_id = conn.execute(insert(versions).values(
+                artifact_id=artifact_id, version=number, type=manifest["type"],
+                digest=manifest["digest"], manifest_digest=manifest_digest,
+                description=manifest.get("description"), metadata=manifest.get("metadata") or {},
+                size_bytes=int(manifest.get("size_bytes") or 0), created_at=float(manifest["created_at"]),
+                producer_run_id=run_id, idempotency_key=manifest.get("idempotency_key"),
+            )).inserted_primary_key[0]
+            if entry_rows:
+                conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
+            return True
+
+    def link_reindexed_inputs(self, name: str, number: int, input_refs: Sequence[str],
+                              alias_map: dict[str, int]) -> None:
+        """Second pass of reindex: lineage edges and aliases, once every version exists."""
+        from ._names import parse_ref
+
+        with self._write() as conn:
+            artifact_id = self._artifact_id(conn, name)
+            row = self._version_row(conn, artifact_id, name, format_version(number))
+            for ref in input_refs:
+                try:
+                    input_id = self._resolve_ids(conn, [parse_ref(ref)])[0]
+                except ArtifactNotFoundError:
+                    continue
+                self._insert_ignore(conn, version_inputs, {"version_id": row.id, "input_version_id": input_id},
+                                    ["version_id", "input_version_id"])
+                if row.producer_run_id is not None:
+                    self._record_run_inputs(conn, row.producer_run_id, [input_id])
+            for alias, target in alias_map.items():
+                if target == number:
+                    self._move_aliases(conn, artifact_id, row.id, [alias])
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _run_from_row(row: Any) -> RunInfo:
+    return RunInfo(orchestrator=row.orchestrator, run_id=row.run_id, step=row.step, name=row.name,
+                   partition=row.partition, code_version=row.code_version, extra=_json(row.extra) or {})

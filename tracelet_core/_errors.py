@@ -1,0 +1,64 @@
+"""tracelet's exception hierarchy.
+
+Every error tracelet raises on purpose derives from ``TraceletError``; errors from fsspec,
+SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
+``raise Mapped(msg) from exc`` so the cause stays chained::
+
+    TraceletError
+    ├── InvalidArtifactError (also ValueError)   bad names, paths, refs, entries, objects
+    ├── ArtifactNotFoundError (also KeyError)    unknown name, version, alias or entry
+    ├── IntegrityError                           a blob or manifest does not match its digest
+    ├── UnsafeDeserializationError               loading pickle without allow_pickle
+    ├── BackendError                             a tracker refused or failed a delivery
+    └── ConfigurationError                       settings, URLs or backends that cannot work
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TraceletError",
+    "InvalidArtifactError",
+    "ArtifactNotFoundError",
+    "IntegrityError",
+    "UnsafeDeserializationError",
+    "BackendError",
+    "ConfigurationError",
+]
+
+
+class TraceletError(Exception):
+    """Base class of every error tracelet raises."""
+
+
+class InvalidArtifactError(TraceletError, ValueError):
+    """A name, path, ref, entry or object that tracelet refuses to store."""
+
+
+class ArtifactNotFoundError(TraceletError, KeyError):
+    """A name, version, alias or entry that does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class IntegrityError(TraceletError):
+    """Stored bytes do not match their recorded digest, or a stored object is missing.
+
+    ``problems`` lists every bad entry found, one line each.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems or [])
+
+
+class UnsafeDeserializationError(TraceletError):
+    """Loading this entry would run untrusted code (pickle) and it was not allowed."""
+
+
+class BackendError(TraceletError):
+    """A tracker backend failed; the cause is chained."""
+
+
+class ConfigurationError(TraceletError):
+    """Settings, URLs or backend names that cannot work."""

@@ -1,0 +1,225 @@
+"""``Experiment``: the Tracelet-guide facade over the store, backends and automagic capture.
+
+An experiment is one run (``RunInfo(orchestrator="tracelet")``). Every artifact it logs is
+committed to the local store first, then routed to the configured backends; a backend that
+fails yields ``ok=False`` and never fails the local log (``strict=True`` raises
+``BackendError`` after the commit). Versions read with ``get_artifact`` while the experiment
+is started become the inputs of everything it logs afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from ._artifact import TraceletArtifact, coerce_type
+from ._automagic import AutomagicSession
+from ._backends import ArtifactResult, Backend, resolve_backend, route
+from ._errors import BackendError, ConfigurationError
+from ._logged import LoggedArtifact
+from ._model import ArtifactType, RunInfo
+from ._settings import TraceletSettings
+from ._store import ArtifactStore
+
+
+class ExperimentConfig(BaseModel):
+    """Artifact settings of one experiment (defaults come from ``TraceletSettings``)."""
+
+    enable_artifacts: bool = True
+    automagic_artifacts: bool = False
+    watch_filesystem: bool = False
+    artifact_watch_dirs: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: TraceletSettings) -> ExperimentConfig:
+        return cls(enable_artifacts=settings.enable_artifacts,
+                   automagic_artifacts=settings.automagic_artifacts,
+                   watch_filesystem=settings.watch_filesystem,
+                   artifact_watch_dirs=list(settings.artifact_watch_dirs))
+
+
+class Experiment:
+    """One tracked run that logs, reads and routes artifacts."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: str | Backend | Sequence[str | Backend] | None = None,
+        artifacts: bool = True,
+        automagic_artifacts: bool = False,
+        config: ExperimentConfig | None = None,
+        store: ArtifactStore | str | None = None,
+        *,
+        strict: bool = False,
+        settings: TraceletSettings | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError("an experiment needs a non-empty name")
+        self.name = name
+        self.settings = settings or TraceletSettings.load()
+        base = config or ExperimentConfig.from_settings(self.settings)
+        # An explicit False wins; environment variables can switch automagic on.
+        self.config = base.model_copy(update={
+            "enable_artifacts": base.enable_artifacts and artifacts,
+            "automagic_artifacts": base.automagic_artifacts or automagic_artifacts,
+        })
+        specs: Sequence[str | Backend]
+        if backend is None:
+            specs = list(self.settings.backends)
+        elif isinstance(backend, (str, Backend)):
+            specs = [backend]
+        else:
+            specs = list(backend)
+        self.backends: dict[str, Backend] = {}
+        for spec in specs:
+            resolved = resolve_backend(spec)
+            if resolved.name in self.backends:
+                raise ConfigurationError(f"backend {resolved.name!r} is configured twice")
+            self.backends[resolved.name] = resolved
+        self.strict = strict
+        self._store_spec = store
+        self._store: ArtifactStore | None = store if isinstance(store, ArtifactStore) else None
+        self.run = RunInfo(orchestrator="tracelet", run_id=uuid.uuid4().hex, name=name)
+        self._consumed: list[str] = []
+        self._lock = threading.RLock()
+        self._started = False
+        self._automagic: AutomagicSession | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def store(self) -> ArtifactStore:
+        """The store this experiment logs to (opened on first use)."""
+        with self._lock:
+            if self._store is None:
+                uri = self._store_spec if isinstance(self._store_spec, str) else None
+                self._store = ArtifactStore.open(uri, settings=self.settings)
+            return self._store
+
+    @property
+    def is_started(self) -> bool:
+        return self._started
+
+    def start(self) -> Experiment:
+        with self._lock:
+            if self._started:
+                return self
+            self.store  # noqa: B018 - fail early on a bad store
+            started: list[Backend] = []
+            try:
+                for backend in self.backends.values():
+                    backend.start(self.name, self.run.run_id)
+                    started.append(backend)
+            except Exception as exc:
+                for backend in started:
+                    backend.stop()
+                raise BackendError(f"backend failed to start: {exc}") from exc
+            self._started = True
+            cfg = self.config
+            if cfg.enable_artifacts and (cfg.automagic_artifacts or cfg.watch_filesystem):
+                watch = [Path(d) for d in cfg.artifact_watch_dirs] if cfg.watch_filesystem else []
+                self._automagic = AutomagicSession(
+                    self._log_captured, capture_saves=cfg.automagic_artifacts,
+                    watch_dirs=watch, watch_interval=self.settings.watch_interval)
+                self._automagic.start()
+            return self
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            try:
+                if self._automagic is not None:
+                    self._automagic.stop()
+            finally:
+                self._automagic = None
+                self._started = False
+                for backend in self.backends.values():
+                    backend.stop()
+
+    def __enter__(self) -> Experiment:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def automagic_errors(self) -> list[str]:
+        """Captures that failed (a failed capture never breaks the user's own save)."""
+        return list(self._automagic.errors) if self._automagic is not None else []
+
+    # -- artifacts --------------------------------------------------------------------------
+    def create_artifact(self, name: str, artifact_type: ArtifactType | str,
+                        description: str | None = None) -> TraceletArtifact:
+        return TraceletArtifact(name, artifact_type, description)
+
+    def _require_artifacts(self) -> None:
+        if not self.config.enable_artifacts:
+            raise ConfigurationError(
+                f"artifacts are disabled for experiment {self.name!r} "
+                "(artifacts=False or TRACELET_ENABLE_ARTIFACTS=false)")
+
+    def log_artifact(self, artifact: TraceletArtifact,
+                     aliases: Iterable[str] | None = None) -> dict[str, ArtifactResult]:
+        """Commit locally, then deliver to every backend the artifact routes to."""
+        self._require_artifacts()
+        with self._lock:
+            inputs = list(self._consumed)
+        logged = self.store.log(artifact, producer=self.run, inputs=inputs, aliases=aliases or ())
+        results = {"local": ArtifactResult(backend="local", ok=True, version=logged.version,
+                                           uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
+        failures: list[str] = []
+        for name in route(logged.type, logged.metadata, list(self.backends)):
+            try:
+                result = self.backends[name].log(logged)
+            except Exception as exc:  # noqa: BLE001 - reported in the result, never swallowed
+                result = ArtifactResult(backend=name, ok=False, error=f"{type(exc).__name__}: {exc}")
+            results[name] = result
+            if not result.ok:
+                failures.append(f"{name}: {result.error}")
+        if failures and self.strict:
+            raise BackendError(f"{logged.ref} was committed locally but delivery failed: " + "; ".join(failures))
+        return results
+
+    def _log_captured(self, artifact: TraceletArtifact) -> dict[str, ArtifactResult]:
+        return self.log_artifact(artifact)
+
+    def get_artifact(self, name: str, version: str = "latest", backend: str | None = None) -> LoggedArtifact:
+        """A version by name and version/alias; inside a started experiment it becomes an input."""
+        self._require_artifacts()
+        if backend is not None and backend != "local":
+            if backend not in self.backends:
+                raise ConfigurationError(f"backend {backend!r} is not configured for this experiment")
+            logged = self.backends[backend].fetch(name, version)
+        else:
+            logged = self.store.get(name, version)
+        if self._started:
+            with self._lock:
+                if logged.ref not in self._consumed:
+                    self._consumed.append(logged.ref)
+            self.store.record_consumption(self.run, [logged.ref])
+        return logged
+
+    def list_artifacts(self, type_filter: ArtifactType | str | None = None,
+                       backend: str | None = None) -> list[LoggedArtifact]:
+        """Latest version of each artifact, optionally only a type or what routes to a backend."""
+        self._require_artifacts()
+        found = self.store.list(type=coerce_type(type_filter) if type_filter is not None else None)
+        if backend is None or backend == "local":
+            return found
+        if backend not in self.backends:
+            raise ConfigurationError(f"backend {backend!r} is not configured for this experiment")
+        return [a for a in found if backend in route(a.type, a.metadata, list(self.backends))]
+
+    @property
+    def inputs(self) -> list[str]:
+        """Refs read so far with ``get_artifact`` while started."""
+        with self._lock:
+            return list(self._consumed)
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name!r}, backends={list(self.backends)}, started={self._started})"
+

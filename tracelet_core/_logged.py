@@ -1,0 +1,247 @@
+"""``LoggedArtifact``: one committed, immutable version, and how to read it back.
+
+Every read (``download``, ``path``, ``load``) re-hashes the bytes it hands out and raises
+``IntegrityError`` on a mismatch, so corrupted content is never returned silently.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._artifact import TraceletArtifact
+from ._catalog import VersionRecord
+from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError
+from ._hashing import hash_file
+from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
+from ._names import format_version, validate_artifact_path
+from ._serializers import load_with
+
+if TYPE_CHECKING:
+    from ._store import ArtifactStore
+
+
+def entry_from_dict(data: dict[str, Any]) -> ArtifactFile | ArtifactObject | ArtifactReference:
+    """Rebuild a manifest entry, re-validating its path (a tampered manifest is refused)."""
+    kind = data.get("kind")
+    try:
+        if kind == "file":
+            return ArtifactFile(path=validate_artifact_path(data["path"]), size=int(data["size"]),
+                                digest=data["digest"], description=data.get("description"))
+        if kind == "object":
+            return ArtifactObject(name=data["name"], path=validate_artifact_path(data["path"]),
+                                  serializer=data["serializer"], size=int(data["size"]),
+                                  digest=data["digest"], python_type=data.get("python_type"),
+                                  description=data.get("description"), extra=dict(data.get("extra") or {}))
+        if kind == "reference":
+            return ArtifactReference(uri=data["uri"], name=validate_artifact_path(data["name"]),
+                                     size=data.get("size"), checksum=data.get("checksum"),
+                                     description=data.get("description"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"malformed manifest entry {data!r}: {exc}", [f"entry {data!r}"]) from exc
+    raise IntegrityError(f"unknown manifest entry kind {kind!r}", [f"entry {data!r}"])
+
+
+def entry_to_dict(entry: ArtifactFile | ArtifactObject | ArtifactReference) -> dict[str, Any]:
+    kind = {ArtifactFile: "file", ArtifactObject: "object", ArtifactReference: "reference"}[type(entry)]
+    return {"kind": kind, **entry.to_dict()}
+
+
+class LoggedArtifact:
+    """A committed version: ``name:vN`` with its entries, lineage and aliases."""
+
+    def __init__(self, record: VersionRecord, store: ArtifactStore) -> None:
+        self._record = record
+        self._store = store
+        parsed = [entry_from_dict(e) for e in record.entries]
+        self._files = [e for e in parsed if isinstance(e, ArtifactFile)]
+        self._objects = [e for e in parsed if isinstance(e, ArtifactObject)]
+        self._references = [e for e in parsed if isinstance(e, ArtifactReference)]
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def version(self) -> str:
+        return format_version(self._record.version)
+
+    @property
+    def version_number(self) -> int:
+        return self._record.version
+
+    @property
+    def ref(self) -> str:
+        return self._record.ref
+
+    @property
+    def type(self) -> ArtifactType:
+        return ArtifactType(self._record.type)
+
+    @property
+    def digest(self) -> str:
+        return self._record.digest
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(self._record.aliases)
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self._record.created_at, tz=timezone.utc)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._record.size_bytes
+
+    @property
+    def description(self) -> str | None:
+        return self._record.description
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._record.metadata)
+
+    @property
+    def files(self) -> list[ArtifactFile]:
+        return list(self._files)
+
+    @property
+    def objects(self) -> list[ArtifactObject]:
+        return list(self._objects)
+
+    @property
+    def references(self) -> list[ArtifactReference]:
+        return list(self._references)
+
+    @property
+    def producer(self) -> RunInfo | None:
+        return self._record.producer
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self._record.inputs)
+
+    @property
+    def store(self) -> ArtifactStore:
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"LoggedArtifact({self.ref!r}, type={self.type.value!r}, digest={self.digest[:19]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LoggedArtifact) and (self.ref, self.digest) == (other.ref, other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.ref, self.digest))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "ref": self.ref, "type": self.type.value,
+            "digest": self.digest, "aliases": self.aliases, "created_at": self.created_at.isoformat(),
+            "size_bytes": self.size_bytes, "description": self.description, "metadata": self.metadata,
+            "files": [f.to_dict() for f in self._files],
+            "objects": [o.to_dict() for o in self._objects],
+            "references": [r.to_dict() for r in self._references],
+            "producer": self.producer.to_dict() if self.producer else None,
+            "inputs": self.inputs,
+        }
+
+    # -- reading ----------------------------------------------------------------------------
+    def _stored_entries(self) -> list[ArtifactFile | ArtifactObject]:
+        return [*self._files, *self._objects]
+
+    def _entry(self, artifact_path: str) -> ArtifactFile | ArtifactObject:
+        path = validate_artifact_path(artifact_path)
+        for entry in self._stored_entries():
+            if entry.path == path:
+                return entry
+        raise ArtifactNotFoundError(f"{self.ref} has no file or object at {artifact_path!r}")
+
+    def download(self, dest: str | os.PathLike[str] | None = None) -> Path:
+        """Write every file and object into ``dest`` (default ``./artifacts/<name>/<vN>``).
+
+        Each file is verified against its digest as it is written; files already present
+        with the right content are kept.
+        """
+        root = Path(dest) if dest is not None else Path.cwd() / "artifacts" / self.name / self.version
+        root.mkdir(parents=True, exist_ok=True)
+        real_root = root.resolve()
+        entries = self._stored_entries()
+        total = sum(e.size for e in entries)
+        with self._store.progress(f"download {self.ref}", total) as advance:
+            for entry in entries:
+                target = self._target(real_root, entry.path)
+                if target.is_file() and not target.is_symlink() and target.stat().st_size == entry.size \
+                        and hash_file(target)[0] == entry.digest:
+                    advance(entry.size)
+                    continue
+                assert entry.digest is not None
+                self._store.blobs.copy_blob_to(entry.digest, target, advance)
+        return root
+
+    @staticmethod
+    def _target(real_root: Path, artifact_path: str) -> Path:
+        target = real_root / validate_artifact_path(artifact_path)
+        parent = target.parent.resolve()
+        if parent != real_root and real_root not in parent.parents:
+            raise InvalidArtifactError(f"entry {artifact_path!r} would be written outside {real_root}")
+        if target.is_symlink():
+            raise InvalidArtifactError(f"refusing to write through the symlink {target}")
+        return target
+
+    def path(self, artifact_path: str) -> Path:
+        """A local, verified copy of one file or object (kept in the store's cache)."""
+        entry = self._entry(artifact_path)
+        cache_root = self._store.cache_dir / self.name / self.version
+        cache_root.mkdir(parents=True, exist_ok=True)
+        target = self._target(cache_root.resolve(), entry.path)
+        assert entry.digest is not None
+        if not (target.is_file() and hash_file(target)[0] == entry.digest):
+            self._store.blobs.copy_blob_to(entry.digest, target)
+        return target
+
+    def load(self, name: str | None = None, *, allow_pickle: bool | None = None) -> Any:
+        """Deserialize an object entry (the only one, or ``model``, when ``name`` is omitted).
+
+        The blob is verified before the serializer sees it; pickle is refused unless
+        ``allow_pickle`` (or ``TRACELET_ALLOW_PICKLE``) allows it.
+        """
+        entry = self._object(name)
+        allowed = self._store.settings.allow_pickle if allow_pickle is None else allow_pickle
+        assert entry.digest is not None
+        with tempfile.TemporaryDirectory(prefix="tracelet-load-") as tmp:
+            target = Path(tmp) / f"object{Path(entry.path).suffix}"
+            self._store.blobs.copy_blob_to(entry.digest, target)
+            return load_with(entry.serializer, target, allow_pickle=allowed)
+
+    def _object(self, name: str | None) -> ArtifactObject:
+        if name is None:
+            if len(self._objects) == 1:
+                return self._objects[0]
+            models = [o for o in self._objects if o.name == "model"]
+            if models:
+                return models[0]
+            names = ", ".join(o.name for o in self._objects) or "none"
+            raise ArtifactNotFoundError(f"{self.ref}: say which object to load (objects: {names})")
+        for obj in self._objects:
+            if obj.name == name or obj.path == name:
+                return obj
+        raise ArtifactNotFoundError(f"{self.ref} has no object named {name!r}")
+
+    def verify(self) -> None:
+        """Re-hash every blob of this version; raise ``IntegrityError`` naming each bad one."""
+        self._store.verify(self.ref)
+
+    def new_draft(self) -> TraceletArtifact:
+        """A builder holding this version's entries, to make the next version from."""
+        draft = TraceletArtifact(self.name, self.type, self.description, self.metadata)
+        for entry in self._stored_entries():
+            draft._carry(entry)
+        for reference in self._references:
+            draft._carry_reference(reference)
+        return draft

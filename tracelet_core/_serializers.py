@@ -1,0 +1,270 @@
+"""Typed, keyed serializers for ``add_object`` and ``add_model``.
+
+Each serializer is a small class with a frozen ``key``; the key is saved with the entry, so
+loading never guesses. Built-ins are registered lazily by dotted path (heavy libraries such as
+numpy, pandas and torch are imported only when their serializer runs); third parties register
+more through the ``tracelet.serializers`` entry-point group.
+
+``auto`` is not a serializer of its own: :func:`resolve_auto` picks the safest concrete one for
+an object (DataFrame -> parquet, ndarray -> numpy, tensors -> torch, JSON-able -> json, else
+pickle), and that concrete key is what gets recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import threading
+from abc import ABC, abstractmethod
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ._errors import ConfigurationError, InvalidArtifactError, UnsafeDeserializationError
+
+AUTO = "auto"
+
+
+class Serializer(ABC):
+    """Writes one object to one file and reads it back."""
+
+    key: ClassVar[str]
+    extension: ClassVar[str]
+    #: False for formats whose loading can execute code (pickle): refused unless allowed.
+    safe_to_load: ClassVar[bool] = True
+
+    @abstractmethod
+    def dump(self, obj: Any, path: Path) -> None:
+        """Write ``obj`` to ``path``; raise ``InvalidArtifactError`` if it cannot."""
+
+    @abstractmethod
+    def load(self, path: Path) -> Any:
+        """Read the object back from ``path``."""
+
+
+class JsonSerializer(Serializer):
+    key = "json"
+    extension = ".json"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        try:
+            text = json.dumps(obj, allow_nan=False, indent=2, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArtifactError(f"object is not JSON-serializable: {exc}") from exc
+        path.write_text(text, encoding="utf-8")
+
+    def load(self, path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+class YamlSerializer(Serializer):
+    key = "yaml"
+    extension = ".yaml"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        import yaml  # Deferred for import perf
+
+        try:
+            text = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
+        except yaml.YAMLError as exc:
+            raise InvalidArtifactError(f"object is not YAML-serializable: {exc}") from exc
+        path.write_text(text, encoding="utf-8")
+
+    def load(self, path: Path) -> Any:
+        import yaml  # Deferred for import perf
+
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+class PickleSerializer(Serializer):
+    key = "pickle"
+    extension = ".pkl"
+    safe_to_load = False
+
+    def dump(self, obj: Any, path: Path) -> None:
+        try:
+            with path.open("wb") as handle:
+                pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise InvalidArtifactError(f"object cannot be pickled: {exc}") from exc
+
+    def load(self, path: Path) -> Any:
+        with path.open("rb") as handle:
+            return pickle.load(handle)  # noqa: S301 - only reached with allow_pickle
+
+
+class NumpySerializer(Serializer):
+    key = "numpy"
+    extension = ".npy"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        import numpy as np  # Deferred for import perf
+
+        if not isinstance(obj, np.ndarray):
+            raise InvalidArtifactError(f"numpy serializer needs an ndarray, got {type(obj).__name__}")
+        if obj.dtype.hasobject:
+            raise InvalidArtifactError("numpy serializer refuses object arrays (they need pickle)")
+        with path.open("wb") as handle:
+            np.save(handle, obj, allow_pickle=False)
+
+    def load(self, path: Path) -> Any:
+        import numpy as np  # Deferred for import perf
+
+        return np.load(path, allow_pickle=False)
+
+
+class ParquetSerializer(Serializer):
+    key = "parquet"
+    extension = ".parquet"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        try:
+            import pandas as pd  # Deferred for import perf
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError("parquet needs pandas and pyarrow: pip install pandas pyarrow") from exc
+        if not isinstance(obj, pd.DataFrame):
+            raise InvalidArtifactError(f"parquet serializer needs a DataFrame, got {type(obj).__name__}")
+        try:
+            obj.to_parquet(path)
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError("parquet needs pyarrow: pip install pyarrow") from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidArtifactError(f"DataFrame cannot be written as parquet: {exc}") from exc
+
+    def load(self, path: Path) -> Any:
+        import pandas as pd  # Deferred for import perf
+
+        return pd.read_parquet(path)
+
+
+_TORCH_SAFE_LEAVES = (int, float, bool, str, bytes, type(None))
+
+
+def _check_torch_safe(obj: Any, where: str = "object") -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` could not read back."""
+    import torch  # Deferred for import perf
+
+    if isinstance(obj, torch.nn.Module):
+        raise InvalidArtifactError(
+            f"{where} is a torch.nn.Module; log its weights with add_model() or "
+            "add_object(model.state_dict(), ...) instead of pickling the module"
+        )
+    if isinstance(obj, (torch.Tensor, torch.Size, torch.dtype, torch.device) + _TORCH_SAFE_LEAVES):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_torch_safe(key, f"{where} key")
+            _check_torch_safe(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple, set)):
+        for index, value in enumerate(obj):
+            _check_torch_safe(value, f"{where}[{index}]")
+        return
+    raise InvalidArtifactError(
+        f"{where} of type {type(obj).__name__} cannot be loaded with torch.load(weights_only=True)"
+    )
+
+
+class TorchSerializer(Serializer):
+    """Tensors and (nested) state dicts, read back with ``torch.load(weights_only=True)``."""
+
+    key = "torch"
+    extension = ".pt"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        try:
+            import torch  # Deferred for import perf
+        except ImportError as exc:
+            raise ConfigurationError("the torch serializer needs torch: pip install tracelet-artifacts[torch]") from exc
+        _check_torch_safe(obj)
+        torch.save(obj, path)
+
+    def load(self, path: Path) -> Any:
+        import torch  # Deferred for import perf
+
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_BUILTIN: dict[str, type[Serializer]] = {
+    cls.key: cls
+    for cls in (JsonSerializer, YamlSerializer, PickleSerializer, NumpySerializer,
+                ParquetSerializer, TorchSerializer)
+}
+_registry: dict[str, Serializer] = {}
+_registry_lock = threading.Lock()
+
+
+def register_serializer(serializer: Serializer) -> None:
+    """Register (or replace) a serializer under its ``key``."""
+    if not getattr(serializer, "key", None) or serializer.key == AUTO:
+        raise ConfigurationError(f"serializer {serializer!r} needs a key other than 'auto'")
+    with _registry_lock:
+        _registry[serializer.key] = serializer
+
+
+def get_serializer(key: str) -> Serializer:
+    """The serializer registered under ``key``: built-in, registered, or an entry point."""
+    with _registry_lock:
+        if key in _registry:
+            return _registry[key]
+        if key in _BUILTIN:
+            serializer: Serializer = _BUILTIN[key]()
+        else:
+            found = [ep for ep in entry_points(group="tracelet.serializers") if ep.name == key]
+            if not found:
+                known = sorted(set(_BUILTIN) | set(_registry) | {AUTO})
+                raise InvalidArtifactError(f"unknown serializer {key!r}; known: {', '.join(known)}")
+            loaded = found[0].load()
+            serializer = loaded() if isinstance(loaded, type) else loaded
+        _registry[key] = serializer
+        return serializer
+
+
+def _is_json_able(obj: Any, depth: int = 0) -> bool:
+    if depth > 100:
+        return False
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return True
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, (list, tuple)):
+        return all(_is_json_able(item, depth + 1) for item in obj)
+    if isinstance(obj, dict):
+        return all(isinstance(k, str) and _is_json_able(v, depth + 1) for k, v in obj.items())
+    return False
+
+
+def _module_root(obj: Any) -> str:
+    return (type(obj).__module__ or "").split(".")[0]
+
+
+def resolve_auto(obj: Any) -> str:
+    """The concrete serializer key ``auto`` stands for, chosen by the object's type."""
+    root = _module_root(obj)
+    if root == "pandas" and type(obj).__name__ == "DataFrame":
+        return ParquetSerializer.key
+    if root == "numpy" and type(obj).__name__ == "ndarray" and not obj.dtype.hasobject:
+        return NumpySerializer.key
+    if root == "torch" and type(obj).__name__ in {"Tensor", "Parameter"}:
+        return TorchSerializer.key
+    if _is_json_able(obj):
+        return JsonSerializer.key
+    if isinstance(obj, dict) and obj and any(_module_root(v) == "torch" for v in obj.values()):
+        try:
+            _check_torch_safe(obj)
+            return TorchSerializer.key
+        except InvalidArtifactError:
+            pass
+    return PickleSerializer.key
+
+
+def load_with(key: str, path: Path, *, allow_pickle: bool) -> Any:
+    """Load ``path`` with the serializer ``key``, refusing unsafe formats unless allowed."""
+    serializer = get_serializer(key)
+    if not serializer.safe_to_load and not allow_pickle:
+        raise UnsafeDeserializationError(
+            f"entry was written with {key!r}, which can run arbitrary code when loaded; "
+            "pass allow_pickle=True or set TRACELET_ALLOW_PICKLE=true if you trust this store"
+        )
+    return serializer.load(path)

@@ -1,0 +1,81 @@
+"""``TraceletSettings``: every ``TRACELET_*`` environment variable, read by pydantic-settings.
+
+List settings accept a comma-separated string (``TRACELET_BACKENDS=mlflow,wandb``) or a JSON
+list; ``TRACELET_STORAGE_OPTIONS`` is a JSON object handed to fsspec.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ._errors import ConfigurationError
+
+DEFAULT_STORE_URI = "~/.tracelet/store"
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list: {text!r}") from exc
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class TraceletSettings(BaseSettings):
+    """Settings from arguments, then ``TRACELET_*`` environment variables, then defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACELET_", extra="ignore", validate_default=True)
+
+    store_uri: str = DEFAULT_STORE_URI
+    catalog_url: str | None = None
+    backends: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    enable_artifacts: bool = True
+    automagic_artifacts: bool = False
+    watch_filesystem: bool = False
+    artifact_watch_dirs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_pickle: bool = False
+    storage_options: dict[str, Any] | None = None
+    #: Where verified local copies (``LoggedArtifact.path``) are kept; default inside a local
+    #: store, or ``~/.cache/tracelet`` for a remote one.
+    cache_dir: str | None = None
+    #: Seconds between scans of watched folders, and how long a file must stay unchanged.
+    watch_interval: float = 1.0
+    #: Files at least this large reach remote trackers as references to the store.
+    reference_threshold_bytes: int = 100 * 1024 * 1024
+
+    @field_validator("backends", "artifact_watch_dirs", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else None
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("TRACELET_STORAGE_OPTIONS must be a JSON object")
+        return value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> TraceletSettings:
+        """Read settings, turning validation errors into ``ConfigurationError``."""
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except (ValidationError, ValueError) as exc:
+            raise ConfigurationError(f"invalid tracelet settings: {exc}") from exc
+
+    def resolved_store_uri(self) -> str:
+        """The store URI with ``~`` expanded for local paths."""
+        if "://" in self.store_uri:
+            return self.store_uri
+        return str(Path(self.store_uri).expanduser())

@@ -1,0 +1,488 @@
+"""``ArtifactStore``: log, find, alias, trace, verify and collect garbage.
+
+A log commits in a fixed order, so a crash at any point leaves either a whole version or
+none: (1) every file is hashed and its blob written (create-if-absent, atomic); (2) under the
+catalog's write lock the next version number is allocated and the manifest written; (3) the
+catalog row, entries, lineage edges and aliases are inserted in the same transaction and
+committed. Blobs without a committed version are orphans that ``gc`` removes after a grace
+period; a lost catalog is rebuilt from the manifests by ``reindex``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._artifact import TraceletArtifact, coerce_type
+from ._blobstore import MANIFEST_PREFIX, BlobStore, modified_time
+from ._catalog import Catalog, DraftRecord, VersionRecord
+from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
+from ._hashing import hash_bytes, hash_file, hash_json
+from ._lineage import LineageGraph
+from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
+from ._model import ArtifactFile, ArtifactObject, RunInfo
+from ._names import parse_ref, validate_alias, validate_name
+from ._settings import TraceletSettings
+
+MANIFEST_FORMAT = 1
+DEFAULT_GC_GRACE_SECONDS = 3600.0
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+InputRef = str | LoggedArtifact
+
+
+@dataclass
+class GcReport:
+    """What ``gc`` removed (or would remove, on a dry run)."""
+
+    dry_run: bool
+    blobs: list[str] = field(default_factory=list)
+    manifests: list[str] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "blobs": self.blobs, "manifests": self.manifests,
+                "temp_files": self.temp_files, "bytes_freed": self.bytes_freed}
+
+
+def _is_local_uri(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://") or uri.startswith("local://")
+
+
+def _local_root(uri: str) -> Path:
+    for prefix in ("file://", "local://"):
+        if uri.startswith(prefix):
+            uri = uri[len(prefix):]
+    return Path(uri).expanduser().resolve()
+
+
+def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
+    key = data["path"] if data["kind"] != "reference" else data["name"]
+    return {"path": key, "kind": data["kind"], "digest": data.get("digest"),
+            "size": data.get("size"), "data": data}
+
+
+def _digest_material(entry: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an entry that define a version's content (not descriptions)."""
+    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum")
+    return {k: entry[k] for k in keep if entry.get(k) is not None}
+
+
+class ArtifactStore:
+    """Versioned, content-addressed artifacts on fsspec with a SQL catalog."""
+
+    def __init__(self, blobs: BlobStore, catalog: Catalog, settings: TraceletSettings,
+                 cache_dir: Path) -> None:
+        self.blobs = blobs
+        self.catalog = catalog
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.show_progress = False
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        uri: str | os.PathLike[str] | None = None,
+        catalog_url: str | None = None,
+        *,
+        settings: TraceletSettings | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> ArtifactStore:
+        """Open (creating if needed) the store at ``uri`` (default ``TRACELET_STORE_URI``)."""
+        settings = settings or TraceletSettings.load()
+        store_uri = str(uri) if uri is not None else settings.resolved_store_uri()
+        options = storage_options if storage_options is not None else (settings.storage_options or {})
+        catalog_url = catalog_url or settings.catalog_url
+        if _is_local_uri(store_uri):
+            root = _local_root(store_uri)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot create store folder {root}: {exc}") from exc
+            blobs = BlobStore(str(root), options)
+            catalog_url = catalog_url or f"sqlite:///{root / 'catalog.db'}"
+            cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else root / "cache"
+        else:
+            if not catalog_url:
+                raise ConfigurationError(
+                    f"store {store_uri!r} is remote: set TRACELET_CATALOG_URL (or catalog_url=) to a "
+                    "SQLAlchemy URL, e.g. postgresql://user@host/db"
+                )
+            blobs = BlobStore(store_uri, options)
+            cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
+        return cls(blobs, Catalog(catalog_url), settings, cache_dir)
+
+    @property
+    def uri(self) -> str:
+        return self.blobs.uri
+
+    def close(self) -> None:
+        self.catalog.dispose()
+
+    def __enter__(self) -> ArtifactStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore(uri={self.uri!r}, catalog={self.catalog.engine.url!r})"
+
+    # -- progress ---------------------------------------------------------------------------
+    @contextmanager
+    def progress(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A byte-counting callback; shows a rich progress bar for large CLI transfers."""
+        if not self.show_progress or total < PROGRESS_MIN_BYTES:
+            yield lambda _n: None
+            return
+        from rich.progress import (  # Deferred for import perf
+            BarColumn, DownloadColumn, Progress, TransferSpeedColumn)
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n: bar.advance(task, n)
+
+    # -- logging ----------------------------------------------------------------------------
+    def _stage_blobs(self, artifact: TraceletArtifact) -> list[dict[str, Any]]:
+        """Hash and store every file and object; the manifest entries, sorted by path."""
+        staged = artifact.staged_entries
+        total = sum(s.entry.size for s in staged)
+        rows: list[dict[str, Any]] = []
+        with self.progress(f"log {artifact.name}", total) as advance:
+            for item in staged:
+                entry = item.entry
+                if item.source is None:
+                    assert entry.digest is not None
+                    if not self.blobs.has_blob(entry.digest):
+                        raise IntegrityError(f"blob of {entry.path!r} ({entry.digest}) is missing from the store",
+                                             [f"{entry.path}: missing"])
+                    advance(entry.size)
+                    rows.append(entry_to_dict(entry))
+                    continue
+                try:
+                    digest, size = hash_file(item.source)
+                except FileNotFoundError as exc:
+                    raise InvalidArtifactError(f"{item.source} disappeared before it was logged") from exc
+                except IsADirectoryError as exc:
+                    raise InvalidArtifactError(f"{item.source} is now a directory") from exc
+                self.blobs.put_file(item.source, digest, size, advance)
+                if isinstance(entry, ArtifactFile):
+                    stored: ArtifactFile | ArtifactObject = ArtifactFile(
+                        path=entry.path, size=size, digest=digest, description=entry.description)
+                else:
+                    stored = ArtifactObject(
+                        name=entry.name, path=entry.path, serializer=entry.serializer, size=size,
+                        digest=digest, python_type=entry.python_type,
+                        description=entry.description, extra=entry.extra)
+                rows.append(entry_to_dict(stored))
+        rows.extend(entry_to_dict(ref) for ref in artifact.references)
+        return sorted(rows, key=lambda r: (r["kind"] == "reference", r.get("path") or r["name"]))
+
+    @staticmethod
+    def _input_refs(inputs: Iterable[InputRef]) -> list[tuple[str, str]]:
+        refs: list[tuple[str, str]] = []
+        for item in inputs:
+            ref = item.ref if isinstance(item, LoggedArtifact) else item
+            parsed = parse_ref(ref)
+            if parsed not in refs:
+                refs.append(parsed)
+        return refs
+
+    @staticmethod
+    def _checked_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return json.loads(json.dumps(metadata, allow_nan=False))  # type: ignore[no-any-return]
+        except (TypeError, ValueError) as exc:
+            raise InvalidArtifactError(f"artifact metadata must be JSON-serializable: {exc}") from exc
+
+    def log(
+        self,
+        artifact: TraceletArtifact,
+        *,
+        producer: RunInfo | None = None,
+        inputs: Iterable[InputRef] = (),
+        aliases: Iterable[str] = (),
+        idempotency_key: str | None = None,
+    ) -> LoggedArtifact:
+        """Commit ``artifact`` as the next version of its name (or return the identical latest)."""
+        if not isinstance(artifact, TraceletArtifact):
+            raise InvalidArtifactError(f"log() needs a TraceletArtifact, got {type(artifact).__name__}")
+        alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
+        input_refs = self._input_refs(inputs)
+        metadata = self._checked_metadata(artifact.metadata)
+        rows = self._stage_blobs(artifact)
+        return self._commit(name=artifact.name, type_=artifact.type.value,
+                            description=artifact.description, metadata=metadata, entry_dicts=rows,
+                            producer=producer, input_refs=input_refs, aliases=alias_list,
+                            idempotency_key=idempotency_key)
+
+    def _commit(self, *, name: str, type_: str, description: str | None, metadata: dict[str, Any],
+                entry_dicts: list[dict[str, Any]], producer: RunInfo | None,
+                input_refs: Sequence[tuple[str, str]], aliases: Sequence[str],
+                idempotency_key: str | None) -> LoggedArtifact:
+        digest = hash_json([_digest_material(e) for e in entry_dicts])
+        size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
+
+        def write_manifest(version: int, created_at: float, input_labels: list[str]) -> str:
+            return self.blobs.write_manifest(name, version, {
+                "format": MANIFEST_FORMAT, "name": name, "version": version, "type": type_,
+                "digest": digest, "description": description, "metadata": metadata,
+                "size_bytes": size_bytes, "created_at": created_at, "entries": entry_dicts,
+                "producer": producer.to_dict() if producer else None, "inputs": input_labels,
+                "idempotency_key": idempotency_key,
+            })
+
+        record, _created = self.catalog.commit_version(
+            name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
+            size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
+            producer=producer, input_refs=input_refs, aliases_=aliases,
+            idempotency_key=idempotency_key, write_manifest=write_manifest,
+            on_aliases=lambda mapping: self._write_alias_journal(name, mapping),
+        )
+        return LoggedArtifact(record, self)
+
+    def _write_alias_journal(self, name: str, mapping: dict[str, int]) -> None:
+        """Keep ``manifests/<name>/@aliases.json`` in step so ``reindex`` restores aliases."""
+        data = json.dumps(mapping, sort_keys=True).encode()
+        path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
+        if self.blobs.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(path).with_name(f".aliases.{os.getpid()}.{time.monotonic_ns()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        else:
+            self.blobs.fs.pipe_file(path, data)
+
+    # -- reading ----------------------------------------------------------------------------
+    def get(self, ref: str, version: str | None = None) -> LoggedArtifact:
+        """``get("name:v3")``, ``get("name:production")`` or ``get("name", version="v3")``."""
+        name, selector = parse_ref(ref, version)
+        return LoggedArtifact(self.catalog.get(name, selector), self)
+
+    def list(self, name: str | None = None, type: Any = None) -> builtins.list[LoggedArtifact]:  # noqa: A002
+        """The latest version of every name (or of ``name`` and the names under it)."""
+        if name is not None:
+            validate_name(name)
+        type_value = coerce_type(type).value if type is not None else None
+        return [LoggedArtifact(r, self) for r in self.catalog.latest(name, type_value)]
+
+    def versions(self, name: str) -> builtins.list[LoggedArtifact]:
+        """Every version of ``name``, oldest first."""
+        return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name))]
+
+    def set_alias(self, ref: str, alias: str) -> LoggedArtifact:
+        """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
+        name, selector = parse_ref(ref)
+        validate_alias(alias)
+        record = self.catalog.set_alias(name, selector, alias,
+                                        on_change=lambda m: self._write_alias_journal(name, m))
+        return LoggedArtifact(record, self)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        validate_name(name)
+        validate_alias(alias)
+        self.catalog.remove_alias(name, alias, on_change=lambda m: self._write_alias_journal(name, m))
+
+    def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
+        """Note that ``run`` read these versions (lineage of runs that log nothing)."""
+        refs = self._input_refs(inputs)
+        if refs:
+            self.catalog.record_consumption(run, refs)
+
+    # -- lineage ----------------------------------------------------------------------------
+    def lineage(self, ref: str | LoggedArtifact, direction: str = "upstream",
+                depth: int | None = None) -> LineageGraph:
+        """Versions and runs upstream (what it was made from) or downstream (what used it)."""
+        if direction not in ("upstream", "downstream"):
+            raise InvalidArtifactError(f"direction must be 'upstream' or 'downstream', not {direction!r}")
+        if depth is not None and depth < 0:
+            raise InvalidArtifactError("depth must be >= 0")
+        start = ref if isinstance(ref, LoggedArtifact) else self.get(ref)
+        graph = LineageGraph(root=start.ref, direction=direction)
+        self._add_version_node(graph, start._record)
+        frontier: list[VersionRecord] = [start._record]
+        seen = {start._record.id}
+        level = 0
+        while frontier and (depth is None or level < depth):
+            next_ids: builtins.list[int] = []
+            for record in frontier:
+                if direction == "upstream":
+                    next_ids += self._walk_up(graph, record)
+                else:
+                    next_ids += self._walk_down(graph, record)
+            fresh = [i for i in dict.fromkeys(next_ids) if i not in seen]
+            seen.update(fresh)
+            frontier = self.catalog.get_by_ids(fresh) if fresh else []
+            level += 1
+        return graph
+
+    @staticmethod
+    def _add_version_node(graph: LineageGraph, record: VersionRecord) -> str:
+        graph.add_node(record.ref, kind="artifact", name=record.name, version=f"v{record.version}",
+                       type=record.type, digest=record.digest, aliases=record.aliases)
+        return record.ref
+
+    @staticmethod
+    def _add_run_node(graph: LineageGraph, run: RunInfo) -> str:
+        node_id = f"run:{run.key}"
+        graph.add_node(node_id, kind="run", orchestrator=run.orchestrator, run_id=run.run_id,
+                       step=run.step, name=run.name, partition=run.partition)
+        return node_id
+
+    def _walk_up(self, graph: LineageGraph, record: VersionRecord) -> builtins.list[int]:
+        input_ids = self.catalog.upstream_ids(record.id)
+        inputs = self.catalog.get_by_ids(input_ids)
+        target = record.ref
+        if record.producer is not None:
+            run_node = self._add_run_node(graph, record.producer)
+            graph.add_edge(run_node, record.ref, "produced")
+            target = run_node
+        for upstream in inputs:
+            graph.add_edge(self._add_version_node(graph, upstream), target,
+                           "consumed" if target != record.ref else "input")
+        return input_ids
+
+    def _walk_down(self, graph: LineageGraph, record: VersionRecord) -> builtins.list[int]:
+        downstream_ids = self.catalog.downstream_ids(record.id)
+        for downstream in self.catalog.get_by_ids(downstream_ids):
+            node = self._add_version_node(graph, downstream)
+            if downstream.producer is not None:
+                run_node = self._add_run_node(graph, downstream.producer)
+                graph.add_edge(record.ref, run_node, "consumed")
+                graph.add_edge(run_node, node, "produced")
+            else:
+                graph.add_edge(record.ref, node, "input")
+        for run in self.catalog.consumers(record.id):
+            graph.add_edge(record.ref, self._add_run_node(graph, run), "consumed")
+        return downstream_ids
+
+    # -- integrity --------------------------------------------------------------------------
+    def verify(self, ref: str | None = None) -> builtins.list[str]:
+        """Re-hash manifests and blobs of one version (or all); the refs checked.
+
+        Raises ``IntegrityError`` whose ``problems`` name every bad manifest and entry.
+        """
+        if ref is not None:
+            records = [self.get(ref)._record]
+        else:
+            records = self.catalog.get_by_ids(self.catalog.all_version_ids())
+        problems: builtins.list[str] = []
+        blob_status: dict[str, str | None] = {}
+        for record in records:
+            try:
+                self.blobs.read_manifest(record.name, record.version, record.manifest_digest)
+            except (IntegrityError, ArtifactNotFoundError) as exc:
+                problems.append(f"{record.ref}: manifest {exc}")
+            for data in record.entries:
+                digest = data.get("digest")
+                if data.get("kind") == "reference" or not digest:
+                    continue
+                if digest not in blob_status:
+                    blob_status[digest] = self.blobs.check_blob(digest)
+                if blob_status[digest] is not None:
+                    problems.append(f"{record.ref}: {data['path']} ({digest}) {blob_status[digest]}")
+        if problems:
+            raise IntegrityError(f"{len(problems)} problem(s) found:\n  " + "\n  ".join(problems), problems)
+        return [r.ref for r in records]
+
+    def gc(self, dry_run: bool = True, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
+        """Remove blobs no version or draft needs, older than ``grace_seconds`` (in-flight logs
+        are younger), stray manifests of uncommitted versions, and leftovers of killed writers."""
+        report = GcReport(dry_run=dry_run)
+        cutoff = time.time() - grace_seconds
+        needed = self.catalog.referenced_digests()
+        for digest, mtime in builtins.list(self.blobs.iter_blobs()):
+            if digest in needed or mtime > cutoff:
+                continue
+            report.blobs.append(digest)
+            if not dry_run:
+                self.blobs.delete_blob(digest)
+        committed = self.catalog.manifest_keys()
+        newest: dict[str, int] = {}
+        for name, version in committed:
+            newest[name] = max(newest.get(name, 0), version)
+        for name, version, path in builtins.list(self.blobs.iter_manifests()):
+            # Only versions above the newest committed one are crash leftovers; anything else
+            # without a row means a lost catalog, which ``reindex`` (not gc) must repair.
+            if (name, version) in committed or version <= newest.get(name, version):
+                continue
+            if modified_time(self.blobs.fs.info(path)) > cutoff:
+                continue
+            report.manifests.append(path)
+            if not dry_run:
+                self.blobs.fs.rm(path)
+        if not dry_run:
+            report.temp_files = self.blobs.clean_tmp(grace_seconds)
+        return report
+
+    def reindex(self) -> builtins.list[str]:
+        """Rebuild missing catalog rows from the manifests in the store; the refs added."""
+        added: builtins.list[tuple[str, int, builtins.list[str]]] = []
+        for name, version, path in sorted(self.blobs.iter_manifests()):
+            try:
+                validate_name(name)
+                data = self.blobs.read_manifest_at(path)
+                manifest = json.loads(data)
+                if manifest.get("name") != name or int(manifest.get("version")) != version:
+                    raise ValueError("name or version disagrees with its location")
+                entry_dicts = [entry_to_dict(entry_from_dict(e)) for e in manifest["entries"]]
+            except (ValueError, KeyError, TypeError, InvalidArtifactError, IntegrityError) as exc:
+                raise IntegrityError(f"manifest {path} is unreadable: {exc}", [path]) from exc
+            if self.catalog.insert_reindexed(manifest, hash_bytes(data), [_entry_row(e) for e in entry_dicts]):
+                added.append((name, version, builtins.list(manifest.get("inputs") or [])))
+        for name, version, inputs in added:
+            self.catalog.link_reindexed_inputs(name, version, inputs, self._read_alias_journal(name))
+        return [f"{name}:v{version}" for name, version, _ in added]
+
+    def _read_alias_journal(self, name: str) -> dict[str, int]:
+        path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
+        try:
+            return {str(k): int(v) for k, v in json.loads(self.blobs.fs.cat_file(path)).items()}
+        except (FileNotFoundError, ValueError, AttributeError):
+            return {}
+
+    # -- parallel writers (upsert / finish) ---------------------------------------------------
+    def upsert(self, artifact: TraceletArtifact, group: str) -> DraftRecord:
+        """Add ``artifact``'s entries to the open draft ``(name, group)``; ``finish`` seals it."""
+        if not isinstance(group, str) or not group:
+            raise InvalidArtifactError("upsert needs a non-empty group key")
+        metadata = self._checked_metadata(artifact.metadata)
+        rows = self._stage_blobs(artifact)
+        return self.catalog.draft_add(name=artifact.name, group=group, type_=artifact.type.value,
+                                      description=artifact.description, metadata_=metadata,
+                                      entry_rows=[_entry_row(e) for e in rows])
+
+    def finish(self, name: str, group: str, aliases: Iterable[str] = (), *,
+               producer: RunInfo | None = None, inputs: Iterable[InputRef] = ()) -> LoggedArtifact:
+        """Seal the draft ``(name, group)`` into one version."""
+        draft = self.catalog.draft_get(validate_name(name), group)
+        alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
+        entry_dicts = sorted(draft.entries, key=lambda r: (r["kind"] == "reference", r.get("path") or r["name"]))
+        missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
+        if missing:
+            raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)
+        logged = self._commit(name=name, type_=draft.type, description=draft.description,
+                              metadata=draft.metadata, entry_dicts=entry_dicts, producer=producer,
+                              input_refs=self._input_refs(inputs), aliases=alias_list,
+                              idempotency_key=f"draft:{group}:{draft.created_at!r}")
+        self.catalog.draft_delete(draft.id)
+        return logged
+
+    def drafts(self) -> builtins.list[DraftRecord]:
+        return self.catalog.drafts()
+
+    # -- delivery to backends (the outbox arrives with the backends issue) -------------------------
+    def sync(self) -> builtins.list[Any]:
+        """Retry pending deliveries to backends; nothing is pending until backends exist."""
+        return []
+
