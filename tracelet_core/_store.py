@@ -426,9 +426,10 @@ class ArtifactStore:
         return report
 
     def reindex(self) -> builtins.list[str]:
-        """Rebuild missing catalog rows from the manifests in the store; the refs added."""
-        added: builtins.list[tuple[str, int, builtins.list[str]]] = []
-        for name, version, path in sorted(self.blobs.iter_manifests()):
+        """Rebuild missing catalog rows from the manifests in the store, oldest first; the
+        refs added. Lineage edges and aliases (from each name's alias journal) follow."""
+        found: builtins.list[tuple[dict[str, Any], bytes, builtins.list[dict[str, Any]]]] = []
+        for name, version, path in self.blobs.iter_manifests():
             try:
                 validate_name(name)
                 data = self.blobs.read_manifest_at(path)
@@ -438,8 +439,12 @@ class ArtifactStore:
                 entry_dicts = [entry_to_dict(entry_from_dict(e)) for e in manifest["entries"]]
             except (ValueError, KeyError, TypeError, InvalidArtifactError, IntegrityError) as exc:
                 raise IntegrityError(f"manifest {path} is unreadable: {exc}", [path]) from exc
+            found.append((manifest, data, entry_dicts))
+        found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
+        added: builtins.list[tuple[str, int, builtins.list[str]]] = []
+        for manifest, data, entry_dicts in found:
             if self.catalog.insert_reindexed(manifest, hash_bytes(data), [_entry_row(e) for e in entry_dicts]):
-                added.append((name, version, builtins.list(manifest.get("inputs") or [])))
+                added.append((manifest["name"], int(manifest["version"]), builtins.list(manifest.get("inputs") or [])))
         for name, version, inputs in added:
             self.catalog.link_reindexed_inputs(name, version, inputs, self._read_alias_journal(name))
         return [f"{name}:v{version}" for name, version, _ in added]

@@ -1,0 +1,51 @@
+"""The public face: what the packages export and what importing them pulls in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import tracelet_core
+
+CONTRACT_NAMES = {
+    "ArtifactType", "TraceletArtifact", "ArtifactStore", "LoggedArtifact", "RunInfo", "Experiment",
+    "ExperimentConfig", "ArtifactResult", "TraceletSettings", "LineageGraph", "TraceletError",
+    "InvalidArtifactError", "ArtifactNotFoundError", "IntegrityError", "UnsafeDeserializationError",
+    "BackendError", "ConfigurationError",
+}
+
+
+def test_core_exports_the_contract_and_nothing_unlisted() -> None:
+    assert CONTRACT_NAMES <= set(tracelet_core.__all__)
+    for name in tracelet_core.__all__:
+        assert hasattr(tracelet_core, name), name
+    public = {n for n in dir(tracelet_core) if not n.startswith("_")}
+    assert public - set(tracelet_core.__all__) == set()
+
+
+def test_error_hierarchy() -> None:
+    from tracelet_core import (ArtifactNotFoundError, BackendError, ConfigurationError, IntegrityError,
+                               InvalidArtifactError, TraceletError, UnsafeDeserializationError)
+
+    for error in (InvalidArtifactError, ArtifactNotFoundError, IntegrityError, UnsafeDeserializationError,
+                  BackendError, ConfigurationError):
+        assert issubclass(error, TraceletError)
+    assert issubclass(InvalidArtifactError, ValueError)
+    assert issubclass(ArtifactNotFoundError, KeyError)
+    assert str(ArtifactNotFoundError("no artifact named 'x'")) == "no artifact named 'x'"
+
+
+def test_importing_core_pulls_in_no_sdk_or_framework() -> None:
+    heavy = ["torch", "lightning", "pytorch_lightning", "mlflow", "wandb", "clearml", "aim", "prefect",
+             "dagster", "numpy", "pandas", "pyarrow", "sklearn", "s3fs", "typer", "rich"]
+    code = ("import sys, tracelet_core, tracelet_prefect, tracelet_dagster; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_packages_are_typed() -> None:
+    from importlib.resources import files
+
+    for package in ("tracelet_core", "tracelet_prefect", "tracelet_dagster"):
+        assert files(package).joinpath("py.typed").is_file()

@@ -1,0 +1,260 @@
+"""The store's contract: versions, dedup, aliases, refs, retrieval, drafts, gc and reindex.
+
+Every test here runs against the SQLite catalog and a PostgreSQL one (``any_store``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tracelet_core import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactType,
+    InvalidArtifactError,
+    RunInfo,
+    TraceletArtifact,
+)
+
+MakeFile = Callable[..., Path]
+
+
+def file_artifact(name: str, path: Path, artifact_type: str = "dataset") -> TraceletArtifact:
+    return TraceletArtifact(name, artifact_type).add_file(path)
+
+
+def test_versions_are_numbered_from_v1_and_immutable(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    data = make_file("data.csv", "a,b\n1,2\n")
+    v1 = any_store.log(file_artifact("data/train", data))
+    data.write_text("a,b\n1,2\n3,4\n")
+    v2 = any_store.log(file_artifact("data/train", data))
+    assert (v1.ref, v2.ref) == ("data/train:v1", "data/train:v2")
+    assert v1.version == "v1" and v2.version == "v2"
+    assert v1.digest != v2.digest
+    assert [v.ref for v in any_store.versions("data/train")] == ["data/train:v1", "data/train:v2"]
+    assert any_store.get("data/train:v1").path("data.csv").read_text() == "a,b\n1,2\n"
+    assert any_store.get("data/train").ref == "data/train:v2"
+    assert any_store.get("data/train", version="v1").digest == v1.digest
+
+
+def test_identical_content_returns_the_latest_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    data = make_file("data.bin", b"x" * 100)
+    v1 = any_store.log(file_artifact("ds", data))
+    again = any_store.log(file_artifact("ds", data), aliases=["stable"])
+    assert again.ref == v1.ref
+    assert again.aliases == ["stable"]
+    assert len(any_store.versions("ds")) == 1
+
+
+def test_reverting_to_older_content_makes_a_new_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    data = make_file("data.bin", b"one")
+    any_store.log(file_artifact("ds", data))
+    data.write_bytes(b"two")
+    any_store.log(file_artifact("ds", data))
+    data.write_bytes(b"one")
+    v3 = any_store.log(file_artifact("ds", data))
+    assert v3.version == "v3"
+    assert v3.digest == any_store.get("ds:v1").digest
+
+
+def test_identical_files_are_stored_once_across_names(any_store: ArtifactStore, make_file: MakeFile,
+                                                      store_dir: Path) -> None:
+    payload = b"shared" * 10_000
+    any_store.log(file_artifact("a", make_file("one/x.bin", payload)))
+    any_store.log(file_artifact("b", make_file("two/y.bin", payload)))
+    blobs = [p for p in (store_dir / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 1
+    assert blobs[0].read_bytes() == payload
+
+
+def test_aliases_are_unique_per_name_and_movable(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    data = make_file("m.bin", b"1")
+    any_store.log(file_artifact("model", data, "model"), aliases=["production"])
+    data.write_bytes(b"2")
+    any_store.log(file_artifact("model", data, "model"))
+    moved = any_store.set_alias("model:v2", "production")
+    assert moved.ref == "model:v2" and "production" in moved.aliases
+    assert any_store.get("model:production").ref == "model:v2"
+    assert any_store.get("model:v1").aliases == []
+    any_store.set_alias("model:v1", "v1.2.0")
+    assert any_store.get("model:v1.2.0").ref == "model:v1"
+    any_store.remove_alias("model", "production")
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.get("model:production")
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.remove_alias("model", "production")
+
+
+def test_latest_is_not_settable_and_always_newest(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    data = make_file("m.bin", b"1")
+    any_store.log(file_artifact("m", data))
+    with pytest.raises(InvalidArtifactError):
+        any_store.set_alias("m:v1", "latest")
+    data.write_bytes(b"2")
+    any_store.log(file_artifact("m", data))
+    assert any_store.get("m:latest").version == "v2"
+
+
+def test_list_returns_latest_of_each_name_with_filters(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    f = make_file("f.bin", b"1")
+    any_store.log(file_artifact("team/a", f, "dataset"))
+    f.write_bytes(b"2")
+    any_store.log(file_artifact("team/a", f, "dataset"))
+    any_store.log(file_artifact("team/b", f, "model"))
+    any_store.log(file_artifact("other", f, "model"))
+    assert [a.ref for a in any_store.list()] == ["other:v1", "team/a:v2", "team/b:v1"]
+    assert [a.ref for a in any_store.list(type=ArtifactType.MODEL)] == ["other:v1", "team/b:v1"]
+    assert [a.ref for a in any_store.list(name="team")] == ["team/a:v2", "team/b:v1"]
+    assert [a.ref for a in any_store.list(type="dataset")] == ["team/a:v2"]
+
+
+def test_missing_refs_raise_not_found(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    any_store.log(file_artifact("ds", make_file("a.bin")))
+    for ref in ("nope", "ds:v9", "ds:staging"):
+        with pytest.raises(ArtifactNotFoundError) as info:
+            any_store.get(ref)
+        assert isinstance(info.value, KeyError)
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.versions("nope")
+
+
+def test_logged_artifact_exposes_entries_and_metadata(any_store: ArtifactStore, make_file: MakeFile,
+                                                      tmp_path: Path) -> None:
+    art = TraceletArtifact("report", ArtifactType.REPORT, description="weekly",
+                           metadata={"owner": "ml-platform"})
+    art.add_file(make_file("r.html", "<h1>hi</h1>"), "html/index.html", description="page")
+    art.add_object({"acc": 0.9}, "metrics")
+    art.add_reference("file://" + str(make_file("big.bin", b"z" * 1234)), description="raw")
+    logged = any_store.log(art, producer=RunInfo("tracelet", "run-1", name="nightly"))
+    assert logged.type is ArtifactType.REPORT
+    assert logged.description == "weekly"
+    assert logged.metadata == {"owner": "ml-platform"}
+    assert [(f.path, f.size, f.description) for f in logged.files] == [("html/index.html", 11, "page")]
+    assert [(o.name, o.serializer) for o in logged.objects] == [("metrics", "json")]
+    assert logged.references[0].size == 1234 and logged.references[0].name == "big.bin"
+    assert logged.size_bytes == 11 + logged.objects[0].size + 1234
+    assert logged.producer == RunInfo("tracelet", "run-1", name="nightly")
+    assert logged.created_at.tzinfo is not None
+    as_dict = logged.to_dict()
+    assert as_dict["ref"] == "report:v1" and as_dict["producer"]["run_id"] == "run-1"
+    dest = logged.download(tmp_path / "out")
+    assert (dest / "html/index.html").read_text() == "<h1>hi</h1>"
+    assert json.loads((dest / "metrics.json").read_text()) == {"acc": 0.9}
+    assert not (dest / "big.bin").exists()  # references are never copied
+    assert logged.load("metrics") == {"acc": 0.9}
+
+
+def test_download_defaults_to_artifacts_folder_and_skips_intact_files(
+        any_store: ArtifactStore, make_file: MakeFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    logged = any_store.log(file_artifact("data/x", make_file("a.txt", "hello")))
+    dest = logged.download()
+    assert dest == tmp_path / "artifacts" / "data/x" / "v1"
+    assert (dest / "a.txt").read_text() == "hello"
+    (dest / "a.txt").write_text("tampered")
+    logged.download()
+    assert (dest / "a.txt").read_text() == "hello"
+
+
+def test_new_draft_builds_the_next_version_from_an_old_one(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    v1 = any_store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.txt", "a"))
+                       .add_object([1, 2], "rows"))
+    draft = v1.new_draft()
+    draft.add_file(make_file("b.txt", "b"))
+    v2 = any_store.log(draft)
+    assert v2.version == "v2"
+    assert sorted(f.path for f in v2.files) == ["a.txt", "b.txt"]
+    assert v2.load("rows") == [1, 2]
+    assert any_store.log(v2.new_draft()).ref == "ds:v2"
+
+
+def test_upsert_from_several_writers_then_finish(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    for shard in range(3):
+        part = TraceletArtifact("shards", "dataset").add_file(make_file(f"s{shard}.bin", f"{shard}"),
+                                                              f"part-{shard}.bin")
+        any_store.upsert(part, group="job-7")
+    assert [d.name for d in any_store.drafts()] == ["shards"]
+    # the same entry again is idempotent; different bytes at the same path are refused
+    any_store.upsert(TraceletArtifact("shards", "dataset").add_file(make_file("s0.bin", "0"), "part-0.bin"),
+                     group="job-7")
+    with pytest.raises(InvalidArtifactError):
+        any_store.upsert(TraceletArtifact("shards", "dataset")
+                         .add_file(make_file("other.bin", "X"), "part-0.bin"), group="job-7")
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.get("shards")
+    sealed = any_store.finish("shards", group="job-7", aliases=["complete"])
+    assert sealed.ref == "shards:v1" and sealed.aliases == ["complete"]
+    assert sorted(f.path for f in sealed.files) == ["part-0.bin", "part-1.bin", "part-2.bin"]
+    assert any_store.drafts() == []
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.finish("shards", group="job-7")
+
+
+def test_idempotency_key_returns_the_same_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    f = make_file("a.bin", b"1")
+    first = any_store.log(file_artifact("ds", f), idempotency_key="run-1/step-a")
+    f.write_bytes(b"2")
+    retried = any_store.log(file_artifact("ds", f), idempotency_key="run-1/step-a")
+    assert retried.ref == first.ref == "ds:v1"
+
+
+def test_gc_removes_only_unreferenced_blobs_after_grace(any_store: ArtifactStore, make_file: MakeFile,
+                                                        store_dir: Path) -> None:
+    kept = any_store.log(file_artifact("ds", make_file("a.bin", b"keep")))
+    orphan_source = make_file("orphan.bin", b"orphan")
+    from tracelet_core._hashing import hash_file
+
+    digest, size = hash_file(orphan_source)
+    any_store.blobs.put_file(orphan_source, digest, size)  # what a crashed log leaves behind
+    assert any_store.gc(dry_run=True, grace_seconds=3600).blobs == []  # too young
+    report = any_store.gc(dry_run=True, grace_seconds=0)
+    assert report.blobs == [digest] and any_store.blobs.has_blob(digest)
+    any_store.gc(dry_run=False, grace_seconds=0)
+    assert not any_store.blobs.has_blob(digest)
+    assert any_store.verify() == [kept.ref]
+    assert kept.path("a.bin").read_bytes() == b"keep"
+
+
+def test_reindex_rebuilds_a_lost_catalog(store_dir: Path, make_file: MakeFile, tmp_path: Path) -> None:
+    catalog = f"sqlite:///{tmp_path / 'lost.db'}"
+    with ArtifactStore.open(store_dir, catalog_url=catalog) as store:
+        raw = store.log(file_artifact("raw", make_file("r.csv", "1")), aliases=["golden"])
+        model = store.log(TraceletArtifact("model", "model").add_object({"w": 1}, "weights"),
+                          producer=RunInfo("dagster", "run-9", step="train"), inputs=[raw])
+        store.set_alias(model.ref, "production")
+    (tmp_path / "lost.db").unlink()
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'new.db'}") as fresh:
+        assert fresh.reindex() == ["raw:v1", "model:v1"]
+        rebuilt = fresh.get("model:production")
+        assert rebuilt.inputs == ["raw:v1"] and rebuilt.producer is not None
+        assert rebuilt.producer.step == "train"
+        assert fresh.get("raw:golden").digest == raw.digest
+        assert fresh.verify() == ["raw:v1", "model:v1"]
+        assert fresh.reindex() == []
+
+
+def test_store_open_uses_settings_and_requires_catalog_for_remote(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracelet_core import ConfigurationError
+
+    monkeypatch.setenv("TRACELET_STORE_URI", str(tmp_path / "env-store"))
+    with ArtifactStore.open() as store:
+        assert Path(store.blobs.root) == (tmp_path / "env-store").resolve()
+    with pytest.raises(ConfigurationError, match="TRACELET_CATALOG_URL"):
+        ArtifactStore.open("memory://bucket/prefix")
+
+
+def test_remote_fsspec_store_with_sql_catalog(make_file: MakeFile, tmp_path: Path) -> None:
+    """Any fsspec filesystem works; the in-process memory filesystem stands in for a bucket."""
+    import uuid
+
+    uri = f"memory://tracelet-{uuid.uuid4().hex}/store"
+    with ArtifactStore.open(uri, catalog_url=f"sqlite:///{tmp_path / 'c.db'}") as store:
+        logged = store.log(file_artifact("ds", make_file("a.txt", "remote bytes")))
+        assert store.blobs.blob_uri(logged.files[0].digest or "").startswith("memory://")
+        assert store.get("ds").download(tmp_path / "dl").joinpath("a.txt").read_text() == "remote bytes"
+        assert store.verify() == ["ds:v1"]
