@@ -229,3 +229,21 @@ def test_large_files_are_streamed_not_read_whole(tmp_path: Path, store: Artifact
     assert (dest / "big.bin").stat().st_size == 40 << 20
     with (dest / "big.bin").open("rb") as handle:
         assert handle.read(1 << 20) == chunk
+
+
+def test_equal_torch_objects_dedup_across_processes(store_dir: Path) -> None:
+    """torch.save embeds a per-process id; the torch serializer normalises it away."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from tracelet_core import ArtifactStore, TraceletArtifact\n"
+        "torch.manual_seed(0)\n"
+        "state = torch.nn.Linear(4, 2).state_dict()\n"
+        "with ArtifactStore.open(sys.argv[1]) as store:\n"
+        "    print(store.log(TraceletArtifact('w', 'weights').add_object(dict(state), 'w', 'torch')).ref)\n"
+    )
+    refs = [subprocess.run([sys.executable, "-c", script, str(store_dir)], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)]
+    assert refs == ["w:v1", "w:v1"]

@@ -166,6 +166,26 @@ def _check_torch_safe(obj: Any, where: str = "object") -> None:
     )
 
 
+def _normalise_torch_archive(source: Path, target: Path) -> None:
+    """Copy a ``torch.save`` zip archive member by member, replacing what varies between
+    saves of equal objects (the per-process ``serialization_id``, timestamps, and the root
+    folder torch names after the file) with constants, so equal objects give equal bytes,
+    and dedup, across processes. Streams; never holds the archive in memory."""
+    import shutil
+    import zipfile
+
+    fixed_time = (1980, 1, 1, 0, 0, 0)
+    with zipfile.ZipFile(source) as archive_in, \
+            zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as archive_out:
+        for info in archive_in.infolist():
+            member = zipfile.ZipInfo("archive/" + info.filename.partition("/")[2], date_time=fixed_time)
+            if info.filename.endswith("/.data/serialization_id"):
+                archive_out.writestr(member, b"0" * info.file_size)
+                continue
+            with archive_in.open(info) as src, archive_out.open(member, "w", force_zip64=True) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
 class TorchSerializer(Serializer):
     """Tensors and (nested) state dicts, read back with ``torch.load(weights_only=True)``."""
 
@@ -178,7 +198,12 @@ class TorchSerializer(Serializer):
         except ImportError as exc:
             raise ConfigurationError("the torch serializer needs torch: pip install tracelet-artifacts[torch]") from exc
         _check_torch_safe(obj)
-        torch.save(obj, path)
+        raw = path.with_name(path.name + ".raw")
+        try:
+            torch.save(obj, raw)
+            _normalise_torch_archive(raw, path)
+        finally:
+            raw.unlink(missing_ok=True)
 
     def load(self, path: Path) -> Any:
         import torch  # Deferred for import perf
