@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/python -m mypy  # type-check the packages (config in pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

@@ -124,7 +124,7 @@ class BlobStore:
     def open_blob(self, digest: str) -> BinaryIO:
         path = self.blob_path(digest)
         try:
-            return self.fs.open(path, "rb")  # type: ignore[no-any-return]
+            return self.fs.open(path, "rb")
         except FileNotFoundError as exc:
             raise IntegrityError(f"blob {digest} is missing from the store",
                                  [f"{digest}: missing"]) from exc
@@ -203,7 +203,7 @@ class BlobStore:
             raise IntegrityError(f"manifest of {name}:v{version} does not match its digest",
                                  [f"{name}:v{version} manifest: digest mismatch"])
         try:
-            return json.loads(data)  # type: ignore[no-any-return]
+            return json.loads(data)
         except ValueError as exc:
             raise IntegrityError(f"manifest of {name}:v{version} is not valid JSON",
                                  [f"{name}:v{version} manifest: unreadable"]) from exc
@@ -223,7 +223,7 @@ class BlobStore:
                 yield name, int(number), path
 
     def read_manifest_at(self, path: str) -> bytes:
-        return self.fs.cat_file(path)  # type: ignore[no-any-return]
+        return self.fs.cat_file(path)
 
     def clean_tmp(self, older_than: float) -> list[str]:
         """Remove leftovers of killed writers from ``tmp/`` (local stores only)."""

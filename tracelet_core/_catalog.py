@@ -468,12 +468,12 @@ class Catalog:
             input_labels = self._labels(conn, input_ids)
             manifest_digest = write_manifest(number, created_at, input_labels)
             run_id = self._ensure_run(conn, producer) if producer is not None else None
-            version_id = conn.execute(insert(versions).values(
+            version_id = _inserted_id(conn.execute(insert(versions).values(
                 artifact_id=artifact_id, version=number, type=type_, digest=digest,
                 manifest_digest=manifest_digest, description=description, metadata=metadata_,
                 size_bytes=size_bytes, created_at=created_at, producer_run_id=run_id,
                 idempotency_key=idempotency_key,
-            )).inserted_primary_key[0]
+            )))
             if entry_rows:
                 conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
             if input_ids:
@@ -693,13 +693,13 @@ class Catalog:
                 return False
             producer = RunInfo.from_dict(manifest["producer"]) if manifest.get("producer") else None
             run_id = self._ensure_run(conn, producer) if producer is not None else None
-            version_id = conn.execute(insert(versions).values(
+            version_id = _inserted_id(conn.execute(insert(versions).values(
                 artifact_id=artifact_id, version=number, type=manifest["type"],
                 digest=manifest["digest"], manifest_digest=manifest_digest,
                 description=manifest.get("description"), metadata=manifest.get("metadata") or {},
                 size_bytes=int(manifest.get("size_bytes") or 0), created_at=float(manifest["created_at"]),
                 producer_run_id=run_id, idempotency_key=manifest.get("idempotency_key"),
-            )).inserted_primary_key[0]
+            )))
             if entry_rows:
                 conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
             return True
@@ -724,6 +724,13 @@ class Catalog:
             for alias, target in alias_map.items():
                 if target == number:
                     self._move_aliases(conn, artifact_id, row.id, [alias])
+
+
+def _inserted_id(result: Any) -> int:
+    """The primary key an ``INSERT`` produced."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _json(value: Any) -> Any:

@@ -51,9 +51,9 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunInfo:
-        return cls(**{k: data.get(k) for k in ("orchestrator", "run_id", "step", "name",
-                                               "partition", "code_version")},
-                   extra=dict(data.get("extra") or {}))
+        return cls(orchestrator=str(data["orchestrator"]), run_id=str(data["run_id"]),
+                   step=data.get("step"), name=data.get("name"), partition=data.get("partition"),
+                   code_version=data.get("code_version"), extra=dict(data.get("extra") or {}))
 
     def __hash__(self) -> int:
         return hash(self.key)

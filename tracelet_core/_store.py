@@ -201,7 +201,7 @@ class ArtifactStore:
     @staticmethod
     def _checked_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
         try:
-            return json.loads(json.dumps(metadata, allow_nan=False))  # type: ignore[no-any-return]
+            return json.loads(json.dumps(metadata, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise InvalidArtifactError(f"artifact metadata must be JSON-serializable: {exc}") from exc
 
