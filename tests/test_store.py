@@ -213,6 +213,7 @@ def test_gc_removes_only_unreferenced_blobs_after_grace(any_store: ArtifactStore
     assert any_store.gc(dry_run=True, grace_seconds=3600).blobs == []  # too young
     report = any_store.gc(dry_run=True, grace_seconds=0)
     assert report.blobs == [digest] and any_store.blobs.has_blob(digest)
+    assert report.bytes_freed == size
     any_store.gc(dry_run=False, grace_seconds=0)
     assert not any_store.blobs.has_blob(digest)
     assert any_store.verify() == [kept.ref]
@@ -258,3 +259,13 @@ def test_remote_fsspec_store_with_sql_catalog(make_file: MakeFile, tmp_path: Pat
         assert store.blobs.blob_uri(logged.files[0].digest or "").startswith("memory://")
         assert store.get("ds").download(tmp_path / "dl").joinpath("a.txt").read_text() == "remote bytes"
         assert store.verify() == ["ds:v1"]
+
+
+def test_an_empty_store_uri_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracelet_core import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        ArtifactStore.open("")
+    monkeypatch.setenv("TRACELET_STORE_URI", "")
+    with pytest.raises(ConfigurationError):
+        ArtifactStore.open()

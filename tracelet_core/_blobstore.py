@@ -157,14 +157,14 @@ class BlobStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def iter_blobs(self) -> Iterator[tuple[str, float]]:
-        """Every stored blob as ``(digest, modified time)``."""
+    def iter_blobs(self) -> Iterator[tuple[str, float, int]]:
+        """Every stored blob as ``(digest, modified time, size)``."""
         base = f"{self.root}/blobs"
         if not self.fs.exists(base):
             return
         for path, info in self.fs.find(base, detail=True).items():
             hexdigest = path.rsplit("/", 1)[-1]
-            yield f"blake3:{hexdigest}", modified_time(info)
+            yield f"blake3:{hexdigest}", modified_time(info), int(info.get("size") or 0)
 
     def delete_blob(self, digest: str) -> None:
         path = self.blob_path(digest)

@@ -57,6 +57,13 @@ class TraceletSettings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("store_uri")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("TRACELET_STORE_URI must not be empty")
+        return value
+
     @field_validator("storage_options", mode="before")
     @classmethod
     def _json_object(cls, value: Any) -> Any:

@@ -100,6 +100,8 @@ class ArtifactStore:
         """Open (creating if needed) the store at ``uri`` (default ``TRACELET_STORE_URI``)."""
         settings = settings or TraceletSettings.load()
         store_uri = str(uri) if uri is not None else settings.resolved_store_uri()
+        if not store_uri.strip():
+            raise ConfigurationError("the store URI is empty; pass a folder or fsspec URL")
         options = storage_options if storage_options is not None else (settings.storage_options or {})
         catalog_url = catalog_url or settings.catalog_url
         if _is_local_uri(store_uri):
@@ -140,15 +142,16 @@ class ArtifactStore:
     # -- progress ---------------------------------------------------------------------------
     @contextmanager
     def progress(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
-        """A byte-counting callback; shows a rich progress bar for large CLI transfers."""
+        """A byte-counting callback; shows a rich progress bar (on stderr) for large CLI
+        transfers."""
         if not self.show_progress or total < PROGRESS_MIN_BYTES:
             yield lambda _n: None
             return
-        from rich.progress import (  # Deferred for import perf
-            BarColumn, DownloadColumn, Progress, TransferSpeedColumn)
+        from rich.console import Console  # Deferred for import perf
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), transient=True) as bar:
+                      TransferSpeedColumn(), transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
 
@@ -401,10 +404,11 @@ class ArtifactStore:
         report = GcReport(dry_run=dry_run)
         cutoff = time.time() - grace_seconds
         needed = self.catalog.referenced_digests()
-        for digest, mtime in builtins.list(self.blobs.iter_blobs()):
+        for digest, mtime, size in builtins.list(self.blobs.iter_blobs()):
             if digest in needed or mtime > cutoff:
                 continue
             report.blobs.append(digest)
+            report.bytes_freed += size
             if not dry_run:
                 self.blobs.delete_blob(digest)
         committed = self.catalog.manifest_keys()

@@ -1,0 +1,550 @@
+"""The ``tracelet`` command line, run in-process through typer's ``CliRunner`` (the real app,
+the real store) and, for the entry point and real exit codes, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
+from tracelet_core.cli import app, one_line
+
+runner = CliRunner()
+MakeFile = Callable[..., Path]
+BIG = 9 * 1024 * 1024  # above the store's progress-bar threshold
+
+
+def run_cli(store_dir: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    return runner.invoke(app, ["--store", str(store_dir), *args], env=env)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr, result.exception)
+    assert result.stderr == ""
+    return result.stdout
+
+
+def ok_json(result: Result) -> object:
+    return json.loads(ok(result))
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
+    assert isinstance(result.exception, SystemExit)  # no exception escaped the command
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def blob_file(store_dir: Path, digest: str) -> Path:
+    hexdigest = digest.split(":", 1)[1]
+    return store_dir / "blobs" / hexdigest[:2] / hexdigest[2:4] / hexdigest
+
+
+def make_orphan_blob(store_dir: Path, age_seconds: float = 120.0) -> str:
+    """A blob no version refers to, last modified ``age_seconds`` ago."""
+    digest = "blake3:" + "ab" * 32
+    path = blob_file(store_dir, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"orphan")
+    past = time.time() - age_seconds
+    os.utime(path, (past, past))
+    return digest
+
+
+@pytest.fixture
+def pipeline(store: ArtifactStore) -> dict[str, str]:
+    """raw -> features (no producer) -> model (prefect run) -> report (dagster run)."""
+    raw = store.log(TraceletArtifact("data/raw", "dataset").add_object({"rows": 3}, "raw"))
+    features = store.log(TraceletArtifact("data/features", "dataset").add_object([1, 2], "x"),
+                         inputs=[raw])
+    model = store.log(TraceletArtifact("clf", "model", description="a classifier")
+                      .add_object({"w": [0.5]}, "model"),
+                      producer=RunInfo("prefect", "run-1", step="train"),
+                      inputs=[features, raw], aliases=["production"])
+    report = store.log(TraceletArtifact("report", "report").add_object({"acc": 0.9}, "scores"),
+                       producer=RunInfo("dagster", "run-2", step="evaluate"), inputs=[model])
+    return {"raw": raw.ref, "features": features.ref, "model": model.ref, "report": report.ref}
+
+
+# -- log --------------------------------------------------------------------------------------
+def test_log_file_prints_the_new_ref(store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("weights.bin", b"\x00\x01")
+    assert ok(run_cli(store_dir, "log", str(path), "--name", "w", "--type", "weights")) == "w:v1\n"
+    with ArtifactStore.open(store_dir) as store:
+        logged = store.get("w:v1")
+        assert logged.type.value == "weights"
+        assert [f.path for f in logged.files] == ["weights.bin"]
+
+
+def test_log_json_reports_the_whole_version(store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("config.yaml", "lr: 0.1\n")
+    data = ok_json(run_cli(store_dir, "log", str(path), "--name", "team/config", "--type", "config",
+                           "--alias", "best", "-a", "candidate", "--description", "tuned",
+                           "--json"))
+    assert isinstance(data, dict)
+    assert data["ref"] == "team/config:v1"
+    assert data["type"] == "config"
+    assert sorted(data["aliases"]) == ["best", "candidate"]
+    assert data["description"] == "tuned"
+    assert [f["path"] for f in data["files"]] == ["config.yaml"]
+    assert data["files"][0]["digest"].startswith("blake3:")
+    assert data["size_bytes"] == len("lr: 0.1\n")
+
+
+def test_log_directory_adds_every_file(store_dir: Path, make_file: MakeFile) -> None:
+    make_file("ds/train/a.csv", "a")
+    make_file("ds/test/b.csv", "bb")
+    data = ok_json(run_cli(store_dir, "log", str(make_file("ds/README", "r").parent),
+                           "--name", "ds", "--type", "dataset", "--json"))
+    assert isinstance(data, dict)
+    assert sorted(f["path"] for f in data["files"]) == ["README", "test/b.csv", "train/a.csv"]
+
+
+def test_log_without_type_is_custom_and_unchanged_content_keeps_the_version(
+        store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("notes.txt", "same")
+    assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "notes:v1\n"
+    assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "notes:v1\n"
+    path.write_text("changed")
+    assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "notes:v2\n"
+    shown = ok_json(run_cli(store_dir, "show", "notes", "--json"))
+    assert isinstance(shown, dict) and shown["type"] == "custom"
+
+
+# -- ls ---------------------------------------------------------------------------------------
+def test_ls_on_an_empty_store(store_dir: Path) -> None:
+    assert ok(run_cli(store_dir, "ls")) == "no artifacts\n"
+    assert ok_json(run_cli(store_dir, "ls", "--json")) == []
+
+
+def test_ls_table_shows_latest_versions(store_dir: Path, pipeline: dict[str, str]) -> None:
+    out = ok(run_cli(store_dir, "ls"))
+    for header in ("REF", "TYPE", "ALIASES", "SIZE", "CREATED"):
+        assert header in out
+    for ref in pipeline.values():
+        assert ref in out
+    assert "production" in out
+
+
+def test_ls_json_filters_by_name_and_type(store_dir: Path, pipeline: dict[str, str]) -> None:
+    everything = ok_json(run_cli(store_dir, "ls", "--json"))
+    assert isinstance(everything, list)
+    assert sorted(a["ref"] for a in everything) == sorted(pipeline.values())
+    model = next(a for a in everything if a["name"] == "clf")
+    assert model["type"] == "model" and model["aliases"] == ["production"]
+    assert model["version"] == "v1" and model["size_bytes"] > 0
+    assert model["digest"].startswith("blake3:") and model["created_at"]
+
+    under_data = ok_json(run_cli(store_dir, "ls", "data", "--json"))
+    assert isinstance(under_data, list)
+    assert sorted(a["name"] for a in under_data) == ["data/features", "data/raw"]
+    reports = ok_json(run_cli(store_dir, "ls", "--type", "report", "--json"))
+    assert isinstance(reports, list) and [a["ref"] for a in reports] == [pipeline["report"]]
+
+
+def test_ls_shows_only_the_latest_version(store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("a.txt", "1")
+    ok(run_cli(store_dir, "log", str(path), "--name", "a"))
+    path.write_text("2")
+    ok(run_cli(store_dir, "log", str(path), "--name", "a"))
+    listed = ok_json(run_cli(store_dir, "ls", "--json"))
+    assert isinstance(listed, list) and [a["ref"] for a in listed] == ["a:v2"]
+
+
+# -- show -------------------------------------------------------------------------------------
+def test_show_text_names_entries_producer_inputs_and_aliases(
+        store_dir: Path, pipeline: dict[str, str]) -> None:
+    out = ok(run_cli(store_dir, "show", "clf:production"))
+    for expected in ("clf:v1", "(model)", "production", "a classifier", "prefect run run-1 / train",
+                     "data/features:v1", "data/raw:v1", "model.json", "json", "objects"):
+        assert expected in out
+
+
+def test_show_json_is_to_dict(store_dir: Path, store: ArtifactStore, make_file: MakeFile) -> None:
+    artifact = (TraceletArtifact("bundle", "model", metadata={"lr": 0.1})
+                .add_file(make_file("w.bin", b"123"), "weights/w.bin")
+                .add_object({"k": "v"}, "params")
+                .add_reference("https://example.com/data.csv", size_bytes=10, name="data.csv"))
+    inp = store.log(TraceletArtifact("src", "dataset").add_object([1], "rows"))
+    logged = store.log(artifact, producer=RunInfo("dagster", "r9", step="s"), inputs=[inp],
+                       aliases=["best"])
+    data = ok_json(run_cli(store_dir, "show", "bundle:v1", "--json"))
+    assert data == logged.to_dict()
+    assert isinstance(data, dict)
+    assert data["files"][0]["path"] == "weights/w.bin"
+    assert data["objects"][0]["name"] == "params"
+    assert data["references"][0]["uri"] == "https://example.com/data.csv"
+    assert data["producer"]["orchestrator"] == "dagster" and data["producer"]["step"] == "s"
+    assert data["inputs"] == ["src:v1"] and data["aliases"] == ["best"]
+    assert data["metadata"] == {"lr": 0.1}
+
+    out = ok(run_cli(store_dir, "show", "bundle"))
+    for expected in ("files", "weights/w.bin", "references", "https://example.com/data.csv",
+                     "dagster run r9 / s", '{"lr": 0.1}', "src:v1"):
+        assert expected in out
+
+
+def test_show_prints_user_text_literally(store_dir: Path, store: ArtifactStore) -> None:
+    store.log(TraceletArtifact("odd", description="[bold]not markup[/x]").add_object(1, "one"))
+    assert "[bold]not markup[/x]" in ok(run_cli(store_dir, "show", "odd"))
+
+
+# -- get --------------------------------------------------------------------------------------
+def test_get_writes_the_exact_bytes(store_dir: Path, tmp_path: Path, make_file: MakeFile) -> None:
+    content = bytes(range(256)) * 7
+    make_file("model/weights.bin", content)
+    make_file("model/sub/config.json", '{"a": 1}')
+    ok(run_cli(store_dir, "log", str(tmp_path / "files" / "model"), "--name", "m", "-t", "model"))
+    dest = tmp_path / "out"
+    out = ok(run_cli(store_dir, "get", "m:latest", "-o", str(dest)))
+    assert "m:v1" in out and "2 files" in out
+    assert (dest / "weights.bin").read_bytes() == content
+    assert (dest / "sub" / "config.json").read_text() == '{"a": 1}'
+
+
+def test_get_json(store_dir: Path, tmp_path: Path, pipeline: dict[str, str]) -> None:
+    dest = tmp_path / "fetched"
+    data = ok_json(run_cli(store_dir, "get", pipeline["model"], "--output", str(dest), "--json"))
+    assert data == {"ref": "clf:v1", "path": str(dest.resolve()), "files": ["model.json"]}
+    assert json.loads((dest / "model.json").read_text()) == {"w": [0.5]}
+
+
+def test_get_a_corrupted_blob_fails_with_one_line(
+        store_dir: Path, tmp_path: Path, store: ArtifactStore, make_file: MakeFile) -> None:
+    logged = store.log(TraceletArtifact("c").add_file(make_file("c.txt", "good")))
+    corrupt(blob_file(store_dir, logged.files[0].digest or ""))
+    result = run_cli(store_dir, "get", "c", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, "corrupted")
+    assert not (tmp_path / "out" / "c.txt").exists()
+
+
+# -- lineage ----------------------------------------------------------------------------------
+def test_lineage_text_is_a_tree_upstream(store_dir: Path, pipeline: dict[str, str]) -> None:
+    out = ok(run_cli(store_dir, "lineage", "clf"))
+    lines = out.splitlines()
+    assert lines[0].startswith("clf:v1 (model)") and "production" in lines[0]
+    assert "prefect run run-1 / train" in out
+    assert "data/features:v1" in out and "data/raw:v1" in out
+    assert "report" not in out  # downstream of the model, not upstream
+
+
+def test_lineage_text_downstream(store_dir: Path, pipeline: dict[str, str]) -> None:
+    out = ok(run_cli(store_dir, "lineage", "data/raw", "--downstream"))
+    assert out.splitlines()[0].startswith("data/raw:v1")
+    for expected in ("data/features:v1", "clf:v1", "dagster run run-2 / evaluate", "report:v1"):
+        assert expected in out
+
+
+def test_lineage_json(store_dir: Path, pipeline: dict[str, str]) -> None:
+    data = ok_json(run_cli(store_dir, "lineage", "report:v1", "--format", "json"))
+    assert isinstance(data, dict)
+    assert data["root"] == "report:v1" and data["direction"] == "upstream"
+    ids = {n["id"] for n in data["nodes"]}
+    assert {"report:v1", "clf:v1", "data/features:v1", "data/raw:v1",
+            "run:prefect/run-1/train", "run:dagster/run-2/evaluate"} <= ids
+    assert {"source": "run:dagster/run-2/evaluate", "target": "report:v1",
+            "relation": "produced"} in data["edges"]
+
+
+def test_lineage_depth_limits_the_walk(store_dir: Path, pipeline: dict[str, str]) -> None:
+    data = ok_json(run_cli(store_dir, "lineage", "report", "-f", "json", "--depth", "1"))
+    assert isinstance(data, dict)
+    ids = {n["id"] for n in data["nodes"]}
+    assert "clf:v1" in ids and "data/raw:v1" not in ids
+    root_only = ok_json(run_cli(store_dir, "lineage", "report", "-f", "json", "--depth", "0"))
+    assert isinstance(root_only, dict) and [n["id"] for n in root_only["nodes"]] == ["report:v1"]
+
+
+def test_lineage_mermaid(store_dir: Path, pipeline: dict[str, str]) -> None:
+    out = ok(run_cli(store_dir, "lineage", "clf", "--format", "mermaid"))
+    assert out.startswith("graph LR\n")
+    assert '["clf:v1 (model)"]' in out
+    assert '(["prefect: run-1 / train"])' in out
+    assert "-->" in out
+
+
+def test_lineage_dot_downstream(store_dir: Path, pipeline: dict[str, str]) -> None:
+    out = ok(run_cli(store_dir, "lineage", "clf:v1", "--downstream", "--format", "dot"))
+    assert out.startswith("digraph lineage {")
+    assert out.rstrip().endswith("}")
+    assert '"clf:v1" -> "run:dagster/run-2/evaluate" [label="consumed"];' in out
+    assert '"run:dagster/run-2/evaluate" -> "report:v1" [label="produced"];' in out
+
+
+def test_lineage_rejects_an_unknown_format(store_dir: Path, pipeline: dict[str, str]) -> None:
+    result = run_cli(store_dir, "lineage", "clf", "--format", "png")
+    assert result.exit_code == 2  # typer's own usage error
+
+
+# -- alias ------------------------------------------------------------------------------------
+def test_alias_then_show(store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("m.txt", "1")
+    ok(run_cli(store_dir, "log", str(path), "--name", "m"))
+    path.write_text("2")
+    ok(run_cli(store_dir, "log", str(path), "--name", "m"))
+    assert ok(run_cli(store_dir, "alias", "m:v1", "production")) == "m:production -> m:v1\n"
+    shown = ok_json(run_cli(store_dir, "show", "m:production", "--json"))
+    assert isinstance(shown, dict) and shown["ref"] == "m:v1" and shown["aliases"] == ["production"]
+    assert "production" in ok(run_cli(store_dir, "show", "m:v1"))
+
+    moved = ok_json(run_cli(store_dir, "alias", "m:latest", "production", "--json"))
+    assert moved == {"name": "m", "alias": "production", "ref": "m:v2", "aliases": ["production"]}
+    v1 = ok_json(run_cli(store_dir, "show", "m:v1", "--json"))
+    assert isinstance(v1, dict) and v1["aliases"] == []
+
+
+def test_alias_remove(store_dir: Path, pipeline: dict[str, str]) -> None:
+    assert ok(run_cli(store_dir, "alias", "clf", "production", "--remove")) == \
+        "removed alias 'production' from clf\n"
+    shown = ok_json(run_cli(store_dir, "show", "clf", "--json"))
+    assert isinstance(shown, dict) and shown["aliases"] == []
+    assert_one_line_error(run_cli(store_dir, "show", "clf:production"), "production")
+    assert_one_line_error(run_cli(store_dir, "alias", "clf", "production", "--remove"),
+                          "no alias 'production'")
+
+
+# -- verify -----------------------------------------------------------------------------------
+def corrupt(path: Path) -> None:
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    path.write_bytes(b"tampered")
+
+
+def test_verify_ok(store_dir: Path, pipeline: dict[str, str]) -> None:
+    assert ok(run_cli(store_dir, "verify")) == "ok: 4 versions verified\n"
+    assert ok(run_cli(store_dir, "verify", "clf")) == "ok: 1 version verified\n"
+    data = ok_json(run_cli(store_dir, "verify", "--json"))
+    assert isinstance(data, dict) and data["ok"] is True
+    assert sorted(data["checked"]) == sorted(pipeline.values())
+
+
+def test_verify_reports_every_problem_and_exits_1(store_dir: Path, store: ArtifactStore,
+                                                  make_file: MakeFile) -> None:
+    logged = store.log(TraceletArtifact("pair")
+                       .add_file(make_file("a.txt", "aaa"))
+                       .add_file(make_file("b.txt", "bbb")))
+    store.log(TraceletArtifact("fine").add_file(make_file("c.txt", "ccc")))
+    for entry in logged.files:
+        corrupt(blob_file(store_dir, entry.digest or ""))
+
+    result = run_cli(store_dir, "verify")
+    assert_one_line_error(result, "2 problems found")
+    problems = result.stdout.splitlines()
+    assert len(problems) == 2
+    assert any("pair:v1: a.txt" in p for p in problems)
+    assert any("pair:v1: b.txt" in p for p in problems)
+
+    assert ok(run_cli(store_dir, "verify", "fine")) == "ok: 1 version verified\n"
+
+    as_json = run_cli(store_dir, "verify", "pair", "--json")
+    assert_one_line_error(as_json, "2 problems found")
+    data = json.loads(as_json.stdout)
+    assert data["ok"] is False and len(data["problems"]) == 2
+
+
+# -- gc ---------------------------------------------------------------------------------------
+def test_gc_dry_run_then_delete(store_dir: Path, pipeline: dict[str, str]) -> None:
+    orphan = make_orphan_blob(store_dir)
+    path = blob_file(store_dir, orphan)
+
+    assert ok(run_cli(store_dir, "gc", "--dry-run")).startswith("would remove 0 blobs")  # too young
+    preview = ok(run_cli(store_dir, "gc", "--dry-run", "--grace", "0"))
+    assert preview.startswith("would remove 1 blob,") and orphan in preview
+    assert path.exists()
+
+    report = ok_json(run_cli(store_dir, "gc", "--grace", "0", "--json"))
+    assert isinstance(report, dict)
+    assert report["dry_run"] is False and report["blobs"] == [orphan]
+    assert not path.exists()
+    ok(run_cli(store_dir, "verify"))  # nothing a version needs was touched
+    assert ok(run_cli(store_dir, "gc", "--grace", "0")).startswith("removed 0 blobs")
+
+
+def test_gc_json_dry_run(store_dir: Path) -> None:
+    orphan = make_orphan_blob(store_dir)
+    report = ok_json(run_cli(store_dir, "gc", "--dry-run", "--grace", "0", "--json"))
+    assert isinstance(report, dict)
+    assert report["dry_run"] is True and report["blobs"] == [orphan]
+    assert blob_file(store_dir, orphan).exists()
+
+
+def test_gc_refuses_a_negative_grace(store_dir: Path) -> None:
+    assert run_cli(store_dir, "gc", "--grace", "-1").exit_code == 2
+
+
+# -- sync, reindex ----------------------------------------------------------------------------
+def test_sync_reports_retried_deliveries(store_dir: Path) -> None:
+    assert ok(run_cli(store_dir, "sync")) == "retried 0 deliveries\n"
+    assert ok_json(run_cli(store_dir, "sync", "--json")) == {"retried": 0}
+
+
+def test_reindex_rebuilds_a_lost_catalog(store_dir: Path, make_file: MakeFile) -> None:
+    ok(run_cli(store_dir, "log", str(make_file("a.txt", "a")), "--name", "a", "--alias", "best"))
+    ok(run_cli(store_dir, "log", str(make_file("b.txt", "b")), "--name", "b"))
+    assert ok(run_cli(store_dir, "reindex")) == "added 0 versions\n"
+    for leftover in store_dir.glob("catalog.db*"):
+        leftover.unlink()
+    assert ok(run_cli(store_dir, "ls")) == "no artifacts\n"
+
+    assert ok(run_cli(store_dir, "reindex")) == "a:v1\nb:v1\nadded 2 versions\n"
+    shown = ok_json(run_cli(store_dir, "show", "a:best", "--json"))
+    assert isinstance(shown, dict) and shown["ref"] == "a:v1"
+    assert ok_json(run_cli(store_dir, "reindex", "--json")) == {"added": []}
+
+
+# -- global options ---------------------------------------------------------------------------
+def test_store_defaults_to_the_environment(tmp_path: Path, make_file: MakeFile) -> None:
+    path = make_file("env.txt", "e")
+    assert ok(runner.invoke(app, ["log", str(path), "--name", "env"])) == "env:v1\n"
+    assert (tmp_path / "default-store" / "catalog.db").exists()  # TRACELET_STORE_URI (conftest)
+    other = tmp_path / "from-env"
+    result = runner.invoke(app, ["ls", "--json"], env={"TRACELET_STORE_URI": str(other)})
+    assert ok_json(result) == [] and (other / "catalog.db").exists()
+
+
+def test_catalog_option_picks_the_catalog(store_dir: Path, tmp_path: Path,
+                                          make_file: MakeFile) -> None:
+    catalog = tmp_path / "elsewhere.db"
+    url = f"sqlite:///{catalog}"
+    ok(run_cli(store_dir, "--catalog", url, "log", str(make_file("x.txt")), "--name", "x"))
+    assert catalog.exists() and not (store_dir / "catalog.db").exists()
+    listed = ok_json(run_cli(store_dir, "--catalog", url, "ls", "--json"))
+    assert isinstance(listed, list) and [a["ref"] for a in listed] == ["x:v1"]
+
+
+def test_version_option() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("tracelet ")
+
+
+def test_no_arguments_shows_help() -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output and "lineage" in result.output
+
+
+# -- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["show", "nope"], "nope"),
+    (["show", "clf:v9"], "v9"),
+    (["show", "../x"], "invalid artifact name"),
+    (["show", "clf:bad alias"], "invalid version or alias"),
+    (["get", "nope:v1", "-o", "out"], "nope"),
+    (["lineage", "nope"], "nope"),
+    (["lineage", "a//b"], "invalid artifact name"),
+    (["alias", "nope:v1", "prod"], "nope"),
+    (["alias", "clf:v1", "latest"], "latest"),
+    (["alias", "clf:v1", "v7"], "shadow a version"),
+    (["verify", "nope"], "nope"),
+    (["ls", "--type", "bogus"], "unknown artifact type 'bogus'"),
+    (["ls", "../x"], "invalid artifact name"),
+    (["log", "missing.txt", "--name", "x"], "no such file or directory"),
+    (["log", "{file}", "--name", "../x"], "invalid artifact name"),
+    (["log", "{file}", "--name", "x", "--type", "bogus"], "unknown artifact type"),
+    (["log", "{file}", "--name", "x", "--alias", "latest"], "latest"),
+])
+def test_bad_input_is_one_stderr_line_and_exit_1(store_dir: Path, make_file: MakeFile,
+                                                 pipeline: dict[str, str], args: list[str],
+                                                 fragment: str) -> None:
+    file = str(make_file("input.txt", "x"))
+    result = run_cli(store_dir, *[file if a == "{file}" else a for a in args])
+    assert_one_line_error(result, fragment)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [
+    ["--store", "s3://bucket/prefix", "ls"],  # remote store without a catalog
+    ["--store", "", "ls"],
+    ["--catalog", "not a url", "ls"],
+])
+def test_configuration_errors_are_one_line(args: list[str]) -> None:
+    assert_one_line_error(runner.invoke(app, args))
+
+
+def test_usage_errors_keep_exit_code_2(store_dir: Path) -> None:
+    assert run_cli(store_dir, "show").exit_code == 2
+    assert run_cli(store_dir, "log", "x").exit_code == 2  # --name is required
+    assert run_cli(store_dir, "frobnicate").exit_code == 2
+
+
+def test_one_line_folds_multi_line_messages() -> None:
+    folded = one_line("2 problem(s) found:\n  a: bad\n  b: bad\n")
+    assert folded == "2 problem(s) found: a: bad; b: bad"
+    assert one_line("single") == "single"
+    assert one_line("\n") == "unknown error"
+
+
+# -- progress bars and --json -----------------------------------------------------------------
+def test_progress_bars_never_reach_json_output(store_dir: Path, tmp_path: Path,
+                                               make_file: MakeFile) -> None:
+    big = make_file("big.bin", os.urandom(BIG))
+    terminal = {"TTY_COMPATIBLE": "1"}  # rich draws bars as if stdout were a terminal
+
+    shown = run_cli(store_dir, "log", str(big), "--name", "big", "--json", env=terminal)
+    data = ok_json(shown)
+    assert isinstance(data, dict) and data["size_bytes"] == BIG
+    dest = tmp_path / "o"
+    fetched = ok_json(run_cli(store_dir, "get", "big", "-o", str(dest), "--json", env=terminal))
+    assert fetched == {"ref": "big:v1", "path": str(dest.resolve()), "files": ["big.bin"]}
+    assert (dest / "big.bin").read_bytes() == big.read_bytes()
+
+    with_bar = run_cli(store_dir, "get", "big", "-o", str(tmp_path / "p"), env=terminal)
+    assert with_bar.exit_code == 0
+    assert "download big:v1" in with_bar.stderr  # without --json the CLI shows progress, on stderr
+    assert "download big:v1" not in with_bar.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["ls", "--json"], ["show", "clf", "--json"], ["lineage", "clf", "--format", "json"],
+    ["alias", "clf:v1", "best", "--json"], ["verify", "--json"], ["gc", "--dry-run", "--json"],
+    ["sync", "--json"], ["reindex", "--json"],
+])
+def test_json_output_is_one_document(store_dir: Path, pipeline: dict[str, str],
+                                     args: list[str]) -> None:
+    result = run_cli(store_dir, *args)
+    json.loads(ok(result))
+
+
+# -- the installed entry point ------------------------------------------------------------------
+def tracelet_script() -> Path:
+    name = "tracelet.exe" if sys.platform == "win32" else "tracelet"
+    return Path(sys.executable).with_name(name)
+
+
+def test_console_script_round_trip_and_exit_codes(store_dir: Path, make_file: MakeFile) -> None:
+    script = str(tracelet_script())
+    path = make_file("real.txt", "real")
+
+    logged = subprocess.run([script, "--store", str(store_dir), "log", str(path), "--name", "real",
+                             "--json"], capture_output=True, text=True, check=False)
+    assert logged.returncode == 0, logged.stderr
+    assert json.loads(logged.stdout)["ref"] == "real:v1"
+
+    missing = subprocess.run([script, "--store", str(store_dir), "show", "real:v2"],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert missing.stderr.splitlines() == ["error: artifact 'real' has no version or alias 'v2'"]
+
+
+def test_python_dash_m_runs_the_cli(store_dir: Path) -> None:
+    bad = subprocess.run([sys.executable, "-m", "tracelet_core.cli", "--store", str(store_dir),
+                          "log", "does-not-exist", "--name", "x"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "tracelet_core.cli", "show"],
+                           capture_output=True, text=True, check=False)
+    assert usage.returncode == 2

@@ -1,0 +1,538 @@
+"""The ``tracelet`` command line: list, inspect, fetch, trace, alias, verify and clean a store.
+
+Every command opens the store lazily from ``--store`` / ``--catalog`` (default
+``TRACELET_STORE_URI`` / ``TRACELET_CATALOG_URL``, read through ``TraceletSettings``).
+Results go to stdout: readable tables and trees, or, with ``--json``, exactly one JSON
+document and nothing else (progress bars are switched off then). Bad input (any
+``TraceletError``, a missing path, a catalog that cannot be reached) ends a command with exit
+code 1 and a single ``error: ...`` line on stderr, never a traceback; typer's own usage
+errors keep exit code 2.
+
+This module is the only one that imports typer and rich at import time; ``tracelet_core``
+does not import it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.filesize import decimal as human_size
+from rich.table import Column, Table
+from rich.text import Text
+from rich.tree import Tree
+from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperGroup
+
+from . import __version__
+from ._artifact import TraceletArtifact
+from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, TraceletError
+from ._lineage import LineageGraph
+from ._logged import LoggedArtifact
+from ._model import RunInfo
+from ._names import parse_ref
+from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport
+
+#: Errors that mean "the input or the environment is wrong", reported as one line, exit 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (TraceletError, OSError, SQLAlchemyError)
+
+
+# -- errors -----------------------------------------------------------------------------------
+def one_line(message: str) -> str:
+    """Fold a (possibly multi-line) message into one line: ``first rest1; rest2``."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, SQLAlchemyError):
+        return f"catalog error: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` as one stderr line and exit with code 1."""
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(1)
+
+
+class OneLineErrorGroup(TyperGroup):
+    """Turns expected errors from any command into one stderr line and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # typer exits quietly when the reader of stdout went away
+        except USER_ERRORS as exc:
+            fail(describe_error(exc))
+
+
+# -- the store --------------------------------------------------------------------------------
+@dataclass
+class StoreHandle:
+    """The store named on the command line, opened on first use and closed at exit."""
+
+    uri: str | None
+    catalog_url: str | None
+    _store: ArtifactStore | None = None
+
+    def open(self, *, progress: bool) -> ArtifactStore:
+        if self._store is None:
+            self._store = ArtifactStore.open(self.uri, self.catalog_url)
+        self._store.show_progress = progress
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def open_store(ctx: typer.Context, *, as_json: bool = False) -> ArtifactStore:
+    """The command's store; progress bars only when stdout is not carrying JSON."""
+    handle = ctx.find_object(StoreHandle)
+    if handle is None:  # a command invoked without the app's callback (not via the CLI)
+        handle = StoreHandle(None, None)
+        ctx.call_on_close(handle.close)
+    return handle.open(progress=not as_json)
+
+
+# -- output helpers ---------------------------------------------------------------------------
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def plain(value: object) -> Text:
+    """User data as literal text (never parsed as rich markup)."""
+    return Text("" if value is None else str(value))
+
+
+def local_time(artifact: LoggedArtifact) -> str:
+    return artifact.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe_run(run: RunInfo) -> str:
+    title = f"{run.orchestrator} run {run.run_id}"
+    if run.step:
+        title += f" / {run.step}"
+    if run.name:
+        title += f" ({run.name})"
+    return title + (f" [partition {run.partition}]" if run.partition else "")
+
+
+def summary(artifact: LoggedArtifact) -> dict[str, Any]:
+    """What ``ls --json`` reports per name."""
+    data = artifact.to_dict()
+    keys = ("name", "version", "ref", "type", "digest", "aliases", "size_bytes", "created_at",
+            "description")
+    return {key: data[key] for key in keys}
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``; ``plural`` for irregular nouns."""
+    return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"
+
+
+# -- the app ----------------------------------------------------------------------------------
+app = typer.Typer(
+    name="tracelet",
+    cls=OneLineErrorGroup,
+    help="Versioned, content-addressed ML artifacts with lineage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+RefArgument = Annotated[str, typer.Argument(
+    metavar="REF", help="name, name:vN, name:latest or name:ALIAS.", show_default=False)]
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tracelet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option(
+        "--store", metavar="URI",
+        help="Store path or fsspec URL (default: $TRACELET_STORE_URI or ~/.tracelet/store)."),
+    ] = None,
+    catalog: Annotated[str | None, typer.Option(
+        "--catalog", metavar="URL",
+        help="SQLAlchemy URL of the catalog (default: $TRACELET_CATALOG_URL, or SQLite "
+             "inside a local store).")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=show_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Versioned, content-addressed ML artifacts with lineage."""
+    if store is not None and not store.strip():
+        raise ConfigurationError("--store needs a path or URL, got an empty string")
+    handle = StoreHandle(store, catalog or None)
+    ctx.obj = handle
+    ctx.call_on_close(handle.close)
+
+
+# -- ls ---------------------------------------------------------------------------------------
+@app.command("ls")
+def list_artifacts(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", help="Only this name and the names under it (NAME/...).",
+        show_default=False)] = None,
+    artifact_type: Annotated[str | None, typer.Option(
+        "--type", "-t", metavar="TYPE", help="Only artifacts of this type (model, dataset, ...)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the latest version of every artifact name."""
+    artifacts = open_store(ctx, as_json=as_json).list(name, type=artifact_type)
+    if as_json:
+        print_json([summary(a) for a in artifacts])
+    elif not artifacts:
+        typer.echo("no artifacts")
+    else:
+        console().print(artifacts_table(artifacts))
+
+
+def artifacts_table(artifacts: Iterable[LoggedArtifact]) -> Table:
+    table = Table("REF", "TYPE", "ALIASES", "SIZE", "CREATED", box=None, header_style="bold")
+    for artifact in artifacts:
+        table.add_row(plain(artifact.ref), plain(artifact.type.value),
+                      plain(", ".join(artifact.aliases)), human_size(artifact.size_bytes),
+                      local_time(artifact))
+    return table
+
+
+# -- show -------------------------------------------------------------------------------------
+@app.command()
+def show(
+    ctx: typer.Context,
+    ref: RefArgument,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one version: files, objects, references, producer, inputs and aliases."""
+    artifact = open_store(ctx, as_json=as_json).get(ref)
+    if as_json:
+        print_json(artifact.to_dict())
+        return
+    out = console()
+    out.print(Text.assemble((artifact.ref, "bold"), f"  ({artifact.type.value})"))
+    out.print(details_grid(artifact))
+    for table in entry_tables(artifact):
+        out.print()
+        out.print(table)
+
+
+def details_grid(artifact: LoggedArtifact) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("digest", artifact.digest),
+        ("size", human_size(artifact.size_bytes)),
+        ("created", local_time(artifact)),
+        ("aliases", ", ".join(artifact.aliases) or "-"),
+        ("description", artifact.description or "-"),
+        ("producer", describe_run(artifact.producer) if artifact.producer else "-"),
+        ("inputs", ", ".join(artifact.inputs) or "-"),
+        ("metadata", json.dumps(artifact.metadata, sort_keys=True) if artifact.metadata else "-"),
+    ]
+    for key, value in rows:
+        grid.add_row(key, plain(value))
+    return grid
+
+
+def entry_tables(artifact: LoggedArtifact) -> list[Table]:
+    tables: list[Table] = []
+    if artifact.files:
+        files = Table("PATH", "SIZE", Column("DIGEST", overflow="fold"), title="files",
+                      title_justify="left", box=None)
+        for f in artifact.files:
+            files.add_row(plain(f.path), human_size(f.size), plain(f.digest))
+        tables.append(files)
+    if artifact.objects:
+        objects = Table("NAME", "PATH", "SERIALIZER", "SIZE", title="objects", title_justify="left",
+                        box=None)
+        for o in artifact.objects:
+            objects.add_row(plain(o.name), plain(o.path), plain(o.serializer), human_size(o.size))
+        tables.append(objects)
+    if artifact.references:
+        references = Table("NAME", "URI", "SIZE", title="references", title_justify="left",
+                           box=None)
+        for r in artifact.references:
+            size = human_size(r.size) if r.size is not None else "?"
+            references.add_row(plain(r.name), plain(r.uri), size)
+        tables.append(references)
+    return tables
+
+
+# -- get --------------------------------------------------------------------------------------
+@app.command()
+def get(
+    ctx: typer.Context,
+    ref: RefArgument,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="DIR",
+        help="Folder to write into (default: ./artifacts/NAME/VERSION).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Download a version's files and objects (each verified against its digest)."""
+    artifact = open_store(ctx, as_json=as_json).get(ref)
+    root = artifact.download(output)
+    written = [f.path for f in artifact.files] + [o.path for o in artifact.objects]
+    if as_json:
+        print_json({"ref": artifact.ref, "path": str(root.resolve()), "files": written})
+    else:
+        typer.echo(f"{artifact.ref} -> {root} ({count(len(written), 'file')})")
+
+
+# -- lineage ----------------------------------------------------------------------------------
+class LineageFormat(str, Enum):
+    text = "text"
+    json = "json"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def lineage(
+    ctx: typer.Context,
+    ref: RefArgument,
+    downstream: Annotated[bool, typer.Option(
+        "--downstream", help="What used this version (default: what it was made from).")] = False,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", min=0, metavar="N", help="Follow at most N steps.")] = None,
+    output_format: Annotated[LineageFormat, typer.Option(
+        "--format", "-f", help="text, json, mermaid or dot.")] = LineageFormat.text,
+) -> None:
+    """Trace the versions and runs upstream (or downstream) of a version."""
+    direction = "downstream" if downstream else "upstream"
+    as_text = output_format is LineageFormat.text
+    graph = open_store(ctx, as_json=not as_text).lineage(ref, direction=direction, depth=depth)
+    if output_format is LineageFormat.json:
+        typer.echo(graph.to_json())
+    elif output_format is LineageFormat.mermaid:
+        typer.echo(graph.to_mermaid(), nl=False)
+    elif output_format is LineageFormat.dot:
+        typer.echo(graph.to_dot(), nl=False)
+    else:
+        console().print(lineage_tree(graph))
+
+
+def node_label(graph: LineageGraph, node_id: str) -> Text:
+    attrs = graph.nodes[node_id]
+    if attrs.get("kind") == "run":
+        run = RunInfo(orchestrator=str(attrs.get("orchestrator")), run_id=str(attrs.get("run_id")),
+                      step=attrs.get("step"), name=attrs.get("name"),
+                      partition=attrs.get("partition"))
+        return Text(describe_run(run), style="cyan")
+    label = Text.assemble((node_id, "bold"), f" ({attrs.get('type', '?')})")
+    if attrs.get("aliases"):
+        label.append(f" [{', '.join(attrs['aliases'])}]", style="green")
+    return label
+
+
+def lineage_children(graph: LineageGraph) -> dict[str, list[tuple[str, str]]]:
+    """For each node, the nodes one step further from the root, with the edge's relation."""
+    upstream = graph.direction == "upstream"
+    children: dict[str, list[tuple[str, str]]] = {}
+    for edge in graph.edges:
+        parent, child = (edge.target, edge.source) if upstream else (edge.source, edge.target)
+        children.setdefault(parent, []).append((child, edge.relation))
+    return children
+
+
+def lineage_tree(graph: LineageGraph) -> Tree:
+    """The graph as a tree from its root; a node reached twice is expanded only once."""
+    children = lineage_children(graph)
+    tree = Tree(node_label(graph, graph.root))
+    expanded = {graph.root}
+
+    def grow(branch: Tree, node_id: str) -> None:
+        for child, relation in children.get(node_id, []):
+            label = node_label(graph, child).append(f"  {relation}", style="dim")
+            if child in expanded:
+                branch.add(label.append("  (shown above)", style="dim"))
+                continue
+            expanded.add(child)
+            grow(branch.add(label), child)
+
+    grow(tree, graph.root)
+    return tree
+
+
+# -- alias ------------------------------------------------------------------------------------
+@app.command()
+def alias(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(
+        metavar="REF", help="The version to point at (with --remove: the name).")],
+    alias_name: Annotated[str, typer.Argument(
+        metavar="ALIAS", help="production, best, v1.2.0, ...")],
+    remove: Annotated[bool, typer.Option(
+        "--remove", help="Remove ALIAS from the name instead.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Point ALIAS at a version (moving it from any other), or remove it."""
+    store = open_store(ctx, as_json=as_json)
+    if remove:
+        name, _selector = parse_ref(ref)
+        store.remove_alias(name, alias_name)
+        result: dict[str, Any] = {"name": name, "alias": alias_name, "removed": True}
+        message = f"removed alias {alias_name!r} from {name}"
+    else:
+        artifact = store.set_alias(ref, alias_name)
+        result = {"name": artifact.name, "alias": alias_name, "ref": artifact.ref,
+                  "aliases": artifact.aliases}
+        message = f"{artifact.name}:{alias_name} -> {artifact.ref}"
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(message)
+
+
+# -- verify -----------------------------------------------------------------------------------
+@app.command()
+def verify(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(
+        metavar="REF", help="One version (default: every version).", show_default=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-hash manifests and blobs; exit 1 naming every problem found."""
+    try:
+        checked = open_store(ctx, as_json=as_json).verify(ref)
+    except IntegrityError as exc:
+        report_problems(exc.problems or [str(exc)], as_json)
+    if as_json:
+        print_json({"ok": True, "checked": checked})
+    else:
+        typer.echo(f"ok: {count(len(checked), 'version')} verified")
+
+
+def report_problems(problems: list[str], as_json: bool) -> NoReturn:
+    """Every problem on stdout (or in the JSON document), one summary line on stderr, exit 1."""
+    if as_json:
+        print_json({"ok": False, "problems": problems})
+    else:
+        for problem in problems:
+            typer.echo(f"BAD {problem}")
+    fail(f"{count(len(problems), 'problem')} found")
+
+
+# -- gc ---------------------------------------------------------------------------------------
+@app.command()
+def gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only list what would be removed.")] = False,
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, metavar="SECONDS",
+        help="Keep unreferenced files younger than this (in-flight logs)."),
+    ] = DEFAULT_GC_GRACE_SECONDS,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete blobs no version needs and leftovers of crashed writers."""
+    report = open_store(ctx, as_json=as_json).gc(dry_run=dry_run, grace_seconds=grace)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        print_gc_report(report)
+
+
+def print_gc_report(report: GcReport) -> None:
+    verb = "would remove" if report.dry_run else "removed"
+    counts = [count(len(report.blobs), "blob"), count(len(report.manifests), "stray manifest")]
+    if not report.dry_run:
+        counts.append(count(len(report.temp_files), "temp file"))
+    typer.echo(f"{verb} {', '.join(counts)}")
+    for item in [*report.blobs, *report.manifests, *report.temp_files]:
+        typer.echo(f"  {item}")
+
+
+# -- sync -------------------------------------------------------------------------------------
+@app.command()
+def sync(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Retry deliveries to tracker backends that failed earlier."""
+    retried = open_store(ctx, as_json=as_json).sync()
+    if as_json:
+        print_json({"retried": len(retried)})
+    else:
+        typer.echo(f"retried {count(len(retried), 'delivery', 'deliveries')}")
+
+
+# -- log --------------------------------------------------------------------------------------
+@app.command("log")
+def log_path(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(
+        metavar="PATH", help="A file or a folder to log as one version.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Artifact name (a/b/c).")],
+    artifact_type: Annotated[str, typer.Option(
+        "--type", "-t", metavar="TYPE", help="model, dataset, config, ... ")] = "custom",
+    aliases: Annotated[list[str] | None, typer.Option(
+        "--alias", "-a", metavar="ALIAS", help="Alias to set on the new version (repeatable)."),
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Log a file or a folder as the next version of NAME."""
+    artifact = build_artifact(path, name, artifact_type, description)
+    logged = open_store(ctx, as_json=as_json).log(artifact, aliases=aliases or ())
+    if as_json:
+        print_json(logged.to_dict())
+    else:
+        typer.echo(logged.ref)
+
+
+def build_artifact(path: Path, name: str, artifact_type: str,
+                   description: str | None) -> TraceletArtifact:
+    """A file becomes one entry; a folder becomes one entry per file under it."""
+    artifact = TraceletArtifact(name, artifact_type, description)
+    if path.is_dir():
+        return artifact.add_dir(path)
+    if not path.exists():
+        raise InvalidArtifactError(f"no such file or directory: {path}")
+    return artifact.add_file(path)
+
+
+# -- reindex ----------------------------------------------------------------------------------
+@app.command()
+def reindex(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Rebuild missing catalog rows from the manifests in the store."""
+    added = open_store(ctx, as_json=as_json).reindex()
+    if as_json:
+        print_json({"added": added})
+        return
+    for ref in added:
+        typer.echo(ref)
+    typer.echo(f"added {count(len(added), 'version')}")
+
+
+def main() -> None:
+    """Console-script entry point (``tracelet``)."""
+    app(prog_name="tracelet")
+
+
+if __name__ == "__main__":
+    main()
