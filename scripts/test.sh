@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/python -m ruff check tracelet_core tracelet_prefect tracelet_dagster tests examples
 .venv/bin/python -m mypy  # type-check the packages (config in pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

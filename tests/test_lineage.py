@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tracelet_core import ArtifactStore, InvalidArtifactError, LoggedArtifact, RunInfo, TraceletArtifact
+from tracelet_core import (
+    ArtifactStore,
+    InvalidArtifactError,
+    LoggedArtifact,
+    RunInfo,
+    TraceletArtifact,
+)
 
 
 def log_obj(store: ArtifactStore, name: str, value: object, producer: RunInfo | None = None,

@@ -17,7 +17,7 @@ CONTRACT_NAMES = {
 
 
 def test_core_exports_the_contract_and_nothing_unlisted() -> None:
-    assert CONTRACT_NAMES <= set(tracelet_core.__all__)
+    assert set(tracelet_core.__all__) >= CONTRACT_NAMES
     for name in tracelet_core.__all__:
         assert hasattr(tracelet_core, name), name
     public = {n for n in dir(tracelet_core)
@@ -26,8 +26,15 @@ def test_core_exports_the_contract_and_nothing_unlisted() -> None:
 
 
 def test_error_hierarchy() -> None:
-    from tracelet_core import (ArtifactNotFoundError, BackendError, ConfigurationError, IntegrityError,
-                               InvalidArtifactError, TraceletError, UnsafeDeserializationError)
+    from tracelet_core import (
+        ArtifactNotFoundError,
+        BackendError,
+        ConfigurationError,
+        IntegrityError,
+        InvalidArtifactError,
+        TraceletError,
+        UnsafeDeserializationError,
+    )
 
     for error in (InvalidArtifactError, ArtifactNotFoundError, IntegrityError, UnsafeDeserializationError,
                   BackendError, ConfigurationError):

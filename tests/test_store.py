@@ -269,3 +269,21 @@ def test_an_empty_store_uri_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRACELET_STORE_URI", "")
     with pytest.raises(ConfigurationError):
         ArtifactStore.open()
+
+
+def test_verify_notices_catalog_entries_that_disagree_with_the_manifest(
+        store: ArtifactStore, make_file: MakeFile) -> None:
+    from sqlalchemy import update
+
+    from tracelet_core import IntegrityError
+    from tracelet_core._catalog import entries
+
+    store.log(file_artifact("ds", make_file("a.bin", b"1")))
+    other = store.log(file_artifact("other", make_file("b.bin", b"2")))
+    with store.catalog.engine.begin() as conn:
+        conn.execute(update(entries).where(entries.c.path == "a.bin").values(
+            data={"kind": "file", "path": "a.bin", "size": 1, "digest": other.files[0].digest}))
+    with pytest.raises(IntegrityError) as info:
+        store.verify()
+    assert any("ds:v1: catalog entries differ from the manifest" in p for p in info.value.problems)
+    assert [a.ref for a in store.list()] == ["ds:v1", "other:v1"]  # listing still works

@@ -227,7 +227,7 @@ class TraceletArtifact:
         except InvalidArtifactError:
             target.unlink(missing_ok=True)
             raise
-        except Exception as exc:  # noqa: BLE001 - any serializer failure is bad input
+        except Exception as exc:
             target.unlink(missing_ok=True)
             raise InvalidArtifactError(
                 f"serializer {key!r} cannot write object {name!r} ({type(obj).__name__}): {exc}"
@@ -280,7 +280,10 @@ class TraceletArtifact:
 
     @staticmethod
     def _check_inside(real_root: Path, path: Path) -> Path:
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # dangling link, symlink loop
+            raise InvalidArtifactError(f"add_dir: {path} cannot be resolved ({exc})") from exc
         if resolved != real_root and real_root not in resolved.parents:
             raise InvalidArtifactError(
                 f"add_dir: {path} is a symlink pointing outside {real_root} ({resolved}); refused"

@@ -121,13 +121,14 @@ class BlobStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def open_blob(self, digest: str) -> BinaryIO:
+    def open_blob(self, digest: str, label: str | None = None) -> BinaryIO:
+        """Open a blob for reading; ``label`` (the entry's path) names it in errors."""
         path = self.blob_path(digest)
         try:
             return self.fs.open(path, "rb")
         except FileNotFoundError as exc:
-            raise IntegrityError(f"blob {digest} is missing from the store",
-                                 [f"{digest}: missing"]) from exc
+            what = f"{label} ({digest})" if label else digest
+            raise IntegrityError(f"blob of {what} is missing from the store", [f"{what}: missing"]) from exc
 
     def check_blob(self, digest: str) -> str | None:
         """Re-hash a stored blob; None if it is intact, else what is wrong with it."""
@@ -141,17 +142,20 @@ class BlobStore:
         actual = format_digest(hasher)
         return None if actual == digest else f"content hashes to {actual}"
 
-    def copy_blob_to(self, digest: str, dest: Path, progress: Progress | None = None) -> None:
-        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way."""
+    def copy_blob_to(self, digest: str, dest: Path, progress: Progress | None = None,
+                     label: str | None = None) -> None:
+        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way;
+        ``label`` (the entry's path in its artifact) names it in errors."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        label = label or dest.name
         try:
-            with self.open_blob(digest) as src, tmp.open("wb") as dst:
+            with self.open_blob(digest, label) as src, tmp.open("wb") as dst:
                 actual, _ = _copy_stream(src, dst, 0, progress)
             if actual != digest:
                 raise IntegrityError(
-                    f"blob {digest} is corrupted (content hashes to {actual})",
-                    [f"{dest.name}: expected {digest}, got {actual}"],
+                    f"{label} is corrupted: blob {digest} hashes to {actual}",
+                    [f"{label}: expected {digest}, got {actual}"],
                 )
             os.replace(tmp, dest)
         finally:

@@ -273,9 +273,8 @@ class Catalog:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
-            with self.engine.connect() as conn:
-                with conn.begin():
-                    yield conn
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
         except TraceletError:
             raise
         except SQLAlchemyError as exc:
@@ -383,7 +382,8 @@ class Catalog:
         ):
             input_map.setdefault(i.version_id, []).append(f"{i.name}:{format_version(i.version)}")
         run_ids = {row.producer_run_id for row in rows if row.producer_run_id is not None}
-        run_map = {r.id: _run_from_row(r) for r in conn.execute(select(runs).where(runs.c.id.in_(run_ids)))} if run_ids else {}
+        run_map = ({r.id: _run_from_row(r) for r in conn.execute(select(runs).where(runs.c.id.in_(run_ids)))}
+                   if run_ids else {})
         entry_map: dict[int, list[dict[str, Any]]] = {}
         for e in conn.execute(select(entries.c.version_id, entries.c.data)
                               .where(entries.c.version_id.in_(ids)).order_by(entries.c.path)):
@@ -432,7 +432,6 @@ class Catalog:
         aliases_: Sequence[str],
         idempotency_key: str | None,
         write_manifest: Callable[[int, float, list[str]], str],
-        on_aliases: Callable[[dict[str, int]], None] | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Allocate the next version and insert it, or return the existing one.
 
@@ -455,8 +454,6 @@ class Catalog:
             input_ids = self._resolve_ids(conn, input_refs)
             if existing is not None:
                 self._move_aliases(conn, artifact_id, existing.id, aliases_)
-                if aliases_ and on_aliases is not None:
-                    on_aliases(self._alias_map(conn, artifact_id))
                 if producer is not None and input_ids:
                     self._record_run_inputs(conn, self._ensure_run(conn, producer), input_ids)
                 record = self._hydrate(conn, [existing], {artifact_id: name})[0]
@@ -482,8 +479,6 @@ class Catalog:
                 if run_id is not None:
                     self._record_run_inputs(conn, run_id, input_ids)
             self._move_aliases(conn, artifact_id, version_id, aliases_)
-            if aliases_ and on_aliases is not None:
-                on_aliases(self._alias_map(conn, artifact_id))
             row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
             return self._hydrate(conn, [row], {artifact_id: name})[0], True
 
@@ -507,20 +502,16 @@ class Catalog:
             self._insert_ignore(conn, run_inputs, {"run_id": run_id, "version_id": version_id,
                                                    "created_at": now}, ["run_id", "version_id"])
 
-    def set_alias(self, name: str, selector: str, alias: str,
-                  on_change: Callable[[dict[str, int]], None] | None = None) -> VersionRecord:
+    def set_alias(self, name: str, selector: str, alias: str) -> VersionRecord:
         """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere)."""
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
             row = self._version_row(conn, artifact_id, name, selector)
             self._move_aliases(conn, artifact_id, row.id, [alias])
-            if on_change is not None:
-                on_change(self._alias_map(conn, artifact_id))
             return self._hydrate(conn, [row], {artifact_id: name})[0]
 
-    def remove_alias(self, name: str, alias: str,
-                     on_change: Callable[[dict[str, int]], None] | None = None) -> None:
+    def remove_alias(self, name: str, alias: str) -> None:
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
@@ -528,12 +519,19 @@ class Catalog:
                                                         aliases.c.alias == alias))
             if result.rowcount == 0:
                 raise ArtifactNotFoundError(f"artifact {name!r} has no alias {alias!r}")
-            if on_change is not None:
-                on_change(self._alias_map(conn, artifact_id))
 
-    def alias_map(self, name: str) -> dict[str, int]:
+    def with_alias_map(self, name: str, use: Callable[[dict[str, int]], None]) -> None:
+        """Call ``use`` with the committed aliases of ``name`` while holding its write lock,
+        so concurrent callers see (and persist) alias states in commit order."""
+        with self._write() as conn:
+            artifact_id = self._artifact_id(conn, name)
+            conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            use(self._alias_map(conn, artifact_id))
+
+    def resolve_refs(self, refs: Sequence[tuple[str, str]]) -> None:
+        """Raise ``ArtifactNotFoundError`` unless every ``(name, selector)`` exists."""
         with self._read() as conn:
-            return self._alias_map(conn, self._artifact_id(conn, name))
+            self._resolve_ids(conn, refs)
 
     def _alias_map(self, conn: Connection, artifact_id: int) -> dict[str, int]:
         rows = conn.execute(select(aliases.c.alias, versions.c.version)
@@ -641,7 +639,8 @@ class Catalog:
             merged_metadata = {**_json(draft.metadata), **metadata_}
             conn.execute(update(drafts).where(drafts.c.id == draft.id).values(
                 metadata=merged_metadata, description=description or draft.description))
-            present = {r.path: r for r in conn.execute(select(draft_entries).where(draft_entries.c.draft_id == draft.id))}
+            present = {r.path: r for r in conn.execute(
+                select(draft_entries).where(draft_entries.c.draft_id == draft.id))}
             new_rows = []
             for row in entry_rows:
                 old = present.get(row["path"])

@@ -16,13 +16,13 @@ SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
 from __future__ import annotations
 
 __all__ = [
-    "TraceletError",
-    "InvalidArtifactError",
     "ArtifactNotFoundError",
-    "IntegrityError",
-    "UnsafeDeserializationError",
     "BackendError",
     "ConfigurationError",
+    "IntegrityError",
+    "InvalidArtifactError",
+    "TraceletError",
+    "UnsafeDeserializationError",
 ]
 
 

@@ -88,6 +88,7 @@ class Experiment:
         self._lock = threading.RLock()
         self._started = False
         self._automagic: AutomagicSession | None = None
+        self._capture_errors: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -128,14 +129,18 @@ class Experiment:
             return self
 
     def stop(self) -> None:
+        """Stop capture (running a final scan of watched folders) and the backends' runs."""
         with self._lock:
             if not self._started:
                 return
-            try:
-                if self._automagic is not None:
-                    self._automagic.stop()
-            finally:
-                self._automagic = None
+            session, self._automagic = self._automagic, None
+        try:
+            # Outside the lock: the watcher thread may be inside log_artifact, which takes it.
+            if session is not None:
+                session.stop()
+                self._capture_errors.extend(session.errors)
+        finally:
+            with self._lock:
                 self._started = False
                 for backend in self.backends.values():
                     backend.stop()
@@ -148,8 +153,10 @@ class Experiment:
 
     @property
     def automagic_errors(self) -> list[str]:
-        """Captures that failed (a failed capture never breaks the user's own save)."""
-        return list(self._automagic.errors) if self._automagic is not None else []
+        """Captures that failed (a failed capture never breaks the user's own save), also
+        after ``stop()``."""
+        live = list(self._automagic.errors) if self._automagic is not None else []
+        return [*self._capture_errors, *live]
 
     # -- artifacts --------------------------------------------------------------------------
     def create_artifact(self, name: str, artifact_type: ArtifactType | str,

@@ -6,6 +6,7 @@ Every read (``download``, ``path``, ``load``) re-hashes the bytes it hands out a
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -56,10 +57,27 @@ class LoggedArtifact:
     def __init__(self, record: VersionRecord, store: ArtifactStore) -> None:
         self._record = record
         self._store = store
-        parsed = [entry_from_dict(e) for e in record.entries]
-        self._files = [e for e in parsed if isinstance(e, ArtifactFile)]
-        self._objects = [e for e in parsed if isinstance(e, ArtifactObject)]
-        self._references = [e for e in parsed if isinstance(e, ArtifactReference)]
+
+    @functools.cached_property
+    def _entries(self) -> tuple[list[ArtifactFile], list[ArtifactObject], list[ArtifactReference]]:
+        """Entries parsed (and their paths re-validated) on first use, so one damaged row
+        fails reads of its own version only, not listings of the whole store."""
+        parsed = [entry_from_dict(e) for e in self._record.entries]
+        return ([e for e in parsed if isinstance(e, ArtifactFile)],
+                [e for e in parsed if isinstance(e, ArtifactObject)],
+                [e for e in parsed if isinstance(e, ArtifactReference)])
+
+    @property
+    def _files(self) -> list[ArtifactFile]:
+        return self._entries[0]
+
+    @property
+    def _objects(self) -> list[ArtifactObject]:
+        return self._entries[1]
+
+    @property
+    def _references(self) -> list[ArtifactReference]:
+        return self._entries[2]
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -181,7 +199,7 @@ class LoggedArtifact:
                     advance(entry.size)
                     continue
                 assert entry.digest is not None
-                self._store.blobs.copy_blob_to(entry.digest, target, advance)
+                self._store.blobs.copy_blob_to(entry.digest, target, advance, label=entry.path)
         return root
 
     @staticmethod
@@ -202,7 +220,7 @@ class LoggedArtifact:
         target = self._target(cache_root.resolve(), entry.path)
         assert entry.digest is not None
         if not (target.is_file() and hash_file(target)[0] == entry.digest):
-            self._store.blobs.copy_blob_to(entry.digest, target)
+            self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path)
         return target
 
     def load(self, name: str | None = None, *, allow_pickle: bool | None = None) -> Any:
@@ -216,7 +234,7 @@ class LoggedArtifact:
         assert entry.digest is not None
         with tempfile.TemporaryDirectory(prefix="tracelet-load-") as tmp:
             target = Path(tmp) / f"object{Path(entry.path).suffix}"
-            self._store.blobs.copy_blob_to(entry.digest, target)
+            self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path)
             return load_with(entry.serializer, target, allow_pickle=allowed)
 
     def _object(self, name: str | None) -> ArtifactObject:

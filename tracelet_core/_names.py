@@ -86,7 +86,7 @@ def validate_artifact_path(path: object) -> str:
             raise InvalidArtifactError(
                 f"artifact path {path!r} contains {bad!r}; use a relative POSIX path"
             )
-        if form.startswith("/") or form.startswith("~"):
+        if form.startswith(("/", "~")):
             raise InvalidArtifactError(f"artifact path {path!r} must be relative")
         if ".." in form.split("/"):
             raise InvalidArtifactError(f"artifact path {path!r} escapes the artifact with '..'")
@@ -108,9 +108,9 @@ def parse_ref(ref: object, version: str | None = None) -> tuple[str, str]:
         raise InvalidArtifactError(f"ref {ref!r} already names a version; got version={version!r}")
     selector = selector if sep else (version or LATEST)
     validate_name(name)
-    if selector != LATEST and not _VERSION.fullmatch(selector):
-        if not _SEGMENT.fullmatch(selector) or len(selector) > MAX_ALIAS_LENGTH:
-            raise InvalidArtifactError(f"invalid version or alias {selector!r} in ref {ref!r}")
+    if selector != LATEST and not _VERSION.fullmatch(selector) and (
+            not _SEGMENT.fullmatch(selector) or len(selector) > MAX_ALIAS_LENGTH):
+        raise InvalidArtifactError(f"invalid version or alias {selector!r} in ref {ref!r}")
     return name, selector
 
 

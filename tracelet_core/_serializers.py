@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ._capture_guard import suppress_capture
 from ._errors import ConfigurationError, InvalidArtifactError, UnsafeDeserializationError
 
 AUTO = "auto"
@@ -91,7 +92,7 @@ class PickleSerializer(Serializer):
 
     def load(self, path: Path) -> Any:
         with path.open("rb") as handle:
-            return pickle.load(handle)  # noqa: S301 - only reached with allow_pickle
+            return pickle.load(handle)
 
 
 class NumpySerializer(Serializer):
@@ -200,7 +201,8 @@ class TorchSerializer(Serializer):
         _check_torch_safe(obj)
         raw = path.with_name(path.name + ".raw")
         try:
-            torch.save(obj, raw)
+            with suppress_capture():  # tracelet's own save is not a user's checkpoint
+                torch.save(obj, raw)
             _normalise_torch_archive(raw, path)
         finally:
             raw.unlink(missing_ok=True)

@@ -54,13 +54,12 @@ class GcReport:
 
 
 def _is_local_uri(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://") or uri.startswith("local://")
+    return "://" not in uri or uri.startswith(("file://", "local://"))
 
 
 def _local_root(uri: str) -> Path:
     for prefix in ("file://", "local://"):
-        if uri.startswith(prefix):
-            uri = uri[len(prefix):]
+        uri = uri.removeprefix(prefix)
     return Path(uri).expanduser().resolve()
 
 
@@ -68,6 +67,11 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
     key = data["path"] if data["kind"] != "reference" else data["name"]
     return {"path": key, "kind": data["kind"], "digest": data.get("digest"),
             "size": data.get("size"), "data": data}
+
+
+def _entry_order(entry: dict[str, Any]) -> tuple[bool, str]:
+    """Manifest order: files and objects by path, then references by name."""
+    return entry["kind"] == "reference", entry.get("path") or entry["name"]
 
 
 def _digest_material(entry: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +193,7 @@ class ArtifactStore:
                         description=entry.description, extra=entry.extra)
                 rows.append(entry_to_dict(stored))
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
-        return sorted(rows, key=lambda r: (r["kind"] == "reference", r.get("path") or r["name"]))
+        return sorted(rows, key=_entry_order)
 
     @staticmethod
     def _input_refs(inputs: Iterable[InputRef]) -> list[tuple[str, str]]:
@@ -223,6 +227,7 @@ class ArtifactStore:
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
         input_refs = self._input_refs(inputs)
         metadata = self._checked_metadata(artifact.metadata)
+        self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows = self._stage_blobs(artifact)
         return self._commit(name=artifact.name, type_=artifact.type.value,
                             description=artifact.description, metadata=metadata, entry_dicts=rows,
@@ -250,12 +255,18 @@ class ArtifactStore:
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
             idempotency_key=idempotency_key, write_manifest=write_manifest,
-            on_aliases=lambda mapping: self._write_alias_journal(name, mapping),
         )
+        if aliases:
+            self._sync_alias_journal(name)
         return LoggedArtifact(record, self)
 
+    def _sync_alias_journal(self, name: str) -> None:
+        """After an alias change commits, persist the committed aliases for ``reindex``."""
+        self.catalog.with_alias_map(name, lambda mapping: self._write_alias_journal(name, mapping))
+
     def _write_alias_journal(self, name: str, mapping: dict[str, int]) -> None:
-        """Keep ``manifests/<name>/@aliases.json`` in step so ``reindex`` restores aliases."""
+        """Write ``manifests/<name>/@aliases.json`` so ``reindex`` restores aliases. Written
+        only after the change committed: a crash in between leaves the previous state."""
         data = json.dumps(mapping, sort_keys=True).encode()
         path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
         if self.blobs.is_local:
@@ -272,7 +283,7 @@ class ArtifactStore:
         name, selector = parse_ref(ref, version)
         return LoggedArtifact(self.catalog.get(name, selector), self)
 
-    def list(self, name: str | None = None, type: Any = None) -> builtins.list[LoggedArtifact]:  # noqa: A002
+    def list(self, name: str | None = None, type: Any = None) -> builtins.list[LoggedArtifact]:
         """The latest version of every name (or of ``name`` and the names under it)."""
         if name is not None:
             validate_name(name)
@@ -287,14 +298,15 @@ class ArtifactStore:
         """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
-        record = self.catalog.set_alias(name, selector, alias,
-                                        on_change=lambda m: self._write_alias_journal(name, m))
+        record = self.catalog.set_alias(name, selector, alias)
+        self._sync_alias_journal(name)
         return LoggedArtifact(record, self)
 
     def remove_alias(self, name: str, alias: str) -> None:
         validate_name(name)
         validate_alias(alias)
-        self.catalog.remove_alias(name, alias, on_change=lambda m: self._write_alias_journal(name, m))
+        self.catalog.remove_alias(name, alias)
+        self._sync_alias_journal(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
         """Note that ``run`` read these versions (lineage of runs that log nothing)."""
@@ -382,10 +394,7 @@ class ArtifactStore:
         problems: builtins.list[str] = []
         blob_status: dict[str, str | None] = {}
         for record in records:
-            try:
-                self.blobs.read_manifest(record.name, record.version, record.manifest_digest)
-            except (IntegrityError, ArtifactNotFoundError) as exc:
-                problems.append(f"{record.ref}: manifest {exc}")
+            problems.extend(self._check_manifest(record))
             for data in record.entries:
                 digest = data.get("digest")
                 if data.get("kind") == "reference" or not digest:
@@ -397,6 +406,23 @@ class ArtifactStore:
         if problems:
             raise IntegrityError(f"{len(problems)} problem(s) found:\n  " + "\n  ".join(problems), problems)
         return [r.ref for r in records]
+
+    def _check_manifest(self, record: VersionRecord) -> builtins.list[str]:
+        """The manifest must match its digest, and the catalog's entries must match it."""
+        try:
+            manifest = self.blobs.read_manifest(record.name, record.version, record.manifest_digest)
+        except (IntegrityError, ArtifactNotFoundError) as exc:
+            return [f"{record.ref}: manifest {exc}"]
+
+        def canonical(entries: builtins.list[dict[str, Any]]) -> builtins.list[str]:
+            return sorted(json.dumps(e, sort_keys=True) for e in entries)
+
+        problems = []
+        if canonical(manifest.get("entries") or []) != canonical(record.entries):
+            problems.append(f"{record.ref}: catalog entries differ from the manifest")
+        if hash_json([_digest_material(e) for e in sorted(record.entries, key=_entry_order)]) != record.digest:
+            problems.append(f"{record.ref}: catalog entries do not hash to the version digest")
+        return problems
 
     def gc(self, dry_run: bool = True, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
         """Remove blobs no version or draft needs, older than ``grace_seconds`` (in-flight logs
@@ -476,7 +502,7 @@ class ArtifactStore:
         """Seal the draft ``(name, group)`` into one version."""
         draft = self.catalog.draft_get(validate_name(name), group)
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
-        entry_dicts = sorted(draft.entries, key=lambda r: (r["kind"] == "reference", r.get("path") or r["name"]))
+        entry_dicts = sorted(draft.entries, key=_entry_order)
         missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
         if missing:
             raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)

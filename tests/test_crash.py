@@ -1,0 +1,320 @@
+"""A writer killed at any point of a log leaves either a whole version or none.
+
+The writer is a child interpreter that patches one step of the log to ``SIGKILL`` itself
+there (the only mocking in this file: fault injection). The parent then checks that what is
+visible is consistent, that the store verifies, that the next log gets the next version
+number, that ``gc`` finds exactly the orphans, and that a lost catalog is rebuilt by
+``reindex``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracelet_core import (
+    ArtifactFile,
+    ArtifactObject,
+    ArtifactStore,
+    LoggedArtifact,
+    RunInfo,
+    TraceletArtifact,
+)
+from tracelet_core._hashing import CHUNK_SIZE, hash_file
+
+MakeFile = Callable[..., Path]
+
+NAME = "crash/model"
+BIG_SIZE = 3 * CHUNK_SIZE + 12345  # several chunks, so "mid-blob" really is in the middle
+
+#: The child: set up one kill point, then log an artifact with a big file, an object, an
+#: input, a producer and an alias. ``KILL_POINTS`` below lists what each point patches.
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+
+import tracelet_core._blobstore as blobstore
+from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
+from tracelet_core._catalog import Catalog
+
+store_dir, big, point = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_before(owner, attr):
+    original = getattr(owner, attr)
+    def wrapper(*args, **kwargs):
+        die()
+        return original(*args, **kwargs)
+    setattr(owner, attr, wrapper)
+
+
+def kill_after(owner, attr, calls=1):
+    original = getattr(owner, attr)
+    seen = []
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        seen.append(1)
+        if len(seen) == calls:
+            die()
+        return result
+    setattr(owner, attr, wrapper)
+
+
+store = ArtifactStore.open(store_dir)
+if point == "mid_blob":
+    copy = blobstore._copy_stream
+    def copy_then_die_after_first_chunk(src, dst, size_hint, progress):
+        return copy(src, dst, size_hint, lambda n: die())
+    blobstore._copy_stream = copy_then_die_after_first_chunk
+elif point == "before_blobs":
+    kill_before(blobstore.BlobStore, "put_file")
+elif point == "between_blobs":
+    kill_after(blobstore.BlobStore, "put_file", calls=1)
+elif point == "after_blobs":
+    kill_after(type(store), "_stage_blobs")
+elif point == "after_manifest":
+    kill_after(blobstore.BlobStore, "write_manifest")
+elif point == "mid_catalog_entries":
+    from sqlalchemy import event
+
+    @event.listens_for(store.catalog.engine, "before_cursor_execute")
+    def die_on_entries_insert(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO ENTRIES"):
+            die()
+elif point == "mid_catalog_aliases":
+    kill_before(Catalog, "_move_aliases")
+elif point == "after_alias_journal":
+    kill_after(type(store), "_write_alias_journal")
+elif point == "after_commit":
+    kill_after(Catalog, "commit_version")
+else:
+    raise SystemExit(f"unknown kill point {point}")
+
+artifact = (TraceletArtifact("crash/model", "model", metadata={"attempt": "killed"})
+            .add_file(big, "weights/big.bin")
+            .add_object({"lr": 0.01, "layers": [8, 8]}, "config"))
+store.log(artifact, producer=RunInfo("test", "doomed-run", step="train"),
+          inputs=["crash/raw:v1"], aliases=["best"])
+raise SystemExit(3)  # the kill point was never reached
+"""
+
+#: kill point -> (whole version committed?, blobs of the killed log left as orphans,
+#: stray manifest left above the newest committed version?)
+KILL_POINTS: dict[str, tuple[bool, int, bool]] = {
+    "mid_blob": (False, 0, False),
+    "before_blobs": (False, 0, False),
+    "between_blobs": (False, 1, False),
+    "after_blobs": (False, 2, False),
+    "after_manifest": (False, 2, True),
+    "mid_catalog_entries": (False, 2, True),
+    "mid_catalog_aliases": (False, 2, True),
+    "after_commit": (True, 0, False),
+    # the alias journal is written only after the commit, so the version is whole
+    "after_alias_journal": (True, 0, False),
+}
+
+
+def kill_a_log(store_dir: Path, big: Path, point: str) -> subprocess.CompletedProcess[str]:
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD), str(store_dir), str(big), point],
+                           check=False, capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, (
+        f"the writer was not killed at {point} (exit {child.returncode}):\n{child.stderr}")
+    return child
+
+
+def snapshot(store: ArtifactStore, name: str) -> list[dict[str, Any]]:
+    return [v.to_dict() for v in store.versions(name)]
+
+
+def stored_blobs(store_dir: Path) -> set[str]:
+    return {f"blake3:{p.name}" for p in (store_dir / "blobs").rglob("*") if p.is_file()}
+
+
+def referenced_blobs(store: ArtifactStore) -> set[str]:
+    digests: set[str] = set()
+    for latest in store.list():
+        for version in store.versions(latest.name):
+            stored: list[ArtifactFile | ArtifactObject] = [*version.files, *version.objects]
+            digests |= {e.digest for e in stored if e.digest}
+    return digests
+
+
+def assert_every_version_downloads(store: ArtifactStore, dest: Path) -> None:
+    for latest in store.list():
+        for version in store.versions(latest.name):
+            out = version.download(dest / version.name / version.version)
+            stored: list[ArtifactFile | ArtifactObject] = [*version.files, *version.objects]
+            for entry in stored:
+                assert hash_file(out / entry.path)[0] == entry.digest
+
+
+@pytest.fixture
+def big_file(make_file: MakeFile) -> Path:
+    return make_file("big.bin", os.urandom(BIG_SIZE))
+
+
+@pytest.fixture
+def history(store: ArtifactStore, make_file: MakeFile) -> list[LoggedArtifact]:
+    """``crash/raw:v1``, then ``crash/model`` v1 (alias ``best``, input raw:v1) and v2."""
+    raw = store.log(TraceletArtifact("crash/raw", "dataset").add_file(make_file("raw.csv", "a,b\n1,2\n")))
+    v1 = store.log(TraceletArtifact(NAME, "model").add_file(make_file("m1.bin", b"model one"), "weights/big.bin"),
+                   producer=RunInfo("test", "run-1"), inputs=[raw], aliases=["best"])
+    v2 = store.log(TraceletArtifact(NAME, "model").add_file(make_file("m2.bin", b"model two"), "weights/big.bin"),
+                   inputs=[raw])
+    return [raw, v1, v2]
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_writer_killed_mid_log_leaves_a_whole_version_or_none(
+        point: str, store: ArtifactStore, store_dir: Path, big_file: Path, make_file: MakeFile,
+        history: list[LoggedArtifact], tmp_path: Path) -> None:
+    committed, orphan_count, stray_manifest = KILL_POINTS[point]
+    before = snapshot(store, NAME)
+    blobs_before = stored_blobs(store_dir)
+
+    kill_a_log(store_dir, big_file, point)
+
+    # 1. nothing half-done is visible: either the old history, or the old history plus v3 whole
+    after = snapshot(store, NAME)
+    big_digest = hash_file(big_file)[0]
+    if committed:
+        assert [v["version"] for v in after] == ["v1", "v2", "v3"]
+        assert [{**v, "aliases": []} for v in after[:2]] == [{**v, "aliases": []} for v in before]
+        new = store.get(f"{NAME}:v3")
+        assert new.aliases == ["best"] and store.get(f"{NAME}:best") == new
+        assert new.inputs == ["crash/raw:v1"] and new.metadata == {"attempt": "killed"}
+        assert new.producer is not None and new.producer.run_id == "doomed-run"
+        assert store.verify(new.ref) == [new.ref]
+        assert new.path("weights/big.bin").stat().st_size == BIG_SIZE
+        assert new.load("config") == {"lr": 0.01, "layers": [8, 8]}
+    else:
+        assert after == before
+        assert store.get(f"{NAME}:best").version == "v1"
+        assert store.get(NAME).version == "v2"
+    assert store.verify() == ["crash/raw:v1", f"{NAME}:v1", f"{NAME}:v2"] + ([f"{NAME}:v3"] if committed else [])
+    if point == "mid_blob":  # the kill really hit the middle of the blob's copy
+        leftovers = list((store_dir / "tmp").iterdir())
+        assert [p.stat().st_size for p in leftovers] == [CHUNK_SIZE]
+        assert big_digest not in stored_blobs(store_dir)
+
+    # 2. gc sees exactly the orphans: blobs on disk that no version references
+    orphans = stored_blobs(store_dir) - referenced_blobs(store)
+    assert len(orphans) == orphan_count
+    assert orphans <= stored_blobs(store_dir) - blobs_before
+    if orphan_count:
+        assert big_digest in orphans
+    report = store.gc(dry_run=True, grace_seconds=0)
+    assert set(report.blobs) == orphans
+    stray = [p for p in report.manifests if p.endswith(f"manifests/{NAME}/@v3.json")]
+    assert len(stray) == len(report.manifests) == (1 if stray_manifest else 0)
+    assert stored_blobs(store_dir) >= orphans  # a dry run removes nothing
+
+    # 3. the next log gets the next contiguous number, and all of it is whole
+    next_number = 4 if committed else 3
+    following = store.log(TraceletArtifact(NAME, "model").add_file(make_file("next.bin", b"after the crash"),
+                                                                   "weights/big.bin"))
+    assert following.version == f"v{next_number}"
+    assert [v.version for v in store.versions(NAME)] == [f"v{n}" for n in range(1, next_number + 1)]
+    assert following.path("weights/big.bin").read_bytes() == b"after the crash"
+    assert store.verify(following.ref) == [following.ref]
+    assert store.get(f"{NAME}:best").version == ("v3" if committed else "v1")
+
+    # 4. gc removes exactly those orphans; everything committed still verifies and downloads
+    report = store.gc(dry_run=True, grace_seconds=0)
+    assert set(report.blobs) == orphans and report.manifests == []
+    report = store.gc(dry_run=False, grace_seconds=0)
+    assert set(report.blobs) == orphans
+    assert stored_blobs(store_dir) == referenced_blobs(store)
+    assert not list((store_dir / "tmp").iterdir())
+    assert len(store.verify()) == next_number + 1
+    assert_every_version_downloads(store, tmp_path / "downloads")
+
+
+@pytest.mark.parametrize("point", ["after_manifest", "mid_catalog_aliases", "after_alias_journal",
+                                   "after_commit"])
+def test_reindex_after_a_crash_restores_exactly_the_committed_state(
+        point: str, store: ArtifactStore, store_dir: Path, big_file: Path, make_file: MakeFile,
+        history: list[LoggedArtifact]) -> None:
+    kill_a_log(store_dir, big_file, point)
+    store.log(TraceletArtifact(NAME, "model").add_file(make_file("next.bin", b"after the crash"),
+                                                       "weights/big.bin"))
+    expected = {name: snapshot(store, name) for name in ("crash/raw", NAME)}
+    store.close()
+
+    _delete_catalog(store_dir)
+    with ArtifactStore.open(store_dir) as reopened:
+        assert reopened.list() == []
+        refs = reopened.reindex()
+        assert sorted(refs) == sorted(v["ref"] for versions in expected.values() for v in versions)
+        # The alias journal describes committed aliases only, never a killed log's. It is
+        # written just after the commit, so a kill between the two ("after_commit") restores
+        # the alias where it was before that log: the one move reindex can lose.
+        best = "v3" if point == "after_alias_journal" else "v1"
+        assert reopened.get(f"{NAME}:best").version == best
+        if point == "after_commit":
+            for version in expected[NAME]:
+                version["aliases"] = ["best"] if version["version"] == best else []
+        assert {name: snapshot(reopened, name) for name in expected} == expected
+        reopened.verify()
+
+
+def _delete_catalog(store_dir: Path) -> None:
+    files = [p for p in store_dir.iterdir() if p.name.startswith("catalog.db")]
+    assert files
+    for path in files:
+        path.unlink()
+
+
+def test_reindex_restores_every_version_its_inputs_and_aliases(store: ArtifactStore, store_dir: Path,
+                                                               make_file: MakeFile, tmp_path: Path) -> None:
+    raw1 = store.log(TraceletArtifact("data/raw", "dataset", description="first drop")
+                     .add_file(make_file("r1.csv", "a\n1\n")), aliases=["golden"])
+    raw2 = store.log(TraceletArtifact("data/raw", "dataset").add_file(make_file("r2.csv", "a\n2\n")))
+    feats = store.log(TraceletArtifact("data/features", "dataset", metadata={"rows": 2})
+                      .add_object({"mean": 1.5}, "stats").add_reference("https://example.com/big.parquet",
+                                                                        size_bytes=10),
+                      producer=RunInfo("prefect", "flow-1", step="featurize"), inputs=[raw1, raw2])
+    model1 = store.log(TraceletArtifact("models/clf", "model").add_file(make_file("w1.bin", b"w1"), "w.bin"),
+                       producer=RunInfo("dagster", "run-7", step="train", partition="2024-01-01"),
+                       inputs=[feats], aliases=["production", "candidate"])
+    model2 = store.log(TraceletArtifact("models/clf", "model").add_file(make_file("w2.bin", b"w2"), "w.bin"),
+                       inputs=[feats, raw2])
+    store.set_alias(model2.ref, "candidate")  # moved
+    store.set_alias(model1.ref, "staging")
+    store.remove_alias("models/clf", "staging")  # removed again
+    names = ["data/features", "data/raw", "models/clf"]
+    expected = {name: snapshot(store, name) for name in names}
+    lineage = {ref: store.lineage(ref).to_dict() for ref in (model1.ref, model2.ref, feats.ref)}
+    store.close()
+
+    _delete_catalog(store_dir)
+    with ArtifactStore.open(store_dir) as reopened:
+        assert reopened.list() == []
+        assert reopened.reindex() == [raw1.ref, raw2.ref, feats.ref, model1.ref, model2.ref]
+        assert {name: snapshot(reopened, name) for name in names} == expected
+        assert reopened.get("models/clf:production") == model1
+        assert reopened.get("models/clf:candidate") == model2
+        assert reopened.get("data/raw:golden") == raw1
+        assert reopened.get("models/clf").inputs == ["data/features:v1", "data/raw:v2"]
+        assert {ref: reopened.lineage(ref).to_dict() for ref in lineage} == lineage
+        assert [d.to_dict()["ref"] for d in reopened.list()] == ["data/features:v1", "data/raw:v2",
+                                                                 "models/clf:v2"]
+        assert reopened.verify() == [raw1.ref, raw2.ref, feats.ref, model1.ref, model2.ref]
+        assert reopened.reindex() == []  # idempotent
+        out = reopened.get("models/clf:production").download(tmp_path / "out")
+        assert (out / "w.bin").read_bytes() == b"w1"
+        assert reopened.get("data/features").load() == {"mean": 1.5}
+        nxt = reopened.log(TraceletArtifact("models/clf", "model").add_file(make_file("w3.bin", b"w3"), "w.bin"))
+        assert nxt.version == "v3"
