@@ -86,7 +86,7 @@ def unchanged(store: ArtifactStore, store_dir: Path) -> Iterator[None]:
 
 def blob_file(store_dir: Path, digest: str) -> Path:
     hexdigest = digest.split(":", 1)[1]
-    return store_dir / "blobs" / hexdigest[:2] / hexdigest[2:4] / hexdigest
+    return store_dir / "blobs" / hexdigest[:2] / hexdigest  # the documented layout
 
 
 @pytest.fixture

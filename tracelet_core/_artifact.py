@@ -34,6 +34,12 @@ def coerce_type(artifact_type: object) -> ArtifactType:
         raise InvalidArtifactError(f"unknown artifact type {artifact_type!r}; known: {known}") from None
 
 
+def _parent_folders(path: str) -> list[str]:
+    """``a/b/c.txt`` -> ``["a", "a/b"]``."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 @dataclass(frozen=True)
 class StagedEntry:
     """One entry waiting to be logged: the entry itself and where its bytes are now.
@@ -61,6 +67,7 @@ class TraceletArtifact:
         self.description = description
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._entries: dict[str, StagedEntry] = {}
+        self._folders: set[str] = set()
         self._references: dict[str, ArtifactReference] = {}
         self._staging: Path | None = None
 
@@ -247,6 +254,7 @@ class TraceletArtifact:
     def _stage(self, path: str, entry: ArtifactFile | ArtifactObject, source: Path | None) -> None:
         self._check_free(path)
         self._entries[path] = StagedEntry(entry=entry, source=source)
+        self._folders.update(_parent_folders(path))
 
     def _carry(self, entry: ArtifactFile | ArtifactObject) -> None:
         """Add an entry whose bytes already live in the store (used by ``new_draft``)."""
@@ -256,13 +264,18 @@ class TraceletArtifact:
         self._references[reference.name] = replace(reference)
 
     def _check_free(self, path: str) -> None:
+        """Refuse a path already taken, or one that would be both a file and a folder.
+
+        O(depth of the path), not O(entries): ``_folders`` holds every folder an entry sits in.
+        """
         if path in self._entries or path in self._references:
             raise InvalidArtifactError(f"artifact {self._name!r} already has an entry at {path!r}")
-        for existing in self._entries:
-            if existing.startswith(path + "/") or path.startswith(existing + "/"):
+        if path in self._folders:
+            raise InvalidArtifactError(f"entry {path!r} conflicts with entries inside the folder {path!r}")
+        for folder in _parent_folders(path):
+            if folder in self._entries:
                 raise InvalidArtifactError(
-                    f"entry {path!r} conflicts with {existing!r}: a path cannot be both file and folder"
-                )
+                    f"entry {path!r} conflicts with {folder!r}: a path cannot be both file and folder")
 
     def _free_object_name(self, base: str) -> str:
         names = {o.name for o in self.objects}

@@ -2,7 +2,7 @@
 
 Layout under the store root::
 
-    blobs/ab/cd/<blake3 hex>          immutable file contents, named by digest
+    blobs/ab/<blake3 hex>             immutable file contents, named by digest
     manifests/<name>/@v<N>.json       one JSON manifest per version (rebuilds a lost catalog)
     tmp/                              in-flight writes (local disk), renamed into place
 
@@ -66,7 +66,7 @@ class BlobStore:
             _, hexdigest = split_digest(digest)
         except ValueError as exc:
             raise IntegrityError(str(exc), [str(exc)]) from exc
-        return f"{self.root}/blobs/{hexdigest[:2]}/{hexdigest[2:4]}/{hexdigest}"
+        return f"{self.root}/blobs/{hexdigest[:2]}/{hexdigest}"
 
     def blob_uri(self, digest: str) -> str:
         """A URI another tool can open the blob with."""
