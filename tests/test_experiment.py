@@ -7,17 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from backend_support import FolderBackend
 
 from tracelet_core import (
-    ArtifactResult,
     ArtifactStore,
     ArtifactType,
-    Backend,
     BackendError,
     ConfigurationError,
     Experiment,
     ExperimentConfig,
-    LoggedArtifact,
     TraceletSettings,
     register_backend,
     route,
@@ -25,25 +23,6 @@ from tracelet_core import (
 from tracelet_core._backends import unregister_backend
 
 MakeFile = Callable[..., Path]
-
-
-class FolderBackend(Backend):
-    """A real (if tiny) tracker: copies each delivered version into a folder."""
-
-    name = "folder"
-
-    def __init__(self, root: Path, fail: bool = False) -> None:
-        self.root = root
-        self.fail = fail
-        self.received: list[str] = []
-
-    def log(self, artifact: LoggedArtifact) -> ArtifactResult:
-        if self.fail:
-            raise ConnectionError("tracker unreachable")
-        dest = artifact.download(self.root / artifact.name / artifact.version)
-        self.received.append(artifact.ref)
-        return ArtifactResult(backend=self.name, ok=True, version=artifact.version, uri=dest.as_uri(),
-                              size_bytes=artifact.size_bytes)
 
 
 @pytest.fixture
@@ -99,15 +78,15 @@ def test_unknown_backend_names_raise_configuration_error(exp_store: ArtifactStor
 
 def test_backends_from_env_and_registry_receive_routed_versions(
         exp_store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = FolderBackend(tmp_path / "tracker")
+    backend = FolderBackend(str(tmp_path / "tracker"))
     register_backend("folder", lambda: backend)
     try:
         monkeypatch.setenv("TRACELET_BACKENDS", "folder")
         with Experiment("e", store=exp_store) as exp:
             results = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"a": 1}, "c"))
         assert set(results) == {"local", "folder"}
-        assert results["folder"].ok and backend.received == ["cfg:v1"]
-        assert (tmp_path / "tracker/cfg/v1/c.json").read_text().strip().startswith("{")
+        assert results["folder"].ok and backend.uploads == 1
+        assert (tmp_path / "tracker/cfg/v1/files/c.json").read_text().strip().startswith("{")
         assert [a.ref for a in exp.list_artifacts(backend="folder")] == ["cfg:v1"]
         with pytest.raises(ConfigurationError):
             exp.list_artifacts(backend="wandb")
@@ -116,7 +95,7 @@ def test_backends_from_env_and_registry_receive_routed_versions(
 
 
 def test_a_failing_backend_never_fails_the_local_commit(exp_store: ArtifactStore, tmp_path: Path) -> None:
-    broken = FolderBackend(tmp_path / "tracker", fail=True)
+    broken = FolderBackend(str(tmp_path / "tracker"), fail=True)
     broken.name = "broken"
     exp = Experiment("e", backend=[broken], store=exp_store)
     results = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"a": 1}, "c"))

@@ -1,31 +1,47 @@
-"""The tracker backend interface, its lazy registry and the default routing table.
+"""The tracker backend interface, its lazy registry, the default routing table and the
+helpers every backend shares (what to upload, what to send as a reference, which tags).
 
-A backend needs one method, ``log(artifact) -> ArtifactResult``; ``fetch``, ``start`` and
-``stop`` have defaults. Backends are found by name, lazily: first those registered in this
-process with :func:`register_backend`, then the ``tracelet.backends`` entry-point group
-(``name = "package.module:Class"``). Nothing is imported until a backend is asked for, so
-``import tracelet_core`` pulls in no tracker SDK.
+A backend needs one method, ``log(artifact) -> ArtifactResult``; ``fetch``, ``start``,
+``stop`` and ``config`` have defaults. Backends are found by name, lazily: first those
+registered in this process with :func:`register_backend`, then the built-in ones (by dotted
+path, imported on first use, like fsspec's registry), then the ``tracelet.backends``
+entry-point group (``name = "package.module:Class"``). Nothing is imported until a backend is
+asked for, so ``import tracelet_core`` pulls in no tracker SDK.
+
+A backend's ``log`` must be idempotent per ``artifact.ref``: the delivery outbox retries
+failed deliveries (``tracelet sync``), so a second call for a version the tracker already
+holds returns the existing copy instead of making another.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BackendError, ConfigurationError
-from ._model import ArtifactType
+from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType
 
 if TYPE_CHECKING:
     from ._logged import LoggedArtifact
 
 ENTRY_POINT_GROUP = "tracelet.backends"
 
-#: Known backends that ship as extras: name -> install hint. The modules arrive with the
-#: backends issue; until then asking for them explains what is missing.
+#: Built-in backends: name -> "module:Class", imported on first use.
+BUILTIN_BACKENDS = {
+    "mlflow": "tracelet_core.backends.mlflow:MlflowBackend",
+    "wandb": "tracelet_core.backends.wandb:WandbBackend",
+    "clearml": "tracelet_core.backends.clearml:ClearMLBackend",
+    "aim": "tracelet_core.backends.aim:AimBackend",
+}
+
+#: What to install when a built-in backend's SDK is missing.
 INSTALL_HINTS = {
     "mlflow": "pip install tracelet-artifacts[mlflow]",
     "wandb": "pip install tracelet-artifacts[wandb]",
@@ -49,6 +65,20 @@ class ArtifactResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BackendCopy:
+    """A version as a tracker holds it, read back through the tracker's own client."""
+
+    backend: str
+    ref: str  # the tracelet ref the tracker recorded (tag / metadata ``tracelet.ref``)
+    digest: str  # the tracelet digest the tracker recorded
+    local_path: Path  # where the tracker's files were downloaded
+    version: str | None = None  # the tracker's own id or version
+    uri: str | None = None
+    #: artifact paths the tracker holds as references (to the store's blobs), not as files
+    referenced: dict[str, str] = field(default_factory=dict)
+
+
 class Backend(ABC):
     """A tracker that receives committed versions."""
 
@@ -57,11 +87,17 @@ class Backend(ABC):
 
     @abstractmethod
     def log(self, artifact: LoggedArtifact) -> ArtifactResult:
-        """Deliver one committed version; raise (any error) or return ``ok=False`` on failure."""
+        """Deliver one committed version, idempotently per ``artifact.ref``; raise (any error)
+        or return ``ok=False`` on failure."""
 
-    def fetch(self, name: str, version: str = "latest") -> LoggedArtifact:
-        """Read a version back through the tracker's own client (optional)."""
+    def fetch(self, name: str, version: str, dest: Path) -> BackendCopy:
+        """Download the tracker's copy of ``name:version`` into ``dest`` (optional)."""
         raise BackendError(f"backend {self.name!r} cannot read artifacts back")
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able keyword arguments that rebuild this backend in another process
+        (``tracelet sync``); never secrets, which come from the tracker's own env vars."""
+        return {}
 
     def start(self, experiment_name: str, run_id: str) -> None:  # noqa: B027 - optional hook
         """Open the tracker run for an experiment (optional)."""
@@ -87,13 +123,27 @@ def unregister_backend(name: str) -> None:
 
 
 def available_backends() -> list[str]:
-    """Names that resolve without importing anything: registered and entry points."""
-    names = set(_registry) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Names that can be asked for: registered, built-in and entry points (nothing imported)."""
+    names = set(_registry) | set(BUILTIN_BACKENDS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(names)
 
 
-def resolve_backend(spec: str | Backend) -> Backend:
-    """A backend instance from a configured instance or a name."""
+def _load_builtin(name: str) -> BackendFactory | None:
+    path = BUILTIN_BACKENDS.get(name)
+    if path is None:
+        return None
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)  # Deferred: imports the tracker SDK
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"backend {name!r} is not available: {exc} ({INSTALL_HINTS.get(name, '')})") from exc
+    factory: BackendFactory = getattr(module, attribute)
+    return factory
+
+
+def resolve_backend(spec: str | Backend, config: dict[str, Any] | None = None) -> Backend:
+    """A backend instance from a configured instance, or a name (plus its ``config()``)."""
     if isinstance(spec, Backend):
         return spec
     if not isinstance(spec, str) or not spec.strip():
@@ -101,6 +151,8 @@ def resolve_backend(spec: str | Backend) -> Backend:
     name = spec.strip().lower()
     with _registry_lock:
         factory = _registry.get(name)
+    if factory is None:
+        factory = _load_builtin(name)
     if factory is None:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
         if found:
@@ -115,7 +167,10 @@ def resolve_backend(spec: str | Backend) -> Backend:
                 f"backend {name!r} is not available in this installation ({INSTALL_HINTS[name]})")
         known = ", ".join(available_backends()) or "none installed"
         raise ConfigurationError(f"unknown backend {name!r}; available: {known}")
-    backend = factory()
+    try:
+        backend = factory(**(config or {}))
+    except TypeError as exc:
+        raise ConfigurationError(f"backend {name!r} rejected its configuration {config!r}: {exc}") from exc
     if not isinstance(backend, Backend):
         raise ConfigurationError(f"backend {name!r} did not produce a Backend instance")
     if backend.name == Backend.name:
@@ -150,3 +205,85 @@ def route(artifact_type: ArtifactType, metadata: dict[str, Any], configured: Seq
         preferred = [default] if default else []
     chosen = [name for name in configured if name in set(preferred)]
     return chosen or list(configured)
+
+
+def deliver(backend: Backend, artifact: LoggedArtifact, timeout: float | None) -> ArtifactResult:
+    """Call ``backend.log`` with a time limit; any failure becomes ``ok=False`` with its text.
+
+    The call runs in a daemon thread so a hung tracker cannot hang the caller; a call that
+    finishes after its time limit is harmless because backends deliver idempotently.
+    """
+    outcome: list[ArtifactResult | BaseException] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(backend.log(artifact))
+        except BaseException as exc:  # noqa: BLE001 - reported in the result, never swallowed
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, name=f"tracelet-deliver-{backend.name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        return ArtifactResult(backend=backend.name, ok=False,
+                              error=f"TimeoutError: no answer from {backend.name} within {timeout} s")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        return ArtifactResult(backend=backend.name, ok=False, error=f"{type(result).__name__}: {result}")
+    if not isinstance(result, ArtifactResult):
+        return ArtifactResult(backend=backend.name, ok=False,
+                              error=f"backend returned {type(result).__name__}, not ArtifactResult")
+    return result
+
+
+# -- what every backend shares --------------------------------------------------------------
+REFERENCE_THRESHOLD_BYTES = 100 * 1024 * 1024
+MANIFEST_NAME = "tracelet-manifest.json"
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """How one version reaches a remote tracker.
+
+    ``root`` holds verified copies of the entries to upload at their artifact paths (plus the
+    version's description as ``MANIFEST_NAME`` beside them, in ``manifest``); entries over
+    the reference threshold, or all of them with ``metadata["force_reference"]``, are sent as
+    references to the store's blobs instead; ``external`` are the version's own references.
+    """
+
+    root: Path
+    manifest: Path
+    uploads: list[str]
+    references: dict[str, str]
+    external: list[ArtifactReference]
+
+
+def plan_upload(artifact: LoggedArtifact, staging: Path, threshold: int | None = None) -> UploadPlan:
+    """Stage ``artifact`` for a tracker under ``staging`` (files under ``staging/files``)."""
+    limit = artifact.store.settings.reference_threshold_bytes if threshold is None else threshold
+    force = bool(artifact.metadata.get("force_reference"))
+    entries: list[ArtifactFile | ArtifactObject] = [*artifact.files, *artifact.objects]
+    referenced = {e.path: artifact.store.blobs.blob_uri(e.digest or "") for e in entries
+                  if force or e.size >= limit}
+    uploads = [e.path for e in entries if e.path not in referenced]
+    root = staging / "files"
+    artifact.download(root, paths=uploads)
+    manifest = staging / MANIFEST_NAME
+    manifest.write_text(json.dumps({**artifact.to_dict(), "referenced": referenced}, indent=2, default=str))
+    return UploadPlan(root=root, manifest=manifest, uploads=uploads, references=referenced,
+                      external=artifact.references)
+
+
+def tracelet_tags(artifact: LoggedArtifact) -> dict[str, str]:
+    """The tags every tracker copy carries, so each side can find the other."""
+    producer = artifact.producer
+    return {
+        "tracelet.ref": artifact.ref,
+        "tracelet.name": artifact.name,
+        "tracelet.version": artifact.version,
+        "tracelet.digest": artifact.digest,
+        "tracelet.type": artifact.type.value,
+        "tracelet.inputs": ",".join(artifact.inputs),
+        "tracelet.producer": producer.key if producer else "",
+        "tracelet.aliases": ",".join(artifact.aliases),
+    }

@@ -16,8 +16,9 @@ with no ini files or script directories shipped to users.
 from __future__ import annotations
 
 import json
-import threading
+import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from ._errors import ArtifactNotFoundError, ConfigurationError, InvalidArtifactError, TraceletError
 from ._model import RunInfo
@@ -164,6 +165,28 @@ draft_entries = Table(
     Index("ix_draft_entries_digest", "digest"),
 )
 
+#: The delivery outbox: one row per (version, backend) a version was routed to, written in
+#: the same transaction as the version, so a crash before delivery still leaves a row for
+#: ``sync`` to retry.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    Column("backend", String(64), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("run_id", String(512)),
+    Column("run_name", String(512)),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("result", JSON),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("version_id", "backend", name="uq_deliveries_version_backend"),
+    Index("ix_deliveries_status", "status"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -172,8 +195,12 @@ def _migration_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=INITIAL_TABLES)
 
 
+def _migration_2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[deliveries])
+
+
 #: Numbered schema migrations; append, never edit.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _migration_1)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _migration_1), (2, _migration_2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 
@@ -200,6 +227,33 @@ class VersionRecord:
     @property
     def ref(self) -> str:
         return f"{self.name}:{format_version(self.version)}"
+
+
+@dataclass(frozen=True)
+class DeliverySpec:
+    """A backend a version is routed to, and how to rebuild that backend later."""
+
+    backend: str
+    config: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None  # the tracker run it belongs to (an experiment's run)
+    run_name: str | None = None
+
+
+@dataclass
+class DeliveryRecord:
+    """One row of the outbox."""
+
+    id: int
+    ref: str
+    backend: str
+    config: dict[str, Any]
+    run_id: str | None
+    run_name: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    result: dict[str, Any] | None
+    updated_at: float
 
 
 @dataclass
@@ -230,13 +284,17 @@ class Catalog:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise ConfigurationError(f"cannot open catalog {url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
-        self._lock = threading.Lock()
         self.migrate()
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
         if url.startswith("sqlite"):
-            engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+            in_memory = url in ("sqlite://", "sqlite:///:memory:")
+            # A small pool keeps connections (and SQLite's page cache) across operations; a
+            # forked child drops the parent's connections instead of sharing them.
+            engine = create_engine(url, poolclass=NullPool if in_memory else QueuePool,
+                                   pool_size=4, max_overflow=16, connect_args={"timeout": 60})
+            _dispose_after_fork(engine)
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -254,7 +312,9 @@ class Catalog:
                 conn.exec_driver_sql(f"BEGIN {mode}")
 
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        _dispose_after_fork(engine)
+        return engine
 
     # -- transactions -----------------------------------------------------------------------
     @contextmanager
@@ -432,6 +492,7 @@ class Catalog:
         aliases_: Sequence[str],
         idempotency_key: str | None,
         write_manifest: Callable[[int, float, list[str]], str],
+        deliveries_: Sequence[DeliverySpec] = (),
     ) -> tuple[VersionRecord, bool]:
         """Allocate the next version and insert it, or return the existing one.
 
@@ -454,6 +515,7 @@ class Catalog:
             input_ids = self._resolve_ids(conn, input_refs)
             if existing is not None:
                 self._move_aliases(conn, artifact_id, existing.id, aliases_)
+                self._enqueue(conn, existing.id, deliveries_)
                 if producer is not None and input_ids:
                     self._record_run_inputs(conn, self._ensure_run(conn, producer), input_ids)
                 record = self._hydrate(conn, [existing], {artifact_id: name})[0]
@@ -479,8 +541,50 @@ class Catalog:
                 if run_id is not None:
                     self._record_run_inputs(conn, run_id, input_ids)
             self._move_aliases(conn, artifact_id, version_id, aliases_)
+            self._enqueue(conn, version_id, deliveries_)
             row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
             return self._hydrate(conn, [row], {artifact_id: name})[0], True
+
+    # -- the delivery outbox ------------------------------------------------------------------
+    def _enqueue(self, conn: Connection, version_id: int, specs: Sequence[DeliverySpec]) -> None:
+        """Record pending deliveries; a version already delivered to a backend stays so."""
+        now = time.time()
+        for spec in specs:
+            self._insert_ignore(conn, deliveries, {
+                "version_id": version_id, "backend": spec.backend, "config": spec.config,
+                "run_id": spec.run_id, "run_name": spec.run_name, "status": "pending",
+                "attempts": 0, "last_error": None, "result": None, "created_at": now,
+                "updated_at": now}, ["version_id", "backend"])
+
+    def finish_delivery(self, ref_name: str, version: int, backend: str, *, ok: bool,
+                        result: dict[str, Any] | None, error: str | None) -> None:
+        """Record the outcome of one delivery attempt."""
+        with self._write() as conn:
+            version_id = self._version_row(conn, self._artifact_id(conn, ref_name), ref_name,
+                                           format_version(version)).id
+            conn.execute(update(deliveries).where(
+                deliveries.c.version_id == version_id, deliveries.c.backend == backend).values(
+                status="delivered" if ok else "failed", attempts=deliveries.c.attempts + 1,
+                last_error=None if ok else error, result=result, updated_at=time.time()))
+
+    def deliveries(self, *, statuses: Sequence[str] | None = None, backend: str | None = None,
+                   version_id: int | None = None) -> list[DeliveryRecord]:
+        with self._read() as conn:
+            query = (select(deliveries, artifacts.c.name, versions.c.version.label("number"))
+                     .join(versions, versions.c.id == deliveries.c.version_id)
+                     .join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                     .order_by(deliveries.c.id))
+            if statuses is not None:
+                query = query.where(deliveries.c.status.in_(list(statuses)))
+            if backend is not None:
+                query = query.where(deliveries.c.backend == backend)
+            if version_id is not None:
+                query = query.where(deliveries.c.version_id == version_id)
+            return [DeliveryRecord(
+                id=r.id, ref=f"{r.name}:{format_version(r.number)}", backend=r.backend,
+                config=_json(r.config) or {}, run_id=r.run_id, run_name=r.run_name, status=r.status,
+                attempts=r.attempts, last_error=r.last_error, result=_json(r.result),
+                updated_at=r.updated_at) for r in conn.execute(query)]
 
     def _labels(self, conn: Connection, version_ids: Sequence[int]) -> list[str]:
         if not version_ids:
@@ -723,6 +827,19 @@ class Catalog:
             for alias, target in alias_map.items():
                 if target == number:
                     self._move_aliases(conn, artifact_id, row.id, [alias])
+
+
+def _dispose_after_fork(engine: Engine) -> None:
+    """In a forked child, forget (without closing) the connections inherited from the parent."""
+    ref = weakref.ref(engine)
+
+    def _reset() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.dispose(close=False)
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reset)
 
 
 def _inserted_id(result: Any) -> int:

@@ -9,6 +9,7 @@ is started become the inputs of everything it logs afterwards.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -18,8 +19,10 @@ from pydantic import BaseModel, Field
 
 from ._artifact import TraceletArtifact, coerce_type
 from ._automagic import AutomagicSession
-from ._backends import ArtifactResult, Backend, resolve_backend, route
-from ._errors import BackendError, ConfigurationError
+from ._backends import ArtifactResult, Backend, deliver, resolve_backend, route
+from ._catalog import DeliverySpec
+from ._errors import BackendError, ConfigurationError, IntegrityError
+from ._hashing import hash_file
 from ._logged import LoggedArtifact
 from ._model import ArtifactType, RunInfo
 from ._settings import TraceletSettings
@@ -171,22 +174,29 @@ class Experiment:
 
     def log_artifact(self, artifact: TraceletArtifact,
                      aliases: Iterable[str] | None = None) -> dict[str, ArtifactResult]:
-        """Commit locally, then deliver to every backend the artifact routes to."""
+        """Commit locally, then deliver to every backend the artifact routes to.
+
+        The deliveries are recorded in the store's outbox with the commit; a backend that
+        fails (or times out) gets ``ok=False`` here and is retried by ``tracelet sync``."""
         self._require_artifacts()
         with self._lock:
             inputs = list(self._consumed)
-        logged = self.store.log(artifact, producer=self.run, inputs=inputs, aliases=aliases or ())
+        routed = route(artifact.type, artifact.metadata, list(self.backends))
+        specs = [DeliverySpec(backend=name, config=self.backends[name].config(), run_id=self.run.run_id,
+                              run_name=self.name) for name in routed]
+        logged = self.store.log(artifact, producer=self.run, inputs=inputs, aliases=aliases or (),
+                                deliveries=specs)
         results = {"local": ArtifactResult(backend="local", ok=True, version=logged.version,
                                            uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
-        failures: list[str] = []
-        for name in route(logged.type, logged.metadata, list(self.backends)):
-            try:
-                result = self.backends[name].log(logged)
-            except Exception as exc:  # noqa: BLE001 - reported in the result, never swallowed
-                result = ArtifactResult(backend=name, ok=False, error=f"{type(exc).__name__}: {exc}")
-            results[name] = result
-            if not result.ok:
-                failures.append(f"{name}: {result.error}")
+        earlier = {d.backend: d for d in self.store.deliveries(logged.ref)} if routed else {}
+        for name in routed:
+            done = earlier.get(name)
+            if done is not None and done.status == "delivered" and done.result:
+                results[name] = ArtifactResult(**done.result)  # identical content, delivered before
+                continue
+            results[name] = deliver(self.backends[name], logged, self.settings.backend_timeout)
+            self.store.record_delivery(logged, results[name])
+        failures = [f"{r.backend}: {r.error}" for r in results.values() if not r.ok]
         if failures and self.strict:
             raise BackendError(f"{logged.ref} was committed locally but delivery failed: " + "; ".join(failures))
         return results
@@ -195,14 +205,16 @@ class Experiment:
         return self.log_artifact(artifact)
 
     def get_artifact(self, name: str, version: str = "latest", backend: str | None = None) -> LoggedArtifact:
-        """A version by name and version/alias; inside a started experiment it becomes an input."""
+        """A version by name and version/alias; inside a started experiment it becomes an input.
+
+        With ``backend``, the tracker's copy is downloaded through the tracker's own client and
+        every file is checked against the store's digests before the version is returned."""
         self._require_artifacts()
+        logged = self.store.get(name, version)
         if backend is not None and backend != "local":
             if backend not in self.backends:
                 raise ConfigurationError(f"backend {backend!r} is not configured for this experiment")
-            logged = self.backends[backend].fetch(name, version)
-        else:
-            logged = self.store.get(name, version)
+            logged = self._verified_backend_copy(self.backends[backend], logged)
         if self._started:
             with self._lock:
                 if logged.ref not in self._consumed:
@@ -210,16 +222,39 @@ class Experiment:
             self.store.record_consumption(self.run, [logged.ref])
         return logged
 
+    def _verified_backend_copy(self, backend: Backend, logged: LoggedArtifact) -> LoggedArtifact:
+        with tempfile.TemporaryDirectory(prefix="tracelet-fetch-") as tmp:
+            copy = backend.fetch(logged.name, logged.version, Path(tmp))
+            if (copy.ref, copy.digest) != (logged.ref, logged.digest):
+                raise IntegrityError(f"{backend.name} holds {copy.ref} ({copy.digest}) for {logged.ref} "
+                                     f"({logged.digest})", [f"{backend.name}: {copy.ref}"])
+            problems = []
+            for entry in logged._stored_entries():
+                if entry.path in copy.referenced:
+                    continue
+                local = copy.local_path / entry.path
+                if not local.is_file() or hash_file(local)[0] != entry.digest:
+                    problems.append(f"{backend.name}: {entry.path} missing or different")
+            if problems:
+                raise IntegrityError(f"{backend.name}'s copy of {logged.ref} does not match the store", problems)
+        return logged
+
     def list_artifacts(self, type_filter: ArtifactType | str | None = None,
                        backend: str | None = None) -> list[LoggedArtifact]:
-        """Latest version of each artifact, optionally only a type or what routes to a backend."""
+        """Latest version of each artifact, optionally only a type or only what a backend holds."""
         self._require_artifacts()
-        found = self.store.list(type=coerce_type(type_filter) if type_filter is not None else None)
+        kind = coerce_type(type_filter) if type_filter is not None else None
         if backend is None or backend == "local":
-            return found
+            return self.store.list(type=kind)
         if backend not in self.backends:
             raise ConfigurationError(f"backend {backend!r} is not configured for this experiment")
-        return [a for a in found if backend in route(a.type, a.metadata, list(self.backends))]
+        newest: dict[str, LoggedArtifact] = {}
+        for row in self.store.catalog.deliveries(statuses=["delivered"], backend=backend):
+            found = self.store.get(row.ref)
+            newer = found.name not in newest or found.version_number > newest[found.name].version_number
+            if (kind is None or found.type is kind) and newer:
+                newest[found.name] = found
+        return [newest[n] for n in sorted(newest)]
 
     @property
     def inputs(self) -> list[str]:

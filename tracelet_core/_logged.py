@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,8 +181,10 @@ class LoggedArtifact:
                 return entry
         raise ArtifactNotFoundError(f"{self.ref} has no file or object at {artifact_path!r}")
 
-    def download(self, dest: str | os.PathLike[str] | None = None) -> Path:
-        """Write every file and object into ``dest`` (default ``./artifacts/<name>/<vN>``).
+    def download(self, dest: str | os.PathLike[str] | None = None, *,
+                 paths: Iterable[str] | None = None) -> Path:
+        """Write every file and object (or only ``paths``) into ``dest`` (default
+        ``./artifacts/<name>/<vN>``).
 
         Each file is verified against its digest as it is written; files already present
         with the right content are kept.
@@ -189,7 +192,7 @@ class LoggedArtifact:
         root = Path(dest) if dest is not None else Path.cwd() / "artifacts" / self.name / self.version
         root.mkdir(parents=True, exist_ok=True)
         real_root = root.resolve()
-        entries = self._stored_entries()
+        entries = self._stored_entries() if paths is None else [self._entry(p) for p in paths]
         total = sum(e.size for e in entries)
         with self._store.progress(f"download {self.ref}", total) as advance:
             for entry in entries:

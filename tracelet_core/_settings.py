@@ -51,6 +51,9 @@ class TraceletSettings(BaseSettings):
     watch_interval: float = 1.0
     #: Files at least this large reach remote trackers as references to the store.
     reference_threshold_bytes: int = 100 * 1024 * 1024
+    #: Seconds one delivery to a tracker may take before it counts as failed (and is retried
+    #: by ``tracelet sync``).
+    backend_timeout: float = 300.0
 
     @field_validator("backends", "artifact_watch_dirs", mode="before")
     @classmethod

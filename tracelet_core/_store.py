@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import TraceletArtifact, coerce_type
+from ._backends import ArtifactResult, deliver, resolve_backend
 from ._blobstore import MANIFEST_PREFIX, BlobStore, modified_time
-from ._catalog import Catalog, DraftRecord, VersionRecord
+from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
 from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_bytes, hash_file, hash_json
 from ._lineage import LineageGraph
@@ -220,24 +221,29 @@ class ArtifactStore:
         inputs: Iterable[InputRef] = (),
         aliases: Iterable[str] = (),
         idempotency_key: str | None = None,
+        deliveries: Sequence[DeliverySpec] = (),
     ) -> LoggedArtifact:
-        """Commit ``artifact`` as the next version of its name (or return the identical latest)."""
+        """Commit ``artifact`` as the next version of its name (or return the identical latest).
+
+        ``deliveries`` are the backends it is routed to: recorded as pending in the same
+        transaction, so ``sync`` can deliver them even if this process dies right after."""
         if not isinstance(artifact, TraceletArtifact):
             raise InvalidArtifactError(f"log() needs a TraceletArtifact, got {type(artifact).__name__}")
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
         input_refs = self._input_refs(inputs)
         metadata = self._checked_metadata(artifact.metadata)
-        self.catalog.resolve_refs(input_refs)  # fail before writing any blob
+        if input_refs:
+            self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows = self._stage_blobs(artifact)
         return self._commit(name=artifact.name, type_=artifact.type.value,
                             description=artifact.description, metadata=metadata, entry_dicts=rows,
                             producer=producer, input_refs=input_refs, aliases=alias_list,
-                            idempotency_key=idempotency_key)
+                            idempotency_key=idempotency_key, deliveries=deliveries)
 
     def _commit(self, *, name: str, type_: str, description: str | None, metadata: dict[str, Any],
                 entry_dicts: list[dict[str, Any]], producer: RunInfo | None,
                 input_refs: Sequence[tuple[str, str]], aliases: Sequence[str],
-                idempotency_key: str | None) -> LoggedArtifact:
+                idempotency_key: str | None, deliveries: Sequence[DeliverySpec] = ()) -> LoggedArtifact:
         digest = hash_json([_digest_material(e) for e in entry_dicts])
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
@@ -254,7 +260,7 @@ class ArtifactStore:
             name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
-            idempotency_key=idempotency_key, write_manifest=write_manifest,
+            idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
         )
         if aliases:
             self._sync_alias_journal(name)
@@ -516,8 +522,39 @@ class ArtifactStore:
     def drafts(self) -> builtins.list[DraftRecord]:
         return self.catalog.drafts()
 
-    # -- delivery to backends (the outbox arrives with the backends issue) -------------------------
-    def sync(self) -> builtins.list[Any]:
-        """Retry pending deliveries to backends; nothing is pending until backends exist."""
-        return []
+    # -- delivery to backends (the outbox) -------------------------------------------------
+    def deliveries(self, ref: str | None = None, status: str | None = None) -> builtins.list[DeliveryRecord]:
+        """Outbox rows: every delivery (of one version), optionally of one status."""
+        version_id = self.get(ref)._record.id if ref is not None else None
+        return self.catalog.deliveries(statuses=[status] if status else None, version_id=version_id)
 
+    def record_delivery(self, artifact: LoggedArtifact, result: ArtifactResult) -> None:
+        """Store the outcome of a delivery attempt in the outbox."""
+        self.catalog.finish_delivery(artifact.name, artifact.version_number, result.backend, ok=result.ok,
+                                     result=result.to_dict(), error=result.error)
+
+    def sync(self, backends: Iterable[str] | None = None) -> builtins.list[ArtifactResult]:
+        """Retry every pending or failed delivery (optionally only to some backends).
+
+        Each backend is rebuilt from the name and ``config()`` recorded with the delivery and
+        started once per original run; backends deliver idempotently, so a version the
+        tracker already holds is not uploaded twice. Returns one result per attempt."""
+        wanted = set(backends) if backends is not None else None
+        todo = [d for d in self.catalog.deliveries(statuses=["pending", "failed"])
+                if wanted is None or d.backend in wanted]
+        groups: dict[tuple[str, str, str | None], builtins.list[DeliveryRecord]] = {}
+        for row in todo:
+            groups.setdefault((row.backend, json.dumps(row.config, sort_keys=True), row.run_id), []).append(row)
+        results: builtins.list[ArtifactResult] = []
+        for (name, _config, run_id), rows in groups.items():
+            backend = resolve_backend(name, rows[0].config)
+            backend.start(rows[0].run_name or "tracelet-sync", run_id or "tracelet-sync")
+            try:
+                for row in rows:
+                    artifact = self.get(row.ref)
+                    result = deliver(backend, artifact, self.settings.backend_timeout)
+                    self.record_delivery(artifact, result)
+                    results.append(result)
+            finally:
+                backend.stop()
+        return results

@@ -473,12 +473,20 @@ def print_gc_report(report: GcReport) -> None:
 # -- sync -------------------------------------------------------------------------------------
 @app.command()
 def sync(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Retry deliveries to tracker backends that failed earlier."""
+    """Retry deliveries to tracker backends that failed or never finished; exit 1 if some
+    still fail."""
     retried = open_store(ctx, as_json=as_json).sync()
+    failed = [r for r in retried if not r.ok]
     if as_json:
-        print_json({"retried": len(retried)})
+        print_json({"retried": len(retried), "delivered": len(retried) - len(failed),
+                    "results": [r.to_dict() for r in retried]})
     else:
+        for result in retried:
+            outcome = f"ok {result.version} {result.uri or ''}" if result.ok else f"FAILED {result.error}"
+            typer.echo(f"{result.backend}: {outcome}".rstrip())
         typer.echo(f"retried {count(len(retried), 'delivery', 'deliveries')}")
+    if failed:
+        fail(f"{count(len(failed), 'delivery', 'deliveries')} still failing; run tracelet sync again later")
 
 
 # -- log --------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""A small but real tracker for testing the backend machinery: it keeps each delivered
+version in a folder, with the same tags and manifest the real trackers get."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from tracelet_core import ArtifactResult, Backend, LoggedArtifact
+from tracelet_core._backends import BackendCopy, plan_upload, tracelet_tags
+
+
+class FolderBackend(Backend):
+    """Copies each version to ``root/<name>/<version>/``; idempotent per ref.
+
+    ``fail`` raises like an unreachable tracker; ``block`` makes ``log`` wait on an event
+    (to exercise the delivery time limit). Both only inject faults.
+    """
+
+    name = "folder"
+
+    def __init__(self, root: str, fail: bool = False, block: threading.Event | None = None) -> None:
+        self.root = Path(root)
+        self.fail = fail
+        self.block = block
+        self.uploads = 0
+        self.started: list[tuple[str, str]] = []
+
+    def config(self) -> dict[str, Any]:
+        return {"root": str(self.root)}
+
+    def start(self, experiment_name: str, run_id: str) -> None:
+        self.started.append((experiment_name, run_id))
+
+    def log(self, artifact: LoggedArtifact) -> ArtifactResult:
+        if self.block is not None:
+            self.block.wait(30)
+        if self.fail:
+            raise ConnectionError("tracker unreachable")
+        dest = self.root / artifact.name / artifact.version
+        if not (dest / "tags.json").exists():  # idempotent: a retry finds the earlier copy
+            with tempfile.TemporaryDirectory() as tmp:
+                plan = plan_upload(artifact, Path(tmp))
+                staged = dest.with_name(dest.name + ".partial")
+                shutil.copytree(plan.root, staged / "files")
+                shutil.copy(plan.manifest, staged / "manifest.json")
+                (staged / "tags.json").write_text(json.dumps(tracelet_tags(artifact)))
+                staged.rename(dest)
+            self.uploads += 1
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.version, uri=dest.as_uri(),
+                              size_bytes=artifact.size_bytes)
+
+    def fetch(self, name: str, version: str, dest: Path) -> BackendCopy:
+        source = self.root / name / version
+        tags = json.loads((source / "tags.json").read_text())
+        manifest = json.loads((source / "manifest.json").read_text())
+        shutil.copytree(source / "files", dest / "files")
+        return BackendCopy(backend=self.name, ref=tags["tracelet.ref"], digest=tags["tracelet.digest"],
+                           local_path=dest / "files", version=version, uri=source.as_uri(),
+                           referenced=manifest["referenced"])
