@@ -165,6 +165,9 @@ draft_entries = Table(
     Index("ix_draft_entries_digest", "digest"),
 )
 
+#: ``versions`` joined to itself for a version's inputs (built once so statements cache).
+_upstream_versions = versions.alias("upstream")
+
 #: The delivery outbox: one row per (version, backend) a version was routed to, written in
 #: the same transaction as the version, so a crash before delivery still leaves a row for
 #: ``sync`` to retry.
@@ -432,7 +435,7 @@ class Catalog:
                               .where(aliases.c.version_id.in_(ids)).order_by(aliases.c.alias)):
             alias_map.setdefault(a.version_id, []).append(a.alias)
         input_map: dict[int, list[str]] = {}
-        upstream = versions.alias("upstream")
+        upstream = _upstream_versions
         for i in conn.execute(
             select(version_inputs.c.version_id, artifacts.c.name, upstream.c.version)
             .join(upstream, upstream.c.id == version_inputs.c.input_version_id)
