@@ -13,6 +13,7 @@ from ._errors import (
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
+    StorageError,
     TraceletError,
     UnsafeDeserializationError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "LoggedArtifact",
     "RunInfo",
     "Serializer",
+    "StorageError",
     "TraceletArtifact",
     "TraceletError",
     "TraceletSettings",

@@ -23,8 +23,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
+from ._errors import (
+    ArtifactNotFoundError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidArtifactError,
+    StorageError,
+)
 from ._hashing import CHUNK_SIZE, format_digest, hash_bytes, new_hasher, split_digest
 
 MANIFEST_PREFIX = "@"
@@ -47,15 +54,18 @@ def _copy_stream(src: BinaryIO, dst: BinaryIO, size_hint: int, progress: Progres
 class BlobStore:
     """Blobs and manifests under one fsspec root."""
 
-    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None,
+                 cache: BlobCache | None = None) -> None:
         import fsspec  # Deferred for import perf
 
+        uri, options = split_credentials(uri, dict(storage_options or {}))
         self.uri = uri
         try:
-            self.fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+            self.fs, root = fsspec.core.url_to_fs(uri, **options)
         except (ImportError, ValueError) as exc:
             raise ConfigurationError(f"cannot open store {uri!r}: {exc}") from exc
         self.root = root.rstrip("/") or root
+        self.cache = cache
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         if self.is_local:
             Path(self.root, "tmp").mkdir(parents=True, exist_ok=True)
@@ -90,13 +100,40 @@ class BlobStore:
             return False
         if self.is_local:
             return self._put_local(source, final, digest, size, progress)
-        tmp_digest: str
-        with source.open("rb") as src, self.fs.open(final, "wb") as dst:
-            tmp_digest, _ = _copy_stream(src, dst, size, progress)
-        if tmp_digest != digest:
-            self.fs.rm(final)
-            raise InvalidArtifactError(f"{source} changed while it was being logged")
+        return retrying(lambda: self._put_remote(source, final, digest, size, progress),
+                        f"upload of {source.name} to {self.uri}")
+
+    def _put_remote(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
+        """Stream ``source`` to the object store (multipart for large files, no local copy),
+        creating the object only if absent; a file that changed since it was hashed is
+        discarded before the upload completes, so no blob is ever stored under a wrong digest."""
+        if self.fs.exists(final):
+            return False
+        dst = self._open_exclusive(final)
+        try:
+            with source.open("rb") as src:
+                copied_digest, _ = _copy_stream(src, dst, size, progress)
+            if copied_digest != digest:
+                raise InvalidArtifactError(f"{source} changed while it was being logged")
+        except BaseException:
+            _discard(dst)
+            raise
+        try:
+            dst.close()
+        except FileExistsError:
+            return False  # a concurrent writer stored the same blob first
+        except OSError as exc:
+            if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            raise
         return True
+
+    def _open_exclusive(self, path: str) -> Any:
+        """Open ``path`` for a create-if-absent write where the filesystem supports it."""
+        try:
+            return self.fs.open(path, "xb")
+        except (ValueError, NotImplementedError, TypeError):
+            return self.fs.open(path, "wb")
 
     def _put_local(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
         tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.blob")
@@ -125,7 +162,8 @@ class BlobStore:
         """Open a blob for reading; ``label`` (the entry's path) names it in errors."""
         path = self.blob_path(digest)
         try:
-            return self.fs.open(path, "rb")
+            handle: BinaryIO = retrying(lambda: self.fs.open(path, "rb"), f"read of blob {digest}")
+            return handle
         except FileNotFoundError as exc:
             what = f"{label} ({digest})" if label else digest
             raise IntegrityError(f"blob of {what} is missing from the store", [f"{what}: missing"]) from exc
@@ -145,21 +183,18 @@ class BlobStore:
     def copy_blob_to(self, digest: str, dest: Path, progress: Progress | None = None,
                      label: str | None = None) -> None:
         """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way;
-        ``label`` (the entry's path in its artifact) names it in errors."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        ``label`` (the entry's path in its artifact) names it in errors. Remote blobs go
+        through the local cache, so a second read costs no transfer."""
         label = label or dest.name
-        try:
-            with self.open_blob(digest, label) as src, tmp.open("wb") as dst:
-                actual, _ = _copy_stream(src, dst, 0, progress)
-            if actual != digest:
-                raise IntegrityError(
-                    f"{label} is corrupted: blob {digest} hashes to {actual}",
-                    [f"{label}: expected {digest}, got {actual}"],
-                )
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if self.cache is None:
+            _verified_copy(lambda: self.open_blob(digest, label), digest, dest, progress, label)
+            return
+        cached = self.cache.get(digest)
+        if cached is None:
+            cached = self.cache.add(digest, lambda tmp: _verified_copy(
+                lambda: self.open_blob(digest, label), digest, tmp, progress, label))
+            progress = None  # counted while filling the cache
+        _verified_copy(lambda: cached.open("rb"), digest, dest, progress, label)
 
     def iter_blobs(self) -> Iterator[tuple[str, float, int]]:
         """Every stored blob as ``(digest, modified time, size)``."""
@@ -194,13 +229,13 @@ class BlobStore:
             finally:
                 tmp.unlink(missing_ok=True)
         else:
-            self.fs.pipe_file(final, data)
+            retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
         return hash_bytes(data)
 
     def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
         path = self.manifest_path(name, version)
         try:
-            data = self.fs.cat_file(path)
+            data = retrying(lambda: self.fs.cat_file(path), f"read of manifest {name}:v{version}")
         except FileNotFoundError as exc:
             raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store") from exc
         if expected_digest is not None and hash_bytes(data) != expected_digest:
@@ -243,6 +278,134 @@ class BlobStore:
                     leftover.unlink(missing_ok=True)
                 removed.append(str(leftover))
         return removed
+
+
+_TRANSIENT_ATTEMPTS = 4
+_TRANSIENT_FIRST_DELAY = 0.2
+
+
+def retrying(operation: Callable[[], Any], what: str, attempts: int = _TRANSIENT_ATTEMPTS) -> Any:
+    """Run ``operation``, retrying transient storage errors (timeouts, connection resets,
+    5xx answers) with exponential backoff; a persistent one becomes ``StorageError``."""
+    delay = _TRANSIENT_FIRST_DELAY
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError):
+            raise
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            if attempt == attempts:
+                raise StorageError(f"{what} failed after {attempts} attempts: {exc}") from exc
+            time.sleep(delay)  # backoff before the next attempt
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def split_credentials(uri: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Move ``user:secret@`` out of a store URI into fsspec options, so the URI that tracelet
+    keeps (and shows, and records) never carries it."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, options
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, secret = userinfo.partition(":")
+    key_name, secret_name = ("key", "secret") if parts.scheme in ("s3", "s3a") else ("username", "password")
+    options.setdefault(key_name, unquote(user))
+    if secret:
+        options.setdefault(secret_name, unquote(secret))
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), options
+
+
+def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
+                   progress: Progress | None, label: str) -> None:
+    """Copy a blob's bytes to ``dest`` through a temp file, renamed into place only if the
+    bytes hash to ``digest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        with open_source() as src, tmp.open("wb") as dst:
+            actual, _ = _copy_stream(src, dst, 0, progress)
+        if actual != digest:
+            raise IntegrityError(
+                f"{label} is corrupted: blob {digest} hashes to {actual}",
+                [f"{label}: expected {digest}, got {actual}"],
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class BlobCache:
+    """Verified local copies of remote blobs, bounded in bytes; least recently used go first.
+
+    Safe to share between processes: entries appear by atomic rename and a reader that loses
+    an entry to eviction simply fetches it again.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, digest: str) -> Path:
+        hexdigest = split_digest(digest)[1]
+        return self.root / hexdigest[:2] / hexdigest
+
+    def get(self, digest: str) -> Path | None:
+        path = self._path(digest)
+        try:
+            os.utime(path)  # a hit makes it the most recently used
+        except FileNotFoundError:
+            return None
+        return path
+
+    def add(self, digest: str, fill: Callable[[Path], None]) -> Path:
+        """Fill a new entry with ``fill(path)`` (which verifies it), then evict to the bound."""
+        path = self._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
+        try:
+            fill(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.evict(keep=path)
+        return path
+
+    def entries(self) -> list[tuple[float, int, Path]]:
+        found = []
+        for path in self.root.glob("??/*"):
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append((info.st_mtime, info.st_size, path))
+        return found
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Delete least recently used entries until the cache fits; the bytes freed."""
+        entries = sorted(self.entries())
+        total = sum(size for _, size, _ in entries)
+        freed = 0
+        for _, size, path in entries:
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            freed += size
+        return freed
+
+
+def _discard(handle: Any) -> None:
+    """Abandon an unfinished upload (multipart uploads are aborted, nothing is created)."""
+    discard = getattr(handle, "discard", None)
+    if callable(discard):
+        discard()
+        handle.closed = True  # fsspec would otherwise try to commit the discarded buffer on __del__
+    else:
+        handle.close()
 
 
 def modified_time(info: dict[str, Any]) -> float:

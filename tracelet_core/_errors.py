@@ -10,7 +10,8 @@ SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
     ├── IntegrityError                           a blob or manifest does not match its digest
     ├── UnsafeDeserializationError               loading pickle without allow_pickle
     ├── BackendError                             a tracker refused or failed a delivery
-    └── ConfigurationError                       settings, URLs or backends that cannot work
+    ├── ConfigurationError                       settings, URLs or backends that cannot work
+    └── StorageError                             the blob store kept failing (after retries)
 """
 
 from __future__ import annotations
@@ -62,3 +63,8 @@ class BackendError(TraceletError):
 
 class ConfigurationError(TraceletError):
     """Settings, URLs or backend names that cannot work."""
+
+
+class StorageError(TraceletError):
+    """The store's filesystem (an object store) kept failing after retries; the cause is
+    chained and nothing was committed."""

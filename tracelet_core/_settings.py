@@ -47,6 +47,8 @@ class TraceletSettings(BaseSettings):
     #: Where verified local copies (``LoggedArtifact.path``) are kept; default inside a local
     #: store, or ``~/.cache/tracelet`` for a remote one.
     cache_dir: str | None = None
+    #: Bound of the local cache of remote blobs (least recently used are evicted).
+    cache_max_bytes: int = 10 * 1024**3
     #: Seconds between scans of watched folders, and how long a file must stay unchanged.
     watch_interval: float = 1.0
     #: Files at least this large reach remote trackers as references to the store.

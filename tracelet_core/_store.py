@@ -22,7 +22,7 @@ from typing import Any
 
 from ._artifact import TraceletArtifact, coerce_type
 from ._backends import ArtifactResult, deliver, resolve_backend
-from ._blobstore import MANIFEST_PREFIX, BlobStore, modified_time
+from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
 from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
 from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_bytes, hash_file, hash_json
@@ -124,8 +124,8 @@ class ArtifactStore:
                     f"store {store_uri!r} is remote: set TRACELET_CATALOG_URL (or catalog_url=) to a "
                     "SQLAlchemy URL, e.g. postgresql://user@host/db"
                 )
-            blobs = BlobStore(store_uri, options)
             cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
+            blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes))
         return cls(blobs, Catalog(catalog_url), settings, cache_dir)
 
     @property
