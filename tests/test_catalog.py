@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from sqlalchemy import create_engine, delete, insert, inspect, text
 
@@ -49,3 +52,41 @@ def test_an_unreachable_catalog_is_a_configuration_error() -> None:
         Catalog("postgresql+psycopg2://nobody@127.0.0.1:1/none")
     with pytest.raises(ConfigurationError):
         Catalog("notadialect://x")
+
+
+def test_a_connection_dropped_mid_transaction_rolls_back(postgres_url: str, store_dir: Path,
+                                                         make_file: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server kills the writer's connection between manifest and commit: nothing is
+    visible, the error is a ``StorageError``, and the next log works."""
+    from sqlalchemy.engine import make_url
+
+    from tracelet_core import ArtifactStore, StorageError, TraceletArtifact
+
+    with ArtifactStore.open(store_dir, catalog_url=postgres_url) as store:
+        store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.bin", b"1")))
+        admin = create_engine(postgres_url.replace(make_url(postgres_url).database or "", "postgres"),
+                              isolation_level="AUTOCOMMIT")
+        real_write = store.blobs.write_manifest
+
+        def write_then_drop(*args: Any) -> str:  # fault injection: the connection dies mid-transaction
+            digest = real_write(*args)
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                             {"db": make_url(postgres_url).database})
+            return digest
+
+        monkeypatch.setattr(store.blobs, "write_manifest", write_then_drop)
+        with pytest.raises(StorageError, match="rolled back"):
+            store.log(TraceletArtifact("ds", "dataset").add_file(make_file("b.bin", b"2")))
+        monkeypatch.undo()
+        admin.dispose()
+        assert [v.version for v in store.versions("ds")] == ["v1"]
+        assert store.log(TraceletArtifact("ds", "dataset").add_file(make_file("c.bin", b"3"))).version == "v2"
+        store.verify()
+
+
+def test_catalog_errors_never_show_the_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Catalog("postgresql+psycopg2://user:hunter2@127.0.0.1:1/none")
+    assert "hunter2" not in str(info.value)

@@ -258,3 +258,22 @@ def test_processes_opening_a_fresh_store_at_once_create_it_once(store_dir: Path,
     with ArtifactStore.open(store_dir) as store:
         assert len(store.verify()) == 2 * WRITERS
 
+
+
+# -- eight writers on each catalog ------------------------------------------------------------
+WRITE_FIFTY = WRITE_MANY.replace(f"LOGS_PER_WRITER = {LOGS_PER_WRITER}", "LOGS_PER_WRITER = 50")
+
+
+def test_eight_processes_times_fifty_logs_on_sqlite_and_postgresql(
+        store_dir: Path, tmp_path: Path, catalog_url: str, monkeypatch: Any) -> None:
+    """The catalog (SQLite or PostgreSQL) hands out exactly v1..v400, each holding its writer's bytes."""
+    monkeypatch.setenv("TRACELET_CATALOG_URL", catalog_url)  # the writers inherit it
+    reports = run_together(WRITE_FIFTY, store_dir, tmp_path, writers=8, timeout=300)
+    with ArtifactStore.open(store_dir, catalog_url=catalog_url) as store:
+        versions = store.versions("shared/model")
+        assert [v.version_number for v in versions] == list(range(1, 401))
+        written = {number: content for report in reports for number, content in report}
+        assert sorted(written) == list(range(1, 401))
+        for version in versions[::37]:  # a spread of versions, byte for byte
+            assert version.path("data.txt").read_text() == written[version.version_number]
+        store.verify()

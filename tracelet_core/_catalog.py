@@ -47,12 +47,18 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, QueuePool
 
-from ._errors import ArtifactNotFoundError, ConfigurationError, InvalidArtifactError, TraceletError
+from ._errors import (
+    ArtifactNotFoundError,
+    ConfigurationError,
+    InvalidArtifactError,
+    StorageError,
+    TraceletError,
+)
 from ._model import RunInfo
 from ._names import LATEST, format_version, version_number
 
@@ -273,7 +279,18 @@ class DraftRecord:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _masked(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url.split("@")[-1] if "@" in url else url
+
+
 def _translate(exc: SQLAlchemyError, url: str) -> TraceletError:
+    """A lost connection is a ``StorageError`` (retry later); anything else means the catalog
+    cannot work as configured."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return StorageError(f"lost the connection to catalog {url} (the transaction was rolled back): {exc}")
     return ConfigurationError(f"catalog {url} failed: {exc.__class__.__name__}: {exc}")
 
 
@@ -281,11 +298,12 @@ class Catalog:
     """All SQL the store runs; one instance per process and URL, safe across threads."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        #: The URL with any password masked: what messages and reprs show.
+        self.url = _masked(url)
         try:
             self.engine = self._create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise ConfigurationError(f"cannot open catalog {url!r}: {exc}") from exc
+            raise ConfigurationError(f"cannot open catalog {self.url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
         self.migrate()
 
