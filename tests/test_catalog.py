@@ -90,3 +90,26 @@ def test_catalog_errors_never_show_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
         Catalog("postgresql+psycopg2://user:hunter2@127.0.0.1:1/none")
     assert "hunter2" not in str(info.value)
+
+
+def _open_catalog(url: str, start: Any) -> None:
+    start.wait()
+    Catalog(url).dispose()
+
+
+def test_many_processes_opening_a_new_postgresql_catalog_migrate_it_once(postgres_url: str) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(6)
+    procs = [ctx.Process(target=_open_catalog, args=(postgres_url, start)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0] * 6
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        applied = [r[0] for r in conn.execute(text("SELECT version FROM tracelet_schema ORDER BY version"))]
+    engine.dispose()
+    assert applied == [number for number, _ in MIGRATIONS]

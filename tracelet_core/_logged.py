@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from ._hashing import hash_file
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
 from ._names import format_version, validate_artifact_path
 from ._serializers import load_with
+from ._uris import probe_reference
 
 if TYPE_CHECKING:
     from ._store import ArtifactStore
@@ -182,12 +184,14 @@ class LoggedArtifact:
         raise ArtifactNotFoundError(f"{self.ref} has no file or object at {artifact_path!r}")
 
     def download(self, dest: str | os.PathLike[str] | None = None, *,
-                 paths: Iterable[str] | None = None) -> Path:
+                 paths: Iterable[str] | None = None, references: bool = False) -> Path:
         """Write every file and object (or only ``paths``) into ``dest`` (default
         ``./artifacts/<name>/<vN>``).
 
         Each file is verified against its digest as it is written; files already present
-        with the right content are kept.
+        with the right content are kept. With ``references=True`` the referenced objects are
+        fetched too (through fsspec), after checking that their size and etag/checksum are
+        still those recorded; a changed remote object raises ``IntegrityError``.
         """
         root = Path(dest) if dest is not None else Path.cwd() / "artifacts" / self.name / self.version
         root.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,27 @@ class LoggedArtifact:
                     continue
                 assert entry.digest is not None
                 self._store.blobs.copy_blob_to(entry.digest, target, advance, label=entry.path)
+        if references:
+            self._download_references(real_root)
         return root
+
+    def _download_references(self, real_root: Path) -> None:
+        import fsspec  # Deferred for import perf
+
+        changed = []
+        for reference in self._references:
+            size, checksum = probe_reference(reference.uri)
+            if (reference.size is not None and size is not None and size != reference.size) or (
+                    reference.checksum is not None and checksum is not None and checksum != reference.checksum):
+                changed.append(f"{reference.name}: {reference.uri} changed since it was logged "
+                               f"(size {reference.size} -> {size}, checksum {reference.checksum} -> {checksum})")
+        if changed:
+            raise IntegrityError(f"{len(changed)} reference(s) of {self.ref} changed", changed)
+        for reference in self._references:
+            target = self._target(real_root, reference.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fsspec.open(reference.uri, "rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
 
     @staticmethod
     def _target(real_root: Path, artifact_path: str) -> Path:

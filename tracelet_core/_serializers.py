@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ._capture_guard import suppress_capture
-from ._errors import ConfigurationError, InvalidArtifactError, UnsafeDeserializationError
+from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, UnsafeDeserializationError
 
 AUTO = "auto"
 
@@ -210,7 +210,11 @@ class TorchSerializer(Serializer):
     def load(self, path: Path) -> Any:
         import torch  # Deferred for import perf
 
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:  # something other than tensors and plain data
+            raise UnsafeDeserializationError(
+                f"torch entry holds objects that torch.load(weights_only=True) refuses: {exc}") from exc
 
 
 _BUILTIN: dict[str, type[Serializer]] = {
@@ -294,4 +298,10 @@ def load_with(key: str, path: Path, *, allow_pickle: bool) -> Any:
             f"entry was written with {key!r}, which can run arbitrary code when loaded; "
             "pass allow_pickle=True or set TRACELET_ALLOW_PICKLE=true if you trust this store"
         )
-    return serializer.load(path)
+    try:
+        return serializer.load(path)
+    except (UnsafeDeserializationError, ConfigurationError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - bytes that match their digest yet do not parse
+        raise IntegrityError(f"entry cannot be read back as {key!r}: {type(exc).__name__}: {exc}",
+                             [f"{path.name}: unreadable as {key}"]) from exc
