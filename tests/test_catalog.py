@@ -113,3 +113,17 @@ def test_many_processes_opening_a_new_postgresql_catalog_migrate_it_once(postgre
         applied = [r[0] for r in conn.execute(text("SELECT version FROM tracelet_schema ORDER BY version"))]
     engine.dispose()
     assert applied == [number for number, _ in MIGRATIONS]
+
+
+def test_a_catalog_without_partitions_gains_them(catalog_url: str) -> None:
+    """Schema 2 catalogs (before versions knew their partition) are upgraded in place."""
+    catalog = Catalog(catalog_url)
+    with catalog.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_versions_partition"))
+        conn.execute(text("ALTER TABLE versions DROP COLUMN partition_key"))
+        conn.execute(delete(schema_table).where(schema_table.c.version > 2))
+    catalog.dispose()
+    upgraded = Catalog(catalog_url)
+    with upgraded.engine.connect() as conn:
+        assert "partition_key" in {c["name"] for c in inspect(conn).get_columns("versions")}
+    upgraded.dispose()

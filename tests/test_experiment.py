@@ -20,7 +20,7 @@ from tracelet_core import (
     register_backend,
     route,
 )
-from tracelet_core._backends import unregister_backend
+from tracelet_core._backends import BUILTIN_BACKENDS, unregister_backend
 
 MakeFile = Callable[..., Path]
 
@@ -69,9 +69,13 @@ def test_reading_outside_a_started_experiment_records_nothing(exp_store: Artifac
     assert exp.inputs == []
 
 
-def test_unknown_backend_names_raise_configuration_error(exp_store: ArtifactStore) -> None:
+def test_unknown_backend_names_raise_configuration_error(exp_store: ArtifactStore,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match="unknown backend 'nosuch'"):
         Experiment("e", backend=["nosuch"], store=exp_store)
+    # a built-in backend whose SDK is missing names the extra to install (fault injected by
+    # pointing the registry at a module that does not exist)
+    monkeypatch.setitem(BUILTIN_BACKENDS, "mlflow", "tracelet_core.backends.not_installed:Nothing")
     with pytest.raises(ConfigurationError, match=r"tracelet-artifacts\[mlflow\]"):
         Experiment("e", backend="mlflow", store=exp_store)
 

@@ -287,3 +287,28 @@ def test_verify_notices_catalog_entries_that_disagree_with_the_manifest(
         store.verify()
     assert any("ds:v1: catalog entries differ from the manifest" in p for p in info.value.problems)
     assert [a.ref for a in store.list()] == ["ds:v1", "other:v1"]  # listing still works
+
+
+def test_partitions_keep_their_own_latest_and_dedup(any_store: ArtifactStore, make_file: MakeFile,
+                                                    tmp_path: Path) -> None:
+    same = make_file("day.csv", "a,b\n1,2\n")
+    day1 = any_store.log(file_artifact("events", same), partition="2024-01-01")
+    day2 = any_store.log(file_artifact("events", same), partition="2024-01-02")
+    assert (day1.version, day2.version) == ("v1", "v2")  # equal content, two partitions: two versions
+    assert any_store.log(file_artifact("events", same), partition="2024-01-01").ref == "events:v1"
+    multi = any_store.log(file_artifact("events", make_file("m.csv", "x")), partition="us|2024-01-01/b")
+    assert multi.partition == "us|2024-01-01/b"  # multi-partition keys are kept verbatim
+    assert any_store.get("events", partition="2024-01-01").ref == "events:v1"
+    assert any_store.get("events").ref == multi.ref
+    assert [v.version for v in any_store.versions("events", partition="2024-01-02")] == ["v2"]
+    with pytest.raises(ArtifactNotFoundError, match="partition '2024-12-31'"):
+        any_store.get("events", partition="2024-12-31")
+    assert any_store.get("events:v2").to_dict()["partition"] == "2024-01-02"
+
+
+def test_reindex_restores_partitions(store_dir: Path, make_file: MakeFile, tmp_path: Path) -> None:
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'a.db'}") as store:
+        store.log(file_artifact("p", make_file("a.csv", "1")), partition="k1")
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'b.db'}") as fresh:
+        fresh.reindex()
+        assert fresh.get("p", partition="k1").partition == "k1"

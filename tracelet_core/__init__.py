@@ -5,7 +5,14 @@ adapters over it. Importing this package imports no tracker SDK, torch, prefect 
 """
 
 from ._artifact import TraceletArtifact
-from ._backends import ArtifactResult, Backend, available_backends, register_backend, route
+from ._backends import (
+    ArtifactResult,
+    Backend,
+    available_backends,
+    register_backend,
+    resolve_backend,
+    route,
+)
 from ._catalog import DraftRecord
 from ._errors import (
     ArtifactNotFoundError,
@@ -58,5 +65,6 @@ __all__ = [
     "available_backends",
     "register_backend",
     "register_serializer",
+    "resolve_backend",
     "route",
 ]

@@ -43,8 +43,10 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -105,8 +107,11 @@ versions = Table(
     Column("created_at", Float, nullable=False),
     Column("producer_run_id", Integer, ForeignKey("runs.id")),
     Column("idempotency_key", String(512)),
+    # added by migration 3: the orchestrator partition a version belongs to (Dagster, ...)
+    Column("partition_key", String(1024)),
     UniqueConstraint("artifact_id", "version", name="uq_versions_artifact_version"),
     UniqueConstraint("artifact_id", "idempotency_key", name="uq_versions_idempotency"),
+    Index("ix_versions_partition", "artifact_id", "partition_key", "version"),
 )
 
 aliases = Table(
@@ -208,8 +213,19 @@ def _migration_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[deliveries])
 
 
-#: Numbered schema migrations; append, never edit.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _migration_1), (2, _migration_2)]
+def _migration_3(conn: Connection) -> None:
+    """Versions remember their partition; dedup and "latest" can be per partition."""
+    present = {column["name"] for column in inspect(conn).get_columns("versions")}
+    if "partition_key" not in present:  # catalogs made before migration 3 existed
+        conn.execute(text("ALTER TABLE versions ADD COLUMN partition_key VARCHAR(1024)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_versions_partition "
+                      "ON versions (artifact_id, partition_key, version)"))
+
+
+#: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
+#: later ones check before they add).
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _migration_1), (2, _migration_2), (3, _migration_3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 
@@ -232,6 +248,7 @@ class VersionRecord:
     inputs: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
+    partition: str | None = None
 
     @property
     def ref(self) -> str:
@@ -426,10 +443,14 @@ class Catalog:
         self._insert_ignore(conn, runs, values, ["key"])
         return int(conn.execute(select(runs.c.id).where(runs.c.key == run.key)).scalar_one())
 
-    def _version_row(self, conn: Connection, artifact_id: int, name: str, selector: str) -> Any:
+    def _version_row(self, conn: Connection, artifact_id: int, name: str, selector: str,
+                     partition: str | None = None) -> Any:
+        """The row ``selector`` names; ``latest`` of one ``partition`` when one is given."""
         query = select(versions).where(versions.c.artifact_id == artifact_id)
         number = version_number(selector)
         if selector == LATEST:
+            if partition is not None:
+                query = query.where(versions.c.partition_key == partition)
             query = query.order_by(versions.c.version.desc()).limit(1)
         elif number is not None:
             query = query.where(versions.c.version == number)
@@ -440,7 +461,8 @@ class Catalog:
         row = conn.execute(query).first()
         if row is None:
             what = "no versions" if selector == LATEST else f"no version or alias {selector!r}"
-            raise ArtifactNotFoundError(f"artifact {name!r} has {what}")
+            where = f" for partition {partition!r}" if partition is not None and selector == LATEST else ""
+            raise ArtifactNotFoundError(f"artifact {name!r} has {what}{where}")
         return row
 
     def _hydrate(self, conn: Connection, rows: Sequence[Any], names: dict[int, str]) -> list[VersionRecord]:
@@ -477,7 +499,7 @@ class Catalog:
                 size_bytes=row.size_bytes, created_at=row.created_at,
                 producer=run_map.get(row.producer_run_id),
                 inputs=input_map.get(row.id, []), aliases=alias_map.get(row.id, []),
-                entries=entry_map.get(row.id, []),
+                entries=entry_map.get(row.id, []), partition=row.partition_key,
             )
             for row in rows
         ]
@@ -514,8 +536,11 @@ class Catalog:
         idempotency_key: str | None,
         write_manifest: Callable[[int, float, list[str]], str],
         deliveries_: Sequence[DeliverySpec] = (),
+        partition: str | None = None,
     ) -> tuple[VersionRecord, bool]:
-        """Allocate the next version and insert it, or return the existing one.
+        """Allocate the next version and insert it, or return the existing one (the same
+        idempotency key, or identical content to the newest version of the name, or of the
+        ``partition`` when one is given).
 
         ``write_manifest(version, created_at, input_refs)`` is called under the lock, after
         the blobs exist and before the row is inserted, and returns the manifest's digest.
@@ -529,8 +554,10 @@ class Catalog:
                     versions.c.artifact_id == artifact_id,
                     versions.c.idempotency_key == idempotency_key)).first()
             if existing is None:
-                latest = conn.execute(select(versions).where(versions.c.artifact_id == artifact_id)
-                                      .order_by(versions.c.version.desc()).limit(1)).first()
+                newest = select(versions).where(versions.c.artifact_id == artifact_id)
+                if partition is not None:
+                    newest = newest.where(versions.c.partition_key == partition)
+                latest = conn.execute(newest.order_by(versions.c.version.desc()).limit(1)).first()
                 if latest is not None and latest.digest == digest and latest.type == type_:
                     existing = latest
             input_ids = self._resolve_ids(conn, input_refs)
@@ -552,7 +579,7 @@ class Catalog:
                 artifact_id=artifact_id, version=number, type=type_, digest=digest,
                 manifest_digest=manifest_digest, description=description, metadata=metadata_,
                 size_bytes=size_bytes, created_at=created_at, producer_run_id=run_id,
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key, partition_key=partition,
             )))
             if entry_rows:
                 conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
@@ -669,10 +696,10 @@ class Catalog:
             self._record_run_inputs(conn, self._ensure_run(conn, run), self._resolve_ids(conn, refs))
 
     # -- reads ------------------------------------------------------------------------------
-    def get(self, name: str, selector: str) -> VersionRecord:
+    def get(self, name: str, selector: str, partition: str | None = None) -> VersionRecord:
         with self._read() as conn:
             artifact_id = self._artifact_id(conn, name)
-            row = self._version_row(conn, artifact_id, name, selector)
+            row = self._version_row(conn, artifact_id, name, selector, partition)
             return self._hydrate(conn, [row], {artifact_id: name})[0]
 
     def get_by_ids(self, version_ids: Sequence[int]) -> list[VersionRecord]:
@@ -682,11 +709,13 @@ class Catalog:
             by_id = {r.id: r for r in self._hydrate(conn, rows, names)}
             return [by_id[i] for i in version_ids if i in by_id]
 
-    def versions(self, name: str) -> list[VersionRecord]:
+    def versions(self, name: str, partition: str | None = None) -> list[VersionRecord]:
         with self._read() as conn:
             artifact_id = self._artifact_id(conn, name)
-            rows = conn.execute(select(versions).where(versions.c.artifact_id == artifact_id)
-                                .order_by(versions.c.version)).all()
+            query = select(versions).where(versions.c.artifact_id == artifact_id)
+            if partition is not None:
+                query = query.where(versions.c.partition_key == partition)
+            rows = conn.execute(query.order_by(versions.c.version)).all()
             return self._hydrate(conn, rows, {artifact_id: name})
 
     def latest(self, name: str | None = None, type_: str | None = None) -> list[VersionRecord]:
@@ -823,6 +852,7 @@ class Catalog:
                 description=manifest.get("description"), metadata=manifest.get("metadata") or {},
                 size_bytes=int(manifest.get("size_bytes") or 0), created_at=float(manifest["created_at"]),
                 producer_run_id=run_id, idempotency_key=manifest.get("idempotency_key"),
+                partition_key=manifest.get("partition"),
             )))
             if entry_rows:
                 conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])

@@ -59,6 +59,7 @@ class Experiment:
         *,
         strict: bool = False,
         settings: TraceletSettings | None = None,
+        run: RunInfo | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError("an experiment needs a non-empty name")
@@ -86,7 +87,9 @@ class Experiment:
         self.strict = strict
         self._store_spec = store
         self._store: ArtifactStore | None = store if isinstance(store, ArtifactStore) else None
-        self.run = RunInfo(orchestrator="tracelet", run_id=uuid.uuid4().hex, name=name)
+        #: The run everything this experiment logs is produced by (an orchestrator's step run
+        #: when an adapter passes one).
+        self.run = run or RunInfo(orchestrator="tracelet", run_id=uuid.uuid4().hex, name=name)
         self._consumed: list[str] = []
         self._lock = threading.RLock()
         self._started = False
@@ -172,20 +175,23 @@ class Experiment:
                 f"artifacts are disabled for experiment {self.name!r} "
                 "(artifacts=False or TRACELET_ENABLE_ARTIFACTS=false)")
 
-    def log_artifact(self, artifact: TraceletArtifact,
-                     aliases: Iterable[str] | None = None) -> dict[str, ArtifactResult]:
+    def log_artifact(self, artifact: TraceletArtifact, aliases: Iterable[str] | None = None, *,
+                     inputs: Iterable[str | LoggedArtifact] = (), idempotency_key: str | None = None,
+                     partition: str | None = None) -> dict[str, ArtifactResult]:
         """Commit locally, then deliver to every backend the artifact routes to.
 
-        The deliveries are recorded in the store's outbox with the commit; a backend that
-        fails (or times out) gets ``ok=False`` here and is retried by ``tracelet sync``."""
+        Inputs are what this experiment read with ``get_artifact`` plus ``inputs``;
+        ``idempotency_key`` and ``partition`` are passed to ``ArtifactStore.log``. The
+        deliveries are recorded in the store's outbox with the commit; a backend that fails
+        (or times out) gets ``ok=False`` here and is retried by ``tracelet sync``."""
         self._require_artifacts()
         with self._lock:
-            inputs = list(self._consumed)
+            consumed: list[str | LoggedArtifact] = [*self._consumed, *inputs]
         routed = route(artifact.type, artifact.metadata, list(self.backends))
         specs = [DeliverySpec(backend=name, config=self.backends[name].config(), run_id=self.run.run_id,
                               run_name=self.name) for name in routed]
-        logged = self.store.log(artifact, producer=self.run, inputs=inputs, aliases=aliases or (),
-                                deliveries=specs)
+        logged = self.store.log(artifact, producer=self.run, inputs=consumed, aliases=aliases or (),
+                                deliveries=specs, idempotency_key=idempotency_key, partition=partition)
         results = {"local": ArtifactResult(backend="local", ok=True, version=logged.version,
                                            uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
         earlier = {d.backend: d for d in self.store.deliveries(logged.ref)} if routed else {}

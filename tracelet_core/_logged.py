@@ -148,6 +148,11 @@ class LoggedArtifact:
         return list(self._record.inputs)
 
     @property
+    def partition(self) -> str | None:
+        """The orchestrator partition this version belongs to, if any."""
+        return self._record.partition
+
+    @property
     def store(self) -> ArtifactStore:
         return self._store
 
@@ -170,6 +175,7 @@ class LoggedArtifact:
             "references": [r.to_dict() for r in self._references],
             "producer": self.producer.to_dict() if self.producer else None,
             "inputs": self.inputs,
+            "partition": self.partition,
         }
 
     # -- reading ----------------------------------------------------------------------------

@@ -42,9 +42,11 @@ class RunInfo:
 
     @property
     def key(self) -> str:
-        """Stable identity of the run step: ``orchestrator/run_id[/step]``."""
+        """Stable identity of the run step: ``orchestrator/run_id[/step][[partition]]`` (one
+        step of a backfill run handles several partitions, each its own run record)."""
         base = f"{self.orchestrator}/{self.run_id}"
-        return f"{base}/{self.step}" if self.step else base
+        base = f"{base}/{self.step}" if self.step else base
+        return f"{base}[{self.partition}]" if self.partition is not None else base
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -222,9 +222,13 @@ class ArtifactStore:
         aliases: Iterable[str] = (),
         idempotency_key: str | None = None,
         deliveries: Sequence[DeliverySpec] = (),
+        partition: str | None = None,
     ) -> LoggedArtifact:
         """Commit ``artifact`` as the next version of its name (or return the identical latest).
 
+        ``idempotency_key`` makes a retry of the same step return the version it logged.
+        ``partition`` (an orchestrator partition key, kept verbatim) is recorded with the
+        version, and identical content is then compared with that partition's newest version.
         ``deliveries`` are the backends it is routed to: recorded as pending in the same
         transaction, so ``sync`` can deliver them even if this process dies right after."""
         if not isinstance(artifact, TraceletArtifact):
@@ -238,12 +242,13 @@ class ArtifactStore:
         return self._commit(name=artifact.name, type_=artifact.type.value,
                             description=artifact.description, metadata=metadata, entry_dicts=rows,
                             producer=producer, input_refs=input_refs, aliases=alias_list,
-                            idempotency_key=idempotency_key, deliveries=deliveries)
+                            idempotency_key=idempotency_key, deliveries=deliveries, partition=partition)
 
     def _commit(self, *, name: str, type_: str, description: str | None, metadata: dict[str, Any],
                 entry_dicts: list[dict[str, Any]], producer: RunInfo | None,
                 input_refs: Sequence[tuple[str, str]], aliases: Sequence[str],
-                idempotency_key: str | None, deliveries: Sequence[DeliverySpec] = ()) -> LoggedArtifact:
+                idempotency_key: str | None, deliveries: Sequence[DeliverySpec] = (),
+                partition: str | None = None) -> LoggedArtifact:
         digest = hash_json([_digest_material(e) for e in entry_dicts])
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
@@ -253,7 +258,7 @@ class ArtifactStore:
                 "digest": digest, "description": description, "metadata": metadata,
                 "size_bytes": size_bytes, "created_at": created_at, "entries": entry_dicts,
                 "producer": producer.to_dict() if producer else None, "inputs": input_labels,
-                "idempotency_key": idempotency_key,
+                "idempotency_key": idempotency_key, "partition": partition,
             })
 
         record, _created = self.catalog.commit_version(
@@ -261,6 +266,7 @@ class ArtifactStore:
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
             idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
+            partition=partition,
         )
         if aliases:
             self._sync_alias_journal(name)
@@ -284,10 +290,11 @@ class ArtifactStore:
             self.blobs.fs.pipe_file(path, data)
 
     # -- reading ----------------------------------------------------------------------------
-    def get(self, ref: str, version: str | None = None) -> LoggedArtifact:
-        """``get("name:v3")``, ``get("name:production")`` or ``get("name", version="v3")``."""
+    def get(self, ref: str, version: str | None = None, *, partition: str | None = None) -> LoggedArtifact:
+        """``get("name:v3")``, ``get("name:production")`` or ``get("name", version="v3")``;
+        with ``partition``, ``latest`` means the newest version of that partition."""
         name, selector = parse_ref(ref, version)
-        return LoggedArtifact(self.catalog.get(name, selector), self)
+        return LoggedArtifact(self.catalog.get(name, selector, partition), self)
 
     def list(self, name: str | None = None, type: Any = None) -> builtins.list[LoggedArtifact]:
         """The latest version of every name (or of ``name`` and the names under it)."""
@@ -296,9 +303,9 @@ class ArtifactStore:
         type_value = coerce_type(type).value if type is not None else None
         return [LoggedArtifact(r, self) for r in self.catalog.latest(name, type_value)]
 
-    def versions(self, name: str) -> builtins.list[LoggedArtifact]:
-        """Every version of ``name``, oldest first."""
-        return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name))]
+    def versions(self, name: str, *, partition: str | None = None) -> builtins.list[LoggedArtifact]:
+        """Every version of ``name`` (of one ``partition``), oldest first."""
+        return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name), partition)]
 
     def set_alias(self, ref: str, alias: str) -> LoggedArtifact:
         """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
@@ -319,6 +326,11 @@ class ArtifactStore:
         refs = self._input_refs(inputs)
         if refs:
             self.catalog.record_consumption(run, refs)
+
+    def consumed(self, run: RunInfo) -> builtins.list[LoggedArtifact]:
+        """The versions ``run`` recorded reading (``record_consumption`` or logged inputs)."""
+        ids = self.catalog.consumed_by_run(run)
+        return [LoggedArtifact(r, self) for r in self.catalog.get_by_ids(ids)] if ids else []
 
     # -- lineage ----------------------------------------------------------------------------
     def lineage(self, ref: str | LoggedArtifact, direction: str = "upstream",
