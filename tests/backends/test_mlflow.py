@@ -1,0 +1,359 @@
+"""The MLflow backend: the shared suite on a SQLite tracking store; what an MLflow user sees
+(registry versions and aliases, run tags, ``download_artifacts`` bytes); routing by name; and
+one real ``mlflow server`` on 127.0.0.1 for the unreachable-tracker fault test."""
+
+from __future__ import annotations
+
+import os
+
+# MLflow decides at import whether to send telemetry (to an outside host); tests never do.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
+from backend_support import FolderBackend  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository  # noqa: E402
+from suite import BackendSuite, TrackerView  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from tracelet_core import (  # noqa: E402
+    ArtifactResult,
+    ArtifactStore,
+    Backend,
+    BackendError,
+    Experiment,
+    LoggedArtifact,
+    TraceletArtifact,
+)
+from tracelet_core.backends.mlflow import MlflowBackend, run_tag_key  # noqa: E402
+from tracelet_core.cli import app  # noqa: E402
+
+pytestmark = [
+    # MLflow's SQLAlchemy store still configures a ``noload`` relationship (SQLAlchemy 2.1).
+    pytest.mark.filterwarnings(r"ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"),
+]
+
+
+@pytest.fixture(autouse=True)
+def mlflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer MLflow settings; MLflow's relative defaults (``mlruns``) land in tmp_path."""
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite tracking store (MLflow's migrations take 1-2 s), copied into
+    each test that needs one."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, empty_tracking_db: Path) -> str:
+    shutil.copy(empty_tracking_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> str:
+    return (tmp_path / "mlartifacts").as_uri()
+
+
+def runs_holding(client: MlflowClient, artifact: LoggedArtifact) -> list[Run]:
+    """Active runs, in any experiment, whose tags record ``artifact``'s ref."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    key = run_tag_key(artifact.name, artifact.version, "ref")
+    return list(client.search_runs(experiments, f"tags.`{key}` = '{artifact.ref}'"))
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class TestMlflowBackend(BackendSuite):
+    """The shared suite against a SQLite tracking store and a local artifact root."""
+
+    @pytest.fixture
+    def make_backend(self, tracking_uri: str, artifact_root: str, tmp_path: Path) -> Callable[[], MlflowBackend]:
+        self.scratch = tmp_path / "read-back"
+        return lambda: MlflowBackend(tracking_uri=tracking_uri, artifact_location=artifact_root)
+
+    def read_back(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> TrackerView:
+        assert isinstance(backend, MlflowBackend)
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        runs = runs_holding(client, artifact)
+        assert runs, f"no MLflow run carries {artifact.ref}"
+        run = runs[0]
+        dest = self.scratch / f"{artifact.name}-{artifact.version}-{len(list(self.scratch.glob('*')))}"
+        dest.mkdir(parents=True)
+        local = Path(mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=f"{artifact.name}/{artifact.version}", dst_path=str(dest),
+            tracking_uri=backend.tracking_uri))
+        prefix = run_tag_key(artifact.name, artifact.version, "")
+        tags = {f"tracelet.{k.removeprefix(prefix)}": v for k, v in run.data.tags.items() if k.startswith(prefix)}
+        return TrackerView(files=tree(local / "files") if (local / "files").is_dir() else {}, tags=tags,
+                           references=json.loads(tags["tracelet.references"]), copies=len(runs))
+
+    def break_tracker(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def refuse(repo: Any, local_dir: str, artifact_path: str | None = None) -> None:
+            raise ConnectionError("injected fault: the artifact store refused the upload")
+
+        monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", refuse)
+
+    # -- MLflow specifics -----------------------------------------------------------------
+    def test_a_model_is_registered_with_tags_and_mirrored_aliases(
+            self, make_backend: Callable[[], MlflowBackend], version: LoggedArtifact, store: ArtifactStore,
+            tmp_path: Path) -> None:
+        backend = make_backend()
+        store.set_alias(version.ref, "prod.eu")
+        first = backend.log(store.get(version.ref))
+        assert (first.ok, first.version, first.uri) == (True, "1", "models:/suite.model/1")
+
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        registered = client.get_registered_model("suite.model")
+        assert registered.tags["tracelet.name"] == "suite/model"
+        model_version = client.get_model_version_by_alias("suite.model", "candidate")
+        assert str(model_version.version) == "1"
+        assert str(client.get_model_version_by_alias("suite.model", "prod_eu").version) == "1"  # '.' -> '_'
+        assert model_version.tags["tracelet.ref"] == "suite/model:v1"
+        assert model_version.tags["tracelet.digest"] == version.digest
+        assert model_version.tags["tracelet.inputs"] == "suite/raw:v1"
+        assert model_version.description == "suite model"
+        assert model_version.source.endswith("/suite/model/v1/files")
+        # the registry's copy is the run's files
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/suite.model/1",
+                                                         dst_path=str(tmp_path / "registry"),
+                                                         tracking_uri=backend.tracking_uri))
+        assert tree(local)["weights/model.bin"] == version.path("weights/model.bin").read_bytes()
+
+        # the next version takes the alias; relogging v1 makes no second registry version
+        v2 = store.log(version.new_draft().add_object({"loss": 0.2}, "loss"), aliases=["candidate"])
+        assert backend.log(v2).version == "2"
+        assert backend.log(store.get(version.ref)).version == "1"
+        assert str(client.get_model_version_by_alias("suite.model", "candidate").version) == "2"
+        assert sorted(str(m.version) for m in client.search_model_versions("name = 'suite.model'")) == ["1", "2"]
+
+    def test_the_run_carries_tags_and_download_artifacts_returns_the_bytes(
+            self, make_backend: Callable[[], MlflowBackend], version: LoggedArtifact, tmp_path: Path) -> None:
+        backend = make_backend()
+        backend.start("suite-experiment", "run-42")
+        try:
+            result = backend.log(version)
+        finally:
+            backend.stop()
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        [run] = runs_holding(client, version)
+        assert client.get_experiment(run.info.experiment_id).name == "suite-experiment"
+        assert run.info.run_name == "suite-experiment" and run.info.status == "FINISHED"
+        assert run.data.tags["tracelet.run_id"] == "run-42"
+        tags = run.data.tags
+        key = "tracelet/suite/model/v1/"
+        assert (tags[key + "ref"], tags[key + "digest"]) == ("suite/model:v1", version.digest)
+        assert (tags[key + "type"], tags[key + "aliases"], tags[key + "path"]) == ("model", "candidate",
+                                                                                   "suite/model/v1")
+        assert tags[key + "registered_model"] == f"suite.model/{result.version}"
+        assert json.loads(tags[key + "references"]) == {"raw-data": "s3://bucket/raw/data.tar"}
+
+        everything = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "dl"),
+                                                              tracking_uri=backend.tracking_uri))
+        files = tree(everything)
+        for entry in [*version.files, *version.objects]:
+            assert files[f"suite/model/v1/files/{entry.path}"] == version.path(entry.path).read_bytes()
+        manifest = json.loads(files["suite/model/v1/tracelet-manifest.json"])
+        assert (manifest["ref"], manifest["digest"], manifest["inputs"]) == ("suite/model:v1", version.digest,
+                                                                             ["suite/raw:v1"])
+
+    def test_a_model_routes_to_mlflow_named_by_string_with_the_tracking_uri_from_env(
+            self, store: ArtifactStore, make_file: Any, tmp_path: Path, empty_tracking_db: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        shutil.copy(empty_tracking_db, tmp_path / "env.db")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
+        folder = FolderBackend(str(tmp_path / "folder"))
+        with Experiment("routing", backend=["mlflow", folder], store=store) as exp:
+            model = exp.log_artifact(exp.create_artifact("clf", "model").add_file(make_file("m.pt", b"pt"), "m.pt"))
+            config = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"lr": 0.1}, "cfg"))
+            run_id = exp.run.run_id
+        assert sorted(model) == ["local", "mlflow"]  # model -> mlflow only
+        assert sorted(config) == ["folder", "local", "mlflow"]  # config -> every backend
+        assert model["mlflow"].ok and config["mlflow"].ok, (model["mlflow"].error, config["mlflow"].error)
+        assert store.deliveries("clf:v1")[0].config["tracking_uri"] == f"sqlite:///{tmp_path / 'env.db'}"
+
+        client = MlflowClient()  # the env's tracking URI
+        [run] = client.search_runs([client.get_experiment_by_name("routing").experiment_id])
+        assert run.data.tags["tracelet.run_id"] == run_id and run.info.status == "FINISHED"
+        assert {run.data.tags["tracelet/clf/v1/ref"], run.data.tags["tracelet/cfg/v1/ref"]} == {"clf:v1", "cfg:v1"}
+        assert client.get_model_version("clf", "1").tags["tracelet.ref"] == "clf:v1"
+        assert exp.get_artifact("clf", backend="mlflow").ref == "clf:v1"  # read back through MLflow, verified
+
+    def test_name_collisions_in_the_registry_and_missing_copies_are_backend_errors(
+            self, make_backend: Callable[[], MlflowBackend], store: ArtifactStore, make_file: Any) -> None:
+        backend = make_backend()
+        backend.log(store.log(TraceletArtifact("team/clf", "model").add_object({"w": 1}, "w")))
+        dotted = store.log(TraceletArtifact("team.clf", "model").add_object({"w": 2}, "w"))
+        with pytest.raises(BackendError, match="belongs to tracelet name 'team/clf'"):
+            backend.log(dotted)
+        with pytest.raises(BackendError, match="holds no copy of team.clf:v1"):
+            backend.fetch("team.clf", "v1", Path("fetched"))
+
+    def test_sdk_errors_become_backend_errors_with_the_cause_chained(
+            self, make_backend: Callable[[], MlflowBackend], version: LoggedArtifact,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        backend = make_backend()
+        self.break_tracker(monkeypatch)
+        with pytest.raises(BackendError, match="uploading suite/model:v1") as caught:
+            backend.log(version)
+        assert isinstance(caught.value.__cause__, ConnectionError)
+
+    def test_a_delivery_cut_short_after_registering_is_completed_without_duplicates(
+            self, make_backend: Callable[[], MlflowBackend], version: LoggedArtifact,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        def reset(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("injected fault: connection reset")
+
+        backend = make_backend()
+        with monkeypatch.context() as faults:  # the run tags (written last) never arrive
+            faults.setattr(MlflowClient, "log_batch", reset)
+            with pytest.raises(BackendError, match="tagging run"):
+                backend.log(version)
+        result = backend.log(version)
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        assert len(runs_holding(client, version)) == 1
+        assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1
+        assert [str(m.version) for m in client.search_model_versions("name = 'suite.model'")] == [result.version]
+
+    def test_a_writer_killed_mid_upload_is_delivered_once_by_tracelet_sync(
+            self, tracking_uri: str, artifact_root: str, store_dir: Path, tmp_path: Path) -> None:
+        child = textwrap.dedent(f"""
+            import os, signal
+            os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+            from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+            from tracelet_core import ArtifactStore, Experiment
+            from tracelet_core.backends.mlflow import MlflowBackend
+
+            upload = LocalArtifactRepository.log_artifacts
+            def upload_then_die(self, *args, **kwargs):  # fault injection: killed after the upload
+                upload(self, *args, **kwargs)
+                os.kill(os.getpid(), signal.SIGKILL)
+            LocalArtifactRepository.log_artifacts = upload_then_die
+
+            store = ArtifactStore.open({str(store_dir)!r})
+            backend = MlflowBackend(tracking_uri={tracking_uri!r}, artifact_location={artifact_root!r})
+            exp = Experiment("doomed", backend=[backend], store=store)
+            exp.log_artifact(exp.create_artifact("clf", "model").add_object({{"w": 1}}, "w"))
+        """)
+        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", child], capture_output=True, text=True,
+                              check=False, cwd=tmp_path, timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        client = MlflowClient(tracking_uri=tracking_uri)
+        [half] = client.search_runs([client.get_experiment_by_name("doomed").experiment_id])
+        assert not [k for k in half.data.tags if k.startswith("tracelet/")]  # files there, tags not
+
+        synced = CliRunner().invoke(app, ["--store", str(store_dir), "sync", "--json"])
+        assert synced.exit_code == 0, synced.output
+        assert json.loads(synced.stdout)["delivered"] == 1
+        [run] = client.search_runs([client.get_experiment_by_name("doomed").experiment_id])
+        assert run.info.run_id == half.info.run_id and run.data.tags["tracelet/clf/v1/ref"] == "clf:v1"
+        assert [str(m.version) for m in client.search_model_versions("name = 'clf'")] == ["1"]
+        assert "retried 0 deliveries" in CliRunner().invoke(app, ["--store", str(store_dir), "sync"]).stdout
+
+
+# -- a real tracking server ------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[Callable[[int], str]]:
+    """``start(port)`` runs ``mlflow server`` (SQLite store, proxied artifacts) on 127.0.0.1 and
+    returns its URL once ``/health`` answers; the server is killed at the end."""
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def start(port: int) -> str:
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes
+        log = (tmp_path / "server.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+        started.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90  # it answers after about 12-15 s
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                with no_proxy.open(f"{url}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return url
+            except OSError:
+                time.sleep(0.25)  # the next poll; connection refused comes back at once
+        raise AssertionError(f"mlflow server did not answer {url}/health within 90 s")
+
+    yield start
+    for proc, log in started:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_an_unreachable_tracker_fails_fast_then_sync_delivers_once_to_a_real_server(
+        mlflow_server: Callable[[int], str], store: ArtifactStore, make_file: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    port = free_port()  # nothing listens here yet
+    url = f"http://127.0.0.1:{port}"
+    exp = Experiment("served", backend=[MlflowBackend(tracking_uri=url)], store=store)
+    model = exp.create_artifact("served/clf", "model").add_file(make_file("w.bin", b"\x00weights" * 64), "w.bin")
+
+    began = time.monotonic()
+    results = exp.log_artifact(model, aliases=["staging"])
+    assert time.monotonic() - began < 10
+    assert results["local"].ok and not results["mlflow"].ok
+    assert "BackendError" in (results["mlflow"].error or "") and str(port) in (results["mlflow"].error or "")
+    assert store.deliveries("served/clf:v1")[0].status == "failed"
+
+    assert mlflow_server(port) == url
+    retried = store.sync()
+    assert [(r.backend, r.ok, r.version, r.uri) for r in retried] == [("mlflow", True, "1", "models:/served.clf/1")]
+    assert store.sync() == []
+
+    client = MlflowClient(tracking_uri=url)
+    logged = store.get("served/clf:v1")
+    [run] = runs_holding(client, logged)
+    assert run.data.tags["tracelet.run_id"] == exp.run.run_id
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied through the server
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="served/clf/v1/files",
+                                                     dst_path=str(tmp_path / "dl"), tracking_uri=url))
+    assert tree(local) == {"w.bin": b"\x00weights" * 64}
+    assert client.get_model_version_by_alias("served.clf", "staging").tags["tracelet.digest"] == logged.digest
+    assert [str(m.version) for m in client.search_model_versions("name = 'served.clf'")] == ["1"]

@@ -1,0 +1,298 @@
+"""The Weights & Biases backend: each version as a ``wandb.Artifact`` logged by a W&B run.
+
+Where a version goes:
+
+* A W&B run of the tracelet experiment: ``name`` = the experiment's name, ``group`` = the
+  tracelet run id, ``config["tracelet.run_id"]``, in ``project`` (else W&B's
+  ``WANDB_PROJECT``, else ``tracelet``; fixed when the backend is made, so a retry from the
+  outbox goes to the same project as the first try). The run is opened on the first delivery
+  after ``start`` (an experiment that routes nothing to W&B leaves no empty run) and
+  finished by ``stop``; a delivery without ``start`` opens and finishes a run of its own.
+  Every run is a handle of this backend (``reinit="create_new"``), never ``wandb.run``, so
+  several experiments and threads can log at once.
+* One artifact version: name = the tracelet name with ``/`` written ``--`` (see
+  :func:`wandb_artifact_name`; reversible), type = the tracelet type, description, aliases =
+  the tracelet aliases plus ``tracelet-<version>`` (W&B reserves ``vN``), metadata = the
+  version's metadata plus the ``tracelet.*`` tags (ref, digest, inputs, producer, ...).
+  Files are added at their artifact paths with the version's description as
+  ``tracelet-manifest.json``; files over the size threshold (or ``force_reference``) are
+  added as references to the store's blobs and the version's own references as references
+  (``checksum=False``: W&B records the URI and never opens it, so no cloud client is made).
+  Lineage is the ``tracelet.inputs`` metadata; ``use_artifact`` cannot resolve an input
+  offline, so it is not called.
+
+Idempotent per ref: a second delivery of the same version by the same backend returns the
+first result; across processes (``tracelet sync``) a marker under
+``<dir>/wandb/tracelet-deliveries/`` written after the run finished says the version is in a
+run file already, so a retry logs nothing. Markers are written only after ``finish``: W&B
+offline keeps records in memory until the run finishes, so a process killed before that
+left nothing on disk and the retry must log again. Online, W&B also keeps one version per
+content digest, so a retry that re-logs identical content makes no new version.
+
+Read back: online through ``wandb.Api().artifact(...)``; offline W&B cannot read anything
+back (``use_artifact`` and ``wandb.Api`` need the server), so ``fetch`` raises
+``BackendError`` saying so. Offline copies live in the run's ``.wandb`` file (the result's
+``uri``) and in ``WANDB_DATA_DIR/artifacts/staging`` until ``wandb sync``.
+
+SDK errors (``wandb.Error``, ``ValueError`` from W&B's validators, ``OSError``) become
+``BackendError`` with the cause chained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import wandb
+from wandb.errors import Error as WandbError
+from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
+from wandb.sdk.lib.paths import LogicalPath
+
+from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, plan_upload, tracelet_tags
+from .._errors import BackendError
+
+if TYPE_CHECKING:
+    from .._logged import LoggedArtifact
+
+__all__ = ["WandbBackend", "tracelet_name", "wandb_alias", "wandb_artifact_name"]
+
+MAX_NAME_LENGTH = 128  # W&B's limit on an artifact name
+MARKER_FOLDER = "tracelet-deliveries"
+DEFAULT_PROJECT = "tracelet"
+OFFLINE_MODES = {"offline", "dryrun"}
+
+
+def wandb_artifact_name(name: str) -> str:
+    """The W&B artifact name of a tracelet name (W&B forbids ``/``).
+
+    ``/`` becomes ``--``; a literal ``-`` followed by ``-``, ``_`` or ``/`` becomes ``-_`` so
+    the mapping stays reversible (:func:`tracelet_name`); other names are unchanged
+    (``my-model/train`` -> ``my-model--train``). A result over W&B's 128 characters is cut and
+    ends with 12 hex digits of the name's SHA-256 (then not reversible; the metadata's
+    ``tracelet.name`` still holds the name).
+    """
+    out: list[str] = []
+    for i, char in enumerate(name):
+        following = name[i + 1] if i + 1 < len(name) else ""
+        if char == "/":
+            out.append("--")
+        elif char == "-" and following in ("-", "_", "/"):
+            out.append("-_")
+        else:
+            out.append(char)
+    mapped = "".join(out)
+    if len(mapped) > MAX_NAME_LENGTH:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        mapped = f"{mapped[:MAX_NAME_LENGTH - 14]}--{digest}"
+    return mapped
+
+
+def tracelet_name(artifact_name: str) -> str:
+    """The tracelet name a (not shortened) W&B artifact name came from."""
+    out: list[str] = []
+    i = 0
+    while i < len(artifact_name):
+        char = artifact_name[i]
+        following = artifact_name[i + 1] if i + 1 < len(artifact_name) else ""
+        if char == "-" and following == "-":
+            out.append("/")
+            i += 2
+        elif char == "-" and following == "_":
+            out.append("-")
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def wandb_alias(version: str) -> str:
+    """The W&B alias that names a tracelet version (W&B assigns ``vN`` itself)."""
+    return f"tracelet-{version}"
+
+
+@contextmanager
+def _sdk_errors(action: str) -> Iterator[None]:
+    """Translate the SDK's errors raised while doing ``action`` into ``BackendError``."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except (WandbError, ValueError, OSError) as exc:
+        raise BackendError(f"wandb: {action} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class WandbBackend(Backend):
+    """Delivers versions to W&B as artifacts (online, or offline into run files).
+
+    ``mode`` defaults to W&B's own (``WANDB_MODE``) where the backend is used; ``project``
+    (``WANDB_PROJECT``, else ``tracelet``) and ``dir`` (where W&B writes runs and this
+    backend its delivery markers; ``WANDB_DIR``, else the working folder) are resolved when
+    the backend is made, so ``tracelet sync`` in another process and folder uses the same.
+    The API key comes from W&B's environment, never the config.
+    """
+
+    name = "wandb"
+
+    def __init__(self, project: str | None = None, entity: str | None = None, mode: str | None = None,
+                 dir: str | None = None) -> None:  # noqa: A002 - W&B's own name for it
+        self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.entity = entity
+        self.mode = mode
+        self.dir = str(Path(dir or os.environ.get("WANDB_DIR") or os.getcwd()).resolve())
+        self._lock = threading.RLock()
+        self._context: tuple[str, str] | None = None  # (experiment name, tracelet run id) since start()
+        self._run: Any = None  # the open wandb Run
+        self._delivered: dict[tuple[str, str], ArtifactResult] = {}  # (ref, digest) -> result
+        self._unmarked: list[tuple[Path, ArtifactResult]] = []  # markers to write once the run finished
+
+    def config(self) -> dict[str, Any]:
+        return {"project": self.project, "entity": self.entity, "mode": self.mode, "dir": self.dir}
+
+    # -- where -----------------------------------------------------------------------------
+    @property
+    def effective_mode(self) -> str:
+        """``online``, ``offline`` or ``disabled``, as W&B will run."""
+        mode = (self.mode or os.environ.get("WANDB_MODE") or "online").lower()
+        return "offline" if mode in OFFLINE_MODES else mode
+
+    def _marker(self, artifact: LoggedArtifact) -> Path:
+        key = "\n".join([self.effective_mode, self.entity or os.environ.get("WANDB_ENTITY") or "",
+                         self.project, artifact.ref, artifact.digest])
+        return Path(self.dir) / "wandb" / MARKER_FOLDER / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    # -- runs -------------------------------------------------------------------------------
+    def start(self, experiment_name: str, run_id: str) -> None:
+        with self._lock:
+            if self._context != (experiment_name, run_id):
+                self._finish()
+            self._context = (experiment_name, run_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            try:
+                self._finish()
+            finally:
+                self._context = None
+
+    def _open(self, experiment_name: str, run_id: str | None) -> Any:
+        if self._run is not None:
+            return self._run
+        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(console="off", disable_git=True, disable_code=True, save_code=False)
+        with _sdk_errors("opening a run"):
+            self._run = wandb.init(
+                project=self.project, entity=self.entity, mode=self.mode,  # type: ignore[arg-type]
+                dir=self.dir, name=experiment_name, group=run_id, job_type="tracelet",
+                config={"tracelet.run_id": run_id or "", "tracelet.experiment": experiment_name},
+                reinit="create_new", settings=settings)
+        return self._run
+
+    def _finish(self) -> None:
+        """Finish the open run, then mark what it holds as delivered."""
+        run, self._run = self._run, None
+        if run is None:
+            return
+        unmarked, self._unmarked = self._unmarked, []
+        with _sdk_errors("finishing the run"):
+            run.finish()
+        for marker, result in unmarked:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            partial = marker.with_suffix(".partial")
+            partial.write_text(json.dumps(result.to_dict()))
+            partial.replace(marker)
+
+    # -- delivery ---------------------------------------------------------------------------
+    def log(self, artifact: LoggedArtifact) -> ArtifactResult:
+        key = (artifact.ref, artifact.digest)
+        with self._lock:
+            if key in self._delivered:
+                return self._delivered[key]
+            if self.effective_mode == "disabled":
+                raise BackendError("wandb: W&B is disabled (WANDB_MODE=disabled); nothing was delivered")
+            experiment, run_id = self._context or (artifact.producer.name if artifact.producer else None,
+                                                   artifact.producer.run_id if artifact.producer else None)
+            marker = self._marker(artifact)
+            if marker.is_file():  # delivered by an earlier process (tracelet sync retrying)
+                result = ArtifactResult(**json.loads(marker.read_text()))
+                self._delivered[key] = result
+                return result
+            one_shot = self._context is None
+            try:
+                run = self._open(experiment or "tracelet", run_id)
+                result = self._log_to(run, artifact)
+                self._delivered[key] = result
+                self._unmarked.append((marker, result))
+            finally:
+                if one_shot:
+                    self._finish()
+            return result
+
+    def _log_to(self, run: Any, artifact: LoggedArtifact) -> ArtifactResult:
+        sizes = {e.path: e.size for e in artifact.files} | {e.path: e.size for e in artifact.objects}
+        with tempfile.TemporaryDirectory(prefix="tracelet-wandb-") as tmp:
+            plan = plan_upload(artifact, Path(tmp))
+            with _sdk_errors(f"logging {artifact.ref}"):
+                staged = wandb.Artifact(
+                    wandb_artifact_name(artifact.name), type=artifact.type.value,
+                    description=artifact.description,
+                    metadata={**artifact.metadata, **tracelet_tags(artifact)})
+                for path in plan.uploads:  # copied into W&B's staging folder (policy "mutable")
+                    staged.add_file(str(plan.root / path), name=path)
+                if MANIFEST_NAME not in sizes:
+                    staged.add_file(str(plan.manifest), name=MANIFEST_NAME)
+                for path, uri in plan.references.items():
+                    _add_reference(staged, path, uri, sizes.get(path))
+                for ref in plan.external:
+                    _add_reference(staged, ref.name, ref.uri, ref.size)
+                aliases = [*artifact.aliases, wandb_alias(artifact.version)]
+                logged = run.log_artifact(staged, aliases=aliases)
+                if self.effective_mode == "offline":
+                    # W&B assigns no version offline: the content digest names the copy, and the
+                    # run file that holds it (until `wandb sync`) is where it is.
+                    sync_file = Path(run.settings.sync_file).as_uri()
+                    return ArtifactResult(backend=self.name, ok=True, version=staged.digest,
+                                          uri=f"{sync_file}#{staged.name}:{aliases[-1]}",
+                                          size_bytes=artifact.size_bytes)
+                logged.wait()
+                return ArtifactResult(backend=self.name, ok=True, version=logged.version,
+                                      uri=f"wandb-artifact://{logged.qualified_name}",
+                                      size_bytes=artifact.size_bytes)
+
+    # -- read back --------------------------------------------------------------------------
+    def fetch(self, name: str, version: str, dest: Path) -> BackendCopy:
+        if self.effective_mode != "online":
+            raise BackendError(
+                f"W&B {self.effective_mode} cannot read artifacts back: offline runs keep {name}:{version} "
+                f"in their run files under {self.dir}/wandb until `wandb sync` uploads them; "
+                "sync them, then fetch with WANDB_MODE=online")
+        versioned = f"{wandb_artifact_name(name)}:{wandb_alias(version)}"
+        path = "/".join(p for p in (self.entity, self.project, versioned) if p)
+        root = dest / "files"
+        referenced: dict[str, str] = {}
+        with _sdk_errors(f"reading {path}"):
+            found: Any = wandb.Api().artifact(path)
+            for entry in found.manifest.entries.values():
+                if entry.ref:
+                    referenced[str(entry.path)] = str(entry.ref)
+                elif entry.path != MANIFEST_NAME:
+                    entry.download(root=str(root))
+            metadata = found.metadata
+        return BackendCopy(backend=self.name, ref=str(metadata.get("tracelet.ref", "")),
+                           digest=str(metadata.get("tracelet.digest", "")), local_path=root,
+                           version=found.version, uri=f"wandb-artifact://{found.qualified_name}",
+                           referenced=referenced)
+
+
+def _add_reference(staged: Any, path: str, uri: str, size: int | None) -> None:
+    """Add ``uri`` as a reference at ``path`` the way ``add_reference(uri, checksum=False)``
+    records it (the URI is the digest), without making the cloud client W&B's handlers make
+    (boto3 / google-cloud-storage, which may look up credentials over the network)."""
+    staged.manifest.add_entry(ArtifactManifestEntry(path=LogicalPath(path), ref=uri, digest=uri, size=size))
