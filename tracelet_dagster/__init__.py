@@ -1,8 +1,45 @@
 """tracelet for Dagster: an IO manager, a resource, source assets and sensors.
 
-The adapter (``TraceletIOManager``, ``TraceletResource``, ``tracelet_source_asset``,
-``tracelet_sensor``) arrives with the Dagster issue; this package holds its place in the
-distribution.
+- ``TraceletIOManager``: ``@asset(io_manager_key="tracelet")`` outputs become versions (one per
+  output, per partition), inputs load the exact versions recorded as their lineage.
+- ``TraceletResource``: the core API (``log``, ``get``, ``experiment``) inside ops and assets,
+  with the Dagster run, step and partition filled in.
+- ``tracelet_source_asset(name)``: an artifact logged outside Dagster as an observable source
+  asset whose data version is its latest digest.
+- ``tracelet_sensor(name, alias=None, job=...)``: a run per new version (or alias move).
+
+Importing this package imports no Dagster: the names above load on first use, so
+``import tracelet_dagster`` stays as light as ``import tracelet_core``.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._io_manager import TraceletIOManager
+    from ._resource import TraceletResource
+    from ._sensors import tracelet_sensor, tracelet_source_asset
+
+__all__ = ["TraceletIOManager", "TraceletResource", "tracelet_sensor", "tracelet_source_asset"]
+
+_EXPORTS = {
+    "TraceletIOManager": "._io_manager",
+    "TraceletResource": "._resource",
+    "tracelet_sensor": "._sensors",
+    "tracelet_source_asset": "._sensors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
