@@ -1,7 +1,46 @@
 """tracelet for Prefect: tasks whose return values become versioned artifacts.
 
-The adapter (``tracelet_task``, ``log_artifact``, ``load_artifact``) arrives with the Prefect
-issue; this package holds its place in the distribution.
+- ``tracelet_task(...)``: a decorator that makes a real Prefect task; its return value is logged
+  as one version (producer: the flow run and task run), ``LoggedArtifact`` arguments are loaded
+  to their values and recorded as inputs, and the task returns the ``LoggedArtifact``.
+- ``log_artifact``: a plain Prefect task that logs a hand-built ``TraceletArtifact`` (or moves
+  aliases onto a logged version).
+- ``load_artifact``: a plain Prefect task that loads ``name:alias`` into a value; a tracelet
+  task that receives that value records the version as its input (lineage from the task graph).
+
+Every new version (and every alias set) shows up in the Prefect UI as a markdown artifact and
+emits the event ``tracelet.artifact.logged`` (resource ``tracelet.artifact.<name>``), plus an
+asset materialization event (``tracelet://<name>``) for Prefect's asset lineage.
+
+Importing this package imports no Prefect: the names above load on first use, so
+``import tracelet_prefect`` stays as light as ``import tracelet_core``.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._tasks import load_artifact, log_artifact, tracelet_task
+
+__all__ = ["load_artifact", "log_artifact", "tracelet_task"]
+
+_EXPORTS = {
+    "load_artifact": "._tasks",
+    "log_artifact": "._tasks",
+    "tracelet_task": "._tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,160 @@
+"""From a task's return value to a committed version, delivered to its backends.
+
+Everything storage-related is the core's: this module only decides what to log (the value as
+one object, a model through ``add_model``, or a ``TraceletArtifact`` as is), with which
+producer, inputs, aliases and idempotency key. With backends, the commit goes through core's
+``Experiment`` (whose run is the task run): routing, the durable delivery outbox and
+``tracelet sync`` retries are the core's too; a failing backend never fails the log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from tracelet_core import (
+    ArtifactResult,
+    ArtifactStore,
+    ArtifactType,
+    Backend,
+    ConfigurationError,
+    Experiment,
+    InvalidArtifactError,
+    LoggedArtifact,
+    TraceletArtifact,
+    TraceletSettings,
+    resolve_backend,
+)
+
+from ._runs import TaskRun
+from ._stores import portable
+
+#: How far upstream the Mermaid snippet in the Prefect UI reaches.
+MERMAID_DEPTH = 1
+#: Class paths whose instances are logged with ``add_model`` (checked along the MRO, so no
+#: framework is imported to recognise one).
+MODEL_BASES = frozenset({"torch.nn.modules.module.Module", "sklearn.base.BaseEstimator"})
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one tracelet task run did to the store."""
+
+    logged: LoggedArtifact
+    #: whether this task run produced the version (False: identical content existed already)
+    created: bool
+    aliases_set: tuple[str, ...] = ()
+    deliveries: dict[str, ArtifactResult] = field(default_factory=dict)
+    lineage_mermaid: str = ""
+
+    @property
+    def changed(self) -> bool:
+        """Worth a Prefect artifact and an event: a new version, or aliases moved onto one."""
+        return self.created or bool(self.aliases_set)
+
+
+def coerce_artifact_type(value: ArtifactType | str) -> ArtifactType:
+    try:
+        return ArtifactType(value)
+    except ValueError:
+        known = ", ".join(t.value for t in ArtifactType)
+        raise InvalidArtifactError(f"unknown artifact type {value!r}; known: {known}") from None
+
+
+def is_model(value: Any) -> bool:
+    return any(f"{k.__module__}.{k.__qualname__}" in MODEL_BASES for k in type(value).__mro__)
+
+
+def build_artifact(value: Any, name: str | None, artifact_type: ArtifactType, fallback_name: str,
+                   description: str | None = None) -> TraceletArtifact:
+    """The version a task's return value becomes."""
+    if isinstance(value, TraceletArtifact):
+        if name is not None and value.name != name:
+            raise InvalidArtifactError(
+                f"the task returned a TraceletArtifact named {value.name!r} but logs to {name!r}; "
+                "drop artifact_name= or build the artifact under that name")
+        return value
+    if isinstance(value, LoggedArtifact):
+        raise TypeError(f"a tracelet task returned the logged version {value.ref}; return the value "
+                        "itself (or a TraceletArtifact), or use a plain @task")
+    try:
+        artifact = TraceletArtifact(name or fallback_name, artifact_type, description)
+    except InvalidArtifactError as exc:
+        raise InvalidArtifactError(f"{exc} (pass artifact_name= to tracelet_task)") from exc
+    if is_model(value):
+        return artifact.add_model(value)
+    return artifact.add_object(value, "value", "auto")
+
+
+def fingerprint(artifact: TraceletArtifact) -> str:
+    """A hash of the entries' contents, so a retry of the same task run that returns the same
+    value finds its earlier version through the idempotency key, and one that returns another
+    value does not."""
+    digest = blake3.blake3()
+    digest.update(json.dumps([artifact.name, artifact.type.value]).encode())
+    for staged in sorted(artifact.staged_entries, key=lambda s: s.entry.path):
+        entry = staged.entry
+        digest.update(json.dumps([entry.path, getattr(entry, "serializer", None), entry.size]).encode())
+        if staged.source is None:
+            digest.update((entry.digest or "").encode())
+            continue
+        with open(staged.source, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    for reference in sorted(artifact.references, key=lambda r: r.name):
+        digest.update(json.dumps(reference.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def resolve_backends(names: Sequence[str] | None, settings: TraceletSettings) -> dict[str, Backend]:
+    """Backend instances by name: ``names``, or ``TRACELET_BACKENDS`` when ``None``."""
+    backends: dict[str, Backend] = {}
+    for spec in (list(settings.backends) if names is None else list(names)):
+        backend = resolve_backend(spec)
+        if backend.name in backends:
+            raise ConfigurationError(f"backend {backend.name!r} is configured twice")
+        backends[backend.name] = backend
+    return backends
+
+
+def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, inputs: Sequence[str],
+           aliases: Sequence[str], backends: dict[str, Backend]) -> Outcome:
+    """Log ``artifact`` for ``run`` and deliver it to the backends it routes to."""
+    producer = run.producer
+    key = None
+    if producer is not None and run.retries > 0:
+        key = f"prefect:{producer.step}:{fingerprint(artifact)}"
+    deliveries: dict[str, ArtifactResult] = {}
+    if backends:
+        with Experiment(run.task_name, backend=list(backends.values()), store=store, run=producer) as experiment:
+            deliveries = experiment.log_artifact(artifact, aliases=aliases, inputs=inputs, idempotency_key=key)
+        logged = store.get(artifact.name, deliveries["local"].version)
+    else:
+        logged = store.log(artifact, producer=producer, inputs=inputs, aliases=aliases, idempotency_key=key)
+        deliveries = {"local": ArtifactResult(backend="local", ok=True, version=logged.version,
+                                              uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
+    made_by = logged.producer
+    created = made_by is None if producer is None else made_by is not None and made_by.key == producer.key
+    outcome = Outcome(logged=portable(logged), created=created, aliases_set=tuple(aliases),
+                      deliveries=deliveries)
+    return _with_lineage(store, outcome)
+
+
+def set_aliases(store: ArtifactStore, logged: LoggedArtifact, aliases: Sequence[str]) -> Outcome:
+    """Move ``aliases`` onto an existing version."""
+    for alias in aliases:
+        logged = store.set_alias(logged.ref, alias)
+    return _with_lineage(store, Outcome(logged=portable(logged), created=False, aliases_set=tuple(aliases)))
+
+
+def _with_lineage(store: ArtifactStore, outcome: Outcome) -> Outcome:
+    if not outcome.changed:
+        return outcome
+    mermaid = store.lineage(outcome.logged, depth=MERMAID_DEPTH).to_mermaid()
+    return Outcome(logged=outcome.logged, created=outcome.created, aliases_set=outcome.aliases_set,
+                   deliveries=outcome.deliveries, lineage_mermaid=mermaid)

@@ -1,0 +1,90 @@
+"""The Prefect run a tracelet task is part of, as the core sees it, and lineage from the graph.
+
+``TaskRun`` is read once, in the process that runs the task, from ``TaskRunContext``:
+
+- the producer ``RunInfo(orchestrator="prefect", run_id=<flow run id>, step=<task run id>,
+  name=<task name>)`` (a task run outside any flow uses its own id as ``run_id``);
+- the upstream task runs of each parameter (``task_run.task_inputs``), so a value that a
+  ``load_artifact`` task produced can be traced back to the version it loaded: that task records
+  what it read (``ArtifactStore.record_consumption``) under its own ``RunInfo``, and the
+  consumer looks those runs up in the catalog, from any process that shares the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect.client.schemas.objects import TaskRunResult
+from prefect.context import TaskRunContext
+
+from tracelet_core import ArtifactStore, RunInfo
+
+ORCHESTRATOR = "prefect"
+#: ``task_inputs`` keys that are not data flowing into a parameter.
+_NOT_DATA = frozenset({"__parents__", "wait_for"})
+
+
+def run_info(flow_run_id: Any, task_run_id: Any, task_name: str | None = None,
+             task_run_name: str | None = None, code_version: str | None = None) -> RunInfo:
+    """The ``RunInfo`` of one Prefect task run (the same everywhere it is computed)."""
+    step = str(task_run_id)
+    extra = {"task_run_name": task_run_name} if task_run_name else {}
+    return RunInfo(orchestrator=ORCHESTRATOR, run_id=str(flow_run_id) if flow_run_id else step, step=step,
+                   name=task_name, code_version=code_version, extra=extra)
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What a tracelet task needs to know about the Prefect task run executing it."""
+
+    task_name: str
+    flow_run_id: str | None = None
+    task_run_id: str | None = None
+    task_run_name: str | None = None
+    code_version: str | None = None
+    retries: int = 0
+    #: parameter name -> ids of the task runs whose results flowed into it
+    upstream: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def current(cls, fallback_name: str) -> TaskRun:
+        """The running task run, or an empty one when the function is called outside Prefect
+        (``task.fn(...)``): then nothing is published and the version has no producer."""
+        ctx = TaskRunContext.get()
+        if ctx is None:
+            return cls(task_name=fallback_name)
+        task_run = ctx.task_run
+        upstream: dict[str, list[str]] = {}
+        for parameter, inputs in (task_run.task_inputs or {}).items():
+            if parameter in _NOT_DATA:
+                continue
+            ids = [str(item.id) for item in inputs if isinstance(item, TaskRunResult)]
+            if ids:
+                upstream[parameter] = ids
+        return cls(task_name=ctx.task.name,
+                   flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
+                   task_run_id=str(task_run.id), task_run_name=task_run.name,
+                   code_version=ctx.task.version, retries=ctx.task.retries or 0, upstream=upstream)
+
+    @property
+    def in_prefect(self) -> bool:
+        return self.task_run_id is not None
+
+    @property
+    def producer(self) -> RunInfo | None:
+        if self.task_run_id is None:
+            return None
+        return run_info(self.flow_run_id, self.task_run_id, self.task_name, self.task_run_name,
+                        self.code_version)
+
+    def upstream_runs(self, parameters: Collection[str]) -> list[RunInfo]:
+        """``RunInfo`` of the task runs that fed these parameters (same flow run)."""
+        ids = dict.fromkeys(i for p in parameters for i in self.upstream.get(p, ()))
+        return [run_info(self.flow_run_id, task_run_id) for task_run_id in ids]
+
+
+def consumed_refs(store: ArtifactStore, runs: Iterable[RunInfo]) -> list[str]:
+    """Refs of the versions these runs recorded reading (``load_artifact`` does)."""
+    return list(dict.fromkeys(version.ref for run in runs for version in store.consumed(run)))
