@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tracelet_core import ArtifactStore
+
+# Trackers decide at import time whether to phone home (this runs before any test module
+# imports one); no test may reach outside hosts.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # boto would probe 169.254.169.254
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tracelet-tests-prefect-"))
 
 
 @pytest.fixture(autouse=True)
@@ -44,15 +53,6 @@ def make_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _make
-
-
-def snapshot_tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (but the SQLite catalog's own files) with its bytes."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith("catalog.db")
-    }
 
 
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot_tree
+from store_snapshots import snapshot_tree
 
 from tracelet_core import (
     ArtifactFile,
