@@ -19,7 +19,8 @@ import importlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -272,6 +273,32 @@ def plan_upload(artifact: LoggedArtifact, staging: Path, threshold: int | None =
     manifest.write_text(json.dumps({**artifact.to_dict(), "referenced": referenced}, indent=2, default=str))
     return UploadPlan(root=root, manifest=manifest, uploads=uploads, references=referenced,
                       external=artifact.references)
+
+
+@contextmanager
+def sdk_errors(backend: str, action: str, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Translate a tracker SDK's ``errors`` raised while doing ``action`` into ``BackendError``
+    (the cause chained); a ``BackendError`` passes through unchanged."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except errors as exc:
+        raise BackendError(f"{backend}: {action} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def delivery_target(artifact: LoggedArtifact, started: tuple[str, str] | None,
+                    experiment: str | None) -> tuple[str, str, str]:
+    """(tracker experiment, tracelet run id, run name) a version is delivered to: the started
+    experiment's run; else (a retry from the outbox) the run of the version's producer; else a
+    run of its own. ``experiment`` is the name the backend was configured with, if any."""
+    if started is not None:
+        started_name, run_id = started
+        return experiment or started_name, run_id, started_name
+    producer = artifact.producer
+    if producer is not None:
+        return experiment or producer.name or "tracelet", producer.run_id, producer.name or producer.key
+    return experiment or "tracelet", artifact.ref, f"tracelet {artifact.ref}"
 
 
 def tracelet_tags(artifact: LoggedArtifact) -> dict[str, str]:

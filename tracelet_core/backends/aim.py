@@ -31,13 +31,12 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, plan_upload
+from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, delivery_target, plan_upload, sdk_errors
 from .._errors import BackendError, ConfigurationError
 
 with warnings.catch_warnings():
@@ -67,15 +66,9 @@ def _run_hashes(repo: Repo) -> list[str]:
     return sorted(repo.list_all_runs())
 
 
-@contextmanager
-def _sdk_errors(action: str) -> Iterator[None]:
-    """Translate what Aim raises while doing ``action`` into ``BackendError``."""
-    try:
-        yield
-    except BackendError:
-        raise
-    except Exception as exc:  # Aim raises bare Exceptions, RuntimeErrors, RocksDB errors...
-        raise BackendError(f"aim: {action} failed: {exc}") from exc
+def _sdk_errors(action: str) -> AbstractContextManager[None]:
+    """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
+    return sdk_errors("aim", action, (Exception,))  # Aim raises bare Exceptions, RocksDB errors, ...
 
 
 @dataclass
@@ -165,14 +158,7 @@ class AimBackend(Backend):
         return views
 
     def _target(self, artifact: LoggedArtifact) -> tuple[str, str, str]:
-        """(Aim experiment, tracelet run id, run name) a version is delivered to."""
-        if self._started is not None:
-            experiment, run_id = self._started
-            return self.experiment or experiment, run_id, experiment
-        producer = artifact.producer
-        if producer is not None:
-            return self.experiment or producer.name or "tracelet", producer.run_id, producer.name or producer.key
-        return self.experiment or "tracelet", artifact.ref, f"tracelet {artifact.ref}"
+        return delivery_target(artifact, self._started, self.experiment)
 
     def _run_for(self, artifact: LoggedArtifact, views: list[_RunView]) -> tuple[Run, bool]:
         """The Aim run for ``artifact`` open for writing, and whether it was opened just now."""

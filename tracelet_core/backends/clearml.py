@@ -53,8 +53,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +61,7 @@ from clearml import Task
 from clearml.backend_api.session.errors import SessionError
 from clearml.config import get_cache_dir, get_offline_dir
 
-from .._backends import ArtifactResult, Backend, BackendCopy, plan_upload, tracelet_tags
+from .._backends import ArtifactResult, Backend, BackendCopy, plan_upload, sdk_errors, tracelet_tags
 from .._errors import BackendError
 
 if TYPE_CHECKING:
@@ -85,16 +84,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _offline_lock = threading.Lock()
 
 
-@contextmanager
-def _sdk_errors(action: str) -> Iterator[None]:
-    """Translate the SDK's errors raised while doing ``action`` into ``BackendError``."""
-    try:
-        yield
-    except BackendError:
-        raise
-    except (ValueError, OSError, RuntimeError, SessionError) as exc:
-        raise BackendError(f"clearml: {action} failed: {type(exc).__name__}: {exc}") from exc
-
+def _sdk_errors(action: str) -> AbstractContextManager[None]:
+    """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
+    return sdk_errors("clearml", action, (ValueError, OSError, RuntimeError, SessionError))
 
 class ClearMLBackend(Backend):
     """Delivers versions to ClearML as task artifacts (online, or offline into session folders).

@@ -37,8 +37,7 @@ import logging
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -48,7 +47,16 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, plan_upload, tracelet_tags
+from .._backends import (
+    MANIFEST_NAME,
+    ArtifactResult,
+    Backend,
+    BackendCopy,
+    delivery_target,
+    plan_upload,
+    sdk_errors,
+    tracelet_tags,
+)
 from .._errors import BackendError
 from .._model import ArtifactType
 
@@ -94,14 +102,9 @@ def _fit(value: str) -> str:
     return value if len(value) <= MAX_TAG_VALUE else value[:MAX_TAG_VALUE - 40] + f"... (full list in {MANIFEST_NAME})"
 
 
-@contextmanager
-def _sdk_errors(action: str) -> Iterator[None]:
-    """Translate the SDK's errors raised while doing ``action`` into ``BackendError``."""
-    try:
-        yield
-    except (MlflowException, OSError) as exc:
-        raise BackendError(f"mlflow: {action} failed: {exc}") from exc
-
+def _sdk_errors(action: str) -> AbstractContextManager[None]:
+    """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
+    return sdk_errors("mlflow", action, (MlflowException, OSError))
 
 def _shareable(uri: str) -> str | None:
     """A tracking URI that may be written to the catalog (none that embeds a password)."""
@@ -185,14 +188,7 @@ class MlflowBackend(Backend):
         return str(found.experiment_id)
 
     def _target(self, artifact: LoggedArtifact) -> tuple[str, str, str]:
-        """(MLflow experiment, tracelet run id, run name) a version is delivered to."""
-        if self._started is not None:
-            experiment, run_id = self._started
-            return self.experiment_name or experiment, run_id, experiment
-        producer = artifact.producer
-        if producer is not None:
-            return self.experiment_name or producer.name or "tracelet", producer.run_id, producer.name or producer.key
-        return self.experiment_name or "tracelet", artifact.ref, f"tracelet {artifact.ref}"
+        return delivery_target(artifact, self._started, self.experiment_name)
 
     def _run_for(self, artifact: LoggedArtifact) -> tuple[str, str, bool]:
         """The MLflow run ``artifact`` goes to: (run id, artifact URI, made just now?)."""

@@ -45,8 +45,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,7 @@ from wandb.errors import Error as WandbError
 from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
 from wandb.sdk.lib.paths import LogicalPath
 
-from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, plan_upload, tracelet_tags
+from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, plan_upload, sdk_errors, tracelet_tags
 from .._errors import BackendError
 
 if TYPE_CHECKING:
@@ -118,16 +117,9 @@ def wandb_alias(version: str) -> str:
     return f"tracelet-{version}"
 
 
-@contextmanager
-def _sdk_errors(action: str) -> Iterator[None]:
-    """Translate the SDK's errors raised while doing ``action`` into ``BackendError``."""
-    try:
-        yield
-    except BackendError:
-        raise
-    except (WandbError, ValueError, OSError) as exc:
-        raise BackendError(f"wandb: {action} failed: {type(exc).__name__}: {exc}") from exc
-
+def _sdk_errors(action: str) -> AbstractContextManager[None]:
+    """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
+    return sdk_errors("wandb", action, (WandbError, ValueError, OSError))
 
 class WandbBackend(Backend):
     """Delivers versions to W&B as artifacts (online, or offline into run files).
