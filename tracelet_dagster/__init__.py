@@ -14,8 +14,9 @@ Importing this package imports no Dagster: the names above load on first use, so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tracelet_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._io_manager import TraceletIOManager
@@ -31,15 +32,4 @@ _EXPORTS = {
     "tracelet_source_asset": "._sensors",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,8 +18,9 @@ Importing this package imports no Prefect: the names above load on first use, so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tracelet_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._tasks import load_artifact, log_artifact, tracelet_task
@@ -32,15 +33,4 @@ _EXPORTS = {
     "tracelet_task": "._tasks",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
