@@ -312,3 +312,25 @@ def test_reindex_restores_partitions(store_dir: Path, make_file: MakeFile, tmp_p
     with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'b.db'}") as fresh:
         fresh.reindex()
         assert fresh.get("p", partition="k1").partition == "k1"
+
+
+def test_versions_pickle_without_passwords_and_reopen_their_store(store_dir: Path, make_file: MakeFile,
+                                                                   postgres_url: str) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    from sqlalchemy.engine import make_url
+
+    with ArtifactStore.open(store_dir) as local:
+        logged = local.log(file_artifact("ds", make_file("a.txt", "pickled")))
+        script = ("import pickle, sys; v = pickle.loads(sys.stdin.buffer.read()); "
+                  "print(v.ref, v.path('a.txt').read_text())")
+        out = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(logged),
+                             capture_output=True, check=True)
+        assert out.stdout.decode().split() == ["ds:v1", "pickled"]
+    with_password = make_url(postgres_url).set(password="hunter2").render_as_string(hide_password=False)
+    with ArtifactStore.open(store_dir, catalog_url=with_password) as remote:
+        assert remote.reopen_args() == (remote.uri, None)  # never hands the password on
+    with ArtifactStore.open(store_dir, catalog_url=postgres_url) as plain:
+        assert plain.reopen_args() == (plain.uri, postgres_url)

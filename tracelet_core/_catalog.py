@@ -296,6 +296,13 @@ class DraftRecord:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
+
+
 def _masked(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -317,6 +324,9 @@ class Catalog:
     def __init__(self, url: str) -> None:
         #: The URL with any password masked: what messages and reprs show.
         self.url = _masked(url)
+        #: Whether the URL carries a password (then it is never handed to another process).
+        self.has_password = bool(_password(url))
+        self._url = url
         try:
             self.engine = self._create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -404,6 +414,12 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @property
+    def url_for_other_processes(self) -> str | None:
+        """The URL another process may be told, or ``None`` when it carries a password (that
+        process then reads its own ``TRACELET_CATALOG_URL``)."""
+        return None if self.has_password else self._url
 
     # -- helpers ----------------------------------------------------------------------------
     def _insert_ignore(self, conn: Connection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,6 +82,12 @@ def _digest_material(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: entry[k] for k in keep if entry.get(k) is not None}
 
 
+_shared_lock = threading.Lock()
+_shared: dict[tuple[int, str | None, str | None, str], ArtifactStore] = {}
+#: How many stores one process keeps open through ``ArtifactStore.shared``.
+MAX_SHARED_STORES = 16
+
+
 class ArtifactStore:
     """Versioned, content-addressed artifacts on fsspec with a SQL catalog."""
 
@@ -127,6 +134,33 @@ class ArtifactStore:
             cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
             blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes))
         return cls(blobs, Catalog(catalog_url), settings, cache_dir)
+
+    @classmethod
+    def shared(cls, uri: str | None = None, catalog_url: str | None = None) -> ArtifactStore:
+        """The store at ``uri`` opened once per process and kept (a per-process, lock-protected
+        cache keyed by the URI, the catalog URL and the ``TRACELET_*`` settings): what adapters
+        and unpickled versions use in worker processes."""
+        settings = TraceletSettings.load()
+        key = (os.getpid(), uri, catalog_url, settings.model_dump_json())
+        with _shared_lock:
+            store = _shared.get(key)
+            if store is None:
+                store = cls.open(uri, catalog_url, settings=settings)
+                if len(_shared) >= MAX_SHARED_STORES:
+                    _shared.pop(next(iter(_shared)))  # the oldest; its users keep their reference
+                _shared[key] = store
+            return store
+
+    def reopen_args(self) -> tuple[str, str | None]:
+        """``(uri, catalog_url)`` that reopen this store in another process; the catalog URL
+        is ``None`` where that process should read its own settings (the settings' own URL,
+        the default SQLite file of a local store, or any URL holding a password)."""
+        url = self.catalog.url_for_other_processes
+        if url is None or url == self.settings.catalog_url:
+            return self.uri, None
+        if self.blobs.is_local and url == f"sqlite:///{Path(self.blobs.root) / 'catalog.db'}":
+            return self.uri, None
+        return self.uri, url
 
     @property
     def uri(self) -> str:

@@ -31,7 +31,6 @@ from tracelet_core import (
 )
 
 from ._runs import TaskRun
-from ._stores import portable
 
 #: How far upstream the Mermaid snippet in the Prefect UI reaches.
 MERMAID_DEPTH = 1
@@ -140,7 +139,7 @@ def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, in
                                               uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
     made_by = logged.producer
     created = made_by is None if producer is None else made_by is not None and made_by.key == producer.key
-    outcome = Outcome(logged=portable(logged), created=created, aliases_set=tuple(aliases),
+    outcome = Outcome(logged=logged, created=created, aliases_set=tuple(aliases),
                       deliveries=deliveries)
     return _with_lineage(store, outcome)
 
@@ -149,7 +148,7 @@ def set_aliases(store: ArtifactStore, logged: LoggedArtifact, aliases: Sequence[
     """Move ``aliases`` onto an existing version."""
     for alias in aliases:
         logged = store.set_alias(logged.ref, alias)
-    return _with_lineage(store, Outcome(logged=portable(logged), created=False, aliases_set=tuple(aliases)))
+    return _with_lineage(store, Outcome(logged=logged, created=False, aliases_set=tuple(aliases)))
 
 
 def _with_lineage(store: ArtifactStore, outcome: Outcome) -> Outcome:

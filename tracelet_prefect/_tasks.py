@@ -36,7 +36,7 @@ from tracelet_core import (
 
 from ._commit import Outcome, build_artifact, coerce_artifact_type, commit, resolve_backends, set_aliases
 from ._runs import TaskRun, consumed_refs
-from ._stores import StoreSpec, portable
+from ._stores import StoreSpec
 from ._ui import apublish, publish
 
 P = ParamSpec("P")
@@ -263,7 +263,7 @@ def log_artifact(artifact: TraceletArtifact | LoggedArtifact, aliases: Sequence[
     if isinstance(artifact, LoggedArtifact):
         run, opened = _current_run(store, artifact.store)
         if not alias_list:
-            return portable(artifact)
+            return artifact
         outcome = set_aliases(opened, artifact, alias_list)
     elif isinstance(artifact, TraceletArtifact):
         run, opened = _current_run(store)

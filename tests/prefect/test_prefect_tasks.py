@@ -481,7 +481,7 @@ def test_a_catalog_url_from_the_settings_is_not_pickled(tmp_path: Any, monkeypat
     secret = f"sqlite:///{tmp_path / 'catalog-with-secret.db'}"
     monkeypatch.setenv("TRACELET_CATALOG_URL", secret)
     with ArtifactStore.open(tmp_path / "blobs") as opened:
-        logged = tasks_module.portable(opened.log(TraceletArtifact("p/x").add_object([1], "value", "json")))
+        logged = opened.log(TraceletArtifact("p/x").add_object([1], "value", "json"))
         data = pickle.dumps(logged)
         assert secret.encode() not in data and str(tmp_path / "blobs").encode() in data
         assert pickle.loads(data).load() == [1]  # reopened with this process's TRACELET_CATALOG_URL
