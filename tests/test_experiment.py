@@ -198,8 +198,9 @@ def test_experiment_config_is_taken_as_given(exp_store: ArtifactStore, tmp_path:
     assert Experiment("e", artifacts=False, store=exp_store).config.enable_artifacts is False
 
 
-def test_store_argument_accepts_a_uri(tmp_path: Path) -> None:
-    exp = Experiment("e", store=str(tmp_path / "by-uri"))
-    exp.log_artifact(exp.create_artifact("a", "config").add_object({"x": 1}, "c"))
-    with ArtifactStore.open(tmp_path / "by-uri") as store:
-        assert store.get("a").load() == {"x": 1}
+def test_store_argument_accepts_a_uri_or_a_path(tmp_path: Path) -> None:
+    for store_arg in (str(tmp_path / "by-uri"), tmp_path / "by-path"):
+        exp = Experiment("e", store=store_arg)
+        exp.log_artifact(exp.create_artifact("a", "config").add_object({"x": 1}, "c"))
+        with ArtifactStore.open(store_arg) as store:
+            assert store.get("a").load() == {"x": 1}

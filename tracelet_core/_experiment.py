@@ -9,6 +9,7 @@ is started become the inputs of everything it logs afterwards.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import uuid
@@ -55,7 +56,7 @@ class Experiment:
         artifacts: bool = True,
         automagic_artifacts: bool = False,
         config: ExperimentConfig | None = None,
-        store: ArtifactStore | str | None = None,
+        store: ArtifactStore | str | os.PathLike[str] | None = None,
         *,
         strict: bool = False,
         settings: TraceletSettings | None = None,
@@ -85,8 +86,8 @@ class Experiment:
                 raise ConfigurationError(f"backend {resolved.name!r} is configured twice")
             self.backends[resolved.name] = resolved
         self.strict = strict
-        self._store_spec = store
         self._store: ArtifactStore | None = store if isinstance(store, ArtifactStore) else None
+        self._store_uri = None if isinstance(store, ArtifactStore) else store
         #: The run everything this experiment logs is produced by (an orchestrator's step run
         #: when an adapter passes one).
         self.run = run or RunInfo(orchestrator="tracelet", run_id=uuid.uuid4().hex, name=name)
@@ -102,8 +103,7 @@ class Experiment:
         """The store this experiment logs to (opened on first use)."""
         with self._lock:
             if self._store is None:
-                uri = self._store_spec if isinstance(self._store_spec, str) else None
-                self._store = ArtifactStore.open(uri, settings=self.settings)
+                self._store = ArtifactStore.open(self._store_uri, settings=self.settings)
             return self._store
 
     @property

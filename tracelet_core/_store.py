@@ -32,6 +32,7 @@ from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
 from ._settings import TraceletSettings
+from ._uris import redact_uri
 
 MANIFEST_FORMAT = 1
 DEFAULT_GC_GRACE_SECONDS = 3600.0
@@ -128,7 +129,7 @@ class ArtifactStore:
         else:
             if not catalog_url:
                 raise ConfigurationError(
-                    f"store {store_uri!r} is remote: set TRACELET_CATALOG_URL (or catalog_url=) to a "
+                    f"store {redact_uri(store_uri)!r} is remote: set TRACELET_CATALOG_URL (or catalog_url=) to a "
                     "SQLAlchemy URL, e.g. postgresql://user@host/db"
                 )
             cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
