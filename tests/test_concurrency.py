@@ -13,10 +13,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tracelet_core import ArtifactStore, TraceletArtifact
 from tracelet_core._catalog import MIGRATIONS
@@ -74,6 +76,15 @@ def run_together(body: str, store_dir: Path, tmp_path: Path, writers: int = WRIT
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+@pytest.fixture
+def store(store_dir: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ArtifactStore]:
+    """Every test here runs on SQLite and on PostgreSQL: the writer processes inherit the
+    catalog through ``TRACELET_CATALOG_URL``."""
+    monkeypatch.setenv("TRACELET_CATALOG_URL", catalog_url)
+    with ArtifactStore.open(store_dir, catalog_url=catalog_url) as opened:
+        yield opened
 
 
 def blob_count(store_dir: Path) -> int:

@@ -167,6 +167,10 @@ def big_file(make_file: MakeFile) -> Path:
 
 @pytest.fixture
 def history(store: ArtifactStore, make_file: MakeFile) -> list[LoggedArtifact]:
+    return make_history(store, make_file)
+
+
+def make_history(store: ArtifactStore, make_file: MakeFile) -> list[LoggedArtifact]:
     """``crash/raw:v1``, then ``crash/model`` v1 (alias ``best``, input raw:v1) and v2."""
     raw = store.log(TraceletArtifact("crash/raw", "dataset").add_file(make_file("raw.csv", "a,b\n1,2\n")))
     v1 = store.log(TraceletArtifact(NAME, "model").add_file(make_file("m1.bin", b"model one"), "weights/big.bin"),
@@ -180,6 +184,22 @@ def history(store: ArtifactStore, make_file: MakeFile) -> list[LoggedArtifact]:
 def test_a_writer_killed_mid_log_leaves_a_whole_version_or_none(
         point: str, store: ArtifactStore, store_dir: Path, big_file: Path, make_file: MakeFile,
         history: list[LoggedArtifact], tmp_path: Path) -> None:
+    check_a_killed_log(point, store, store_dir, big_file, make_file, tmp_path)
+
+
+@pytest.mark.parametrize("point", ["after_blobs", "after_manifest", "mid_catalog_entries", "after_commit"])
+def test_a_writer_killed_mid_log_on_a_postgresql_catalog(
+        point: str, store_dir: Path, big_file: Path, make_file: MakeFile, tmp_path: Path,
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same guarantees when the catalog is PostgreSQL (the writer inherits the URL)."""
+    monkeypatch.setenv("TRACELET_CATALOG_URL", postgres_url)
+    with ArtifactStore.open(store_dir) as store:
+        make_history(store, make_file)
+        check_a_killed_log(point, store, store_dir, big_file, make_file, tmp_path)
+
+
+def check_a_killed_log(point: str, store: ArtifactStore, store_dir: Path, big_file: Path,
+                       make_file: MakeFile, tmp_path: Path) -> None:
     committed, orphan_count, stray_manifest = KILL_POINTS[point]
     before = snapshot(store, NAME)
     blobs_before = stored_blobs(store_dir)
