@@ -57,14 +57,6 @@ class Outcome:
         return self.created or bool(self.aliases_set)
 
 
-def coerce_artifact_type(value: ArtifactType | str) -> ArtifactType:
-    try:
-        return ArtifactType(value)
-    except ValueError:
-        known = ", ".join(t.value for t in ArtifactType)
-        raise InvalidArtifactError(f"unknown artifact type {value!r}; known: {known}") from None
-
-
 def is_model(value: Any) -> bool:
     return any(f"{k.__module__}.{k.__qualname__}" in MODEL_BASES for k in type(value).__mro__)
 

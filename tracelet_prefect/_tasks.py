@@ -33,8 +33,9 @@ from tracelet_core import (
     LoggedArtifact,
     TraceletArtifact,
 )
+from tracelet_core._artifact import coerce_type
 
-from ._commit import Outcome, build_artifact, coerce_artifact_type, commit, resolve_backends, set_aliases
+from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
 from ._runs import TaskRun, consumed_refs
 from ._stores import StoreSpec
 from ._ui import apublish, publish
@@ -226,7 +227,7 @@ def tracelet_task(artifact_name: Any = None, artifact_type: ArtifactType | str =
         return tracelet_task()(artifact_name)
     if artifact_name is not None:
         TraceletArtifact(artifact_name)  # raises InvalidArtifactError for a bad name, now
-    kind = coerce_artifact_type(artifact_type)
+    kind = coerce_type(artifact_type)
     alias_tuple = (aliases,) if isinstance(aliases, str) else tuple(aliases)
     if isinstance(backends, str):
         backends = [backends]
