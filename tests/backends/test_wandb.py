@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 import threading
 from collections.abc import Iterator
@@ -88,34 +87,6 @@ def artifact_records(root: str | Path, ref: str | None = None) -> list[Any]:
                 if ref is None or metadata.get("tracelet.ref") == ref:
                     found.append(record.artifact)
     return found
-
-
-@pytest.fixture(autouse=True)
-def no_outside_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Refuse (and record) any connection or name lookup beyond loopback and local sockets."""
-    attempts: list[str] = []
-    real_connect = socket.socket.connect
-    real_getaddrinfo = socket.getaddrinfo
-
-    def local(host: object) -> bool:
-        return isinstance(host, str) and host in {"127.0.0.1", "::1", "localhost"}
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not local(address[0]):
-            attempts.append(f"connect {address}")
-            raise OSError(f"test forbids connecting to {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None and not local(host):
-            attempts.append(f"lookup {host}")
-            raise OSError(f"test forbids looking up {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield attempts
-    assert attempts == []
 
 
 @pytest.fixture(autouse=True)
