@@ -21,14 +21,13 @@ from dagster import (
     ConfigurableIOManager,
     DagsterInvariantViolationError,
     Failure,
-    InitResourceContext,
     InputContext,
     MetadataValue,
     OutputContext,
 )
 from pydantic import Field, PrivateAttr
 
-from tracelet_core import ArtifactNotFoundError, ArtifactStore, LoggedArtifact, TraceletArtifact
+from tracelet_core import ArtifactNotFoundError, LoggedArtifact, TraceletArtifact
 
 from . import _keys, _lookup, _steps
 from ._delivery import commit
@@ -36,7 +35,7 @@ from ._failures import failing_step_on_tracelet_error
 from ._metadata import backend_metadata, plain_value, range_metadata, table_metadata, version_metadata
 from ._preview import preview_markdown
 from ._reads import STEP_READS
-from ._stores import StoreSlot
+from ._stores import StoreAccess, StoreSlot
 from ._values import StoredValue, add_value, inferred_type, load_value
 
 
@@ -81,7 +80,7 @@ def _wants_version_handle(context: InputContext) -> bool:
     return bool(args) and args[-1] is LoggedArtifact
 
 
-class TraceletIOManager(ConfigurableIOManager):
+class TraceletIOManager(StoreAccess, ConfigurableIOManager):
     """Stores each output as a versioned, content-addressed tracelet artifact.
 
     Artifact name = the asset key path joined by ``/`` (op outputs: ``<job>/<op>/<output>``).
@@ -105,16 +104,6 @@ class TraceletIOManager(ConfigurableIOManager):
                                     "parquet, torch or pickle. Models always use their framework's format.")
 
     _slot: StoreSlot = PrivateAttr(default_factory=StoreSlot)
-
-    @property
-    def store(self) -> ArtifactStore:
-        """This process's store, opened from the config on first use."""
-        return self._slot.get(self.store_uri, self.catalog_url)
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if context.run is not None:
-            STEP_READS.forget_run(context.run.run_id)
-        self._slot.close()
 
     # -- outputs ----------------------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:

@@ -16,15 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dagster import AssetExecutionContext, ConfigurableResource, InitResourceContext, OpExecutionContext
+from dagster import AssetExecutionContext, ConfigurableResource, OpExecutionContext
 from pydantic import Field, PrivateAttr
 
-from tracelet_core import ArtifactStore, Experiment, LoggedArtifact, RunInfo, TraceletArtifact
+from tracelet_core import Experiment, LoggedArtifact, RunInfo, TraceletArtifact
 
 from ._delivery import commit
 from ._reads import STEP_READS
 from ._steps import ORCHESTRATOR, StepAttempt
-from ._stores import StoreSlot
+from ._stores import StoreAccess, StoreSlot
 
 ComputeContext = OpExecutionContext | AssetExecutionContext
 
@@ -40,7 +40,7 @@ def _step_key(context: OpExecutionContext) -> str:
     return f"{context.op_handle}[{mapping_key}]" if mapping_key else str(context.op_handle)
 
 
-class TraceletResource(ConfigurableResource):
+class TraceletResource(StoreAccess, ConfigurableResource):
     """tracelet's store for ops and assets: ``log``, ``get``, ``load`` and ``experiment``."""
 
     store_uri: str | None = Field(
@@ -53,16 +53,6 @@ class TraceletResource(ConfigurableResource):
         default=None, description="Allow loading pickled entries (default: TRACELET_ALLOW_PICKLE, false).")
 
     _slot: StoreSlot = PrivateAttr(default_factory=StoreSlot)
-
-    @property
-    def store(self) -> ArtifactStore:
-        """This process's store, opened from the config on first use."""
-        return self._slot.get(self.store_uri, self.catalog_url)
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if context.run is not None:
-            STEP_READS.forget_run(context.run.run_id)
-        self._slot.close()
 
     def run_info(self, context: ComputeContext | None = None) -> RunInfo:
         """The current step as a tracelet run."""

@@ -9,8 +9,11 @@ and ``TRACELET_CATALOG_URL``.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from tracelet_core import ArtifactStore
+
+from ._reads import STEP_READS
 
 
 class StoreSlot:
@@ -31,3 +34,23 @@ class StoreSlot:
             store, self._store = self._store, None
         if store is not None:
             store.close()
+
+
+class StoreAccess:
+    """What the IO manager and the resource share: ``store`` from their ``store_uri`` /
+    ``catalog_url`` config (a ``StoreSlot`` in ``_slot``), closed with the run's reads after
+    execution."""
+
+    store_uri: str | None
+    catalog_url: str | None
+    _slot: StoreSlot
+
+    @property
+    def store(self) -> ArtifactStore:
+        """This process's store, opened from the config on first use."""
+        return self._slot.get(self.store_uri, self.catalog_url)
+
+    def teardown_after_execution(self, context: Any) -> None:
+        if context.run is not None:
+            STEP_READS.forget_run(context.run.run_id)
+        self._slot.close()
