@@ -40,6 +40,7 @@ BUILTIN_BACKENDS = {
     "wandb": "tracelet_core.backends.wandb:WandbBackend",
     "clearml": "tracelet_core.backends.clearml:ClearMLBackend",
     "aim": "tracelet_core.backends.aim:AimBackend",
+    "openlineage": "tracelet_core.backends.openlineage:OpenLineageBackend",
 }
 
 #: What to install when a built-in backend's SDK is missing.
@@ -48,6 +49,7 @@ INSTALL_HINTS = {
     "wandb": "pip install tracelet-artifacts[wandb]",
     "clearml": "pip install tracelet-artifacts[clearml]",
     "aim": "pip install tracelet-artifacts[aim]",
+    "openlineage": "pip install tracelet-artifacts[openlineage]",
 }
 
 

@@ -56,6 +56,9 @@ class TraceletSettings(BaseSettings):
     #: Seconds one delivery to a tracker may take before it counts as failed (and is retried
     #: by ``tracelet sync``).
     backend_timeout: float = 300.0
+    #: Emit an OpenLineage event for every committed version (transport from
+    #: ``OPENLINEAGE_URL`` / ``OPENLINEAGE__TRANSPORT__*`` / ``openlineage.yml``).
+    openlineage: bool = False
 
     @field_validator("backends", "artifact_watch_dirs", mode="before")
     @classmethod

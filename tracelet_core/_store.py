@@ -31,6 +31,7 @@ from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
+from ._openlineage import export_after_commit, lineage_deliveries
 from ._settings import TraceletSettings
 from ._uris import redact_uri
 
@@ -300,12 +301,14 @@ class ArtifactStore:
             name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
-            idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
-            partition=partition,
+            idempotency_key=idempotency_key, write_manifest=write_manifest,
+            deliveries_=[*deliveries, *lineage_deliveries(self.settings)], partition=partition,
         )
         if aliases:
             self._sync_alias_journal(name)
-        return LoggedArtifact(record, self)
+        logged = LoggedArtifact(record, self)
+        export_after_commit(self, logged)
+        return logged
 
     def _sync_alias_journal(self, name: str) -> None:
         """After an alias change commits, persist the committed aliases for ``reindex``."""
