@@ -10,10 +10,12 @@ outbox and ``tracelet sync`` delivers it later, once. The events themselves are 
 
 from __future__ import annotations
 
+import importlib
 import logging
+from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ._backends import ArtifactResult, deliver, resolve_backend
+from ._backends import INSTALL_HINTS, ArtifactResult, deliver, resolve_backend
 from ._catalog import DeliverySpec
 from ._errors import ConfigurationError
 
@@ -52,3 +54,13 @@ def export_after_commit(store: ArtifactStore, logged: LoggedArtifact) -> Artifac
         logger.warning("OpenLineage export of %s is pending (run `tracelet sync` later): %s",
                        logged.ref, result.error)
     return result
+
+
+def exporter() -> ModuleType:
+    """``tracelet_core.backends.openlineage`` (which imports the OpenLineage client), or a
+    ``ConfigurationError`` saying what to install."""
+    try:
+        return importlib.import_module("tracelet_core.backends.openlineage")  # Deferred: the client
+    except ImportError as exc:
+        raise ConfigurationError(f"OpenLineage export needs the OpenLineage client ({exc}): "
+                                 f"{INSTALL_HINTS[LINEAGE_BACKEND]}") from exc

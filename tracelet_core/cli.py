@@ -37,6 +37,7 @@ from ._lineage import LineageGraph
 from ._logged import LoggedArtifact
 from ._model import RunInfo
 from ._names import parse_ref
+from ._openlineage import exporter
 from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport
 
 #: Errors that mean "the input or the environment is wrong", reported as one line, exit 1.
@@ -312,6 +313,7 @@ class LineageFormat(str, Enum):
     json = "json"
     mermaid = "mermaid"
     dot = "dot"
+    openlineage = "openlineage"
 
 
 @app.command()
@@ -323,10 +325,13 @@ def lineage(
     depth: Annotated[int | None, typer.Option(
         "--depth", min=0, metavar="N", help="Follow at most N steps.")] = None,
     output_format: Annotated[LineageFormat, typer.Option(
-        "--format", "-f", help="text, json, mermaid or dot.")] = LineageFormat.text,
+        "--format", "-f", help="text, json, mermaid, dot or openlineage.")] = LineageFormat.text,
 ) -> None:
     """Trace the versions and runs upstream (or downstream) of a version."""
     direction = "downstream" if downstream else "upstream"
+    if output_format is LineageFormat.openlineage:
+        print_openlineage_events(open_store(ctx, as_json=True), ref, direction, depth)
+        return
     as_text = output_format is LineageFormat.text
     graph = open_store(ctx, as_json=not as_text).lineage(ref, direction=direction, depth=depth)
     if output_format is LineageFormat.json:
@@ -379,6 +384,31 @@ def lineage_tree(graph: LineageGraph) -> Tree:
 
     grow(tree, graph.root)
     return tree
+
+
+def print_openlineage_events(store: ArtifactStore, ref: str, direction: str, depth: int | None) -> None:
+    """The OpenLineage event of each version in the lineage, one JSON document per line."""
+    openlineage = exporter()
+    for event in openlineage.lineage_events(store, ref, direction=direction, depth=depth):
+        typer.echo(openlineage.event_json(event))
+
+
+# -- export-lineage ---------------------------------------------------------------------------
+@app.command("export-lineage")
+def export_lineage(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Send the OpenLineage event of every version, oldest first, through the transport
+    configured the OpenLineage way (OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*, openlineage.yml):
+    for a lineage server connected later. Run ids are stable, so exporting twice sends the same
+    events; exit 1 at the first that fails."""
+    results = list(exporter().export_store(open_store(ctx, as_json=as_json)))
+    failed = [r for r in results if not r.ok]
+    exported = len(results) - len(failed)
+    if as_json:
+        print_json({"exported": exported, "results": [r.to_dict() for r in results]})
+    else:
+        typer.echo(f"exported {count(exported, 'event')}")
+    if failed:
+        fail(f"export stopped: {failed[0].error}; run tracelet export-lineage again later")
 
 
 # -- alias ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ become ``BackendError`` with the cause chained.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -33,7 +34,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 import attr
@@ -230,6 +231,24 @@ def _environ_kept(prefix: str = "OPENLINEAGE__") -> Iterator[None]:
         os.environ.update(before)
 
 
+class _ConsoleFallbackFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Couldn't find any OpenLineage transport configuration")
+
+
+@contextmanager
+def _no_console_fallback_warning() -> Iterator[None]:
+    """Silence the client's warning that it falls back to printing events: tracelet refuses
+    that fallback with a ``ConfigurationError`` of its own."""
+    client_logger = logging.getLogger("openlineage.client.client")
+    quiet = _ConsoleFallbackFilter()
+    client_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        client_logger.removeFilter(quiet)
+
+
 class _DeadlineRetry(Retry):
     """urllib3's retries, but none that would start after ``deadline`` (``time.monotonic``)."""
 
@@ -267,7 +286,8 @@ def open_client(seconds: float | None = None) -> OpenLineageClient:
 
     Raises ``ConfigurationError`` when no transport is configured (the client would print
     the events to its console instead)."""
-    with _client_lock, _environ_kept(), sdk_errors("openlineage", "configuring the client", CLIENT_ERRORS):
+    with _client_lock, _environ_kept(), _no_console_fallback_warning(), \
+            sdk_errors("openlineage", "configuring the client", CLIENT_ERRORS):
         client = OpenLineageClient()
     if client.transport.kind == "console" and not (client.config.transport or {}).get("type"):
         raise ConfigurationError(
