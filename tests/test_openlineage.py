@@ -292,6 +292,23 @@ def test_every_committed_version_emits_one_complete_event(store_dir: Path, event
     assert read["facets"]["tracelet"]["digest"] == raw.digest
 
 
+def test_sealed_drafts_are_exported_too(store_dir: Path, events_file: Path) -> None:
+    with ArtifactStore.open(store_dir) as store:
+        store.upsert(TraceletArtifact("shards", "dataset").add_object([1], "part-1"), group="g")
+        store.upsert(TraceletArtifact("shards", "dataset").add_object([2], "part-2"), group="g")
+        sealed = store.finish("shards", group="g", producer=RunInfo("tracelet", "r", name="merge"))
+    [event] = read_events(events_file)
+    assert event["job"]["name"] == "merge" and event["outputs"][0]["facets"]["tracelet"]["ref"] == sealed.ref
+
+
+def test_openlineage_as_a_configured_backend_sends_each_event_once(store_dir: Path, events_file: Path) -> None:
+    with ArtifactStore.open(store_dir) as store, Experiment("e", backend="openlineage", store=store) as exp:
+        results = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"lr": 0.1}, "c"))
+        assert results["openlineage"].ok and results["openlineage"].uri
+        assert [d.status for d in store.deliveries()] == ["delivered"]
+    assert len(read_events(events_file)) == 1
+
+
 def test_run_ids_come_from_the_run_step_not_the_attempt(store: ArtifactStore) -> None:
     logged = store.log(TraceletArtifact("a", "custom").add_object(1, "x"),
                        producer=RunInfo("dagster", "0f9c1e52-5d0a-4a3c-9d59-3f1f3ad0a1b2", step="a", name="job"))
