@@ -46,12 +46,14 @@ from prefect import flow
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
+from urllib3.exceptions import MaxRetryError
 
 from tracelet_core import ArtifactStore, Experiment, RunInfo, TraceletArtifact, TraceletSettings
 from tracelet_core.backends.openlineage import (
     RUN_ID_NAMESPACE,
     TRACELET_FACET_SCHEMA,
     TraceletDatasetFacet,
+    _DeadlineRetry,
     build_event,
     event_json,
     lineage_events,
@@ -375,6 +377,17 @@ def test_a_lineage_server_that_never_answers_is_given_up_on_within_the_timeout(
             [row] = store.deliveries(logged.ref)
             assert row.status == "failed" and logged.version == "v1"
             wait_for_abandoned_deliveries()  # and the attempt itself stops: the deadline holds
+
+
+def test_retries_stop_at_the_deadline_however_many_the_transport_allows() -> None:
+    error = ConnectionRefusedError("refused")
+    unbounded = _DeadlineRetry(total=5)
+    assert unbounded.increment("POST", "/api/v1/lineage", error=error).total == 4
+    past = _DeadlineRetry(total=5)
+    past.deadline = 0.0  # long gone
+    with pytest.raises(MaxRetryError):
+        past.increment("POST", "/api/v1/lineage", error=error)
+    assert past.new(total=3).deadline == 0.0  # urllib3 copies retries per attempt: the deadline stays
 
 
 def test_without_a_transport_the_log_succeeds_and_says_what_to_configure(

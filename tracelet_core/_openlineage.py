@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ._backends import INSTALL_HINTS, ArtifactResult, deliver, resolve_backend
 from ._catalog import DeliverySpec
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, TraceletError
 
 if TYPE_CHECKING:
     from ._logged import LoggedArtifact
@@ -40,16 +40,20 @@ def export_after_commit(store: ArtifactStore, logged: LoggedArtifact) -> Artifac
     the version's event was delivered before); the outcome is recorded in the outbox."""
     if not store.settings.openlineage:
         return None
-    rows = store.catalog.deliveries(version_id=logged._record.id, backend=LINEAGE_BACKEND)
-    if not rows or rows[0].status == "delivered":
-        return None
     try:
-        backend = resolve_backend(LINEAGE_BACKEND)
-    except ConfigurationError as exc:
-        result = ArtifactResult(backend=LINEAGE_BACKEND, ok=False, error=f"ConfigurationError: {exc}")
-    else:
-        result = deliver(backend, logged, store.settings.backend_timeout)
-    store.record_delivery(logged, result)
+        rows = store.catalog.deliveries(version_id=logged._record.id, backend=LINEAGE_BACKEND)
+        if not rows or rows[0].status == "delivered":
+            return None
+        try:
+            backend = resolve_backend(LINEAGE_BACKEND)
+        except ConfigurationError as exc:
+            result = ArtifactResult(backend=LINEAGE_BACKEND, ok=False, error=f"ConfigurationError: {exc}")
+        else:
+            result = deliver(backend, logged, store.settings.backend_timeout)
+        store.record_delivery(logged, result)
+    except TraceletError as exc:  # the version is committed: the outbox row stays for sync
+        logger.warning("OpenLineage export of %s is pending (run `tracelet sync` later): %s", logged.ref, exc)
+        return None
     if not result.ok:
         logger.warning("OpenLineage export of %s is pending (run `tracelet sync` later): %s",
                        logged.ref, result.error)
