@@ -402,6 +402,17 @@ def test_without_a_transport_the_log_succeeds_and_says_what_to_configure(
     assert [e["outputs"][0]["name"] for e in read_events(events_file)] == ["raw"]
 
 
+def test_without_the_extra_the_log_succeeds_and_names_what_to_install(
+        store_dir: Path, events_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tracelet_core.backends.openlineage", None)  # as if not installed
+    with ArtifactStore.open(store_dir) as store:
+        logged = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
+        [row] = store.deliveries(logged.ref)
+        assert row.status == "failed" and "pip install tracelet-artifacts[openlineage]" in (row.last_error or "")
+    result = CliRunner().invoke(app, ["--store", str(store_dir), "lineage", "raw", "--format", "openlineage"])
+    assert result.exit_code == 1 and "tracelet-artifacts[openlineage]" in result.stderr
+
+
 def test_the_export_is_off_by_default(store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(tmp_path / "events.jsonl"))
