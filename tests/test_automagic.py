@@ -581,3 +581,28 @@ def test_environment_sets_the_rule(store: ArtifactStore, workdir: Path, monkeypa
     monkeypatch.setenv("TRACELET_WATCH_STABLE_CHECKS", "0")
     with pytest.raises(ConfigurationError, match="watch_stable_checks"):
         TraceletSettings.load()
+
+
+# -- artifact_stats -------------------------------------------------------------------------
+def test_artifact_stats_count_logs_captures_and_waiting_deliveries(
+        store: ArtifactStore, workdir: Path, tmp_path: Path) -> None:
+    from backend_support import FolderBackend
+
+    from tracelet_core._backends import register_backend, unregister_backend
+
+    tracker = FolderBackend(str(tmp_path / "tracker"), fail=True)
+    with Experiment("stats", backend=tracker, automagic_artifacts=True, store=store) as exp:
+        torch.save({"w": torch.ones(1)}, workdir / "w.pt")
+        results = exp.log_artifact(exp.create_artifact("notes", "report").add_object({"a": 1}, "notes"))
+        assert results["folder"].ok is False  # the tracker is down; the version is committed
+        stats = exp.artifact_stats()
+    assert stats["logged"] == 2 and stats["captured"] == {"torch.save": 1}
+    assert stats["pending_deliveries"] == 2 and stats["delivery_failures"] == 2
+    assert stats["failed"] == 0 and stats["errors"] == []
+    assert stats["backends"] == ["folder"] and stats["automagic"] is True
+    register_backend("folder", FolderBackend)  # sync rebuilds it by name, reachable now
+    try:
+        store.sync()  # what `tracelet sync` does
+    finally:
+        unregister_backend("folder")
+    assert exp.artifact_stats()["pending_deliveries"] == 0

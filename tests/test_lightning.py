@@ -315,3 +315,19 @@ def test_artifact_stats_count_what_was_captured(pl: ModuleType, store: ArtifactS
                                               ("team/exp 1", "team/exp_1"), ("???", "experiment")])
 def test_experiment_prefix_is_a_valid_name(name: str, prefix: str) -> None:
     assert experiment_prefix(name) == prefix
+
+
+def test_a_fit_that_raises_leaves_its_checkpoints_and_no_wrapper(
+        pl: ModuleType, store: ArtifactStore, tmp_path: Path) -> None:
+    class Failing(type(tiny_module(pl))):  # type: ignore[misc]
+        def on_train_epoch_start(self) -> None:
+            if self.current_epoch == 1:
+                raise RuntimeError("diverged")
+
+    exp = Experiment("failing", store=store)
+    trainer = trainer_for(pl, tmp_path, [TraceletCallback(exp), model_checkpoint(pl, tmp_path / "c")])
+    with pytest.raises(RuntimeError, match="diverged"):
+        trainer.fit(Failing(), *loaders())
+    assert "save_checkpoint" not in vars(trainer)
+    assert [v.version for v in store.versions("failing/checkpoint")] == ["v1", "v2"]
+    assert [a.name for a in store.list()] == ["failing/checkpoint", "failing/validation_samples"]  # no model

@@ -136,6 +136,11 @@ _MISSING = object()
 _TRAINER_MODULES = ("lightning.pytorch", "pytorch_lightning")
 
 
+def call_argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    """The argument a call passed at position ``index`` or as keyword ``name`` (or ``None``)."""
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -233,9 +238,7 @@ class _CaptureHooks:
         @functools.wraps(original)
         def save(*args: Any, **kwargs: Any) -> Any:
             result = original(*args, **kwargs)
-            obj = args[0] if args else kwargs.get("obj")
-            target = args[1] if len(args) > 1 else kwargs.get("f")
-            hooks._saved(obj, target)
+            hooks._saved(call_argument(args, kwargs, 0, "obj"), call_argument(args, kwargs, 1, "f"))
             return result
 
         return save
@@ -251,9 +254,8 @@ class _CaptureHooks:
                 result = original(trainer, *args, **kwargs)
             finally:
                 hooks._local.lightning_depth = depth
-            filepath = args[0] if args else kwargs.get("filepath")
-            weights_only = args[1] if len(args) > 1 else kwargs.get("weights_only")
-            hooks._checkpointed(trainer, filepath, weights_only)
+            hooks._checkpointed(trainer, call_argument(args, kwargs, 0, "filepath"),
+                                call_argument(args, kwargs, 1, "weights_only"))
             return result
 
         return save_checkpoint
@@ -270,8 +272,8 @@ class _CaptureHooks:
 
     def _trainer_created(self, trainer: Any) -> None:
         """Give a new ``Trainer`` the callback of the newest session that attaches one."""
+        attaching = [s for s in self._active() if s.attach_trainer is not None]
         try:
-            attaching = [s for s in self._active() if s.attach_trainer is not None]
             if attaching and not capture_suppressed():
                 attach = attaching[-1].attach_trainer
                 assert attach is not None

@@ -783,19 +783,19 @@ class Catalog:
     def latest_with_tag(self, tag: str, name: str | None = None, type_: str | None = None) -> list[VersionRecord]:
         """The newest version carrying ``tag`` of every name (or of ``name`` and those under it)."""
         with self._read() as conn:
-            newest = (select(versions.c.artifact_id, func.max(versions.c.version).label("v"))
-                      .where(versions.c.id.in_(_tagged_ids(tag)))
-                      .group_by(versions.c.artifact_id).subquery())
-            query = (select(versions).join(newest, and_(newest.c.artifact_id == versions.c.artifact_id,
-                                                        newest.c.v == versions.c.version))
+            query = (select(versions).join(version_tags, version_tags.c.version_id == versions.c.id)
                      .join(artifacts, artifacts.c.id == versions.c.artifact_id)
-                     .order_by(artifacts.c.name))
+                     .where(version_tags.c.tag == tag)
+                     .order_by(artifacts.c.name, versions.c.version.desc()))
             if name is not None:
                 query = query.where(or_(artifacts.c.name == name, artifacts.c.name.startswith(name + "/")))
             if type_ is not None:
                 query = query.where(versions.c.type == type_)
-            rows = conn.execute(query).all()
-            return self._hydrate(conn, rows, self._names_for(conn, (r.artifact_id for r in rows)))
+            newest: dict[int, Any] = {}
+            for row in conn.execute(query):  # tagged versions, newest first within each name
+                newest.setdefault(row.artifact_id, row)
+            rows = list(newest.values())
+            return self._hydrate(conn, rows, self._names_for(conn, newest))
 
     def names(self) -> list[str]:
         with self._read() as conn:

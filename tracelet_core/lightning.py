@@ -42,6 +42,7 @@ from ._artifact import TraceletArtifact
 from ._automagic import (
     CALLBACK_WRAPPER_MARK,
     artifact_name_for,
+    call_argument,
     checkpoint_metadata,
     finite_number,
 )
@@ -115,6 +116,13 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         if getattr(wrapper, CALLBACK_WRAPPER_MARK, None) is self:
             del trainer.__dict__["save_checkpoint"]
 
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """A failed ``fit`` logs no final model, and Lightning calls no ``teardown``: the
+        wrapper goes now. (A ``ModelCheckpoint(save_on_exception=True)`` saves after this
+        hook, as checkpoint callbacks run last: that file is not a version of
+        ``<experiment>/checkpoint``; automagic logs it under its file name.)"""
+        self.teardown(trainer, pl_module, "fit")
+
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if (outputs is None or batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking
@@ -140,10 +148,9 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         @functools.wraps(original)
         def save_checkpoint(*args: Any, **kwargs: Any) -> Any:
             result = original(*args, **kwargs)
-            filepath = args[0] if args else kwargs.get("filepath")
-            weights_only = args[1] if len(args) > 1 else kwargs.get("weights_only")
-            callback._guarded(f"checkpoint {filepath!r}", callback._log_checkpoint, trainer,
-                              filepath, weights_only)
+            filepath = call_argument(args, kwargs, 0, "filepath")
+            callback._guarded(f"checkpoint {filepath!r}", callback._log_checkpoint, trainer, filepath,
+                              call_argument(args, kwargs, 1, "weights_only"))
             return result
 
         setattr(save_checkpoint, CALLBACK_WRAPPER_MARK, self)
