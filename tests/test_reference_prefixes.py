@@ -88,6 +88,9 @@ def test_versioned_bucket_records_each_objects_current_version(
     assert by_name["cat.png"].size == len(b"new cat!")
     assert store.get("images:v1").references == logged.references  # kept in the catalog
 
+    single = TraceletArtifact("cat", "image").add_reference(f"s3://{bucket}/raw/images/cat.png")
+    assert single.references[0].version_id == new["raw/images/cat.png"]["VersionId"]  # one object too
+
     put(client, bucket, {"raw/images/dog.png": b"another dog"})  # a new object version
     again = store.log(TraceletArtifact("images", "dataset").add_reference(f"s3://{bucket}/raw/images/"))
     assert again.version == "v2" and again.digest != logged.digest

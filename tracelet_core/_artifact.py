@@ -28,7 +28,7 @@ from ._frameworks import model_payload
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType
 from ._names import validate_artifact_path, validate_name
 from ._serializers import AUTO, get_serializer, resolve_auto
-from ._uris import list_prefix, probe_reference, redact_uri, validate_reference_uri
+from ._uris import describe_reference, list_prefix, redact_uri, validate_reference_uri
 
 #: At most this many objects under one reference prefix (as W&B does).
 DEFAULT_MAX_OBJECTS = 10_000
@@ -232,13 +232,14 @@ class TraceletArtifact:
         ref_name = validate_artifact_path(name or self._default_reference_name(clean_uri))
         if ref_name in self._references or ref_name in self._entries:
             raise InvalidArtifactError(f"artifact {self._name!r} already has an entry {ref_name!r}")
-        probed = probe_reference(uri)
+        probed_size, checksum, version_id = describe_reference(uri)
         self._references[ref_name] = ArtifactReference(
             uri=clean_uri,
             name=ref_name,
-            size=size_bytes if size_bytes is not None else probed[0],
-            checksum=probed[1],
+            size=size_bytes if size_bytes is not None else probed_size,
+            checksum=checksum,
             description=description,
+            version_id=version_id,
         )
         return self
 

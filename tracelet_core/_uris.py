@@ -42,20 +42,26 @@ def probe_reference(uri: str) -> tuple[int | None, str | None]:
     Never raises and never reads the object: unknown protocols, missing SDKs and unreachable
     stores leave both values ``None``.
     """
+    size, checksum, _ = describe_reference(uri)
+    return size, checksum
+
+
+def describe_reference(uri: str) -> tuple[int | None, str | None, str | None]:
+    """``probe_reference`` plus the object's version id where the store keeps versions."""
     import fsspec  # Deferred for import perf
 
     protocol = urlsplit(uri).scheme or "file"
     if protocol not in _PROBED_PROTOCOLS:
-        return None, None
+        return None, None, None
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         info: dict[str, Any] = fs.info(path)
     except Exception:  # noqa: BLE001 - a reference may point at something we cannot see
-        return None, None
+        return None, None, None
     if info.get("type") == "directory":
-        return None, None
+        return None, None, None
     size = info.get("size")
-    return (int(size) if size is not None else None), _checksum(info, protocol)
+    return (int(size) if size is not None else None), _checksum(info, protocol), _version_id(info)
 
 
 def _checksum(info: dict[str, Any], protocol: str) -> str | None:
@@ -66,6 +72,12 @@ def _checksum(info: dict[str, Any], protocol: str) -> str | None:
     if protocol in {"file", "local"} and "mtime" in info:
         return f"mtime:{info['mtime']}"
     return None
+
+
+def _version_id(info: dict[str, Any]) -> str | None:
+    """The object's version (S3 ``VersionId``, GCS ``generation``); ``None`` when unversioned."""
+    version = next((str(info[k]) for k in ("VersionId", "generation") if info.get(k)), None)
+    return None if version == "null" else version
 
 
 @dataclass(frozen=True)
@@ -116,10 +128,8 @@ def list_prefix(uri: str, max_objects: int) -> list[PrefixObject]:
         info = found[path]
         name = str(info.get("name", path)).partition("?")[0]
         relative = name[len(base):] if name.startswith(base) else posixpath.basename(name)
-        version = next((str(info[k]) for k in ("VersionId", "generation") if info.get(k)), None)
         size = info.get("size")
         objects.append(PrefixObject(relative=relative, uri=fs.unstrip_protocol(name),
                                     size=int(size) if size is not None else None,
-                                    checksum=_checksum(info, protocol),
-                                    version_id=None if version == "null" else version))
+                                    checksum=_checksum(info, protocol), version_id=_version_id(info)))
     return objects
