@@ -99,8 +99,9 @@ def trainer_for(pl: ModuleType, root: Path, callbacks: list[Any], max_epochs: in
 
 
 def model_checkpoint(pl: ModuleType, folder: Path, **options: Any) -> Any:
-    return pl.callbacks.ModelCheckpoint(dirpath=folder, monitor="val_loss", save_top_k=1,
-                                        save_last=True, **options)
+    """The issue's ``ModelCheckpoint(monitor="val_loss", save_top_k=1, save_last=True)``."""
+    settings: dict[str, Any] = {"monitor": "val_loss", "save_top_k": 1, "save_last": True, **options}
+    return pl.callbacks.ModelCheckpoint(dirpath=folder, **settings)
 
 
 def alias_recorder(pl: ModuleType, store: ArtifactStore, name: str) -> Any:
@@ -331,3 +332,18 @@ def test_a_fit_that_raises_leaves_its_checkpoints_and_no_wrapper(
     assert "save_checkpoint" not in vars(trainer)
     assert [v.version for v in store.versions("failing/checkpoint")] == ["v1", "v2"]
     assert [a.name for a in store.list()] == ["failing/checkpoint", "failing/validation_samples"]  # no model
+
+
+def test_save_last_link_points_last_at_the_linked_version(
+        pl: ModuleType, store: ArtifactStore, tmp_path: Path) -> None:
+    folder = tmp_path / "linked"
+    recorder = alias_recorder(pl, store, "link/checkpoint")
+    exp = Experiment("link", store=store)
+    trainer = trainer_for(pl, tmp_path, [TraceletCallback(exp), model_checkpoint(pl, folder, save_last="link"),
+                                         recorder], max_epochs=2)
+    trainer.fit(tiny_module(pl, val_losses=[2.0, 1.0]), *loaders())
+    assert [Path(v.metadata["source_path"]).name for v in store.versions("link/checkpoint")] == [
+        "epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"]  # last.ckpt is a link: no save of its own
+    assert [e["aliases"] for e in recorder.epochs] == [{"best": "v1", "last": "v1"}, {"best": "v2", "last": "v2"}]
+    linked = Path(recorder.epochs[-1]["last"]).resolve()
+    assert store.get("link/checkpoint:last").metadata["source_path"] == str(linked)

@@ -10,7 +10,8 @@ is started (never two to one trainer). During ``fit``, on global rank 0:
   ``<experiment>/checkpoint`` (``<experiment>/checkpoint-2`` for the second, ...), type
   ``checkpoint``, with metadata ``epoch``, ``global_step``, ``monitor``, ``score`` and the
   logged ``metrics``; alias ``best`` follows ``best_model_path`` and ``last`` follows
-  ``last_model_path`` (the newest checkpoint without ``save_last``). A file that
+  ``last_model_path`` (the newest checkpoint without ``save_last``, or with
+  ``save_last="link"``). A file that
   ``save_top_k`` deletes later keeps its version. A checkpoint no ``ModelCheckpoint`` wrote
   (a manual ``trainer.save_checkpoint``) is logged under its file stem, as automagic does;
 - what ``validation_step`` returns for the first validation batch of each epoch (tensors,
@@ -171,7 +172,9 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         score = _score_of(owner, path)
         metadata.update(monitor=monitor, score=score)
         best, last = _same_file(owner.best_model_path, path), _same_file(owner.last_model_path, path)
-        newest_is_last = not getattr(owner, "save_last", False)
+        # without save_last, and with save_last="link" (last.ckpt links to the file just
+        # saved), the newest checkpoint is the last one
+        newest_is_last = getattr(owner, "save_last", False) in (False, None, "link")
         aliases = [a for a, on in (("best", best), ("last", last or newest_is_last)) if on]
         version = self._log(TraceletArtifact(name, ArtifactType.CHECKPOINT, metadata=metadata)
                             .add_file(path), aliases=aliases)
