@@ -347,3 +347,14 @@ def test_save_last_link_points_last_at_the_linked_version(
     assert [e["aliases"] for e in recorder.epochs] == [{"best": "v1", "last": "v1"}, {"best": "v2", "last": "v2"}]
     linked = Path(recorder.epochs[-1]["last"]).resolve()
     assert store.get("link/checkpoint:last").metadata["source_path"] == str(linked)
+
+
+def test_a_pickled_callback_is_inert(pl: ModuleType, store: ArtifactStore, tmp_path: Path) -> None:
+    import pickle
+
+    exp = Experiment("spawned", store=store)
+    copy = pickle.loads(pickle.dumps(TraceletCallback(exp)))  # what ddp_spawn does to callbacks
+    assert copy.experiment is None and copy.prefix == "spawned"
+    trainer_for(pl, tmp_path, [copy, model_checkpoint(pl, tmp_path / "c")], max_epochs=1).fit(
+        tiny_module(pl), *loaders())
+    assert store.list() == []

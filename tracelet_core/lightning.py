@@ -98,7 +98,7 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
 
     def __init__(self, experiment: Experiment, *, sample_rows: int = 16,
                  sample_max_bytes: int = 1 << 20) -> None:
-        self.experiment = experiment
+        self.experiment: Experiment | None = experiment
         self.prefix = experiment_prefix(experiment.name)
         self.sample_rows = max(int(sample_rows), 1)
         self.sample_max_bytes = max(int(sample_max_bytes), 0)
@@ -106,7 +106,7 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
 
     # -- Lightning hooks --------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage != "fit" or not trainer.is_global_zero:
+        if stage != "fit" or not self._logs_for(trainer):
             return
         self._fit = _FitState()
         self._wrap_save_checkpoint(trainer)
@@ -127,14 +127,14 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if (outputs is None or batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking
-                or not trainer.is_global_zero or trainer.state.fn != "fit"
+                or not self._logs_for(trainer) or trainer.state.fn != "fit"
                 or trainer.current_epoch in self._fit.sampled_epochs):
             return
         self._fit.sampled_epochs.add(trainer.current_epoch)
         self._guarded("validation samples", self._log_samples, trainer, outputs)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero:
+        if not self._logs_for(trainer):
             return
         self._guarded("hyperparameters", self._log_hparams, trainer, pl_module)
         self._guarded("final model", self._log_model, trainer, pl_module)
@@ -181,7 +181,7 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         self._fit.versions[(name, str(path))] = version
         for alias in aliases:
             self._fit.aliases[(name, alias)] = version
-        self.experiment._mark_captured(path)
+        self._experiment._mark_captured(path)
         self._follow(name, "best", owner.best_model_path)
         if not newest_is_last:
             self._follow(name, "last", owner.last_model_path)
@@ -216,7 +216,7 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         version = self._fit.versions.get((name, os.path.abspath(os.fspath(source))))
         if version is None or self._fit.aliases.get((name, alias)) == version:
             return
-        self.experiment.store.set_alias(f"{name}:{version}", alias)
+        self._experiment.store.set_alias(f"{name}:{version}", alias)
         self._fit.aliases[(name, alias)] = version
 
     # -- samples, hyperparameters, model ------------------------------------------------------
@@ -260,11 +260,25 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         self._log(artifact, inputs=[chosen] if chosen else [])
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _logs_for(self, trainer: Any) -> bool:
+        """Only global rank 0 logs, and only a callback that still has its experiment."""
+        return self.experiment is not None and bool(trainer.is_global_zero)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (``ddp_spawn`` sends callbacks to new processes) without the experiment,
+        which holds locks and connections: the copy logs nothing; training goes on."""
+        return {**self.__dict__, "experiment": None}
+
+    @property
+    def _experiment(self) -> Experiment:
+        assert self.experiment is not None  # hooks return early for a pickled copy
+        return self.experiment
+
     def _log(self, artifact: TraceletArtifact, aliases: list[str] | None = None,
              inputs: list[str] | None = None) -> str:
         """Log through the experiment (producer, inputs, trackers); the version, ``vN``."""
         with suppress_capture():
-            results = self.experiment.log_artifact(artifact, aliases=aliases, inputs=inputs or ())
+            results = self._experiment.log_artifact(artifact, aliases=aliases, inputs=inputs or ())
         version = results["local"].version
         assert version is not None
         return version
@@ -274,10 +288,11 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
             action(*args)
         except Exception as exc:  # noqa: BLE001 - a capture never breaks the user's training
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-            self.experiment._capture_failed(f"lightning {what}: {detail}")
+            if self.experiment is not None:
+                self.experiment._capture_failed(f"lightning {what}: {detail}")
 
     def __repr__(self) -> str:
-        return f"TraceletCallback({self.experiment.name!r})"
+        return f"TraceletCallback({self.prefix!r})"
 
 
 def attach_callback(trainer: Any, experiment: Experiment) -> TraceletCallback | None:
