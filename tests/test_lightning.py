@@ -358,3 +358,20 @@ def test_a_pickled_callback_is_inert(pl: ModuleType, store: ArtifactStore, tmp_p
     trainer_for(pl, tmp_path, [copy, model_checkpoint(pl, tmp_path / "c")], max_epochs=1).fit(
         tiny_module(pl), *loaders())
     assert store.list() == []
+
+
+def test_a_manual_save_during_fit_is_named_after_its_file(pl: ModuleType, store: ArtifactStore,
+                                                          tmp_path: Path) -> None:
+    target = tmp_path / "manual" / "mid-training.ckpt"
+
+    class SavesItself(type(tiny_module(pl))):  # type: ignore[misc]
+        def on_train_epoch_end(self) -> None:
+            self.trainer.save_checkpoint(target)
+
+    with Experiment("hand", automagic_artifacts=True, store=store) as exp:
+        trainer_for(pl, tmp_path, [model_checkpoint(pl, tmp_path / "c")], max_epochs=1).fit(
+            SavesItself(), *loaders())
+        assert exp.automagic_errors == []
+    (logged,) = store.versions("mid-training")  # once: not also by the Trainer patch
+    assert logged.type.value == "checkpoint" and logged.metadata["source_path"] == str(target)
+    assert [v.version for v in store.versions("hand/checkpoint")] == ["v1", "v2"]

@@ -166,6 +166,7 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
         if owner is None:  # a manual save: named after the file, as automagic names it
             self._log(TraceletArtifact(artifact_name_for(path.stem), ArtifactType.CHECKPOINT,
                                        metadata=metadata).add_file(path))
+            self._experiment._mark_captured(path)
             return
         name = self._checkpoint_name(trainer, owner)
         monitor = getattr(owner, "monitor", None)
@@ -193,10 +194,6 @@ class TraceletCallback(*_CALLBACK_BASES):  # type: ignore[misc]
             known = [callback.best_model_path, callback.last_model_path,
                      *dict(getattr(callback, "best_k_models", {}) or {})]
             if any(_same_file(p, path) for p in known):
-                return callback
-        for callback in candidates:  # e.g. the checkpoint ModelCheckpoint saves on an exception
-            dirpath = getattr(callback, "dirpath", None)
-            if dirpath and _same_file(dirpath, path.parent):
                 return callback
         return None
 
