@@ -1,4 +1,4 @@
-"""Automagic capture: ``torch.save``, Lightning checkpoints and watched folders.
+"""Automagic capture: ``torch.save`` and watched folders (Lightning: ``test_lightning.py``).
 
 Everything runs for real (torch, Lightning, the store); the only stand-in is a ``log``
 callable that raises, to inject a failing capture.
@@ -20,6 +20,7 @@ import torch
 
 from tracelet_core import (
     ArtifactStore,
+    ConfigurationError,
     Experiment,
     ExperimentConfig,
     LoggedArtifact,
@@ -33,9 +34,6 @@ from tracelet_core._automagic import (
 )
 
 ORIGINAL_SAVE = torch.save
-LIGHTNING_FUTURE_WARNING = (
-    r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning"
-)
 
 
 @pytest.fixture
@@ -280,90 +278,18 @@ def test_importing_tracelet_core_imports_neither_torch_nor_lightning() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# -- Lightning ------------------------------------------------------------------------------
-def _fit_tiny_model(tmp_path: Path) -> tuple[Any, Path]:
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class Tiny(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = torch.nn.functional.mse_loss(self.layer(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    torch.manual_seed(0)
-    loader = DataLoader(TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), batch_size=4)
-    checkpoints = tmp_path / "checkpoints"
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu",
-                         callbacks=[ModelCheckpoint(dirpath=checkpoints)])
-    trainer.fit(Tiny(), loader)
-    return trainer, checkpoints
-
-
-@pytest.mark.filterwarnings(LIGHTNING_FUTURE_WARNING)
-def test_lightning_checkpoint_is_logged_once(store: ArtifactStore, tmp_path: Path) -> None:
-    from lightning.pytorch import Trainer
-
-    original = Trainer.__dict__["save_checkpoint"]
-    with automagic(store) as exp:
-        assert Trainer.__dict__["save_checkpoint"] is not original
-        _, checkpoints = _fit_tiny_model(tmp_path)
-        errors = exp.automagic_errors
-    assert Trainer.__dict__["save_checkpoint"] is original
-    assert errors == []
-    (ckpt,) = checkpoints.iterdir()
-    assert ckpt.name == "epoch=0-step=4.ckpt"
-    (logged,) = store.list()  # nothing else: Lightning's torch.save went into a BytesIO
-    assert logged.name == "epoch_0-step_4"
-    assert logged.type.value == "checkpoint"
-    assert [v.version for v in store.versions(logged.name)] == ["v1"]
-    assert logged.metadata["captured_by"] == "lightning"
-    assert logged.metadata["epoch"] == 0
-    assert logged.metadata["global_step"] == 4
-    assert logged.metadata["source_path"] == str(ckpt)
-    assert "train_loss" in logged.metadata["metrics"]
-    assert file_bytes(logged, tmp_path) == ckpt.read_bytes()
-
-
-@pytest.mark.filterwarnings(LIGHTNING_FUTURE_WARNING)
-def test_manual_trainer_save_checkpoint_is_captured(store: ArtifactStore, tmp_path: Path) -> None:
-    trainer, _ = _fit_tiny_model(tmp_path)  # trained before the experiment: nothing captured
-    assert store.list() == []
-    with automagic(store):
-        trainer.save_checkpoint(tmp_path / "final model.ckpt", weights_only=True)
-    logged = store.get("final_model")
-    assert logged.type.value == "checkpoint"
-    assert logged.metadata["weights_only"] is True
-    assert [a.name for a in store.list()] == ["final_model"]
-
-
-def test_pytorch_lightning_trainer_is_patched_and_restored(store: ArtifactStore) -> None:
-    import pytorch_lightning
-
-    original = pytorch_lightning.Trainer.__dict__["save_checkpoint"]
-    with automagic(store):
-        assert pytorch_lightning.Trainer.__dict__["save_checkpoint"] is not original
-    assert pytorch_lightning.Trainer.__dict__["save_checkpoint"] is original
-
-
 # -- watched folders ------------------------------------------------------------------------
 def watching(store: ArtifactStore, *folders: Path, interval: float = 3600.0,
-             capture_saves: bool = False) -> Experiment:
-    """An experiment watching ``folders``; the long interval leaves scanning to the test."""
+             capture_saves: bool = False, stable_checks: int = 1) -> Experiment:
+    """An experiment watching ``folders``; the long interval leaves scanning to the test.
+
+    One stable check (a file is logged by the second scan that sees it unchanged) keeps
+    these tests short; the default rule (3 checks, 5 s max wait) is tested further down."""
     config = ExperimentConfig(watch_filesystem=True, automagic_artifacts=capture_saves,
                               artifact_watch_dirs=[str(f) for f in folders])
     return Experiment("watch", config=config, store=store,
-                      settings=TraceletSettings.load(watch_interval=interval))
+                      settings=TraceletSettings.load(watch_interval=interval,
+                                                     watch_stable_checks=stable_checks))
 
 
 def test_new_file_is_logged_once_stable(store: ArtifactStore, workdir: Path, tmp_path: Path) -> None:
@@ -550,3 +476,133 @@ def test_background_thread_scans_and_stops(store: ArtifactStore, workdir: Path) 
 def test_watching_only_does_not_patch_torch_save(store: ArtifactStore, workdir: Path) -> None:
     with watching(store, workdir):
         assert torch.save is ORIGINAL_SAVE
+
+
+# -- the stability rule: TRACELET_WATCH_STABLE_CHECKS and TRACELET_WATCH_MAX_WAIT ------------
+class FakeClock:
+    """The watcher's clock, moved by the test: no sleeping, no timing luck."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watch_session(store: ArtifactStore, folder: Path, clock: FakeClock, **rule: Any) -> AutomagicSession:
+    """A session scanned only by the test, with the default rule unless ``rule`` says."""
+    settings = TraceletSettings.load(**{f"watch_{k}": v for k, v in rule.items()})
+    return AutomagicSession(store.log, capture_saves=False, watch_dirs=[folder], watch_interval=3600,
+                            stable_checks=settings.watch_stable_checks, max_wait=settings.watch_max_wait,
+                            clock=clock)
+
+
+def test_default_rule_is_three_stable_checks_and_five_seconds() -> None:
+    settings = TraceletSettings.load()
+    assert (settings.watch_stable_checks, settings.watch_max_wait) == (3, 5.0)
+
+
+def test_a_file_is_logged_after_three_unchanged_scans(store: ArtifactStore, workdir: Path) -> None:
+    clock = FakeClock()
+    session = watch_session(store, workdir, clock)
+    session.start()
+    try:
+        (workdir / "metrics.json").write_text("{}")
+        found = []
+        for _ in range(5):
+            clock.now += 1.0  # within the max wait: the full rule applies
+            found.append(session.scan_once())
+    finally:
+        session.stop()
+    # seen, then unchanged in 3 consecutive scans: logged by the 4th scan, once
+    assert found == [[], [], [], ["metrics"], []]
+
+
+def test_a_file_growing_past_the_max_wait_is_logged_when_it_settles(
+        store: ArtifactStore, workdir: Path) -> None:
+    clock = FakeClock()
+    session = watch_session(store, workdir, clock)
+    session.start()
+    target = workdir / "train.log"
+    try:
+        for step in range(8):  # 16 s of growth, far past the 5 s max wait: never logged early
+            with target.open("a") as handle:
+                handle.write(f"step {step}\n")
+            clock.now += 2.0
+            assert session.scan_once() == []
+        clock.now += 2.0
+        assert session.scan_once() == ["train"]  # the first unchanged scan after the wait
+        clock.now += 2.0
+        assert session.scan_once() == []
+    finally:
+        session.stop()
+    (logged,) = store.versions("train")
+    assert logged.size_bytes == target.stat().st_size
+    assert logged.metadata["captured_by"] == "watcher"
+
+
+def test_a_settled_file_after_a_short_burst_still_needs_every_check(
+        store: ArtifactStore, workdir: Path) -> None:
+    clock = FakeClock()
+    session = watch_session(store, workdir, clock, stable_checks=2, max_wait=60.0)
+    session.start()
+    target = workdir / "weights.bin"
+    try:
+        target.write_bytes(b"a")
+        assert session.scan_once() == []
+        target.write_bytes(b"ab")  # changed: the count starts again
+        clock.now += 1.0
+        assert [session.scan_once() for _ in range(3)] == [[], [], ["weights"]]
+    finally:
+        session.stop()
+    assert store.get("weights").size_bytes == 2
+
+
+def test_stop_logs_a_file_that_never_settled(store: ArtifactStore, workdir: Path) -> None:
+    clock = FakeClock()
+    session = watch_session(store, workdir, clock)
+    session.start()
+    target = workdir / "growing.csv"
+    for rows in range(3):
+        target.write_text("x\n" * (rows + 1))
+        clock.now += 10.0
+        session.scan_once()
+    session.stop()  # never dropped: the final scan logs it as it is
+    assert store.get("growing").size_bytes == 6
+
+
+def test_environment_sets_the_rule(store: ArtifactStore, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACELET_WATCH_STABLE_CHECKS", "2")
+    monkeypatch.setenv("TRACELET_WATCH_MAX_WAIT", "0.5")
+    config = ExperimentConfig(watch_filesystem=True, artifact_watch_dirs=[str(workdir)])
+    with Experiment("env", config=config, store=store) as exp:
+        session = session_of(exp)
+        assert (session.stable_checks, session.max_wait) == (2, 0.5)
+    monkeypatch.setenv("TRACELET_WATCH_STABLE_CHECKS", "0")
+    with pytest.raises(ConfigurationError, match="watch_stable_checks"):
+        TraceletSettings.load()
+
+
+# -- artifact_stats -------------------------------------------------------------------------
+def test_artifact_stats_count_logs_captures_and_waiting_deliveries(
+        store: ArtifactStore, workdir: Path, tmp_path: Path) -> None:
+    from backend_support import FolderBackend
+
+    from tracelet_core._backends import register_backend, unregister_backend
+
+    tracker = FolderBackend(str(tmp_path / "tracker"), fail=True)
+    with Experiment("stats", backend=tracker, automagic_artifacts=True, store=store) as exp:
+        torch.save({"w": torch.ones(1)}, workdir / "w.pt")
+        results = exp.log_artifact(exp.create_artifact("notes", "report").add_object({"a": 1}, "notes"))
+        assert results["folder"].ok is False  # the tracker is down; the version is committed
+        stats = exp.artifact_stats()
+    assert stats["logged"] == 2 and stats["captured"] == {"torch.save": 1}
+    assert stats["pending_deliveries"] == 2 and stats["delivery_failures"] == 2
+    assert stats["failed"] == 0 and stats["errors"] == []
+    assert stats["backends"] == ["folder"] and stats["automagic"] is True
+    register_backend("folder", FolderBackend)  # sync rebuilds it by name, reachable now
+    try:
+        store.sync()  # what `tracelet sync` does
+    finally:
+        unregister_backend("folder")
+    assert exp.artifact_stats()["pending_deliveries"] == 0

@@ -5,6 +5,11 @@ Nothing is hashed or copied into the store here: ``add_file``/``add_dir`` check 
 record them, ``add_object``/``add_model`` serialize into a private staging folder (removed when
 the builder is garbage collected), ``add_reference`` records a URI. The store streams and
 hashes everything when the artifact is logged.
+
+``add_reference`` on a prefix (an object-store URI ending in ``/``, or a local folder)
+records one reference per object under it, each with its size, checksum/etag and version
+id, up to ``max_objects``. ``tags`` label the version the artifact becomes; they are not
+part of its content (see ``ArtifactStore.log``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,19 @@ from ._frameworks import model_payload
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType
 from ._names import validate_artifact_path, validate_name
 from ._serializers import AUTO, get_serializer, resolve_auto
-from ._uris import probe_reference, redact_uri, validate_reference_uri
+from ._uris import describe_reference, list_prefix, redact_uri, validate_reference_uri
+
+#: At most this many objects under one reference prefix (as W&B does).
+DEFAULT_MAX_OBJECTS = 10_000
+MAX_TAG_LENGTH = 128
+
+
+def _is_prefix(uri: str) -> bool:
+    """An object-store URI ending in ``/``, or a local folder (a path or ``file://``)."""
+    if "://" not in uri or uri.startswith(("file://", "local://")):
+        local = uri.split("://", 1)[1] if "://" in uri else uri
+        return os.path.isdir(local)
+    return uri.endswith("/")
 
 
 def coerce_type(artifact_type: object) -> ArtifactType:
@@ -32,6 +50,25 @@ def coerce_type(artifact_type: object) -> ArtifactType:
     except ValueError:
         known = ", ".join(t.value for t in ArtifactType)
         raise InvalidArtifactError(f"unknown artifact type {artifact_type!r}; known: {known}") from None
+
+
+def validate_tag(tag: object) -> str:
+    """Return ``tag`` if it can label a version: 1-128 printable characters, no surrounding
+    blanks (unlike aliases, any wording: ``"needs review"``, ``"lr=0.1"``)."""
+    if not isinstance(tag, str) or not tag or tag != tag.strip():
+        raise InvalidArtifactError(f"invalid tag {tag!r}: a non-empty string without surrounding blanks")
+    if len(tag) > MAX_TAG_LENGTH:
+        raise InvalidArtifactError(f"tag {tag[:40]!r}... is longer than {MAX_TAG_LENGTH} characters")
+    if not tag.isprintable():
+        raise InvalidArtifactError(f"tag {tag!r} contains a control character")
+    return tag
+
+
+def validate_tags(tags: Iterable[str] | None) -> list[str]:
+    """Each tag validated, duplicates dropped, first occurrence order kept."""
+    if isinstance(tags, str):
+        raise InvalidArtifactError(f"tags must be a list of strings, not the string {tags!r}")
+    return list(dict.fromkeys(validate_tag(t) for t in (tags or ())))
 
 
 def _parent_folders(path: str) -> list[str]:
@@ -61,11 +98,13 @@ class TraceletArtifact:
         artifact_type: ArtifactType | str = ArtifactType.CUSTOM,
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
     ) -> None:
         self._name = validate_name(name)
         self._type = coerce_type(artifact_type)
         self.description = description
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self._tags = validate_tags(tags)
         self._entries: dict[str, StagedEntry] = {}
         self._folders: set[str] = set()
         self._references: dict[str, ArtifactReference] = {}
@@ -79,6 +118,15 @@ class TraceletArtifact:
     @property
     def type(self) -> ArtifactType:
         return self._type
+
+    @property
+    def tags(self) -> list[str]:
+        """Labels for the version this becomes (not unique, not part of its content)."""
+        return list(self._tags)
+
+    @tags.setter
+    def tags(self, tags: Iterable[str]) -> None:
+        self._tags = validate_tags(tags)
 
     @property
     def files(self) -> list[ArtifactFile]:
@@ -163,23 +211,62 @@ class TraceletArtifact:
         size_bytes: int | None = None,
         description: str | None = None,
         name: str | None = None,
+        max_objects: int = DEFAULT_MAX_OBJECTS,
     ) -> TraceletArtifact:
-        """Record an external object by URI; its bytes are never copied."""
+        """Record an external object by URI; its bytes are never copied.
+
+        A prefix (``s3://bucket/images/``, any fsspec URI ending in ``/``, or a local folder)
+        records every object under it, named by its path below the prefix (below ``name``
+        when given), each with size, checksum/etag and version id; more than
+        ``max_objects`` objects, or none, raise ``InvalidArtifactError`` and add nothing.
+        """
         validate_reference_uri(uri)
+        if size_bytes is not None and (not isinstance(size_bytes, int) or size_bytes < 0):
+            raise InvalidArtifactError(f"size_bytes must be a non-negative int, got {size_bytes!r}")
+        if _is_prefix(uri):
+            if size_bytes is not None:
+                raise InvalidArtifactError(f"{redact_uri(uri)} is a prefix: its objects' sizes are read, "
+                                           "size_bytes does not apply")
+            return self._add_prefix(uri, description, name, max_objects)
         clean_uri = redact_uri(uri)
         ref_name = validate_artifact_path(name or self._default_reference_name(clean_uri))
         if ref_name in self._references or ref_name in self._entries:
             raise InvalidArtifactError(f"artifact {self._name!r} already has an entry {ref_name!r}")
-        if size_bytes is not None and (not isinstance(size_bytes, int) or size_bytes < 0):
-            raise InvalidArtifactError(f"size_bytes must be a non-negative int, got {size_bytes!r}")
-        probed_size, checksum = probe_reference(uri)
+        probed_size, checksum, version_id = describe_reference(uri)
         self._references[ref_name] = ArtifactReference(
             uri=clean_uri,
             name=ref_name,
             size=size_bytes if size_bytes is not None else probed_size,
             checksum=checksum,
             description=description,
+            version_id=version_id,
         )
+        return self
+
+    def _add_prefix(self, uri: str, description: str | None, name: str | None,
+                    max_objects: int) -> TraceletArtifact:
+        if not isinstance(max_objects, int) or max_objects < 1:
+            raise InvalidArtifactError(f"max_objects must be a positive int, got {max_objects!r}")
+        base = validate_artifact_path(name) if name else None
+        found = list_prefix(uri, max_objects)
+        if not found:
+            raise InvalidArtifactError(f"no objects under {redact_uri(uri)}")
+        references = []
+        for item in found:
+            ref_name = validate_artifact_path(f"{base}/{item.relative}" if base else item.relative)
+            references.append(ArtifactReference(uri=redact_uri(item.uri), name=ref_name, size=item.size,
+                                                checksum=item.checksum, description=description,
+                                                version_id=item.version_id))
+        names = {r.name for r in references}
+        for reference in references:  # every name checked before any is added: all or nothing
+            self._check_free(reference.name)
+            for folder in _parent_folders(reference.name):
+                if folder in self._references or folder in names:
+                    raise InvalidArtifactError(f"reference {reference.name!r} conflicts with {folder!r}: "
+                                               "a path cannot be both object and folder")
+        for reference in references:
+            self._references[reference.name] = reference
+            self._folders.update(_parent_folders(reference.name))
         return self
 
     def add_model(
@@ -206,6 +293,7 @@ class TraceletArtifact:
             "type": self._type.value,
             "description": self.description,
             "metadata": dict(self.metadata),
+            "tags": list(self._tags),
             "size_bytes": self.size_bytes,
             "files": [f.to_dict() for f in self.files],
             "objects": [o.to_dict() for o in self.objects],

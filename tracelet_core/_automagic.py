@@ -5,24 +5,33 @@ An ``Experiment`` started with ``automagic_artifacts`` (or ``watch_filesystem``)
 ``log_artifact``, so captured versions get the same producer, inputs and backend routing as
 artifacts logged by hand.
 
-Patches. ``torch.save`` and ``Trainer.save_checkpoint`` (``lightning.pytorch`` and/or
-``pytorch_lightning``) are patched once per process by ``_HOOKS``, the only module-level
-state here: the first session that starts installs the wrappers, every active session
-receives each capture, and the last session that stops restores the originals (the very
-same objects). torch and Lightning are imported only when a session that captures saves
-starts, never by ``import tracelet_core``.
+Patches. ``torch.save``, ``Trainer.__init__`` and ``Trainer.save_checkpoint``
+(``lightning.pytorch`` and/or ``pytorch_lightning``) are patched once per process by
+``_HOOKS``, the only module-level state here: the first session that starts installs the
+wrappers, every active session receives each capture, and the last session that stops
+restores the originals (the very same objects). torch and Lightning are imported only when a
+session that captures saves starts, never by ``import tracelet_core``.
 
 What is captured. ``torch.save(obj, path)`` where ``path`` is a ``str`` or ``os.PathLike``
 and the save succeeded; saves into file objects (``BytesIO``, open files) are not captured,
-since there is no file to log. Lightning writes its checkpoints through ``torch.save`` into a
-``BytesIO`` and is captured by the ``save_checkpoint`` patch instead, on global rank 0 only,
-so a checkpoint is logged once. A capture that fails never breaks the user's save: the error
-is appended to ``AutomagicSession.errors`` and logged as a warning on ``tracelet.automagic``.
+since there is no file to log. A ``Trainer`` created while a session is started gets a
+``tracelet_core.lightning.TraceletCallback`` (unless it already has one), which logs its
+checkpoints as versions of ``<experiment>/checkpoint``, the final model, the hyperparameters
+and validation samples. A trainer without that callback (created before the session
+started) is captured by the ``save_checkpoint`` patch: each file as an artifact named after
+its stem, on global rank 0 only. Lightning writes its checkpoints through ``torch.save`` into
+a ``BytesIO``, so a checkpoint is logged once. A capture that fails never breaks the user's
+save: the error is appended to ``AutomagicSession.errors`` and logged as a warning on
+``tracelet.automagic``.
 
 Watched folders. A daemon thread scans each folder (recursively, ``stat`` only) every
-``watch_interval`` seconds and logs a new or changed file once its size and mtime are the
-same in two consecutive scans. Files present when the session starts are the baseline and
-are not logged unless they change; hidden and temporary files are skipped.
+``watch_interval`` seconds and logs a new or changed file once its size and mtime have been
+the same for ``stable_checks`` consecutive scans (``TRACELET_WATCH_STABLE_CHECKS``, default
+3). A file that has kept changing for longer than ``max_wait`` seconds
+(``TRACELET_WATCH_MAX_WAIT``, default 5) is logged as soon as one scan finds it unchanged;
+no file is ever dropped, and ``stop()`` logs whatever is still pending. Files present when
+the session starts are the baseline and are not logged unless they change; hidden and
+temporary files are skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,6 +136,11 @@ _MISSING = object()
 _TRAINER_MODULES = ("lightning.pytorch", "pytorch_lightning")
 
 
+def call_argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    """The argument a call passed at position ``index`` or as keyword ``name`` (or ``None``)."""
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -134,7 +149,7 @@ def _importable(module: str) -> bool:
 
 
 class _CaptureHooks:
-    """The patches of ``torch.save`` and ``Trainer.save_checkpoint``, shared by all sessions.
+    """The patches of ``torch.save`` and the Lightning ``Trainer``, shared by all sessions.
 
     Installed by the first ``add`` and removed by the last ``remove``; captures are forwarded
     to every session registered at the time of the save, outside the lock.
@@ -146,7 +161,7 @@ class _CaptureHooks:
         self._torch: Any = None
         self._torch_original: Any = None
         self._torch_wrapper: Any = None
-        self._trainers: list[tuple[type, Any, Any]] = []  # (class, original, wrapper)
+        self._trainers: list[tuple[type, str, Any, Any]] = []  # (class, attribute, original, wrapper)
         self._local = threading.local()
 
     def add(self, session: AutomagicSession) -> list[str]:
@@ -184,13 +199,18 @@ class _CaptureHooks:
                 continue
             try:
                 trainer_cls = importlib.import_module(module_name).Trainer  # Deferred for import perf
-                original = trainer_cls.__dict__.get("save_checkpoint", _MISSING)
-                wrapper = self._wrap_save_checkpoint(trainer_cls.save_checkpoint)
-                trainer_cls.save_checkpoint = wrapper
-                self._trainers.append((trainer_cls, original, wrapper))
+                self._patch(trainer_cls, "save_checkpoint", self._wrap_save_checkpoint)
+                self._patch(trainer_cls, "__init__", self._wrap_trainer_init)
             except Exception as exc:  # noqa: BLE001 - automagic must never break start()
-                problems.append(f"cannot patch {module_name}.Trainer.save_checkpoint: {_one_line(exc)}")
+                problems.append(f"cannot patch {module_name}.Trainer: {_one_line(exc)}")
         return problems
+
+    def _patch(self, cls: type, attribute: str,
+               wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        original = cls.__dict__.get(attribute, _MISSING)
+        wrapper = wrap(getattr(cls, attribute))
+        setattr(cls, attribute, wrapper)
+        self._trainers.append((cls, attribute, original, wrapper))
 
     def _uninstall(self) -> list[str]:
         problems: list[str] = []
@@ -200,14 +220,14 @@ class _CaptureHooks:
             else:  # someone patched over us: leave theirs; ours forwards to no session now
                 problems.append("torch.save was patched again by someone else; not restored")
             self._torch = self._torch_original = self._torch_wrapper = None
-        for trainer_cls, original, wrapper in reversed(self._trainers):
-            if trainer_cls.__dict__.get("save_checkpoint") is not wrapper:
-                problems.append(f"{trainer_cls.__module__}.Trainer.save_checkpoint was patched "
+        for cls, attribute, original, wrapper in reversed(self._trainers):
+            if cls.__dict__.get(attribute) is not wrapper:
+                problems.append(f"{cls.__module__}.Trainer.{attribute} was patched "
                                 "again by someone else; not restored")
             elif original is _MISSING:
-                delattr(trainer_cls, "save_checkpoint")
+                delattr(cls, attribute)
             else:
-                trainer_cls.save_checkpoint = original
+                setattr(cls, attribute, original)
         self._trainers.clear()
         return problems
 
@@ -218,9 +238,7 @@ class _CaptureHooks:
         @functools.wraps(original)
         def save(*args: Any, **kwargs: Any) -> Any:
             result = original(*args, **kwargs)
-            obj = args[0] if args else kwargs.get("obj")
-            target = args[1] if len(args) > 1 else kwargs.get("f")
-            hooks._saved(obj, target)
+            hooks._saved(call_argument(args, kwargs, 0, "obj"), call_argument(args, kwargs, 1, "f"))
             return result
 
         return save
@@ -236,12 +254,34 @@ class _CaptureHooks:
                 result = original(trainer, *args, **kwargs)
             finally:
                 hooks._local.lightning_depth = depth
-            filepath = args[0] if args else kwargs.get("filepath")
-            weights_only = args[1] if len(args) > 1 else kwargs.get("weights_only")
-            hooks._checkpointed(trainer, filepath, weights_only)
+            hooks._checkpointed(trainer, call_argument(args, kwargs, 0, "filepath"),
+                                call_argument(args, kwargs, 1, "weights_only"))
             return result
 
         return save_checkpoint
+
+    def _wrap_trainer_init(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        @functools.wraps(original)
+        def __init__(trainer: Any, *args: Any, **kwargs: Any) -> None:
+            original(trainer, *args, **kwargs)
+            hooks._trainer_created(trainer)
+
+        return __init__
+
+    def _trainer_created(self, trainer: Any) -> None:
+        """Give a new ``Trainer`` the callback of the newest session that attaches one."""
+        attaching = [s for s in self._active() if s.attach_trainer is not None]
+        try:
+            if attaching and not capture_suppressed():
+                attach = attaching[-1].attach_trainer
+                assert attach is not None
+                attach(trainer)
+        except Exception as exc:  # noqa: BLE001 - never break the user's Trainer(...)
+            logger.warning("automagic: cannot attach the Lightning callback: %s", _one_line(exc))
+            for session in attaching[-1:]:
+                session._fail(f"cannot attach the Lightning callback: {_one_line(exc)}")
 
     def _busy(self) -> bool:
         """True while a capture is being logged or Lightning is saving on this thread."""
@@ -269,15 +309,15 @@ class _CaptureHooks:
         try:
             if getattr(self._local, "capturing", False) or capture_suppressed():
                 return
-            if not getattr(trainer, "is_global_zero", True):
-                return
+            if not getattr(trainer, "is_global_zero", True) or has_checkpoint_wrapper(trainer):
+                return  # a TraceletCallback on this trainer logs its checkpoints itself
             sessions = self._active()
             path = _local_path(filepath)
             if path is None or "://" in str(filepath):
                 for session in sessions:
                     session._fail(f"lightning checkpoint {filepath!r}: not a local file; not captured")
                 return
-            metadata = _lightning_metadata(trainer, path, weights_only)
+            metadata = checkpoint_metadata(trainer, path, weights_only)
         except Exception as exc:  # noqa: BLE001 - never break the user's training
             logger.warning("automagic: lightning capture failed: %s", _one_line(exc))
             return
@@ -293,7 +333,27 @@ class _CaptureHooks:
             self._local.capturing = False
 
 
-def _lightning_metadata(trainer: Any, path: Path, weights_only: object) -> dict[str, Any]:
+#: The attribute marking a trainer's ``save_checkpoint`` as wrapped by a ``TraceletCallback``.
+CALLBACK_WRAPPER_MARK = "_tracelet_callback"
+
+
+def has_checkpoint_wrapper(trainer: Any) -> bool:
+    """True while a ``TraceletCallback`` captures this trainer's checkpoints."""
+    wrapper = getattr(trainer, "__dict__", {}).get("save_checkpoint")
+    return getattr(wrapper, CALLBACK_WRAPPER_MARK, None) is not None
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float (a Python number or a one-element tensor), else ``None``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):  # a non-scalar tensor, a string, ...
+        return None
+    return number if math.isfinite(number) else None
+
+
+def checkpoint_metadata(trainer: Any, path: Path, weights_only: object) -> dict[str, Any]:
+    """What a captured Lightning checkpoint records: where, when (epoch, step), the metrics."""
     metadata: dict[str, Any] = {
         "captured_by": "lightning",
         "source_path": str(path),
@@ -304,11 +364,8 @@ def _lightning_metadata(trainer: Any, path: Path, weights_only: object) -> dict[
         metadata["weights_only"] = bool(weights_only)
     metrics: dict[str, float] = {}
     for key, value in dict(getattr(trainer, "callback_metrics", {}) or {}).items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError, RuntimeError):  # a non-scalar tensor, a string, ...
-            continue
-        if math.isfinite(number):
+        number = finite_number(value)
+        if number is not None:
             metrics[str(key)] = number
     if metrics:
         metadata["metrics"] = metrics
@@ -320,13 +377,24 @@ _HOOKS = _CaptureHooks()
 
 # -- watched folders ------------------------------------------------------------------------
 class _FolderWatcher:
-    """Finds files in watched folders that are new or changed and stable (no logging here)."""
+    """Finds files in watched folders that are new or changed and stable (no logging here).
 
-    def __init__(self, roots: list[Path]) -> None:
+    A file is stable once ``stable_checks`` consecutive scans found its ``(size, mtime)``
+    unchanged, or, when it has been changing for more than ``max_wait`` seconds (by
+    ``clock``), once one scan found it unchanged.
+    """
+
+    def __init__(self, roots: list[Path], *, stable_checks: int = 3, max_wait: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.roots = roots
+        self.stable_checks = max(int(stable_checks), 1)
+        self.max_wait = max(float(max_wait), 0.0)
+        self.clock = clock
         self._lock = threading.Lock()
         self._seen: dict[Path, tuple[int, int]] = {}  # signature in the previous scan
         self._done: dict[Path, tuple[int, int]] = {}  # signature already logged (or baseline)
+        self._unchanged: dict[Path, int] = {}  # consecutive scans that found it unchanged
+        self._changing_since: dict[Path, float] = {}  # when a pending file was first seen changed
 
     def baseline(self) -> None:
         """Files present now are not new: remember them as already handled."""
@@ -338,22 +406,38 @@ class _FolderWatcher:
     def claim_stable(self, final: bool = False) -> list[tuple[Path, Path]]:
         """``(root, file)`` pairs to log now, marked as handled so no other scan logs them.
 
-        A file is claimed when its ``(size, mtime)`` differs from the one last handled and
-        equals the previous scan's; with ``final`` every new or changed file is claimed.
+        A file is claimed when its ``(size, mtime)`` differs from the one last handled and is
+        stable (see the class docstring); with ``final`` every new or changed file is claimed.
         """
         with self._lock:
+            now = self.clock()
             current = self._stat_all()
             claims: list[tuple[Path, Path]] = []
             for path, (root, signature) in current.items():
                 if self._done.get(path) == signature:
+                    self._forget_pending(path)
                     continue
-                if final or self._seen.get(path) == signature:
+                if self._seen.get(path) == signature:
+                    self._unchanged[path] = self._unchanged.get(path, 0) + 1
+                else:
+                    self._unchanged[path] = 0
+                started = self._changing_since.setdefault(path, now)
+                unchanged = self._unchanged[path]
+                waited_long = unchanged >= 1 and now - started >= self.max_wait
+                if final or unchanged >= self.stable_checks or waited_long:
                     claims.append((root, path))
                     self._done[path] = signature
+                    self._forget_pending(path)
             self._seen = {path: sig for path, (_, sig) in current.items()}
             for gone in self._done.keys() - current.keys():
                 del self._done[gone]
+            for gone in self._changing_since.keys() - current.keys():
+                self._forget_pending(gone)
             return claims
+
+    def _forget_pending(self, path: Path) -> None:
+        self._unchanged.pop(path, None)
+        self._changing_since.pop(path, None)
 
     def release(self, paths: list[Path]) -> None:
         """Claimed files that were not logged after all: the next scan may claim them again."""
@@ -372,6 +456,7 @@ class _FolderWatcher:
         with self._lock:
             signature = (stat.st_size, stat.st_mtime_ns)
             self._done[path] = self._seen[path] = signature
+            self._forget_pending(path)
 
     def _stat_all(self) -> dict[Path, tuple[Path, tuple[int, int]]]:
         found: dict[Path, tuple[Path, tuple[int, int]]] = {}
@@ -408,16 +493,25 @@ def _watched_name(root: Path, path: Path) -> str:
 class AutomagicSession:
     """Captures ``torch.save`` calls, Lightning checkpoints and files in watched folders.
 
-    ``log`` receives every captured ``TraceletArtifact`` (``Experiment.log_artifact``).
-    ``errors`` lists the captures that failed, one line each; they never raise.
+    ``log`` receives every captured ``TraceletArtifact`` (``Experiment.log_artifact``);
+    ``attach_trainer`` (when given) is called with every Lightning ``Trainer`` created while
+    the session is started. ``errors`` lists the captures that failed, one line each; they
+    never raise. ``stable_checks``, ``max_wait`` and ``clock`` set the watcher's stability
+    rule (see ``_FolderWatcher``).
     """
 
     def __init__(self, log: Callable[[TraceletArtifact], Any], *, capture_saves: bool,
-                 watch_dirs: list[Path], watch_interval: float) -> None:
+                 watch_dirs: list[Path], watch_interval: float, stable_checks: int = 3,
+                 max_wait: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 attach_trainer: Callable[[Any], None] | None = None) -> None:
         self.log = log
         self.capture_saves = capture_saves
+        self.attach_trainer = attach_trainer if capture_saves else None
         self.watch_dirs = [Path(d) for d in watch_dirs]
         self.watch_interval = max(float(watch_interval), _MIN_INTERVAL)
+        self.stable_checks = stable_checks
+        self.max_wait = max_wait
+        self.clock = clock
         self.errors: list[str] = []
         self.scans = 0
         self._lock = threading.Lock()
@@ -479,7 +573,8 @@ class AutomagicSession:
             roots.append(root)
         if not roots:
             return
-        self._watcher = _FolderWatcher(roots)
+        self._watcher = _FolderWatcher(roots, stable_checks=self.stable_checks,
+                                       max_wait=self.max_wait, clock=self.clock)
         self._watcher.baseline()
         self._stop_event.clear()
         self._thread = threading.Thread(target=self._watch_loop, name="tracelet-automagic-watch",
@@ -493,7 +588,8 @@ class AutomagicSession:
     def scan_once(self) -> list[str]:
         """One synchronous scan of the watched folders; returns the names it logged.
 
-        A file is logged by the second scan that finds it with the same size and mtime.
+        A file is logged by the ``stable_checks``-th consecutive scan that finds its size and
+        mtime unchanged (or the first one, once it has been changing for ``max_wait``).
         """
         logged: list[str] = []
         try:
@@ -546,6 +642,10 @@ class AutomagicSession:
         except Exception as exc:  # noqa: BLE001 - a capture never breaks the user's save
             self._fail(f"{source} capture of {path}: {_one_line(exc)}")
             return
+        self.mark_handled(path)
+
+    def mark_handled(self, path: Path) -> None:
+        """``path`` was logged by a capture: the watcher does not log the same bytes again."""
         if self._watcher is not None:
             self._watcher.mark_handled(path)
 

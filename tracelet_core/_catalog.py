@@ -201,6 +201,16 @@ deliveries = Table(
     Index("ix_deliveries_status", "status"),
 )
 
+#: Version tags (migration 6): non-unique labels on a version, outside its digest; a version
+#: can carry many and a tag many versions of one name (unlike aliases).
+version_tags = Table(
+    "version_tags",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Index("ix_version_tags_tag", "tag"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -222,10 +232,15 @@ def _migration_3(conn: Connection) -> None:
                       "ON versions (artifact_id, partition_key, version)"))
 
 
+def _migration_6(conn: Connection) -> None:
+    """Version tags."""
+    metadata.create_all(conn, tables=[version_tags])
+
+
 #: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
 #: later ones check before they add).
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (6, _migration_6)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 
@@ -725,12 +740,14 @@ class Catalog:
             by_id = {r.id: r for r in self._hydrate(conn, rows, names)}
             return [by_id[i] for i in version_ids if i in by_id]
 
-    def versions(self, name: str, partition: str | None = None) -> list[VersionRecord]:
+    def versions(self, name: str, partition: str | None = None, tag: str | None = None) -> list[VersionRecord]:
         with self._read() as conn:
             artifact_id = self._artifact_id(conn, name)
             query = select(versions).where(versions.c.artifact_id == artifact_id)
             if partition is not None:
                 query = query.where(versions.c.partition_key == partition)
+            if tag is not None:
+                query = query.where(versions.c.id.in_(_tagged_ids(tag)))
             rows = conn.execute(query.order_by(versions.c.version)).all()
             return self._hydrate(conn, rows, {artifact_id: name})
 
@@ -749,6 +766,36 @@ class Catalog:
                 query = query.where(versions.c.type == type_)
             rows = conn.execute(query).all()
             return self._hydrate(conn, rows, self._names_for(conn, (r.artifact_id for r in rows)))
+
+    # -- version tags (migration 6) -----------------------------------------------------------
+    def add_tags(self, version_id: int, tags: Sequence[str]) -> None:
+        """Label a version with ``tags`` (those it has already are kept once)."""
+        with self._write() as conn:
+            for tag in dict.fromkeys(tags):
+                self._insert_ignore(conn, version_tags, {"version_id": version_id, "tag": tag},
+                                    ["version_id", "tag"])
+
+    def tags_of(self, version_id: int) -> list[str]:
+        with self._read() as conn:
+            return list(conn.execute(select(version_tags.c.tag).where(version_tags.c.version_id == version_id)
+                                     .order_by(version_tags.c.tag)).scalars())
+
+    def latest_with_tag(self, tag: str, name: str | None = None, type_: str | None = None) -> list[VersionRecord]:
+        """The newest version carrying ``tag`` of every name (or of ``name`` and those under it)."""
+        with self._read() as conn:
+            query = (select(versions).join(version_tags, version_tags.c.version_id == versions.c.id)
+                     .join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                     .where(version_tags.c.tag == tag)
+                     .order_by(artifacts.c.name, versions.c.version.desc()))
+            if name is not None:
+                query = query.where(or_(artifacts.c.name == name, artifacts.c.name.startswith(name + "/")))
+            if type_ is not None:
+                query = query.where(versions.c.type == type_)
+            newest: dict[int, Any] = {}
+            for row in conn.execute(query):  # tagged versions, newest first within each name
+                newest.setdefault(row.artifact_id, row)
+            rows = list(newest.values())
+            return self._hydrate(conn, rows, self._names_for(conn, newest))
 
     def names(self) -> list[str]:
         with self._read() as conn:
@@ -894,6 +941,11 @@ class Catalog:
             for alias, target in alias_map.items():
                 if target == number:
                     self._move_aliases(conn, artifact_id, row.id, [alias])
+
+
+def _tagged_ids(tag: str) -> Any:
+    """The ids of the versions carrying ``tag`` (a subquery)."""
+    return select(version_tags.c.version_id).where(version_tags.c.tag == tag)
 
 
 def _dispose_after_fork(engine: Engine) -> None:

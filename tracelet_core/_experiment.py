@@ -5,16 +5,23 @@ committed to the local store first, then routed to the configured backends; a ba
 fails yields ``ok=False`` and never fails the local log (``strict=True`` raises
 ``BackendError`` after the commit). Versions read with ``get_artifact`` while the experiment
 is started become the inputs of everything it logs afterwards.
+
+With ``automagic_artifacts`` on, a started experiment captures ``torch.save`` calls and
+attaches a ``tracelet_core.lightning.TraceletCallback`` to every Lightning ``Trainer``
+created meanwhile; ``artifact_stats()`` counts what was logged, captured and failed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +35,8 @@ from ._logged import LoggedArtifact
 from ._model import ArtifactType, RunInfo
 from ._settings import TraceletSettings
 from ._store import ArtifactStore
+
+logger = logging.getLogger("tracelet.automagic")
 
 
 class ExperimentConfig(BaseModel):
@@ -96,6 +105,9 @@ class Experiment:
         self._started = False
         self._automagic: AutomagicSession | None = None
         self._capture_errors: list[str] = []
+        self._logged = 0
+        self._captured: Counter[str] = Counter()
+        self._delivery_failures = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -130,7 +142,9 @@ class Experiment:
                 watch = [Path(d) for d in cfg.artifact_watch_dirs] if cfg.watch_filesystem else []
                 self._automagic = AutomagicSession(
                     self._log_captured, capture_saves=cfg.automagic_artifacts,
-                    watch_dirs=watch, watch_interval=self.settings.watch_interval)
+                    watch_dirs=watch, watch_interval=self.settings.watch_interval,
+                    stable_checks=self.settings.watch_stable_checks,
+                    max_wait=self.settings.watch_max_wait, attach_trainer=self._attach_lightning)
                 self._automagic.start()
             return self
 
@@ -144,7 +158,8 @@ class Experiment:
             # Outside the lock: the watcher thread may be inside log_artifact, which takes it.
             if session is not None:
                 session.stop()
-                self._capture_errors.extend(session.errors)
+                with self._lock:
+                    self._capture_errors.extend(session.errors)
         finally:
             with self._lock:
                 self._started = False
@@ -161,8 +176,46 @@ class Experiment:
     def automagic_errors(self) -> list[str]:
         """Captures that failed (a failed capture never breaks the user's own save), also
         after ``stop()``."""
+        with self._lock:
+            recorded = list(self._capture_errors)
         live = list(self._automagic.errors) if self._automagic is not None else []
-        return [*self._capture_errors, *live]
+        return [*recorded, *live]
+
+    def _capture_failed(self, line: str) -> None:
+        """A capture outside the automagic session (the Lightning callback) failed."""
+        with self._lock:
+            self._capture_errors.append(line)
+        logger.warning("automagic: %s", line)
+
+    def _attach_lightning(self, trainer: Any) -> None:
+        from .lightning import attach_callback  # Deferred: imports Lightning
+
+        attach_callback(trainer, self)
+
+    def _mark_captured(self, path: Path) -> None:
+        """A capture logged ``path``: a watched folder does not log it again."""
+        session = self._automagic
+        if session is not None:
+            session.mark_handled(path)
+
+    def artifact_stats(self) -> dict[str, Any]:
+        """What this experiment did: ``logged`` (``log_artifact`` calls that committed),
+        ``captured`` (automagic captures by source: ``torch.save``, ``lightning``,
+        ``watcher``), ``failed`` (captures that failed, with ``errors``),
+        ``pending_deliveries`` (its deliveries to trackers not done yet, for ``tracelet
+        sync``) and ``delivery_failures`` (delivery attempts that failed)."""
+        errors = self.automagic_errors
+        pending = [d for d in self.store.catalog.deliveries(statuses=["pending", "failed"])
+                   if d.run_id == self.run.run_id]
+        with self._lock:
+            return {
+                "logged": self._logged, "captured": dict(self._captured),
+                "failed": len(errors), "errors": errors, "pending_deliveries": len(pending),
+                "delivery_failures": self._delivery_failures, "backends": list(self.backends),
+                "automagic": self._automagic is not None and self._automagic.capture_saves,
+                "watching": [str(d) for d in self._automagic.watch_dirs] if self._automagic else [],
+                "started": self._started,
+            }
 
     # -- artifacts --------------------------------------------------------------------------
     def create_artifact(self, name: str, artifact_type: ArtifactType | str,
@@ -203,6 +256,12 @@ class Experiment:
             results[name] = deliver(self.backends[name], logged, self.settings.backend_timeout)
             self.store.record_delivery(logged, results[name])
         failures = [f"{r.backend}: {r.error}" for r in results.values() if not r.ok]
+        with self._lock:
+            self._logged += 1
+            self._delivery_failures += len(failures)
+            source = artifact.metadata.get("captured_by")
+            if isinstance(source, str):
+                self._captured[source] += 1
         if failures and self.strict:
             raise BackendError(f"{logged.ref} was committed locally but delivery failed: " + "; ".join(failures))
         return results

@@ -43,7 +43,7 @@ def entry_from_dict(data: dict[str, Any]) -> ArtifactFile | ArtifactObject | Art
         if kind == "reference":
             return ArtifactReference(uri=data["uri"], name=validate_artifact_path(data["name"]),
                                      size=data.get("size"), checksum=data.get("checksum"),
-                                     description=data.get("description"))
+                                     description=data.get("description"), version_id=data.get("version_id"))
     except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"malformed manifest entry {data!r}: {exc}", [f"entry {data!r}"]) from exc
     raise IntegrityError(f"unknown manifest entry kind {kind!r}", [f"entry {data!r}"])
@@ -110,6 +110,12 @@ class LoggedArtifact:
     @property
     def aliases(self) -> list[str]:
         return list(self._record.aliases)
+
+    @property
+    def tags(self) -> list[str]:
+        """The version's tags, read from the catalog (a later log of identical content may
+        have added some)."""
+        return self._store.catalog.tags_of(self._record.id)
 
     @property
     def created_at(self) -> datetime:

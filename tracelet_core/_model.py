@@ -100,6 +100,11 @@ class ArtifactReference:
     size: int | None = None
     checksum: str | None = None
     description: str | None = None
+    #: The object's version where the store keeps versions (an S3 ``VersionId``).
+    version_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["version_id"] is None:  # unversioned: the same entry as before version ids
+            del data["version_id"]
+        return data

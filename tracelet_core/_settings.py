@@ -51,6 +51,11 @@ class TraceletSettings(BaseSettings):
     cache_max_bytes: int = 10 * 1024**3
     #: Seconds between scans of watched folders, and how long a file must stay unchanged.
     watch_interval: float = 1.0
+    #: Consecutive scans that must find a watched file unchanged before it is logged.
+    watch_stable_checks: int = Field(default=3, ge=1)
+    #: Seconds after which a watched file that keeps changing is logged at its first
+    #: unchanged scan (instead of after ``watch_stable_checks``); never dropped.
+    watch_max_wait: float = Field(default=5.0, ge=0)
     #: Files at least this large reach remote trackers as references to the store.
     reference_threshold_bytes: int = 100 * 1024 * 1024
     #: Seconds one delivery to a tracker may take before it counts as failed (and is retried

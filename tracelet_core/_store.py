@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._artifact import TraceletArtifact, coerce_type
+from ._artifact import TraceletArtifact, coerce_type, validate_tag
 from ._backends import ArtifactResult, deliver, resolve_backend
 from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
 from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
@@ -80,7 +80,7 @@ def _entry_order(entry: dict[str, Any]) -> tuple[bool, str]:
 
 def _digest_material(entry: dict[str, Any]) -> dict[str, Any]:
     """The parts of an entry that define a version's content (not descriptions)."""
-    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum")
+    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum", "version_id")
     return {k: entry[k] for k in keep if entry.get(k) is not None}
 
 
@@ -275,10 +275,13 @@ class ArtifactStore:
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows = self._stage_blobs(artifact)
-        return self._commit(name=artifact.name, type_=artifact.type.value,
-                            description=artifact.description, metadata=metadata, entry_dicts=rows,
-                            producer=producer, input_refs=input_refs, aliases=alias_list,
-                            idempotency_key=idempotency_key, deliveries=deliveries, partition=partition)
+        logged = self._commit(name=artifact.name, type_=artifact.type.value,
+                              description=artifact.description, metadata=metadata, entry_dicts=rows,
+                              producer=producer, input_refs=input_refs, aliases=alias_list,
+                              idempotency_key=idempotency_key, deliveries=deliveries, partition=partition)
+        if artifact.tags:  # labels, not content: added to the existing version on dedup too
+            self.catalog.add_tags(logged._record.id, artifact.tags)
+        return logged
 
     def _commit(self, *, name: str, type_: str, description: str | None, metadata: dict[str, Any],
                 entry_dicts: list[dict[str, Any]], producer: RunInfo | None,
@@ -334,16 +337,24 @@ class ArtifactStore:
         name, selector = parse_ref(ref, version)
         return LoggedArtifact(self.catalog.get(name, selector, partition), self)
 
-    def list(self, name: str | None = None, type: Any = None) -> builtins.list[LoggedArtifact]:
-        """The latest version of every name (or of ``name`` and the names under it)."""
+    def list(self, name: str | None = None, type: Any = None, *,
+             tag: str | None = None) -> builtins.list[LoggedArtifact]:
+        """The latest version of every name (or of ``name`` and the names under it); with
+        ``tag``, the latest version carrying that tag."""
         if name is not None:
             validate_name(name)
         type_value = coerce_type(type).value if type is not None else None
-        return [LoggedArtifact(r, self) for r in self.catalog.latest(name, type_value)]
+        if tag is not None:
+            records = self.catalog.latest_with_tag(validate_tag(tag), name, type_value)
+        else:
+            records = self.catalog.latest(name, type_value)
+        return [LoggedArtifact(r, self) for r in records]
 
-    def versions(self, name: str, *, partition: str | None = None) -> builtins.list[LoggedArtifact]:
-        """Every version of ``name`` (of one ``partition``), oldest first."""
-        return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name), partition)]
+    def versions(self, name: str, *, partition: str | None = None,
+                 tag: str | None = None) -> builtins.list[LoggedArtifact]:
+        """Every version of ``name`` (of one ``partition``, carrying ``tag``), oldest first."""
+        tag = validate_tag(tag) if tag is not None else None
+        return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name), partition, tag)]
 
     def set_alias(self, ref: str, alias: str) -> LoggedArtifact:
         """Point ``alias`` at the version ``ref`` names, moving it from any other version."""

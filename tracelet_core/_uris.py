@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._errors import InvalidArtifactError
+from ._errors import ConfigurationError, InvalidArtifactError, StorageError
 
 _SECRET_QUERY_KEYS = re.compile(
     r"(?i)^(x-amz-(signature|credential|security-token)|signature|sig|token|access_token|"
@@ -40,24 +42,94 @@ def probe_reference(uri: str) -> tuple[int | None, str | None]:
     Never raises and never reads the object: unknown protocols, missing SDKs and unreachable
     stores leave both values ``None``.
     """
+    size, checksum, _ = describe_reference(uri)
+    return size, checksum
+
+
+def describe_reference(uri: str) -> tuple[int | None, str | None, str | None]:
+    """``probe_reference`` plus the object's version id where the store keeps versions."""
     import fsspec  # Deferred for import perf
 
     protocol = urlsplit(uri).scheme or "file"
     if protocol not in _PROBED_PROTOCOLS:
-        return None, None
+        return None, None, None
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         info: dict[str, Any] = fs.info(path)
     except Exception:  # noqa: BLE001 - a reference may point at something we cannot see
-        return None, None
+        return None, None, None
     if info.get("type") == "directory":
-        return None, None
+        return None, None, None
     size = info.get("size")
-    checksum = None
+    return (int(size) if size is not None else None), _checksum(info, protocol), _version_id(info)
+
+
+def _checksum(info: dict[str, Any], protocol: str) -> str | None:
+    """``etag:...`` (or the store's own checksum) from an fsspec info dict."""
     for key in ("ETag", "etag", "md5Hash", "content_md5", "crc32c", "checksum"):
         if info.get(key):
-            checksum = f"{key.lower()}:{str(info[key]).strip(chr(34))}"
-            break
-    if checksum is None and protocol in {"file", "local"} and "mtime" in info:
-        checksum = f"mtime:{info['mtime']}"
-    return (int(size) if size is not None else None), checksum
+            return f"{key.lower()}:{str(info[key]).strip(chr(34))}"
+    if protocol in {"file", "local"} and "mtime" in info:
+        return f"mtime:{info['mtime']}"
+    return None
+
+
+def _version_id(info: dict[str, Any]) -> str | None:
+    """The object's version (S3 ``VersionId``, GCS ``generation``); ``None`` when unversioned."""
+    version = next((str(info[k]) for k in ("VersionId", "generation") if info.get(k)), None)
+    return None if version == "null" else version
+
+
+@dataclass(frozen=True)
+class PrefixObject:
+    """One object found under a reference prefix."""
+
+    relative: str  # its path below the prefix
+    uri: str
+    size: int | None
+    checksum: str | None
+    version_id: str | None
+
+
+#: Protocols whose listing can report each object's version (``VersionId``, generation).
+_VERSIONED_LISTINGS = {"s3": {"version_aware": True}, "s3a": {"version_aware": True}}
+
+
+def list_prefix(uri: str, max_objects: int) -> list[PrefixObject]:
+    """Every object under the prefix ``uri`` (sorted by path), with size, checksum and the
+    current version id where the bucket keeps versions; one recursive listing, no reads.
+
+    Raises ``InvalidArtifactError`` beyond ``max_objects`` objects, ``ConfigurationError`` when
+    access is refused and ``StorageError`` when the store cannot be reached; a prefix that
+    does not exist lists nothing.
+    """
+    import fsspec  # Deferred for import perf
+
+    protocol = urlsplit(uri).scheme or "file"
+    where = redact_uri(uri)
+    try:
+        fs, root = fsspec.core.url_to_fs(uri, **_VERSIONED_LISTINGS.get(protocol, {}))
+        fs.invalidate_cache(root)
+        found: dict[str, dict[str, Any]] = fs.find(root, detail=True, withdirs=False)
+    except FileNotFoundError:
+        return []
+    except PermissionError as exc:
+        raise ConfigurationError(f"cannot list {where}: access refused ({exc})") from exc
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot list {where}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever the filesystem raises: the store is not reachable
+        raise StorageError(f"cannot list {where}: {type(exc).__name__}: {exc}") from exc
+    if len(found) > max_objects:
+        raise InvalidArtifactError(f"{where} holds more than {max_objects} objects ({len(found)}); reference "
+                                   "a narrower prefix or pass a larger max_objects")
+    base = root.rstrip("/") + "/"
+    objects = []
+    for path in sorted(found):
+        info = found[path]
+        name = str(info.get("name", path)).partition("?")[0]
+        relative = name[len(base):] if name.startswith(base) else posixpath.basename(name)
+        size = info.get("size")
+        objects.append(PrefixObject(relative=relative, uri=fs.unstrip_protocol(name),
+                                    size=int(size) if size is not None else None,
+                                    checksum=_checksum(info, protocol), version_id=_version_id(info)))
+    return objects

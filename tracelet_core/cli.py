@@ -203,10 +203,13 @@ def list_artifacts(
     artifact_type: Annotated[str | None, typer.Option(
         "--type", "-t", metavar="TYPE", help="Only artifacts of this type (model, dataset, ...)."),
     ] = None,
+    tag: Annotated[str | None, typer.Option(
+        "--tag", metavar="TAG", help="Only versions carrying this tag (the latest such of each name)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List the latest version of every artifact name."""
-    artifacts = open_store(ctx, as_json=as_json).list(name, type=artifact_type)
+    artifacts = open_store(ctx, as_json=as_json).list(name, type=artifact_type, tag=tag)
     if as_json:
         print_json([summary(a) for a in artifacts])
     elif not artifacts:
