@@ -296,7 +296,7 @@ class ArtifactStore:
                 "idempotency_key": idempotency_key, "partition": partition,
             })
 
-        record, _created = self.catalog.commit_version(
+        record, created = self.catalog.commit_version(
             name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
@@ -305,7 +305,9 @@ class ArtifactStore:
         )
         if aliases:
             self._sync_alias_journal(name)
-        return LoggedArtifact(record, self)
+        logged = LoggedArtifact(record, self)
+        logged.created = created
+        return logged
 
     def _sync_alias_journal(self, name: str) -> None:
         """After an alias change commits, persist the committed aliases for ``reindex``."""
@@ -465,7 +467,7 @@ class ArtifactStore:
         try:
             manifest = self.blobs.read_manifest(record.name, record.version, record.manifest_digest)
         except (IntegrityError, ArtifactNotFoundError) as exc:
-            return [f"{record.ref}: manifest {exc}"]
+            return [f"{record.ref}: {exc}"]  # the message names the manifest
 
         def canonical(entries: builtins.list[dict[str, Any]]) -> builtins.list[str]:
             return sorted(json.dumps(e, sort_keys=True) for e in entries)
