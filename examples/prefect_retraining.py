@@ -17,6 +17,9 @@ artifact in the Prefect UI and emits ``tracelet.artifact.logged``.
     python examples/prefect_retraining.py --seed 8     # new data: new versions, promoted only if better
     python examples/prefect_retraining.py --serve      # serve `retrain`: nightly cron + a run per new data set
 
+Needs pandas, pyarrow and scikit-learn besides Prefect: ``pip install "tracelet-artifacts[examples]"``.
+The store is ``TRACELET_STORE_URI`` (default ``~/.tracelet/store``).
+
 ``--serve`` registers one deployment with a cron schedule and a ``DeploymentEventTrigger`` on
 ``tracelet.artifact.logged`` for new versions of ``retrain/raw``: whoever logs new data (this
 script's ``ingest``, another flow, ``tracelet log``... from a Prefect task) starts a retraining

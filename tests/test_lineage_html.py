@@ -73,7 +73,7 @@ def test_layout_flows_left_to_right_without_overlaps(graph: LineageGraph) -> Non
         assert placed[edge.source].x < placed[edge.target].x, edge
     boxes = list(placed.values())
     for i, a in enumerate(boxes):
-        assert 0 <= a.x and a.x + a.width <= width and 0 <= a.y and a.y + a.height <= height
+        assert a.x >= 0 and a.x + a.width <= width and a.y >= 0 and a.y + a.height <= height
         for b in boxes[i + 1:]:
             apart = a.x + a.width <= b.x or b.x + b.width <= a.x or a.y + a.height <= b.y or b.y + b.height <= a.y
             assert apart, (a, b)
