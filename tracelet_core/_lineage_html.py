@@ -177,6 +177,18 @@ def _run_node(graph: LineageGraph, box: Placed) -> str:
     ])
 
 
+def _curve(x1: float, y1: float, x2: float, y2: float) -> str:
+    """A curve from one column to a later one; one that skips columns arcs over the nodes between."""
+    span = round((x2 - x1) / (CARD_WIDTH + COLUMN_GAP))
+    if span < 1:
+        bend = max((x2 - x1) / 2, 30)
+        return f"M {x1:.1f} {y1:.1f} C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}"
+    lift = max(min(y1, y2) - CARD_HEIGHT / 2 - ROW_GAP / 2 - 6 * (span - 1), 4.0)
+    gap = COLUMN_GAP / 2
+    return (f"M {x1:.1f} {y1:.1f} C {x1 + gap:.1f} {y1:.1f}, {x1 + gap:.1f} {lift:.1f}, {x1 + gap * 2:.1f} {lift:.1f} "
+            f"L {x2 - gap * 2:.1f} {lift:.1f} C {x2 - gap:.1f} {lift:.1f}, {x2 - gap:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}")
+
+
 SVG_STYLE = f"""
 .card {{ fill: #ffffff; stroke: #cbd5e1; stroke-width: 1.2; }}
 .root .card {{ stroke: #0f172a; stroke-width: 2.4; }}
@@ -206,11 +218,9 @@ def render_svg(graph: LineageGraph, *, standalone: bool = True) -> str:
     ]
     for edge in graph.edges:
         (x1, y1), (x2, y2) = placed[edge.source].right, placed[edge.target].left
-        bend = max((x2 - x1) / 2, 30)
         parts.append(
             f'<path class="edge {edge.relation}" data-source="{escape(edge.source)}" '
-            f'data-target="{escape(edge.target)}" marker-end="url(#arrow)" '
-            f'd="M {x1:.1f} {y1:.1f} C {x1 + bend:.1f} {y1:.1f}, {x2 - bend:.1f} {y2:.1f}, {x2:.1f} {y2:.1f}"/>')
+            f'data-target="{escape(edge.target)}" marker-end="url(#arrow)" d="{_curve(x1, y1, x2, y2)}"/>')
     parts.append('</g><g class="nodes">')
     for node_id, box in placed.items():
         draw = _run_node if graph.nodes[node_id].get("kind") == "run" else _version_node
@@ -254,6 +264,9 @@ PAGE_SCRIPT = """
     svg.setAttribute('width', String(width * scale));
     svg.setAttribute('height', String(height * scale));
   }
+  // A wide graph starts scaled down to the window's width, never below a readable 60%.
+  var fit = Math.max(0.6, Math.min(1, (window.innerWidth - 16) / width));
+  if (fit < 1) { zoom(fit); }
   document.getElementById('zoom-in').onclick = function () { zoom(1.25); };
   document.getElementById('zoom-out').onclick = function () { zoom(0.8); };
   document.getElementById('zoom-reset').onclick = function () { zoom(0); };

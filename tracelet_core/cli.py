@@ -215,7 +215,8 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
 app = typer.Typer(
     name="tracelet",
     cls=OneLineErrorGroup,
-    help="Versioned, content-addressed ML artifacts with lineage.",
+    help="Versioned, content-addressed ML artifacts with lineage.\n\n"
+         "--store and --catalog go before or after the command: tracelet ls --store ./s",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -288,10 +289,7 @@ def main_options(
         "--version", is_eager=True, callback=show_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
-    """Versioned, content-addressed ML artifacts with lineage.
-
-    --store and --catalog go before or after the command: tracelet ls --store ./s
-    """
+    """Versioned, content-addressed ML artifacts with lineage."""
     handle = StoreHandle(checked_store_option(store) if store is not None else None, catalog or None)
     ctx.obj = handle
     ctx.call_on_close(handle.close)
