@@ -8,6 +8,12 @@ document and nothing else (progress bars are switched off then). Bad input (any
 code 1 and a single ``error: ...`` line on stderr, never a traceback; typer's own usage
 errors keep exit code 2.
 
+Extending it: a command that works on a store is a function decorated with
+``@store_command(name, read_only=...)`` (it gets ``--store`` / ``--catalog`` before or after
+the command, and read-only commands never create a store); it takes ``ctx: typer.Context``
+first and opens the store with ``open_store(ctx, as_json=...)``. A lineage output format is one
+entry in ``LINEAGE_FORMATS``.
+
 This module is the only one that imports typer and rich at import time; ``tracelet_core``
 does not import it.
 """
