@@ -10,7 +10,10 @@ Two ways to retrain: the daily schedule, or the sensor that requests a run (pinn
 exact version) whenever ``raw_data`` gets a new version.
 
     dagster dev -f examples/dagster_retraining.py       # the store is TRACELET_STORE_URI
+    python examples/dagster_retraining.py               # materialize once on TRACELET_STORE_URI
     python examples/dagster_retraining.py --store /tmp/retrain [--seed 3 --label-noise 0.0]
+
+Needs pandas, pyarrow and scikit-learn besides Dagster: ``pip install "tracelet-artifacts[examples]"``.
 """
 
 import argparse
@@ -138,13 +141,14 @@ defs = Definitions(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True, help="store folder or fsspec URL")
+    parser.add_argument("--store", help="store folder or fsspec URL (default: TRACELET_STORE_URI)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the raw data to log first")
     parser.add_argument("--label-noise", type=float, default=0.05, help="share of flipped labels")
     args = parser.parse_args()
     with ArtifactStore.open(args.store) as store:
+        print(f"store: {store.uri}")
         print(f"raw data: {log_raw_data(store, args.seed, args.label_noise).ref}")
-        materialize(ASSETS, resources=resources(args.store))
+        materialize(ASSETS, resources=resources(store.uri))
         state = store.get("promotion:latest").load("value")
         print(f"production: {state['production']} (accuracy {state['production_accuracy']}); "
               f"candidate {state['candidate']} (accuracy {state['candidate_accuracy']})")

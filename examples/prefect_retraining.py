@@ -17,6 +17,9 @@ artifact in the Prefect UI and emits ``tracelet.artifact.logged``.
     python examples/prefect_retraining.py --seed 8     # new data: new versions, promoted only if better
     python examples/prefect_retraining.py --serve      # serve `retrain`: nightly cron + a run per new data set
 
+Needs pandas, pyarrow and scikit-learn besides Prefect: ``pip install "tracelet-artifacts[examples]"``.
+The store is ``TRACELET_STORE_URI`` (default ``~/.tracelet/store``).
+
 ``--serve`` registers one deployment with a cron schedule and a ``DeploymentEventTrigger`` on
 ``tracelet.artifact.logged`` for new versions of ``retrain/raw``: whoever logs new data (this
 script's ``ingest``, another flow, ``tracelet log``... from a Prefect task) starts a retraining
@@ -27,16 +30,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from prefect import flow, task
-from prefect.events import DeploymentEventTrigger
-from sklearn.linear_model import LogisticRegression
+# Without PREFECT_API_URL, Prefect starts a temporary server and waits 20 s for it, which a
+# loaded machine can miss; its usage analytics print tracebacks when offline. Both are read
+# when prefect is imported (docs/troubleshooting.md); a setting already in the environment wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from tracelet_core import ArtifactNotFoundError, ArtifactStore, LoggedArtifact
-from tracelet_prefect import load_artifact, log_artifact, tracelet_task
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from prefect import flow, task  # noqa: E402
+from prefect.events import DeploymentEventTrigger  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+from tracelet_core import ArtifactNotFoundError, ArtifactStore, LoggedArtifact  # noqa: E402
+from tracelet_prefect import load_artifact, log_artifact, tracelet_task  # noqa: E402
 
 DATASET = "retrain/raw"
 NIGHTLY = "0 3 * * *"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_log_without_type_is_custom_and_unchanged_content_keeps_the_version(
         store_dir: Path, make_file: MakeFile) -> None:
     path = make_file("notes.txt", "same")
     assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "notes:v1\n"
-    assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "notes:v1\n"
+    assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "unchanged: kept notes:v1\n"
     path.write_text("changed")
     assert ok(run_cli(store_dir, "log", str(path), "--name", "notes")) == "notes:v2\n"
     shown = ok_json(run_cli(store_dir, "show", "notes", "--json"))
@@ -126,7 +127,7 @@ def test_log_without_type_is_custom_and_unchanged_content_keeps_the_version(
 
 
 # -- ls ---------------------------------------------------------------------------------------
-def test_ls_on_an_empty_store(store_dir: Path) -> None:
+def test_ls_on_an_empty_store(store_dir: Path, store: ArtifactStore) -> None:
     assert ok(run_cli(store_dir, "ls")) == "no artifacts\n"
     assert ok_json(run_cli(store_dir, "ls", "--json")) == []
 
@@ -183,7 +184,7 @@ def test_show_json_is_to_dict(store_dir: Path, store: ArtifactStore, make_file: 
     logged = store.log(artifact, producer=RunInfo("dagster", "r9", step="s"), inputs=[inp],
                        aliases=["best"])
     data = ok_json(run_cli(store_dir, "show", "bundle:v1", "--json"))
-    assert data == logged.to_dict()
+    assert data == {**logged.to_dict(), "created": False}  # show never creates
     assert isinstance(data, dict)
     assert data["files"][0]["path"] == "weights/w.bin"
     assert data["objects"][0]["name"] == "params"
@@ -229,7 +230,8 @@ def test_get_a_corrupted_blob_fails_with_one_line(
     corrupt(blob_file(store_dir, logged.files[0].digest or ""))
     result = run_cli(store_dir, "get", "c", "-o", str(tmp_path / "out"))
     assert_one_line_error(result, "corrupted")
-    assert not (tmp_path / "out" / "c.txt").exists()
+    assert not (tmp_path / "out").exists()  # nothing left behind: no folder, no staging copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["files", "store"]
 
 
 # -- lineage ----------------------------------------------------------------------------------
@@ -237,7 +239,7 @@ def test_lineage_text_is_a_tree_upstream(store_dir: Path, pipeline: dict[str, st
     out = ok(run_cli(store_dir, "lineage", "clf"))
     lines = out.splitlines()
     assert lines[0].startswith("clf:v1 (model)") and "production" in lines[0]
-    assert "prefect run run-1 / train" in out
+    assert "prefect: train (run run-1)" in out
     assert "data/features:v1" in out and "data/raw:v1" in out
     assert "report" not in out  # downstream of the model, not upstream
 
@@ -245,7 +247,7 @@ def test_lineage_text_is_a_tree_upstream(store_dir: Path, pipeline: dict[str, st
 def test_lineage_text_downstream(store_dir: Path, pipeline: dict[str, str]) -> None:
     out = ok(run_cli(store_dir, "lineage", "data/raw", "--downstream"))
     assert out.splitlines()[0].startswith("data/raw:v1")
-    for expected in ("data/features:v1", "clf:v1", "dagster run run-2 / evaluate", "report:v1"):
+    for expected in ("data/features:v1", "clf:v1", "dagster: evaluate (run run-2)", "report:v1"):
         assert expected in out
 
 
@@ -273,7 +275,7 @@ def test_lineage_mermaid(store_dir: Path, pipeline: dict[str, str]) -> None:
     out = ok(run_cli(store_dir, "lineage", "clf", "--format", "mermaid"))
     assert out.startswith("graph LR\n")
     assert '["clf:v1 (model)"]' in out
-    assert '(["prefect: run-1 / train"])' in out
+    assert '(["prefect: train (run run-1)"])' in out
     assert "-->" in out
 
 
@@ -397,7 +399,8 @@ def test_reindex_rebuilds_a_lost_catalog(store_dir: Path, make_file: MakeFile) -
     assert ok(run_cli(store_dir, "reindex")) == "added 0 versions\n"
     for leftover in store_dir.glob("catalog.db*"):
         leftover.unlink()
-    assert ok(run_cli(store_dir, "ls")) == "no artifacts\n"
+    assert_one_line_error(run_cli(store_dir, "ls"), "catalog", "tracelet --store", "reindex")
+    assert not (store_dir / "catalog.db").exists()  # ls created no empty catalog
 
     assert ok(run_cli(store_dir, "reindex")) == "a:v1\nb:v1\nadded 2 versions\n"
     shown = ok_json(run_cli(store_dir, "show", "a:best", "--json"))
@@ -411,8 +414,9 @@ def test_store_defaults_to_the_environment(tmp_path: Path, make_file: MakeFile) 
     assert ok(runner.invoke(app, ["log", str(path), "--name", "env"])) == "env:v1\n"
     assert (tmp_path / "default-store" / "catalog.db").exists()  # TRACELET_STORE_URI (conftest)
     other = tmp_path / "from-env"
-    result = runner.invoke(app, ["ls", "--json"], env={"TRACELET_STORE_URI": str(other)})
-    assert ok_json(result) == [] and (other / "catalog.db").exists()
+    result = runner.invoke(app, ["log", str(path), "-n", "env", "--json"], env={"TRACELET_STORE_URI": str(other)})
+    assert isinstance(data := ok_json(result), dict) and data["created"] is True
+    assert (other / "catalog.db").exists()
 
 
 def test_catalog_option_picks_the_catalog(store_dir: Path, tmp_path: Path,
@@ -548,3 +552,169 @@ def test_python_dash_m_runs_the_cli(store_dir: Path) -> None:
     usage = subprocess.run([sys.executable, "-m", "tracelet_core.cli", "show"],
                            capture_output=True, text=True, check=False)
     assert usage.returncode == 2
+
+
+# -- round 2: where --store goes, stores that are not there, created, safe get, labels ----------
+STORE_COMMANDS = ["ls", "show", "get", "lineage", "alias", "verify", "gc", "sync", "log", "reindex"]
+
+
+@pytest.mark.parametrize("args", [["ls", "--json"], ["show", "clf", "--json"], ["verify"],
+                                  ["lineage", "clf", "-f", "json"]])
+def test_store_option_works_after_the_subcommand(store_dir: Path, tmp_path: Path,
+                                                 pipeline: dict[str, str], args: list[str]) -> None:
+    before = ok(runner.invoke(app, ["--store", str(store_dir), *args]))
+    after = ok(runner.invoke(app, [*args, "--store", str(store_dir)]))
+    assert after == before
+    # Given twice, the one after the subcommand wins.
+    other = tmp_path / "other"
+    assert ok(runner.invoke(app, ["--store", str(other), *args, "--store", str(store_dir)])) == before
+    assert not other.exists()
+
+
+def test_catalog_option_works_after_the_subcommand(store_dir: Path, tmp_path: Path, make_file: MakeFile) -> None:
+    url = f"sqlite:///{tmp_path / 'side.db'}"
+    ok(runner.invoke(app, ["log", str(make_file("x.txt")), "-n", "x", "--store", str(store_dir), "--catalog", url]))
+    assert (tmp_path / "side.db").exists() and not (store_dir / "catalog.db").exists()
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS)
+def test_every_store_command_takes_store_and_catalog(command: str) -> None:
+    help_text = ok(runner.invoke(app, [command, "--help"]))
+    assert "--store URI" in help_text and "--catalog URL" in help_text
+
+
+@pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["show", "clf"], ["get", "clf", "-o", "{tmp}/out"],
+                                  ["lineage", "clf"], ["verify"]])
+@pytest.mark.parametrize("where", ["missing", "empty folder"])
+def test_read_only_commands_on_a_missing_store_exit_1_and_create_nothing(
+        tmp_path: Path, args: list[str], where: str) -> None:
+    store_dir = tmp_path / "nowhere" / "store"
+    if where == "empty folder":
+        store_dir.mkdir(parents=True)
+    result = run_cli(store_dir, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert_one_line_error(result, "no tracelet store at", str(store_dir))
+    assert result.stdout == ""
+    if where == "missing":
+        assert not (tmp_path / "nowhere").exists()
+    else:
+        assert list(store_dir.iterdir()) == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_only_commands_check_the_store_from_the_environment(tmp_path: Path) -> None:
+    missing = tmp_path / "env-store"
+    result = runner.invoke(app, ["ls"], env={"TRACELET_STORE_URI": str(missing)})
+    assert_one_line_error(result, "no tracelet store at")
+    assert not missing.exists()
+
+
+def test_an_empty_catalog_beside_manifests_says_to_reindex(store_dir: Path, tmp_path: Path,
+                                                           pipeline: dict[str, str]) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert_one_line_error(run_cli(store_dir, "--catalog", fresh, "ls"), "catalog", "empty", "tracelet reindex")
+    ok(run_cli(store_dir, "--catalog", fresh, "reindex"))
+    assert "clf:v1" in ok(run_cli(store_dir, "--catalog", fresh, "ls"))
+
+
+def test_log_says_whether_it_created_the_version(store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("notes.txt", "same")
+    first = ok_json(run_cli(store_dir, "log", str(path), "-n", "notes", "--json"))
+    again = ok_json(run_cli(store_dir, "log", str(path), "-n", "notes", "--json"))
+    assert isinstance(first, dict) and isinstance(again, dict)
+    assert (first["ref"], first["created"]) == ("notes:v1", True)
+    assert (again["ref"], again["created"]) == ("notes:v1", False)
+    assert ok(run_cli(store_dir, "log", str(path), "-n", "notes")) == "unchanged: kept notes:v1\n"
+    shown = ok_json(run_cli(store_dir, "show", "notes", "--json"))
+    assert isinstance(shown, dict) and shown["created"] is False
+
+
+def test_get_refuses_a_folder_that_is_not_empty(store_dir: Path, tmp_path: Path,
+                                                pipeline: dict[str, str]) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep me")
+    assert_one_line_error(run_cli(store_dir, "get", "clf", "-o", str(dest)), "not empty", "--force")
+    assert [p.name for p in dest.iterdir()] == ["mine.txt"]
+
+    ok(run_cli(store_dir, "get", "clf", "-o", str(dest), "--force"))
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt", "model.json"]
+    assert json.loads((dest / "model.json").read_text()) == {"w": [0.5]}
+    assert not list(tmp_path.glob(".tracelet-get-*"))
+
+
+def test_get_of_another_version_into_a_used_folder_does_not_merge(store_dir: Path, tmp_path: Path,
+                                                                  make_file: MakeFile) -> None:
+    ok(run_cli(store_dir, "log", str(make_file("a.txt", "a")), "-n", "doc"))
+    ok(run_cli(store_dir, "log", str(make_file("b.txt", "b")), "-n", "doc"))
+    dest = tmp_path / "doc"
+    ok(run_cli(store_dir, "get", "doc:v1", "-o", str(dest)))
+    assert ok(run_cli(store_dir, "get", "doc:v1", "-o", str(dest))) == f"doc:v1 -> {dest} (1 file)\n"  # same: fine
+    assert_one_line_error(run_cli(store_dir, "get", "doc:v2", "-o", str(dest)), "not empty")
+    assert [p.name for p in dest.iterdir()] == ["a.txt"]
+
+
+def test_a_failed_get_with_force_leaves_the_folder_as_it_was(
+        store_dir: Path, tmp_path: Path, store: ArtifactStore, make_file: MakeFile) -> None:
+    logged = store.log(TraceletArtifact("two").add_file(make_file("one.txt", "1"))
+                       .add_file(make_file("two.txt", "2")))
+    corrupt(blob_file(store_dir, logged.files[1].digest or ""))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "one.txt").write_text("old")
+    assert_one_line_error(run_cli(store_dir, "get", "two", "-o", str(dest), "--force"), "corrupted")
+    assert [(p.name, p.read_text()) for p in dest.iterdir()] == [("one.txt", "old")]
+    assert not list(tmp_path.glob(".tracelet-get-*"))
+
+
+def test_a_failed_get_removes_the_folders_it_created(
+        store_dir: Path, tmp_path: Path, store: ArtifactStore, make_file: MakeFile) -> None:
+    logged = store.log(TraceletArtifact("c").add_file(make_file("c.txt", "good")))
+    corrupt(blob_file(store_dir, logged.files[0].digest or ""))
+    assert_one_line_error(run_cli(store_dir, "get", "c", "-o", str(tmp_path / "deep" / "er" / "out")))
+    assert not (tmp_path / "deep").exists()
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in STORE_COMMANDS]])
+def test_help_shows_no_type_placeholders(command: list[str]) -> None:
+    help_text = ok(runner.invoke(app, [*command, "--help"]))
+    assert "<bool>" not in help_text and "<str>" not in help_text.split("Options:")[-1]
+
+
+def test_verify_names_a_missing_manifest_once(store_dir: Path, store: ArtifactStore) -> None:
+    store.log(TraceletArtifact("gone").add_object(1, "one"))
+    (store_dir / "manifests" / "gone" / "@v1.json").unlink()
+    result = run_cli(store_dir, "verify")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == ["BAD gone:v1: manifest of gone:v1 is missing from the store"]
+
+
+def test_lineage_labels_shorten_run_ids_and_hide_made_up_job_names(store_dir: Path, store: ArtifactStore) -> None:
+    flow_run, task_run = "0b9f6c2e-61d4-4a8e-9a31-5f0c7a2f9e11", "7d2e4b10-3c5a-4f7e-8b9d-1a2b3c4d5e6f"
+    data = store.log(TraceletArtifact("data").add_object(1, "v"),
+                     producer=RunInfo("prefect", flow_run, step=task_run, name="export"))
+    store.log(TraceletArtifact("model", "model").add_object(2, "v"), inputs=[data],
+              producer=RunInfo("dagster", "c5d1f9a2-0e4b-4c3d-9f8e-7a6b5c4d3e2f", step="model",
+                               name="__ephemeral_asset_job__"))
+    for output_format in ("text", "mermaid", "dot", "html", "svg"):
+        out = ok(run_cli(store_dir, "lineage", "model", "-f", output_format))
+        if output_format in ("html", "svg"):  # what is drawn (tooltips keep the full ids)
+            out = "\n".join(re.findall(r"<text[^>]*>(.*?)</text>", out))
+        assert "prefect: export" in out and "run 0b9f6c2e" in out, output_format
+        assert "dagster: model" in out and "run c5d1f9a2" in out, output_format
+        assert "__ephemeral_asset_job__" not in out, output_format
+        if output_format in ("text", "mermaid"):
+            assert flow_run not in out and task_run not in out, output_format
+
+
+def test_lineage_html_and_svg_go_to_a_file(store_dir: Path, tmp_path: Path, pipeline: dict[str, str]) -> None:
+    page = tmp_path / "lineage.html"
+    out = ok(run_cli(store_dir, "lineage", "report", "--format", "html", "-o", str(page)))
+    assert out == f"wrote the lineage of report:v1 (6 nodes) to {page}\n"
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count('class="node ') == 6
+    drawing = tmp_path / "lineage.svg"
+    ok(run_cli(store_dir, "lineage", "report", "-f", "svg", "-o", str(drawing)))
+    assert drawing.read_text().startswith("<?xml") and "<svg" in drawing.read_text()
+    tree = tmp_path / "tree.txt"
+    ok(run_cli(store_dir, "lineage", "report", "-o", str(tree)))
+    assert tree.read_text().startswith("report:v1 (report)") and "\x1b[" not in tree.read_text()

@@ -57,6 +57,10 @@ def entry_to_dict(entry: ArtifactFile | ArtifactObject | ArtifactReference) -> d
 class LoggedArtifact:
     """A committed version: ``name:vN`` with its entries, lineage and aliases."""
 
+    #: True on the version ``ArtifactStore.log`` returns when that call made it; False when
+    #: identical content returned an existing version, and on versions read back.
+    created: bool = False
+
     def __init__(self, record: VersionRecord, store: ArtifactStore) -> None:
         self._record = record
         self._store = store

@@ -300,7 +300,7 @@ class ArtifactStore:
                 "idempotency_key": idempotency_key, "partition": partition,
             })
 
-        record, _created = self.catalog.commit_version(
+        record, created = self.catalog.commit_version(
             name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
@@ -310,6 +310,7 @@ class ArtifactStore:
         if aliases:
             self._sync_alias_journal(name)
         logged = LoggedArtifact(record, self)
+        logged.created = created
         export_after_commit(self, logged)
         return logged
 
@@ -479,7 +480,7 @@ class ArtifactStore:
         try:
             manifest = self.blobs.read_manifest(record.name, record.version, record.manifest_digest)
         except (IntegrityError, ArtifactNotFoundError) as exc:
-            return [f"{record.ref}: manifest {exc}"]
+            return [f"{record.ref}: {exc}"]  # the message names the manifest
 
         def canonical(entries: builtins.list[dict[str, Any]]) -> builtins.list[str]:
             return sorted(json.dumps(e, sort_keys=True) for e in entries)

@@ -8,21 +8,30 @@ document and nothing else (progress bars are switched off then). Bad input (any
 code 1 and a single ``error: ...`` line on stderr, never a traceback; typer's own usage
 errors keep exit code 2.
 
+Extending it: a command that works on a store is a function decorated with
+``@store_command(name, read_only=...)`` (it gets ``--store`` / ``--catalog`` before or after
+the command, and read-only commands never create a store); it takes ``ctx: typer.Context``
+first and opens the store with ``open_store(ctx, as_json=...)``. A lineage output format is one
+entry in ``LINEAGE_FORMATS``.
+
 This module is the only one that imports typer and rich at import time; ``tracelet_core``
 does not import it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.filesize import decimal as human_size
 from rich.table import Column, Table
 from rich.text import Text
@@ -33,12 +42,15 @@ from typer.core import TyperGroup
 from . import __version__
 from ._artifact import TraceletArtifact
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, TraceletError
-from ._lineage import LineageGraph
+from ._hashing import hash_file
+from ._lineage import LineageGraph, run_label
+from ._lineage_html import render_html, render_svg
 from ._logged import LoggedArtifact
 from ._model import RunInfo
 from ._names import parse_ref
 from ._openlineage import exporter
-from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport
+from ._settings import TraceletSettings
+from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport, _is_local_uri, _local_root
 
 #: Errors that mean "the input or the environment is wrong", reported as one line, exit 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (TraceletError, OSError, SQLAlchemyError)
@@ -82,14 +94,31 @@ class OneLineErrorGroup(TyperGroup):
 # -- the store --------------------------------------------------------------------------------
 @dataclass
 class StoreHandle:
-    """The store named on the command line, opened on first use and closed at exit."""
+    """The store named on the command line, opened on first use and closed at exit.
+
+    ``--store`` / ``--catalog`` given after the subcommand win over those given before it.
+    A read-only command (``must_exist``) refuses a local store that is not there instead of
+    creating it.
+    """
 
     uri: str | None
     catalog_url: str | None
+    must_exist: bool = False
     _store: ArtifactStore | None = None
+
+    def choose(self, uri: str | None, catalog_url: str | None, *, must_exist: bool) -> None:
+        if uri is not None:
+            self.uri = checked_store_option(uri)
+        if catalog_url:
+            self.catalog_url = catalog_url
+        self.must_exist = must_exist
 
     def open(self, *, progress: bool) -> ArtifactStore:
         if self._store is None:
+            if self.must_exist:
+                problem = missing_store_problem(self.uri, self.catalog_url)
+                if problem:
+                    fail(problem)
             self._store = ArtifactStore.open(self.uri, self.catalog_url)
         self._store.show_progress = progress
         return self._store
@@ -98,6 +127,40 @@ class StoreHandle:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def checked_store_option(uri: str) -> str:
+    if not uri.strip():
+        raise ConfigurationError("--store needs a path or URL, got an empty string")
+    return uri
+
+
+def missing_store_problem(uri: str | None, catalog_url: str | None) -> str | None:
+    """Why a read-only command must not open this store (it would create it), or ``None``.
+
+    Only local stores are checked: opening a remote one writes nothing to its bucket.
+    """
+    settings = TraceletSettings.load()
+    store_uri = uri if uri is not None else settings.resolved_store_uri()
+    if not store_uri.strip() or not _is_local_uri(store_uri):
+        return None
+    root = _local_root(store_uri)
+    if catalog_url or settings.catalog_url:
+        present = root.is_dir()
+    else:
+        present = (root / "catalog.db").is_file()
+        if not present and holds_manifests(root):
+            return (f"the catalog of {root} is missing but the store holds versions; "
+                    f"run `tracelet --store {root} reindex` to rebuild it")
+    if not present:
+        return f"no tracelet store at {root} (check --store or TRACELET_STORE_URI; logging creates one)"
+    return None
+
+
+def holds_manifests(root: Path) -> bool:
+    """Whether a local store folder holds version manifests (what ``reindex`` reads)."""
+    manifests = root / "manifests"
+    return manifests.is_dir() and next(manifests.rglob("@v*.json"), None) is not None
 
 
 def open_store(ctx: typer.Context, *, as_json: bool = False) -> ArtifactStore:
@@ -144,6 +207,12 @@ def summary(artifact: LoggedArtifact) -> dict[str, Any]:
     return {key: data[key] for key in keys}
 
 
+def version_json(artifact: LoggedArtifact, *, created: bool) -> dict[str, Any]:
+    """What ``show --json`` and ``log --json`` print: the version, and whether this command
+    created it (``log`` of unchanged content returns the existing version: ``false``)."""
+    return {**artifact.to_dict(), "created": created}
+
+
 def count(number: int, noun: str, plural: str | None = None) -> str:
     """``1 file``, ``2 files``; ``plural`` for irregular nouns."""
     return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"
@@ -153,15 +222,63 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
 app = typer.Typer(
     name="tracelet",
     cls=OneLineErrorGroup,
-    help="Versioned, content-addressed ML artifacts with lineage.",
+    help="Versioned, content-addressed ML artifacts with lineage.\n\n"
+         "--store and --catalog go before or after the command: tracelet ls --store ./s",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no "<bool>" type placeholders beside flags
 )
 
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", metavar="URI", show_default=False,
+    help="Store path or fsspec URL (default: $TRACELET_STORE_URI or ~/.tracelet/store).")]
+CatalogOption = Annotated[str | None, typer.Option(
+    "--catalog", metavar="URL", show_default=False,
+    help="SQLAlchemy URL of the catalog (default: $TRACELET_CATALOG_URL, or SQLite inside a "
+         "local store).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 RefArgument = Annotated[str, typer.Argument(
     metavar="REF", help="name, name:vN, name:latest or name:ALIAS.", show_default=False)]
+
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., Any])
+
+
+def store_command(name: str | None = None, *, read_only: bool = False
+                  ) -> Callable[[CommandFunction], CommandFunction]:
+    """Register a command that works on a store.
+
+    It gets the common options (``--store``, ``--catalog``) so they work after the subcommand
+    as well as before it; ``read_only`` commands never create a store that is not there. The
+    decorated function takes ``ctx: typer.Context`` first and opens the store with
+    ``open_store(ctx)``. A new common option is added here, once, for every command.
+    """
+
+    def register(func: CommandFunction) -> CommandFunction:
+        signature = inspect.signature(func, eval_str=True)
+        common = [
+            inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=StoreOption),
+            inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=CatalogOption),
+        ]
+
+        @functools.wraps(func)
+        def command(ctx: typer.Context, *args: Any, store: str | None = None, catalog: str | None = None,
+                    **kwargs: Any) -> Any:
+            handle = ctx.find_object(StoreHandle)
+            if handle is None:  # invoked without the app's callback
+                handle = StoreHandle(None, None)
+                ctx.obj = handle
+                ctx.call_on_close(handle.close)
+            handle.choose(store, catalog, must_exist=read_only)
+            return func(ctx, *args, **kwargs)
+
+        parameters = list(signature.parameters.values())
+        command.__signature__ = signature.replace(parameters=[*parameters, *common])  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in [*parameters, *common]}
+        app.command(name)(command)
+        return func
+
+    return register
 
 
 def show_version(value: bool) -> None:
@@ -173,28 +290,20 @@ def show_version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    store: Annotated[str | None, typer.Option(
-        "--store", metavar="URI",
-        help="Store path or fsspec URL (default: $TRACELET_STORE_URI or ~/.tracelet/store)."),
-    ] = None,
-    catalog: Annotated[str | None, typer.Option(
-        "--catalog", metavar="URL",
-        help="SQLAlchemy URL of the catalog (default: $TRACELET_CATALOG_URL, or SQLite "
-             "inside a local store).")] = None,
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=show_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Versioned, content-addressed ML artifacts with lineage."""
-    if store is not None and not store.strip():
-        raise ConfigurationError("--store needs a path or URL, got an empty string")
-    handle = StoreHandle(store, catalog or None)
+    handle = StoreHandle(checked_store_option(store) if store is not None else None, catalog or None)
     ctx.obj = handle
     ctx.call_on_close(handle.close)
 
 
 # -- ls ---------------------------------------------------------------------------------------
-@app.command("ls")
+@store_command("ls", read_only=True)
 def list_artifacts(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(
@@ -209,7 +318,12 @@ def list_artifacts(
     as_json: JsonFlag = False,
 ) -> None:
     """List the latest version of every artifact name."""
-    artifacts = open_store(ctx, as_json=as_json).list(name, type=artifact_type, tag=tag)
+    store = open_store(ctx, as_json=as_json)
+    artifacts = store.list(name, type=artifact_type, tag=tag)
+    if not artifacts and name is None and artifact_type is None and tag is None \
+            and any(True for _ in store.blobs.iter_manifests()):
+        fail(f"the catalog of {store.uri} is empty but the store holds versions; "
+             "run `tracelet reindex` to rebuild it")
     if as_json:
         print_json([summary(a) for a in artifacts])
     elif not artifacts:
@@ -228,7 +342,7 @@ def artifacts_table(artifacts: Iterable[LoggedArtifact]) -> Table:
 
 
 # -- show -------------------------------------------------------------------------------------
-@app.command()
+@store_command(read_only=True)
 def show(
     ctx: typer.Context,
     ref: RefArgument,
@@ -237,7 +351,7 @@ def show(
     """Show one version: files, objects, references, producer, inputs and aliases."""
     artifact = open_store(ctx, as_json=as_json).get(ref)
     if as_json:
-        print_json(artifact.to_dict())
+        print_json(version_json(artifact, created=False))
         return
     out = console()
     out.print(Text.assemble((artifact.ref, "bold"), f"  ({artifact.type.value})"))
@@ -291,69 +405,89 @@ def entry_tables(artifact: LoggedArtifact) -> list[Table]:
 
 
 # -- get --------------------------------------------------------------------------------------
-@app.command()
+@store_command(read_only=True)
 def get(
     ctx: typer.Context,
     ref: RefArgument,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="DIR",
         help="Folder to write into (default: ./artifacts/NAME/VERSION).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a folder that is not empty (files of the version replace "
+                        "files at the same paths; other files stay).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Download a version's files and objects (each verified against its digest)."""
+    """Download a version's files and objects (each verified against its digest).
+
+    The folder must be empty (or hold exactly this version) unless --force is given; a failed
+    download leaves nothing behind.
+    """
     artifact = open_store(ctx, as_json=as_json).get(ref)
-    root = artifact.download(output)
+    root = output if output is not None else Path("artifacts", artifact.name, artifact.version)
     written = [f.path for f in artifact.files] + [o.path for o in artifact.objects]
+    if not (root.is_dir() and holds_exactly(artifact, root)):
+        download_into(artifact, root, force=force)
     if as_json:
         print_json({"ref": artifact.ref, "path": str(root.resolve()), "files": written})
     else:
         typer.echo(f"{artifact.ref} -> {root} ({count(len(written), 'file')})")
 
 
+def holds_exactly(artifact: LoggedArtifact, root: Path) -> bool:
+    """Whether ``root`` holds this version's files and objects, byte for byte, and nothing else."""
+    expected = {f.path: f.digest for f in artifact.files} | {o.path: o.digest for o in artifact.objects}
+    present = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if not p.is_dir()}
+    if set(present) != set(expected):
+        return False
+    return all(p.is_file() and not p.is_symlink() and hash_file(p)[0] == expected[path]
+               for path, p in present.items())
+
+
+def download_into(artifact: LoggedArtifact, root: Path, *, force: bool) -> None:
+    """Download into a staging folder beside ``root``, then move the files into place, so a
+    failure (a corrupted blob, a full disk) leaves ``root`` as it was and creates nothing."""
+    if root.exists() and not root.is_dir():
+        fail(f"{root} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not force:
+        fail(f"{root} is not empty; choose an empty folder or pass --force to write into it")
+    created = topmost_missing(root.resolve())
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tracelet-get-", dir=root.parent))
+    try:
+        artifact.download(staging)
+        if not root.exists():
+            staging.rename(root)
+            return
+        for source in sorted(staging.rglob("*")):
+            if source.is_dir():
+                continue
+            target = root / source.relative_to(staging)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def topmost_missing(path: Path) -> Path | None:
+    """The outermost folder on the way to ``path`` that does not exist yet (``path`` itself when
+    only it is missing), or ``None`` when it exists."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
 # -- lineage ----------------------------------------------------------------------------------
-class LineageFormat(str, Enum):
-    text = "text"
-    json = "json"
-    mermaid = "mermaid"
-    dot = "dot"
-    openlineage = "openlineage"
-
-
-@app.command()
-def lineage(
-    ctx: typer.Context,
-    ref: RefArgument,
-    downstream: Annotated[bool, typer.Option(
-        "--downstream", help="What used this version (default: what it was made from).")] = False,
-    depth: Annotated[int | None, typer.Option(
-        "--depth", min=0, metavar="N", help="Follow at most N steps.")] = None,
-    output_format: Annotated[LineageFormat, typer.Option(
-        "--format", "-f", help="text, json, mermaid, dot or openlineage.")] = LineageFormat.text,
-) -> None:
-    """Trace the versions and runs upstream (or downstream) of a version."""
-    direction = "downstream" if downstream else "upstream"
-    if output_format is LineageFormat.openlineage:
-        print_openlineage_events(open_store(ctx, as_json=True), ref, direction, depth)
-        return
-    as_text = output_format is LineageFormat.text
-    graph = open_store(ctx, as_json=not as_text).lineage(ref, direction=direction, depth=depth)
-    if output_format is LineageFormat.json:
-        typer.echo(graph.to_json())
-    elif output_format is LineageFormat.mermaid:
-        typer.echo(graph.to_mermaid(), nl=False)
-    elif output_format is LineageFormat.dot:
-        typer.echo(graph.to_dot(), nl=False)
-    else:
-        console().print(lineage_tree(graph))
-
-
 def node_label(graph: LineageGraph, node_id: str) -> Text:
     attrs = graph.nodes[node_id]
     if attrs.get("kind") == "run":
-        run = RunInfo(orchestrator=str(attrs.get("orchestrator")), run_id=str(attrs.get("run_id")),
-                      step=attrs.get("step"), name=attrs.get("name"),
-                      partition=attrs.get("partition"))
-        return Text(describe_run(run), style="cyan")
+        return Text(run_label(attrs), style="cyan")
     label = Text.assemble((node_id, "bold"), f" ({attrs.get('type', '?')})")
     if attrs.get("aliases"):
         label.append(f" [{', '.join(attrs['aliases'])}]", style="green")
@@ -389,15 +523,71 @@ def lineage_tree(graph: LineageGraph) -> Tree:
     return tree
 
 
-def print_openlineage_events(store: ArtifactStore, ref: str, direction: str, depth: int | None) -> None:
-    """The OpenLineage event of each version in the lineage, one JSON document per line."""
+#: A lineage output format: the graph (and its store, for formats that look more up) as text,
+#: or as something rich prints. Add a format by adding an entry here.
+LineageRenderer = Callable[[LineageGraph, ArtifactStore], "str | RenderableType"]
+LINEAGE_FORMATS: dict[str, LineageRenderer] = {
+    "text": lambda graph, _store: lineage_tree(graph),
+    "json": lambda graph, _store: graph.to_json() + "\n",
+    "mermaid": lambda graph, _store: graph.to_mermaid(),
+    "dot": lambda graph, _store: graph.to_dot(),
+    "html": lambda graph, _store: render_html(graph),
+    "svg": lambda graph, _store: render_svg(graph),
+    "openlineage": lambda graph, store: openlineage_lines(store, graph),
+}
+
+
+def known_lineage_format(value: str) -> str:
+    if value not in LINEAGE_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LINEAGE_FORMATS)}")
+    return value
+
+
+@store_command(read_only=True)
+def lineage(
+    ctx: typer.Context,
+    ref: RefArgument,
+    downstream: Annotated[bool, typer.Option(
+        "--downstream", help="What used this version (default: what it was made from).")] = False,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", min=0, metavar="N", help="Follow at most N steps.")] = None,
+    output_format: Annotated[str, typer.Option(
+        "--format", "-f", metavar="FORMAT", callback=known_lineage_format,
+        help=f"{', '.join(LINEAGE_FORMATS)}.")] = "text",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")] = None,
+) -> None:
+    """Trace the versions and runs upstream (or downstream) of a version.
+
+    --format html writes one self-contained page drawing the graph (open it in any browser,
+    no network needed); svg the drawing alone.
+    """
+    direction = "downstream" if downstream else "upstream"
+    store = open_store(ctx, as_json=output is None and output_format != "text")
+    graph = store.lineage(ref, direction=direction, depth=depth)
+    rendered = LINEAGE_FORMATS[output_format](graph, store)
+    if output is None:
+        if isinstance(rendered, str):
+            typer.echo(rendered, nl=False)
+        else:
+            console().print(rendered)
+        return
+    with output.open("w", encoding="utf-8") as handle:
+        if isinstance(rendered, str):
+            handle.write(rendered)
+        else:
+            Console(file=handle, width=160, no_color=True, highlight=False).print(rendered)
+    typer.echo(f"wrote the lineage of {graph.root} ({count(len(graph.nodes), 'node')}) to {output}")
+
+
+def openlineage_lines(store: ArtifactStore, graph: LineageGraph) -> str:
+    """The OpenLineage event of each version in the graph, oldest first, one JSON document per line."""
     openlineage = exporter()
-    for event in openlineage.lineage_events(store, ref, direction=direction, depth=depth):
-        typer.echo(openlineage.event_json(event))
+    return "".join(openlineage.event_json(event) + "\n" for event in openlineage.graph_events(store, graph))
 
 
 # -- export-lineage ---------------------------------------------------------------------------
-@app.command("export-lineage")
+@store_command("export-lineage")
 def export_lineage(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Send the OpenLineage event of every version, oldest first, through the transport
     configured the OpenLineage way (OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*, openlineage.yml):
@@ -415,7 +605,7 @@ def export_lineage(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 
 # -- alias ------------------------------------------------------------------------------------
-@app.command()
+@store_command()
 def alias(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(
@@ -445,7 +635,7 @@ def alias(
 
 
 # -- verify -----------------------------------------------------------------------------------
-@app.command()
+@store_command(read_only=True)
 def verify(
     ctx: typer.Context,
     ref: Annotated[str | None, typer.Argument(
@@ -474,7 +664,7 @@ def report_problems(problems: list[str], as_json: bool) -> NoReturn:
 
 
 # -- gc ---------------------------------------------------------------------------------------
-@app.command()
+@store_command()
 def gc(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option(
@@ -504,7 +694,7 @@ def print_gc_report(report: GcReport) -> None:
 
 
 # -- sync -------------------------------------------------------------------------------------
-@app.command()
+@store_command()
 def sync(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Retry deliveries to tracker backends that failed or never finished; exit 1 if some
     still fail."""
@@ -523,27 +713,30 @@ def sync(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 
 # -- log --------------------------------------------------------------------------------------
-@app.command("log")
+@store_command("log")
 def log_path(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(
         metavar="PATH", help="A file or a folder to log as one version.")],
-    name: Annotated[str, typer.Option("--name", "-n", help="Artifact name (a/b/c).")],
+    name: Annotated[str, typer.Option("--name", "-n", metavar="NAME", help="Artifact name (a/b/c).")],
     artifact_type: Annotated[str, typer.Option(
-        "--type", "-t", metavar="TYPE", help="model, dataset, config, ... ")] = "custom",
+        "--type", "-t", metavar="TYPE", help="model, dataset, config, ...")] = "custom",
     aliases: Annotated[list[str] | None, typer.Option(
         "--alias", "-a", metavar="ALIAS", help="Alias to set on the new version (repeatable)."),
     ] = None,
-    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    description: Annotated[str | None, typer.Option(
+        "--description", "-d", metavar="TEXT", help="What this version is.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Log a file or a folder as the next version of NAME."""
     artifact = build_artifact(path, name, artifact_type, description)
     logged = open_store(ctx, as_json=as_json).log(artifact, aliases=aliases or ())
     if as_json:
-        print_json(logged.to_dict())
-    else:
+        print_json(version_json(logged, created=logged.created))
+    elif logged.created:
         typer.echo(logged.ref)
+    else:
+        typer.echo(f"unchanged: kept {logged.ref}")
 
 
 def build_artifact(path: Path, name: str, artifact_type: str,
@@ -558,7 +751,7 @@ def build_artifact(path: Path, name: str, artifact_type: str,
 
 
 # -- reindex ----------------------------------------------------------------------------------
-@app.command()
+@store_command()
 def reindex(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Rebuild missing catalog rows from the manifests in the store."""
     added = open_store(ctx, as_json=as_json).reindex()

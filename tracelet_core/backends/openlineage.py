@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from urllib3.connectionpool import ConnectionPool
     from urllib3.response import BaseHTTPResponse
 
+    from .._lineage import LineageGraph
     from .._logged import LoggedArtifact
     from .._model import RunInfo
     from .._store import ArtifactStore
@@ -209,7 +210,11 @@ def lineage_events(store: ArtifactStore, ref: str, direction: str = "upstream",
                    depth: int | None = None) -> list[RunEvent]:
     """The events of a version and of every version upstream (or downstream) of it, oldest
     first: what ``tracelet lineage REF --format openlineage`` prints."""
-    graph = store.lineage(ref, direction=direction, depth=depth)
+    return graph_events(store, store.lineage(ref, direction=direction, depth=depth))
+
+
+def graph_events(store: ArtifactStore, graph: LineageGraph) -> list[RunEvent]:
+    """The events of every version in a lineage graph, oldest first."""
     versions = [store.get(node) for node in graph.artifact_refs]
     return [build_event(v) for v in sorted(versions, key=lambda v: (v.created_at, v.ref))]
 

@@ -1,12 +1,12 @@
-"""End-to-end demo: a small training pipeline logged to tracelet's default local store.
+"""The core API alone, no orchestrator: a small training pipeline logged to the default local store.
 
 raw data -> features -> model -> evaluation report, each step an ``Experiment`` run that reads
 its inputs with ``get_artifact`` (so lineage is recorded) and logs its output. The model is
 promoted to ``production`` only when it beats the current production model. Running it again
 with the same data creates no new versions (content-addressed dedup).
 
-    python examples/quickstart.py                 # store at TRACELET_STORE_URI or ~/.tracelet/store
-    python examples/quickstart.py --store ./demo  # any folder or fsspec URL
+    python examples/direct_core_api.py                  # store at TRACELET_STORE_URI or ~/.tracelet/store
+    python examples/direct_core_api.py --store ./demo   # any folder or fsspec URL
 """
 
 from __future__ import annotations
