@@ -61,6 +61,7 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from importlib.metadata import PackageNotFoundError
@@ -308,12 +309,16 @@ def flavored_model(artifact: LoggedArtifact, dest: Path) -> str | None:
         return None
     framework = entry.extra["framework"]
     try:
-        if framework == "pytorch":
-            _torch_model(artifact, entry, dest)
-        elif framework == "sklearn":
-            _sklearn_model(artifact, entry, dest)
-        else:
-            _native_model(artifact, entry, dest)
+        with warnings.catch_warnings():
+            # MLflow's notes while it saves (type hints it cannot check, pickle caveats, ...)
+            # are about its own defaults, not errors of this delivery.
+            warnings.simplefilter("ignore")
+            if framework == "pytorch":
+                _torch_model(artifact, entry, dest)
+            elif framework == "sklearn":
+                _sklearn_model(artifact, entry, dest)
+            else:
+                _native_model(artifact, entry, dest)
     except FlavorError:
         raise
     except Exception as exc:  # noqa: BLE001 - any framework failure: the version stays run files
