@@ -33,7 +33,7 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._backends import MANIFEST_NAME
-from tracelet_core.backends.clearml import ClearMLBackend
+from tracelet_core.backends.clearml import ClearMLBackend, alias_tag
 
 pytestmark = [
     # ClearML 2.1 vendors pyhocon, which parses its config with pyparsing 2 names that
@@ -138,6 +138,23 @@ class TestClearMLBackend(BackendSuite):
             raise ConnectionError("injected: ClearML files server unreachable")
 
         monkeypatch.setattr(Task, "upload_artifact", unreachable)
+
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        [(task, _held)] = holding(artifact.ref)
+        tags = Task.get_task(task_id=task.id).get_tags()
+        return {alias for alias in ("candidate", "production") if alias_tag(artifact.name, alias, artifact.version) in tags}
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        parameters = Task.get_task(task_id=result.version).get_parameters()
+        return {k.removeprefix("General/"): str(v) for k, v in parameters.items() if k.startswith("General/")}
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        """Debug samples, from the offline session's ``metrics.jsonl`` (what ClearML uploads
+        with ``import_offline_session``)."""
+        events = Path(get_offline_dir(), str(result.version), "metrics.jsonl")
+        reported = [event for line in events.read_text().splitlines() for event in json.loads(line)]
+        return [f"{e['metric']}/{e['variant']}" for e in reported if e["type"] == "training_debug_image"
+                and Path(e["url"]).is_file()]
 
 
 # -- ClearML specifics ------------------------------------------------------------------------

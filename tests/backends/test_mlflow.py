@@ -42,7 +42,7 @@ from tracelet_core import (  # noqa: E402
     LoggedArtifact,
     TraceletArtifact,
 )
-from tracelet_core.backends.mlflow import MlflowBackend, run_tag_key  # noqa: E402
+from tracelet_core.backends.mlflow import MlflowBackend, registered_model_name, run_tag_key  # noqa: E402
 from tracelet_core.cli import app  # noqa: E402
 
 pytestmark = [
@@ -122,6 +122,27 @@ class TestMlflowBackend(BackendSuite):
             raise ConnectionError("injected fault: the artifact store refused the upload")
 
         monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", refuse)
+
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        assert isinstance(backend, MlflowBackend)
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        [model_version] = client.search_model_versions(
+            f"name = '{registered_model_name(artifact.name)}' and tags.`tracelet.ref` = '{artifact.ref}'")
+        [run] = runs_holding(client, artifact)
+        tagged = {a for a in run.data.tags[run_tag_key(artifact.name, artifact.version, "aliases")].split(",") if a}
+        assert set(model_version.aliases) == tagged, (model_version.aliases, tagged)  # registry and run agree
+        return set(model_version.aliases)
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        assert isinstance(backend, MlflowBackend)
+        [run] = runs_holding(MlflowClient(tracking_uri=backend.tracking_uri), artifact)
+        return dict(run.data.params)
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        assert isinstance(backend, MlflowBackend)
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        [run] = runs_holding(client, artifact)
+        return [a.path for a in client.list_artifacts(run.info.run_id, "images")]
 
     # -- MLflow specifics -----------------------------------------------------------------
     def test_a_model_is_registered_with_tags_and_mirrored_aliases(
@@ -439,7 +460,7 @@ def test_a_model_mlflow_cannot_rebuild_stays_run_files_and_says_why(
     assert client.get_model_version("demo.wide", "1").source.endswith("/demo/wide/v1/files")
 
 
-def test_config_keys_become_run_params_within_mlflows_limits(
+def test_many_and_long_config_keys_stay_within_mlflows_limits(
         tracking_uri: str, artifact_root: str, store: ArtifactStore) -> None:
     many = {f"k{i:03d}": i for i in range(150)}  # more than one log_batch holds
     config = TraceletArtifact("demo/config", "config").add_object(
@@ -452,21 +473,6 @@ def test_config_keys_become_run_params_within_mlflows_limits(
     params = run.data.params
     assert (params["optimizer.lr"], params["optimizer.name"], params["k149"]) == ("0.1", "adam", "149")
     assert len(params) == 153 and params["long"] == "x" * 6000
-
-
-def test_an_image_version_is_also_logged_with_log_image(
-        make_file: Any, tracking_uri: str, artifact_root: str, store: ArtifactStore, tmp_path: Path) -> None:
-    from PIL import Image
-
-    picture = tmp_path / "sample.png"
-    Image.new("RGB", (8, 6), (255, 0, 0)).save(picture)
-    logged = store.log(TraceletArtifact("demo/samples", "image").add_file(picture, "sample.png"))
-    backend = MlflowBackend(tracking_uri=tracking_uri, artifact_location=artifact_root)
-    assert backend.log(logged).ok
-    client = MlflowClient(tracking_uri=tracking_uri)
-    [run] = runs_holding(client, logged)
-    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
-    assert any("demo#samples#sample" in path or "sample" in path for path in images), images
 
 
 def test_a_run_left_running_is_finished_by_sync(

@@ -89,6 +89,22 @@ def artifact_records(root: str | Path, ref: str | None = None) -> list[Any]:
     return found
 
 
+def all_records(root: str | Path) -> list[Any]:
+    """Every record of every offline run under ``root`` (run files flushed first)."""
+    wandb.teardown()
+    return [record for path in run_files(root) for record in wandb_records(path)]
+
+
+def summary_items(root: str | Path) -> list[tuple[str, Any]]:
+    """(key, value) of every summary update W&B recorded, in run-file order."""
+    items = []
+    for record in all_records(root):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                items.append((item.key or "/".join(item.nested_key), json.loads(item.value_json)))
+    return items
+
+
 @pytest.fixture(autouse=True)
 def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """W&B offline, every folder it writes under ``tmp_path`` (HOME too), its server a closed
@@ -147,6 +163,40 @@ class TestWandbBackend(BackendSuite):
             raise wandb.errors.CommError("injected: W&B unreachable")
 
         monkeypatch.setattr(wandb.Run, "log_artifact", unreachable)
+
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        assert isinstance(backend, WandbBackend)
+        latest: dict[str, dict[str, Any]] = {}  # alias -> the newest move W&B recorded offline
+        prefix = f"tracelet.alias/{artifact.name}/"
+        for key, value in summary_items(backend.dir):
+            if key.startswith(prefix) and value["at"] >= latest.get(key[len(prefix):], {"at": 0})["at"]:
+                latest[key[len(prefix):]] = value
+        held = {alias for alias, move in latest.items() if move["ref"] == artifact.ref}
+        relogged = {a for r in artifact_records(backend.dir, artifact.ref) for a in r.aliases}
+        assert held <= relogged  # logged again with the alias, for `wandb sync` to move it
+        return held
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        assert isinstance(backend, WandbBackend)
+        params: dict[str, str] = {}
+        for record in all_records(backend.dir):
+            kind = record.WhichOneof("record_type")
+            items = record.config.update if kind == "config" else record.run.config.update if kind == "run" else []
+            for item in items:
+                value = json.loads(item.value_json)
+                params[item.key] = str(value.get("value", value) if isinstance(value, dict) else value)
+        return params
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        assert isinstance(backend, WandbBackend)
+        found = []
+        for record in all_records(backend.dir):
+            if record.WhichOneof("record_type") == "history":
+                for item in record.history.item:
+                    value = json.loads(item.value_json)
+                    if isinstance(value, dict) and value.get("_type") == "image-file":
+                        found.append(item.key or "/".join(item.nested_key))
+        return found
 
 
 # -- W&B specifics ----------------------------------------------------------------------------
