@@ -192,10 +192,9 @@ class TestWandbBackend(BackendSuite):
         found = []
         for record in all_records(backend.dir):
             if record.WhichOneof("record_type") == "history":
-                for item in record.history.item:
-                    value = json.loads(item.value_json)
-                    if isinstance(value, dict) and value.get("_type") == "image-file":
-                        found.append(item.key or "/".join(item.nested_key))
+                for item in record.history.item:  # a media object's fields, one item each
+                    if list(item.nested_key[-1:]) == ["_type"] and json.loads(item.value_json) == "image-file":
+                        found.append(item.nested_key[0])
         return found
 
 
