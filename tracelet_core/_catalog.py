@@ -799,13 +799,12 @@ class Catalog:
         return None if found is None else str(found)
 
     def tracker_results(self, backend: str, run_id: str) -> list[dict[str, Any]]:
-        """The recorded results of the deliveries to ``backend`` made for tracelet run
-        ``run_id`` that succeeded, newest first: how a backend finds its own tracker run
+        """The recorded results (any status) of the deliveries to ``backend`` made for
+        tracelet run ``run_id``, newest first: how a backend finds its own tracker run
         without scanning the tracker."""
         with self._read() as conn:
             rows = conn.execute(select(deliveries.c.result).where(
-                deliveries.c.backend == backend, deliveries.c.run_id == run_id,
-                deliveries.c.status.in_(["delivered", "unconfirmed"])).order_by(deliveries.c.id.desc()))
+                deliveries.c.backend == backend, deliveries.c.run_id == run_id).order_by(deliveries.c.id.desc()))
             return [r for r in (_json(row.result) for row in rows) if r]
 
     def with_alias_map(self, name: str, use: Callable[[dict[str, int]], None]) -> None:

@@ -444,7 +444,8 @@ def test_torch_and_sklearn_models_load_with_pyfunc_and_predict_what_the_models_p
     assert sorted(m.model_type for m in logged) == ["pytorch", "sklearn"]
     assert {m.tags["tracelet.ref"] for m in logged} == {"demo/classifier:v1", "demo/sklearn:v1"}
     version = client.get_model_version("demo.classifier", "1")
-    assert version.source in {m.artifact_location for m in logged} and version.tags["tracelet.ref"] == "demo/classifier:v1"
+    assert version.source in {m.artifact_location for m in logged}
+    assert version.tags["tracelet.ref"] == "demo/classifier:v1"
     [run] = client.search_runs([client.get_experiment_by_name("native").experiment_id])
     assert run.info.status == "FINISHED"
 

@@ -327,3 +327,29 @@ def test_names_too_long_for_wandb_are_shortened_uniquely() -> None:
     long_a, long_b = "a" * 150 + "/x", "a" * 150 + "/y"
     assert len(wandb_artifact_name(long_a)) == 128
     assert wandb_artifact_name(long_a) != wandb_artifact_name(long_b)
+
+
+def test_offline_deliveries_are_unconfirmed_until_the_run_file_holds_them(
+        store: ArtifactStore, model: LoggedArtifact) -> None:
+    exp = Experiment("e", backend=["wandb"], store=store).start()
+    try:
+        result = exp.log_artifact(model.new_draft())["wandb"]
+        assert result.ok and not result.confirmed
+        [row] = store.deliveries(model.ref)
+        assert row.status == "unconfirmed"  # W&B holds it in memory only: sync would deliver it again
+    finally:
+        exp.stop()
+    [row] = store.deliveries(model.ref)
+    assert row.status == "delivered" and row.result and row.result["confirmed"]
+    assert len(artifact_records(os.environ["WANDB_DIR"], model.ref)) == 1
+    assert store.sync() == []
+
+
+def test_checkpoints_and_weights_are_wandb_models_with_the_tracelet_type_in_metadata(
+        store: ArtifactStore, make_file: Any) -> None:
+    backend = WandbBackend(project="types")
+    for kind in ("checkpoint", "weights"):
+        assert backend.log(store.log(TraceletArtifact(f"ckpt/{kind}", kind)
+                                     .add_file(make_file(f"{kind}.pt", b"w"), f"{kind}.pt"))).ok
+    records = {json.loads(r.metadata)["tracelet.type"]: r.type for r in artifact_records(backend.dir)}
+    assert records == {"checkpoint": "model", "weights": "model"}

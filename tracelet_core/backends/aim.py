@@ -23,8 +23,11 @@ Where a version goes:
 
 Finding the run costs no scan of the repo: the run of a tracelet run is the one this
 backend has open, else the one the outbox recorded for an earlier delivery of that run
-(``ArtifactResult.version`` is the run hash), else a new one. Only ``fetch`` (given a name
-and version, not a delivery) reads the runs of the repo.
+(``ArtifactResult.version`` is the run hash), else the one noted in
+``<repo>/.aim/tracelet-runs/`` when this backend made it (written before anything is
+uploaded, so a retry after a crash or a failed first delivery goes to the same run), else a
+new one. Only ``fetch`` (given a name and version, not a delivery) reads the runs of
+the repo.
 
 Aim traps handled here: ``log_artifact`` swallows errors in Aim's safe mode, so every
 upload is checked in ``run.artifacts``; another process sees a run's params only once the
@@ -37,6 +40,7 @@ each file is downloaded into its own folder.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -76,6 +80,7 @@ logger = logging.getLogger(__name__)
 
 PARAM = "tracelet"  # run["tracelet"][<ref>] describes one delivered version
 RUN_PARAM = "tracelet_run"  # run["tracelet_run"] = {"run_id": ..., "name": ...}
+RUN_NOTES = "tracelet-runs"  # <repo>/.aim/tracelet-runs/<sha256 of the tracelet run id> = run hash
 
 
 def _forget_run_listing() -> None:
@@ -192,11 +197,19 @@ class AimBackend(Backend):
         same tracelet run (no scan of the repo)."""
         for row in artifact.store.deliveries(artifact.ref):
             if row.backend == self.name and row.result and row.result.get("version"):
-                return str(row.result["version"])
+                return str(row.result["version"])  # an earlier, interrupted try of this version
         for result in artifact.store.catalog.tracker_results(self.name, tracelet_run):
             if result.get("version"):
                 return str(result["version"])
-        return None
+        note = self._run_note(tracelet_run)
+        return note.read_text().strip() if note is not None and note.is_file() else None
+
+    def _run_note(self, tracelet_run: str) -> Path | None:
+        """Where this backend notes the Aim run it made for ``tracelet_run`` (local repos)."""
+        if "://" in self.repo:
+            return None
+        key = hashlib.sha256(tracelet_run.encode()).hexdigest()
+        return Path(self.repo, ".aim", RUN_NOTES, key)
 
     def _reopen(self, run_hash: str) -> Run | None:
         """The run ``run_hash`` open for writing, or None where the repo lost it."""
@@ -219,6 +232,10 @@ class AimBackend(Backend):
                 try:
                     run.name = run_name
                     run[RUN_PARAM] = {"run_id": tracelet_run, "name": run_name}
+                    note = self._run_note(tracelet_run)
+                    if note is not None:
+                        note.parent.mkdir(exist_ok=True)
+                        note.write_text(run.hash)
                 except Exception:
                     run.close()
                     raise

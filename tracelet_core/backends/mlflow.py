@@ -633,10 +633,7 @@ class MlflowBackend(Backend):
                 raise BackendError(f"mlflow holds no copy of {artifact.ref} to move alias {alias!r} on")
             key = run_tag_key(artifact.name, artifact.version, "aliases")
             held = [a for a in run.data.tags.get(key, "").split(",") if a]
-            if add:
-                wanted = held if alias in held else [*held, alias]
-            else:
-                wanted = [a for a in held if a != alias]
+            wanted = [a for a in held if a != alias] + ([alias] if add else [])
             registered = run.data.tags.get(run_tag_key(artifact.name, artifact.version, "registered_model"))
             mapped = registry_alias(alias)
             with _sdk_errors(f"moving alias {alias!r} of {artifact.ref}"):

@@ -338,8 +338,8 @@ class WandbBackend(Backend):
     def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
         with self._lock:
             if self.effective_mode == "online":
-                path = "/".join(p for p in (self.entity, self.project,
-                                            f"{wandb_artifact_name(artifact.name)}:{wandb_alias(artifact.version)}") if p)
+                versioned = f"{wandb_artifact_name(artifact.name)}:{wandb_alias(artifact.version)}"
+                path = "/".join(p for p in (self.entity, self.project, versioned) if p)
                 with _sdk_errors(f"moving alias {alias!r} of {path}"):
                     found: Any = wandb.Api().artifact(path)
                     if add and alias not in found.aliases:
