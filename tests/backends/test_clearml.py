@@ -33,7 +33,7 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._backends import MANIFEST_NAME
-from tracelet_core.backends.clearml import ClearMLBackend, alias_tag
+from tracelet_core.backends.clearml import NO_FRAMEWORKS, ClearMLBackend, alias_tag
 
 pytestmark = [
     # ClearML 2.1 vendors pyhocon, which parses its config with pyparsing 2 names that
@@ -266,7 +266,8 @@ def test_offline_clearml_cannot_register_an_output_model_so_models_stay_artifact
 
     weights = tmp_path / "model.bin"
     weights.write_bytes(b"w")
-    task = Task.init(project_name="evidence", task_name="output-model", auto_connect_frameworks=False,
+    Task.set_offline(True)
+    task = Task.init(project_name="evidence", task_name="output-model", auto_connect_frameworks=NO_FRAMEWORKS,
                      auto_resource_monitoring=False, auto_connect_streams=False, auto_connect_arg_parser=False)
     try:
         with pytest.raises(AttributeError, match="'DummyModel' object has no attribute 'locked'"):
