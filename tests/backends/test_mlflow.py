@@ -495,3 +495,16 @@ def test_a_run_left_running_is_finished_by_sync(
     assert [r.ok for r in store.sync()] == [True]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert run.data.tags["tracelet.run_id"] == exp.run.run_id
+
+
+def test_a_dataframe_dataset_is_a_run_input(tracking_uri: str, artifact_root: str, store: ArtifactStore) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    logged = store.log(TraceletArtifact("demo/table", "dataset").add_object(frame, "rows", serializer="parquet"))
+    assert MlflowBackend(tracking_uri=tracking_uri, artifact_location=artifact_root).log(logged).ok
+    client = MlflowClient(tracking_uri=tracking_uri)
+    [run] = runs_holding(client, logged)
+    [held] = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert held.dataset.name == "demo/table:v1/rows" and "tracelet://demo/table:v1/rows.parquet" in held.dataset.source
+    assert json.loads(held.dataset.schema)["mlflow_colspec"][0]["name"] == "x"

@@ -38,6 +38,8 @@ Where a version goes:
   with another value is left as it is (MLflow params are immutable) and listed in the run
   tag ``.../params_conflicts``. ``image`` versions: each picture also through
   ``MlflowClient.log_image`` (key ``<name>/<file stem>``, step = the version number).
+  ``dataset`` versions: their DataFrames (parquet objects) also as run inputs
+  (``MlflowClient.log_inputs``, an MLflow pandas dataset named ``<ref>/<object>``).
 * Runs this backend made or delivered to while they were running are ended ``FINISHED`` by
   ``stop`` (also under ``tracelet sync``, which starts and stops backends itself).
 
@@ -253,21 +255,11 @@ def _torch_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
         with torch.no_grad():
             output = module(torch.as_tensor(example))
         signature = infer_signature(example, output.detach().cpu().numpy() if hasattr(output, "detach") else None)
-    requirements = [_requirement("torch")]
-    if example is not None:
-        try:  # the safe, class-free format (torch.export), traced with the example
-            mlflow.pytorch.save_model(module, str(dest), signature=signature, input_example=example,
-                                      serialization_format="pt2", pip_requirements=requirements)
-            return
-        except Exception as exc:  # noqa: BLE001 - a model torch.export cannot trace: pickle it instead
-            logger.info("mlflow: %s cannot be exported with torch.export (%s); saving it pickled",
-                        artifact.ref, exc)
-            if dest.exists():
-                import shutil
-
-                shutil.rmtree(dest)
-    mlflow.pytorch.save_model(module, str(dest), signature=signature, serialization_format="pickle",
-                              pip_requirements=requirements)
+    # Pickled (``torch.save`` of the module, MLflow's classic format): torch.export's
+    # class-free ``pt2`` traces the model, which takes seconds on first use and fails for
+    # models with data-dependent control flow, inside a delivery's time limit.
+    mlflow.pytorch.save_model(module, str(dest), signature=signature, input_example=example,
+                              serialization_format="pickle", pip_requirements=[_requirement("torch")])
 
 
 def _sklearn_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
@@ -493,6 +485,8 @@ class MlflowBackend(Backend):
             conflicts = self._log_params(run_id, params)
             if conflicts:
                 fields["params_conflicts"] = ",".join(conflicts)
+        if artifact.type is ArtifactType.DATASET:
+            self._log_inputs(artifact, run_id)
         media = [path for kind, path in media_entries(artifact) if kind == "image"]
         if media:
             from PIL import Image  # Deferred for import perf
@@ -529,6 +523,25 @@ class MlflowBackend(Backend):
                 client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
                 client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         return {"model_source": model.artifact_location, "model_id": model.model_id, "flavor": flavor}
+
+    def _log_inputs(self, artifact: LoggedArtifact, run_id: str) -> None:
+        """The version's DataFrames (parquet objects) as the run's dataset inputs, named
+        ``<ref>/<object>``, with the tracelet digest as their source."""
+        frames = [obj for obj in artifact.objects if obj.serializer == "parquet"]
+        if not frames:
+            return
+        import mlflow.data  # Deferred for import perf
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for obj in frames:
+            frame = artifact.load(obj.name)
+            dataset = mlflow.data.from_pandas(frame, source=f"tracelet://{artifact.ref}/{obj.path}",
+                                              name=f"{artifact.ref}/{obj.name}", digest=(obj.digest or "")[-32:])
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(),
+                                       tags=[InputTag("mlflow.data.context", "tracelet")]))
+        with _sdk_errors(f"logging the datasets of {artifact.ref} as run inputs"):
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> list[str]:
         """Log ``params`` the run does not hold yet; the keys it holds with another value."""
