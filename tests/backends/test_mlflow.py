@@ -41,6 +41,7 @@ from tracelet_core import (  # noqa: E402
     Experiment,
     LoggedArtifact,
     TraceletArtifact,
+    TraceletSettings,
 )
 from tracelet_core.backends.mlflow import MlflowBackend, registered_model_name, run_tag_key  # noqa: E402
 from tracelet_core.cli import app  # noqa: E402
@@ -352,9 +353,11 @@ def mlflow_server(tmp_path: Path) -> Iterator[Callable[[int], str]]:
 def test_an_unreachable_tracker_fails_fast_then_sync_delivers_once_to_a_real_server(
         mlflow_server: Callable[[int], str], store: ArtifactStore, make_file: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "TRACELET_BACKEND_TIMEOUT"):
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.delenv(key, raising=False)  # default settings: MLflow alone would retry for minutes
-    assert store.settings.backend_timeout == 10.0
+    default = TraceletSettings.model_fields["backend_timeout"].default
+    assert default == 10.0
+    monkeypatch.setattr(store.settings, "backend_timeout", default)
     port = free_port()  # nothing listens here yet (as after the server stopped)
     url = f"http://127.0.0.1:{port}"
     exp = Experiment("served", backend=[MlflowBackend(tracking_uri=url)], store=store)
@@ -506,5 +509,5 @@ def test_a_dataframe_dataset_is_a_run_input(tracking_uri: str, artifact_root: st
     client = MlflowClient(tracking_uri=tracking_uri)
     [run] = runs_holding(client, logged)
     [held] = client.get_run(run.info.run_id).inputs.dataset_inputs
-    assert held.dataset.name == "demo/table:v1/rows" and "tracelet://demo/table:v1/rows.parquet" in held.dataset.source
-    assert json.loads(held.dataset.schema)["mlflow_colspec"][0]["name"] == "x"
+    assert held.dataset.name == "demo/table:v1/rows"
+    assert logged.objects[0].digest.removeprefix("blake3:") in held.dataset.source  # the store's blob

@@ -19,7 +19,8 @@ Where a version goes:
   ``references``. A run holds many versions, so the keys carry the version; search with
   ``tags.`tracelet/<name>/<version>/ref` = '<name>:<version>'``. The tags are written
   last, in one batch: a run carries them only once the version is wholly there, and the
-  next delivery of the same ref finds them and uploads nothing (idempotent per ref).
+  next delivery of the same ref to that run finds them and uploads nothing (idempotent per
+  ref; a retry goes to the same run, found by ``tracelet.run_id``, so only that run is read).
 * ``model`` versions holding an ``add_model`` entry of a framework MLflow has a flavor for
   (pytorch, sklearn; xgboost, lightgbm, tensorflow where installed) also become an MLflow
   Model (an MLflow 3 logged model of the run: that flavor plus ``pyfunc``, signature
@@ -453,18 +454,13 @@ class MlflowBackend(Backend):
     def log(self, artifact: LoggedArtifact) -> ArtifactResult:
         self._timeout = artifact.store.settings.backend_timeout or DEFAULT_TIMEOUT
         with self._lock, bounded_http(self._timeout):
-            existing = self._find_copy(artifact.name, artifact.version)
-            if existing is not None:
-                held = existing.data.tags.get(run_tag_key(artifact.name, artifact.version, "digest"))
-                if held != artifact.digest:
-                    raise BackendError(f"mlflow run {existing.info.run_id} holds {artifact.ref} with digest "
-                                       f"{held}, not {artifact.digest}")
-                native = {field: existing.data.tags.get(run_tag_key(artifact.name, artifact.version, field), "")
-                          for field in ("model_source", "model_id")}
-                model = self._register(artifact, existing.info.run_id, existing.info.artifact_uri, native)
-                return self._result(artifact, existing.info.run_id, model)
             run_id, artifact_uri, experiment_id, created = self._run_for(artifact)
             try:
+                if not created:  # a retry: the run may hold the version already (the tags came last)
+                    with _sdk_errors(f"reading run {run_id}"):
+                        tags = self.client.get_run(run_id).data.tags
+                    if run_tag_key(artifact.name, artifact.version, "ref") in tags:
+                        return self._held(artifact, run_id, artifact_uri, tags)
                 references = self._upload(artifact, run_id)
                 extra = self._log_native(artifact, run_id, experiment_id)
                 model = self._register(artifact, run_id, artifact_uri, extra)
@@ -473,6 +469,16 @@ class MlflowBackend(Backend):
                 if created and self._started is None:
                     self._end_run(run_id)  # a run made for this delivery alone
             return self._result(artifact, run_id, model)
+
+    def _held(self, artifact: LoggedArtifact, run_id: str, artifact_uri: str, tags: dict[str, str]) -> ArtifactResult:
+        """The result for a version run ``run_id`` already holds (its registry version made
+        if that step was cut short)."""
+        held = tags.get(run_tag_key(artifact.name, artifact.version, "digest"))
+        if held != artifact.digest:
+            raise BackendError(f"mlflow run {run_id} holds {artifact.ref} with digest {held}, not {artifact.digest}")
+        native = {field: tags.get(run_tag_key(artifact.name, artifact.version, field), "")
+                  for field in ("model_source", "model_id")}
+        return self._result(artifact, run_id, self._register(artifact, run_id, artifact_uri, native))
 
     def _log_native(self, artifact: LoggedArtifact, run_id: str, experiment_id: str) -> dict[str, str]:
         """What MLflow shows natively: the model as an MLflow Model, config keys as params,
@@ -526,7 +532,7 @@ class MlflowBackend(Backend):
 
     def _log_inputs(self, artifact: LoggedArtifact, run_id: str) -> None:
         """The version's DataFrames (parquet objects) as the run's dataset inputs, named
-        ``<ref>/<object>``, with the tracelet digest as their source."""
+        ``<ref>/<object>``, their source the store's blob (``file://`` or ``s3://``)."""
         frames = [obj for obj in artifact.objects if obj.serializer == "parquet"]
         if not frames:
             return
@@ -536,8 +542,10 @@ class MlflowBackend(Backend):
         inputs = []
         for obj in frames:
             frame = artifact.load(obj.name)
-            dataset = mlflow.data.from_pandas(frame, source=f"tracelet://{artifact.ref}/{obj.path}",
-                                              name=f"{artifact.ref}/{obj.name}", digest=(obj.digest or "")[-32:])
+            with warnings.catch_warnings():  # MLflow notes that a file URI fits two source types
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(frame, source=artifact.store.blobs.blob_uri(obj.digest or ""),
+                                                  name=f"{artifact.ref}/{obj.name}", digest=(obj.digest or "")[-32:])
             inputs.append(DatasetInput(dataset._to_mlflow_entity(),
                                        tags=[InputTag("mlflow.data.context", "tracelet")]))
         with _sdk_errors(f"logging the datasets of {artifact.ref} as run inputs"):
