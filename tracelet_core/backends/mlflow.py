@@ -350,6 +350,7 @@ class MlflowBackend(Backend):
         self._runs: dict[tuple[str, str], tuple[str, str, str]] = {}  # (experiment, tracelet run) ->
         # (run id, artifact URI, experiment id)
         self._opened: list[str] = []  # runs made or found running since start(), ended by stop()
+        self._tags: dict[str, dict[str, str]] = {}  # run id -> its tags (as found, plus what this backend wrote)
         self._timeout = DEFAULT_TIMEOUT
 
     def config(self) -> dict[str, Any]:
@@ -380,6 +381,7 @@ class MlflowBackend(Backend):
             opened, self._opened = list(dict.fromkeys(self._opened)), []
             self._started = None
             self._runs.clear()
+            self._tags.clear()
             for run_id in opened:
                 self._end_run(run_id)
 
@@ -426,6 +428,7 @@ class MlflowBackend(Backend):
                 experiment_id, run_name=run_name, tags={RUN_ID_TAG: tracelet_run, EXPERIMENT_TAG: run_name})
         run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
         self._runs[(experiment, tracelet_run)] = (run_id, artifact_uri, experiment_id)
+        self._tags[run_id] = dict(run.data.tags)  # what it holds: read once, kept up to date
         if self._started is not None and (created or run.info.status == "RUNNING"):
             self._opened.append(run_id)
         return run_id, artifact_uri, experiment_id, created
@@ -456,11 +459,9 @@ class MlflowBackend(Backend):
         with self._lock, bounded_http(self._timeout):
             run_id, artifact_uri, experiment_id, created = self._run_for(artifact)
             try:
-                if not created:  # a retry: the run may hold the version already (the tags came last)
-                    with _sdk_errors(f"reading run {run_id}"):
-                        tags = self.client.get_run(run_id).data.tags
-                    if run_tag_key(artifact.name, artifact.version, "ref") in tags:
-                        return self._held(artifact, run_id, artifact_uri, tags)
+                tags = self._tags.get(run_id, {})
+                if not created and run_tag_key(artifact.name, artifact.version, "ref") in tags:
+                    return self._held(artifact, run_id, artifact_uri, tags)  # a retry: the tags came last
                 references = self._upload(artifact, run_id)
                 extra = self._log_native(artifact, run_id, experiment_id)
                 model = self._register(artifact, run_id, artifact_uri, extra)
@@ -625,6 +626,7 @@ class MlflowBackend(Backend):
         tags = [RunTag(run_tag_key(artifact.name, artifact.version, k), _fit(v)) for k, v in fields.items()]
         with _sdk_errors(f"tagging run {run_id} with {artifact.ref}"):
             self.client.log_batch(run_id, tags=tags)
+        self._tags.setdefault(run_id, {}).update({tag.key: tag.value for tag in tags})
 
     def _result(self, artifact: LoggedArtifact, run_id: str, model: ModelVersion | None) -> ArtifactResult:
         if model is not None:
