@@ -609,9 +609,15 @@ class ArtifactStore:
                     continue
                 key = (event.backend, json.dumps(event.config, sort_keys=True))
                 backend = made.get(key)
-                if backend is None:
-                    backend = made[key] = resolve_backend(event.backend, event.config)
-                result = deliver_alias(backend, artifact, event.alias, event.action, self.settings.backend_timeout)
+                try:
+                    if backend is None:
+                        backend = made[key] = resolve_backend(event.backend, event.config)
+                except ConfigurationError as exc:  # never fails the alias change itself
+                    result = ArtifactResult(backend=event.backend, ok=False, version=event.ref,
+                                            error=f"ConfigurationError: {exc}")
+                else:
+                    result = deliver_alias(backend, artifact, event.alias, event.action,
+                                           self.settings.backend_timeout)
                 self.catalog.finish_alias_event(event.id, ok=result.ok, error=result.error)
                 results.append(result)
                 if not result.ok:

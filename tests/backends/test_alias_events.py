@@ -113,3 +113,15 @@ def test_registering_a_taken_name_is_refused_unless_asked(tracker: FolderBackend
     from tracelet_core._backends import resolve_backend
 
     assert type(resolve_backend("folder", {"root": str(tracker.root)})) is Other
+
+
+def test_a_tracker_unknown_here_fails_the_event_not_the_alias_change(store: ArtifactStore,
+                                                                     tracker: FolderBackend) -> None:
+    log_two(store, tracker)
+    unregister_backend("folder")  # e.g. the CLI of another installation, without the backend
+    store.set_alias("cfg:v1", "prod")
+    assert store.get("cfg:prod").ref == "cfg:v1"
+    [event] = store.alias_events("cfg")
+    assert event.status == "failed" and "ConfigurationError" in (event.last_error or "")
+    register_backend("folder", FolderBackend)
+    assert [r.ok for r in store.sync()] == [True] and tracker.alias_moves() == [["set", "cfg:v1", "prod"]]
