@@ -344,7 +344,8 @@ def _link_verified(artifact: LoggedArtifact, root: Path, entries: Sequence[Artif
         try:
             digest, _size = hash_file(source)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"{artifact.ref}: blob of {entry.path} is missing", [f"{entry.path}: missing"]) from exc
+            raise IntegrityError(f"{artifact.ref}: blob of {entry.path} is missing",
+                                 [f"{entry.path}: missing"]) from exc
         if digest != entry.digest:
             raise IntegrityError(f"{artifact.ref}: blob of {entry.path} does not match its digest",
                                  [f"{entry.path}: digest mismatch"])

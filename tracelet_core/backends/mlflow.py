@@ -537,7 +537,7 @@ class MlflowBackend(Backend):
         frames = [obj for obj in artifact.objects if obj.serializer == "parquet"]
         if not frames:
             return
-        import mlflow.data  # Deferred for import perf
+        from mlflow.data.pandas_dataset import from_pandas  # Deferred for import perf
         from mlflow.entities import DatasetInput, InputTag
 
         inputs = []
@@ -545,8 +545,8 @@ class MlflowBackend(Backend):
             frame = artifact.load(obj.name)
             with warnings.catch_warnings():  # MLflow notes that a file URI fits two source types
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(frame, source=artifact.store.blobs.blob_uri(obj.digest or ""),
-                                                  name=f"{artifact.ref}/{obj.name}", digest=(obj.digest or "")[-32:])
+                dataset = from_pandas(frame, source=artifact.store.blobs.blob_uri(obj.digest or ""),
+                                      name=f"{artifact.ref}/{obj.name}", digest=(obj.digest or "")[-32:])
             inputs.append(DatasetInput(dataset._to_mlflow_entity(),
                                        tags=[InputTag("mlflow.data.context", "tracelet")]))
         with _sdk_errors(f"logging the datasets of {artifact.ref} as run inputs"):
