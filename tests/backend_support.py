@@ -18,7 +18,10 @@ class FolderBackend(Backend):
     """Copies each version to ``root/<name>/<version>/``; idempotent per ref.
 
     ``fail`` raises like an unreachable tracker; ``block`` makes ``log`` wait on an event
-    (to exercise the delivery time limit). Both only inject faults.
+    (to exercise the delivery time limit); a file ``root/DOWN`` makes alias moves fail (so
+    an instance rebuilt from ``config()`` by ``sync`` fails too). All only inject faults.
+    Alias moves are kept in ``<name>/<version>/aliases.json`` and logged, in order, to
+    ``root/alias-moves.jsonl``.
     """
 
     name = "folder"
@@ -62,3 +65,25 @@ class FolderBackend(Backend):
         return BackendCopy(backend=self.name, ref=tags["tracelet.ref"], digest=tags["tracelet.digest"],
                            local_path=dest / "files", version=version, uri=source.as_uri(),
                            referenced=manifest["referenced"])
+
+    # -- alias moves ------------------------------------------------------------------------
+    def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        self._move(artifact, alias, "set")
+
+    def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        self._move(artifact, alias, "remove")
+
+    def _move(self, artifact: LoggedArtifact, alias: str, action: str) -> None:
+        if (self.root / "DOWN").exists():
+            raise ConnectionError("tracker unreachable")
+        held_file = self.root / artifact.name / artifact.version / "aliases.json"
+        held = set(json.loads(held_file.read_text())) if held_file.is_file() else set()
+        held = held | {alias} if action == "set" else held - {alias}
+        held_file.write_text(json.dumps(sorted(held)))
+        with (self.root / "alias-moves.jsonl").open("a") as log:
+            log.write(json.dumps([action, artifact.ref, alias]) + "\n")
+
+    def alias_moves(self) -> list[list[str]]:
+        """Every alias move this tracker received, in order."""
+        moves = self.root / "alias-moves.jsonl"
+        return [json.loads(line) for line in moves.read_text().splitlines()] if moves.is_file() else []

@@ -2,7 +2,8 @@
 helpers every backend shares (what to upload, what to send as a reference, which tags).
 
 A backend needs one method, ``log(artifact) -> ArtifactResult``; ``fetch``, ``start``,
-``stop`` and ``config`` have defaults. Backends are found by name, lazily: first those
+``stop``, ``config``, ``set_alias`` and ``remove_alias`` have defaults (see
+``docs/writing-a-backend.md``). Backends are found by name, lazily: first those
 registered in this process with :func:`register_backend`, then the built-in ones (by dotted
 path, imported on first use, like fsspec's registry), then the ``tracelet.backends``
 entry-point group (``name = "package.module:Class"``). Nothing is imported until a backend is
@@ -10,13 +11,21 @@ asked for, so ``import tracelet_core`` pulls in no tracker SDK.
 
 A backend's ``log`` must be idempotent per ``artifact.ref``: the delivery outbox retries
 failed deliveries (``tracelet sync``), so a second call for a version the tracker already
-holds returns the existing copy instead of making another.
+holds returns the existing copy instead of making another. Alias moves reach a backend the
+same way, through the outbox (``set_alias`` / ``remove_alias``), in order per name.
+
+What a backend in another package needs is public in ``tracelet_core.backends``:
+``Backend``, ``ArtifactResult``, ``BackendCopy``, ``plan_upload`` / ``UploadPlan``,
+``sdk_errors``, ``tracelet_tags``, ``delivery_target``, ``config_params``,
+``media_entries``, ``DeliveryRecord`` and ``register_backend``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +72,11 @@ class ArtifactResult:
     uri: str | None = None
     size_bytes: int | None = None
     error: str | None = None
+    #: False when the tracker accepted the version but has not written it durably yet (W&B
+    #: offline writes its run file when the run finishes): the outbox then keeps the delivery
+    #: ``unconfirmed`` until the backend confirms it (``ArtifactStore.record_delivery``) and
+    #: ``sync`` retries it if that never happens.
+    confirmed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,15 +122,35 @@ class Backend(ABC):
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Close the tracker run (optional)."""
 
+    def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:  # noqa: B027 - optional hook
+        """Point the tracker's ``alias`` of ``artifact.name`` at this version (optional; the
+        outbox calls it after ``store.set_alias`` for every backend that holds the version).
+        Must be idempotent; raise on failure (``sync`` retries it)."""
+
+    def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:  # noqa: B027 - optional hook
+        """Take ``alias`` off the tracker's copy of ``artifact`` (the version that held it;
+        optional, idempotent, called through the outbox like ``set_alias``)."""
+
 
 BackendFactory = Callable[[], Backend]
 _registry: dict[str, BackendFactory] = {}
 _registry_lock = threading.Lock()
 
 
-def register_backend(name: str, factory: BackendFactory) -> None:
-    """Make ``name`` resolvable in this process (a class or any zero-argument factory)."""
+def register_backend(name: str, factory: BackendFactory, *, clobber: bool = False) -> None:
+    """Make ``name`` resolvable in this process (a class or any factory taking the backend's
+    ``config()`` as keyword arguments). A name that is taken (registered, built in, or an
+    entry point) is refused with ``ConfigurationError`` unless ``clobber=True``, as fsspec's
+    ``register_implementation`` does; registering the same factory again is allowed."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip().lower():
+        raise ConfigurationError(f"a backend name is a non-empty lowercase string, got {name!r}")
     with _registry_lock:
+        current = _registry.get(name)
+        taken = current is not None and current is not factory
+        taken = taken or (current is None and (name in BUILTIN_BACKENDS or any(
+            ep.name == name for ep in entry_points(group=ENTRY_POINT_GROUP))))
+        if taken and not clobber:
+            raise ConfigurationError(f"backend name {name!r} is already taken; pass clobber=True to replace it")
         _registry[name] = factory
 
 
@@ -210,17 +244,17 @@ def route(artifact_type: ArtifactType, metadata: dict[str, Any], configured: Seq
     return chosen or list(configured)
 
 
-def deliver(backend: Backend, artifact: LoggedArtifact, timeout: float | None) -> ArtifactResult:
-    """Call ``backend.log`` with a time limit; any failure becomes ``ok=False`` with its text.
+def _call_with_timeout(backend: Backend, call: Callable[[], Any], timeout: float | None) -> Any:
+    """``call()``'s value or the exception it raised, or ``TimeoutError`` after ``timeout``.
 
     The call runs in a daemon thread so a hung tracker cannot hang the caller; a call that
     finishes after its time limit is harmless because backends deliver idempotently.
     """
-    outcome: list[ArtifactResult | BaseException] = []
+    outcome: list[Any] = []
 
     def attempt() -> None:
         try:
-            outcome.append(backend.log(artifact))
+            outcome.append(call())
         except BaseException as exc:  # noqa: BLE001 - reported in the result, never swallowed
             outcome.append(exc)
 
@@ -228,15 +262,32 @@ def deliver(backend: Backend, artifact: LoggedArtifact, timeout: float | None) -
     worker.start()
     worker.join(timeout)
     if not outcome:
-        return ArtifactResult(backend=backend.name, ok=False,
-                              error=f"TimeoutError: no answer from {backend.name} within {timeout} s")
-    result = outcome[0]
+        return TimeoutError(f"no answer from {backend.name} within {timeout} s")
+    return outcome[0]
+
+
+def deliver(backend: Backend, artifact: LoggedArtifact, timeout: float | None) -> ArtifactResult:
+    """Call ``backend.log`` with a time limit; any failure becomes ``ok=False`` with its text."""
+    result = _call_with_timeout(backend, lambda: backend.log(artifact), timeout)
     if isinstance(result, BaseException):
         return ArtifactResult(backend=backend.name, ok=False, error=f"{type(result).__name__}: {result}")
     if not isinstance(result, ArtifactResult):
         return ArtifactResult(backend=backend.name, ok=False,
                               error=f"backend returned {type(result).__name__}, not ArtifactResult")
     return result
+
+
+def deliver_alias(backend: Backend, artifact: LoggedArtifact, alias: str, action: str,
+                  timeout: float | None) -> ArtifactResult:
+    """Call ``backend.set_alias`` (``action="set"``) or ``remove_alias`` (``"remove"``) with
+    a time limit; the outcome as an ``ArtifactResult`` (``version`` = the version's ref)."""
+    hook = backend.set_alias if action == "set" else backend.remove_alias
+    outcome = _call_with_timeout(backend, lambda: hook(artifact, alias), timeout)
+    if isinstance(outcome, BaseException):
+        return ArtifactResult(backend=backend.name, ok=False, version=artifact.ref,
+                              error=f"{type(outcome).__name__}: {outcome}")
+    return ArtifactResult(backend=backend.name, ok=True, version=artifact.ref,
+                          uri=f"tracelet://{artifact.name}:{alias}")
 
 
 # -- what every backend shares --------------------------------------------------------------
@@ -270,11 +321,42 @@ def plan_upload(artifact: LoggedArtifact, staging: Path, threshold: int | None =
                   if force or e.size >= limit}
     uploads = [e.path for e in entries if e.path not in referenced]
     root = staging / "files"
-    artifact.download(root, paths=uploads)
+    if artifact.store.blobs.is_local:
+        _link_verified(artifact, root, [e for e in entries if e.path not in referenced])
+    else:
+        artifact.download(root, paths=uploads)
     manifest = staging / MANIFEST_NAME
     manifest.write_text(json.dumps({**artifact.to_dict(), "referenced": referenced}, indent=2, default=str))
     return UploadPlan(root=root, manifest=manifest, uploads=uploads, references=referenced,
                       external=artifact.references)
+
+
+def _link_verified(artifact: LoggedArtifact, root: Path, entries: Sequence[ArtifactFile | ArtifactObject]) -> None:
+    """Stage a local store's blobs under ``root`` as hard links (a copy across devices),
+    each verified against its digest first: trackers copy what they upload, so the bytes are
+    written once, by the tracker, as its own call would."""
+    from ._errors import IntegrityError
+    from ._hashing import hash_file
+    from ._logged import LoggedArtifact as Logged
+
+    root.mkdir(parents=True, exist_ok=True)
+    real_root = root.resolve()
+    for entry in entries:
+        source = Path(artifact.store.blobs.blob_path(entry.digest or ""))
+        try:
+            digest, _size = hash_file(source)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{artifact.ref}: blob of {entry.path} is missing",
+                                 [f"{entry.path}: missing"]) from exc
+        if digest != entry.digest:
+            raise IntegrityError(f"{artifact.ref}: blob of {entry.path} does not match its digest",
+                                 [f"{entry.path}: digest mismatch"])
+        target = Logged._target(real_root, entry.path)  # refuses paths that leave root
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another device, or links not allowed: copy
+            shutil.copyfile(source, target)
 
 
 @contextmanager
@@ -316,3 +398,76 @@ def tracelet_tags(artifact: LoggedArtifact) -> dict[str, str]:
         "tracelet.producer": producer.key if producer else "",
         "tracelet.aliases": ",".join(artifact.aliases),
     }
+
+
+# -- native parameters and media ----------------------------------------------------------
+#: Serializers whose objects are read as configuration (safe to load: no pickle).
+CONFIG_SERIALIZERS = ("json", "yaml")
+CONFIG_FILE_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+MEDIA_SUFFIXES: dict[str, set[str]] = {
+    "image": {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"},
+    "audio": {".wav", ".mp3", ".flac", ".ogg"},
+    "video": {".mp4", ".webm", ".mov", ".avi"},
+}
+MEDIA_TYPES = {ArtifactType.IMAGE: "image", ArtifactType.AUDIO: "audio", ArtifactType.VIDEO: "video"}
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level, keys joined with ``.`` (lists stay values)."""
+    if not isinstance(value, dict):
+        return {prefix or "value": value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(item, dict) and item:
+            flat.update(flatten(item, name))
+        else:
+            flat[name] = item
+    return flat
+
+
+def config_params(artifact: LoggedArtifact) -> dict[str, Any]:
+    """The parameters a ``config`` version stands for: the keys of its json / yaml objects
+    and files holding a mapping, flattened with ``.`` (a later entry wins a key); ``{}`` for
+    other types. Values keep their JSON types; each tracker converts them as it needs."""
+    if artifact.type is not ArtifactType.CONFIG:
+        return {}
+    params: dict[str, Any] = {}
+    for obj in artifact.objects:
+        if obj.serializer in CONFIG_SERIALIZERS:
+            loaded = artifact.load(obj.name)
+            if isinstance(loaded, dict):
+                params.update(flatten(loaded))
+    for entry in artifact.files:
+        kind = CONFIG_FILE_SUFFIXES.get(Path(entry.path).suffix.lower())
+        if kind is None:
+            continue
+        loaded = _parse_config(artifact.path(entry.path).read_text(encoding="utf-8", errors="replace"), kind)
+        if isinstance(loaded, dict):
+            params.update(flatten(loaded))
+    return params
+
+
+def _parse_config(text: str, kind: str) -> Any:
+    """A json / yaml file's value, or None where it does not parse (then it is no config)."""
+    if kind == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+    import yaml  # Deferred for import perf
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def media_entries(artifact: LoggedArtifact) -> list[tuple[str, str]]:
+    """``(kind, artifact path)`` of the files and objects of an ``image`` / ``audio`` /
+    ``video`` version that trackers show as native media (judged by the file suffix)."""
+    kind = MEDIA_TYPES.get(artifact.type)
+    if kind is None:
+        return []
+    entries: list[ArtifactFile | ArtifactObject] = [*artifact.files, *artifact.objects]
+    return [(kind, e.path) for e in entries if Path(e.path).suffix.lower() in MEDIA_SUFFIXES[kind]]

@@ -211,6 +211,27 @@ version_tags = Table(
     Index("ix_version_tags_tag", "tag"),
 )
 
+#: The alias-event outbox (migration 5): one row per tracker holding a version whose alias
+#: moved or was removed, written in the same transaction as the alias change; ``sync``
+#: delivers them in ``id`` order per name, each exactly once.
+alias_events = Table(
+    "alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("action", String(8), nullable=False),  # set | remove
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),  # the version it goes to / left
+    Column("backend", String(64), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_alias_events_status", "status", "artifact_id", "id"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -237,10 +258,15 @@ def _migration_6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[version_tags])
 
 
+def _migration_5(conn: Connection) -> None:
+    """Alias moves reach the trackers through their own outbox table."""
+    metadata.create_all(conn, tables=[alias_events])
+
+
 #: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
 #: later ones check before they add).
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (6, _migration_6)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 
@@ -295,6 +321,23 @@ class DeliveryRecord:
     last_error: str | None
     result: dict[str, Any] | None
     updated_at: float
+
+
+@dataclass
+class AliasEventRecord:
+    """One row of the alias-event outbox: ``alias`` of ``name`` was set on (``action="set"``)
+    or taken off (``"remove"``) the version ``ref``, to be told to ``backend``."""
+
+    id: int
+    name: str
+    alias: str
+    action: str
+    ref: str
+    backend: str
+    config: dict[str, Any]
+    status: str
+    attempts: int
+    last_error: str | None
 
 
 @dataclass
@@ -417,8 +460,9 @@ class Catalog:
                             f"catalog {self.url} has schema {current}, newer than this tracelet "
                             f"({SCHEMA_VERSION}); upgrade tracelet-artifacts"
                         )
+                    applied = set(conn.execute(select(schema_table.c.version)).scalars())
                     for number, migration in MIGRATIONS:
-                        if number > current:
+                        if number not in applied:  # by number: branches add numbers out of order
                             migration(conn)
                             conn.execute(insert(schema_table).values(version=number))
                 return
@@ -636,14 +680,16 @@ class Catalog:
                 "updated_at": now}, ["version_id", "backend"])
 
     def finish_delivery(self, ref_name: str, version: int, backend: str, *, ok: bool,
-                        result: dict[str, Any] | None, error: str | None) -> None:
-        """Record the outcome of one delivery attempt."""
+                        result: dict[str, Any] | None, error: str | None, confirmed: bool = True) -> None:
+        """Record the outcome of one delivery attempt (``ok`` but not ``confirmed``: the
+        tracker has it in memory only, status ``unconfirmed``)."""
         with self._write() as conn:
             version_id = self._version_row(conn, self._artifact_id(conn, ref_name), ref_name,
                                            format_version(version)).id
             conn.execute(update(deliveries).where(
                 deliveries.c.version_id == version_id, deliveries.c.backend == backend).values(
-                status="delivered" if ok else "failed", attempts=deliveries.c.attempts + 1,
+                status=("delivered" if confirmed else "unconfirmed") if ok else "failed",
+                attempts=deliveries.c.attempts + 1,
                 last_error=None if ok else error, result=result, updated_at=time.time()))
 
     def deliveries(self, *, statuses: Sequence[str] | None = None, backend: str | None = None,
@@ -691,17 +737,90 @@ class Catalog:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
             row = self._version_row(conn, artifact_id, name, selector)
+            previous = self._alias_version_id(conn, artifact_id, alias)
             self._move_aliases(conn, artifact_id, row.id, [alias])
+            self._enqueue_alias_events(conn, artifact_id, alias, row.id, previous)
             return self._hydrate(conn, [row], {artifact_id: name})[0]
 
     def remove_alias(self, name: str, alias: str) -> None:
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            previous = self._alias_version_id(conn, artifact_id, alias)
             result = conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact_id,
                                                         aliases.c.alias == alias))
             if result.rowcount == 0:
                 raise ArtifactNotFoundError(f"artifact {name!r} has no alias {alias!r}")
+            self._enqueue_alias_events(conn, artifact_id, alias, None, previous)
+
+    # -- the alias-event outbox ---------------------------------------------------------------
+    def _alias_version_id(self, conn: Connection, artifact_id: int, alias: str) -> int | None:
+        found = conn.execute(select(aliases.c.version_id).where(aliases.c.artifact_id == artifact_id,
+                                                                aliases.c.alias == alias)).scalar()
+        return None if found is None else int(found)
+
+    def _holders(self, conn: Connection, version_id: int | None) -> dict[str, dict[str, Any]]:
+        """backend -> config of the trackers a version was routed to (delivered or not yet)."""
+        if version_id is None:
+            return {}
+        rows = conn.execute(select(deliveries.c.backend, deliveries.c.config)
+                            .where(deliveries.c.version_id == version_id).order_by(deliveries.c.id))
+        return {r.backend: _json(r.config) or {} for r in rows}
+
+    def _enqueue_alias_events(self, conn: Connection, artifact_id: int, alias: str,
+                              target: int | None, previous: int | None) -> None:
+        """Queue the alias change for every tracker concerned: ``remove`` from the version
+        that held it for the trackers holding that one, then ``set`` on the new version for
+        the trackers holding it (so trackers whose aliases are plain tags never keep two)."""
+        if target is not None and target == previous:
+            return  # nothing moved
+        now = time.time()
+        rows = [{"action": "remove", "version_id": previous, "backend": b, "config": c}
+                for b, c in self._holders(conn, previous).items()]
+        rows += [{"action": "set", "version_id": target, "backend": b, "config": c}
+                 for b, c in self._holders(conn, target).items()]
+        if rows:
+            conn.execute(insert(alias_events), [
+                {**row, "artifact_id": artifact_id, "alias": alias, "status": "pending", "attempts": 0,
+                 "last_error": None, "created_at": now, "updated_at": now} for row in rows])
+
+    def alias_events(self, *, statuses: Sequence[str] = ("pending", "failed"),
+                     name: str | None = None) -> list[AliasEventRecord]:
+        """Alias events of some statuses (of one name), oldest first."""
+        with self._read() as conn:
+            query = (select(alias_events, artifacts.c.name, versions.c.version.label("number"))
+                     .join(artifacts, artifacts.c.id == alias_events.c.artifact_id)
+                     .join(versions, versions.c.id == alias_events.c.version_id)
+                     .where(alias_events.c.status.in_(list(statuses))).order_by(alias_events.c.id))
+            if name is not None:
+                query = query.where(artifacts.c.name == name)
+            return [AliasEventRecord(
+                id=r.id, name=r.name, alias=r.alias, action=r.action,
+                ref=f"{r.name}:{format_version(r.number)}", backend=r.backend, config=_json(r.config) or {},
+                status=r.status, attempts=r.attempts, last_error=r.last_error) for r in conn.execute(query)]
+
+    def finish_alias_event(self, event_id: int, *, ok: bool, error: str | None) -> None:
+        """Record the outcome of one attempt to deliver an alias event."""
+        with self._write() as conn:
+            conn.execute(update(alias_events).where(alias_events.c.id == event_id).values(
+                status="delivered" if ok else "failed", attempts=alias_events.c.attempts + 1,
+                last_error=None if ok else error, updated_at=time.time()))
+
+    def delivery_status(self, version_id: int, backend: str) -> str | None:
+        """The outbox status of one version's delivery to ``backend`` (None: never routed)."""
+        with self._read() as conn:
+            found = conn.execute(select(deliveries.c.status).where(
+                deliveries.c.version_id == version_id, deliveries.c.backend == backend)).scalar()
+        return None if found is None else str(found)
+
+    def tracker_results(self, backend: str, run_id: str) -> list[dict[str, Any]]:
+        """The recorded results (any status) of the deliveries to ``backend`` made for
+        tracelet run ``run_id``, newest first: how a backend finds its own tracker run
+        without scanning the tracker."""
+        with self._read() as conn:
+            rows = conn.execute(select(deliveries.c.result).where(
+                deliveries.c.backend == backend, deliveries.c.run_id == run_id).order_by(deliveries.c.id.desc()))
+            return [r for r in (_json(row.result) for row in rows) if r]
 
     def with_alias_map(self, name: str, use: Callable[[dict[str, int]], None]) -> None:
         """Call ``use`` with the committed aliases of ``name`` while holding its write lock,

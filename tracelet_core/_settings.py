@@ -59,8 +59,8 @@ class TraceletSettings(BaseSettings):
     #: Files at least this large reach remote trackers as references to the store.
     reference_threshold_bytes: int = 100 * 1024 * 1024
     #: Seconds one delivery to a tracker may take before it counts as failed (and is retried
-    #: by ``tracelet sync``).
-    backend_timeout: float = 300.0
+    #: by ``tracelet sync``), the SDK's own retries included (``TRACELET_BACKEND_TIMEOUT``).
+    backend_timeout: float = 10.0
     #: Emit an OpenLineage event for every committed version (transport from
     #: ``OPENLINEAGE_URL`` / ``OPENLINEAGE__TRANSPORT__*`` / ``openlineage.yml``).
     openlineage: bool = False

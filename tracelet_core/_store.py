@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import TraceletArtifact, coerce_type, validate_tag
-from ._backends import ArtifactResult, deliver, resolve_backend
+from ._backends import ArtifactResult, Backend, deliver, deliver_alias, resolve_backend
 from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
-from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
+from ._catalog import AliasEventRecord, Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
 from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_bytes, hash_file, hash_json
 from ._lineage import LineageGraph
@@ -363,6 +363,7 @@ class ArtifactStore:
         validate_alias(alias)
         record = self.catalog.set_alias(name, selector, alias)
         self._sync_alias_journal(name)
+        self._deliver_alias_events(name)
         return LoggedArtifact(record, self)
 
     def remove_alias(self, name: str, alias: str) -> None:
@@ -370,6 +371,7 @@ class ArtifactStore:
         validate_alias(alias)
         self.catalog.remove_alias(name, alias)
         self._sync_alias_journal(name)
+        self._deliver_alias_events(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
         """Note that ``run`` read these versions (lineage of runs that log nothing)."""
@@ -591,18 +593,64 @@ class ArtifactStore:
         return self.catalog.deliveries(statuses=[status] if status else None, version_id=version_id)
 
     def record_delivery(self, artifact: LoggedArtifact, result: ArtifactResult) -> None:
-        """Store the outcome of a delivery attempt in the outbox."""
+        """Store the outcome of a delivery attempt in the outbox (a backend also calls this to
+        confirm a delivery it returned with ``confirmed=False``)."""
         self.catalog.finish_delivery(artifact.name, artifact.version_number, result.backend, ok=result.ok,
-                                     result=result.to_dict(), error=result.error)
+                                     result=result.to_dict(), error=result.error, confirmed=result.confirmed)
+
+    def alias_events(self, name: str | None = None, status: str | None = None) -> builtins.list[AliasEventRecord]:
+        """Alias-event outbox rows (of one name, of one status; default: not yet delivered)."""
+        statuses = (status,) if status else ("pending", "failed")
+        return self.catalog.alias_events(statuses=statuses, name=validate_name(name) if name else None)
+
+    def _deliver_alias_events(self, name: str | None = None,
+                              backends: set[str] | None = None) -> builtins.list[ArtifactResult]:
+        """Tell the trackers about pending alias moves, in order per name and tracker: an
+        event waits (stays pending) while its version's own delivery to that tracker is not
+        done, and one that fails holds back the later events of its name for that tracker."""
+        events = [e for e in self.catalog.alias_events(name=name) if backends is None or e.backend in backends]
+        if not events:
+            return []
+        results: builtins.list[ArtifactResult] = []
+        held: set[tuple[str, str]] = set()  # (name, backend) with an earlier event undelivered
+        made: dict[tuple[str, str], Backend] = {}
+        try:
+            for event in events:
+                chain = (event.name, event.backend)
+                artifact = self.get(event.ref)
+                if chain in held or self.catalog.delivery_status(artifact._record.id, event.backend) not in (
+                        "delivered", "unconfirmed"):
+                    held.add(chain)
+                    continue
+                key = (event.backend, json.dumps(event.config, sort_keys=True))
+                backend = made.get(key)
+                try:
+                    if backend is None:
+                        backend = made[key] = resolve_backend(event.backend, event.config)
+                except ConfigurationError as exc:  # never fails the alias change itself
+                    result = ArtifactResult(backend=event.backend, ok=False, version=event.ref,
+                                            error=f"ConfigurationError: {exc}")
+                else:
+                    result = deliver_alias(backend, artifact, event.alias, event.action,
+                                           self.settings.backend_timeout)
+                self.catalog.finish_alias_event(event.id, ok=result.ok, error=result.error)
+                results.append(result)
+                if not result.ok:
+                    held.add(chain)
+        finally:
+            for backend in made.values():
+                backend.stop()
+        return results
 
     def sync(self, backends: Iterable[str] | None = None) -> builtins.list[ArtifactResult]:
-        """Retry every pending or failed delivery (optionally only to some backends).
+        """Retry every pending, failed or unconfirmed delivery (optionally only to some
+        backends), then every alias event not yet delivered (in order per name).
 
         Each backend is rebuilt from the name and ``config()`` recorded with the delivery and
         started once per original run; backends deliver idempotently, so a version the
         tracker already holds is not uploaded twice. Returns one result per attempt."""
         wanted = set(backends) if backends is not None else None
-        todo = [d for d in self.catalog.deliveries(statuses=["pending", "failed"])
+        todo = [d for d in self.catalog.deliveries(statuses=["pending", "failed", "unconfirmed"])
                 if wanted is None or d.backend in wanted]
         groups: dict[tuple[str, str, str | None], builtins.list[DeliveryRecord]] = {}
         for row in todo:
@@ -619,4 +667,5 @@ class ArtifactStore:
                     results.append(result)
             finally:
                 backend.stop()
+        results += self._deliver_alias_events(backends=wanted)
         return results

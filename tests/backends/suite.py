@@ -2,8 +2,10 @@
 
 A subclass provides ``make_backend`` (a configured backend writing to this test's temp
 folder), ``read_back`` (what the tracker holds, read with the tracker's own client or files),
-``break_tracker`` (inject a fault into the tracker SDK's upload call: the only mock allowed)
-and says whether the tracker can be read back (``can_fetch``).
+``aliases_held`` / ``params_held`` / ``media_held`` (the tracker's own aliases, parameters
+and native media for a version), ``break_tracker`` (inject a fault into the tracker SDK's
+upload call: the only mock allowed) and says whether the tracker can be read back
+(``can_fetch``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ class BackendSuite:
 
     def break_tracker(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Make the tracker's upload call raise (fault injection)."""
+        raise NotImplementedError
+
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        """The aliases the tracker shows on its copy of ``artifact``."""
+        raise NotImplementedError
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        """The tracker's own parameters of the run holding ``artifact`` (values as text)."""
+        raise NotImplementedError
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        """What the tracker shows as native media for ``artifact`` (one label per item)."""
         raise NotImplementedError
 
     # -- fixtures ---------------------------------------------------------------------------
@@ -137,3 +151,54 @@ class BackendSuite:
             else:
                 with pytest.raises(BackendError):
                     exp.get_artifact("suite/model", backend=backend.name)
+
+    # -- what the tracker's own users see ---------------------------------------------------
+    def test_alias_moves_follow_through_the_outbox_exactly_once(
+            self, make_backend: Any, store: ArtifactStore, version: LoggedArtifact) -> None:
+        backend = make_backend()
+        with Experiment("suite", backend=[backend], store=store) as exp:
+            assert exp.log_artifact(version.new_draft())[backend.name].ok
+            second = exp.log_artifact(version.new_draft().add_object({"loss": 0.1}, "loss"))
+            assert second[backend.name].ok, second[backend.name].error
+        v1, v2 = store.get("suite/model:v1"), store.get("suite/model:v2")
+        store.set_alias(v1.ref, "production")  # delivered right away: the trackers are known
+        assert not store.alias_events(status="failed"), store.alias_events(status="failed")
+        assert "production" in self.aliases_held(backend, v1)
+        store.set_alias(v2.ref, "production")  # moved
+        assert "production" in self.aliases_held(backend, v2)
+        assert "production" not in self.aliases_held(backend, v1)
+        store.remove_alias("suite/model", "production")  # removed
+        assert "production" not in self.aliases_held(backend, v2)
+        assert store.alias_events() == [] and store.sync() == []  # nothing twice
+        assert [e.action for e in store.alias_events("suite/model", status="delivered")] == [
+            "set", "remove", "set", "remove"]
+
+    def test_config_keys_become_the_trackers_parameters(self, make_backend: Any, store: ArtifactStore) -> None:
+        config = store.log(TraceletArtifact("suite/config", "config").add_object(
+            {"optimizer": {"lr": 0.1, "name": "adam"}, "epochs": 3}, "hparams"))
+        backend = make_backend()
+        backend.start("suite-experiment", "suite-run")
+        try:
+            result = backend.log(config)
+        finally:
+            backend.stop()
+        assert result.ok, result.error
+        params = self.params_held(backend, config, result)
+        assert {k: params.get(k) for k in ("optimizer.lr", "optimizer.name", "epochs")} == {
+            "optimizer.lr": "0.1", "optimizer.name": "adam", "epochs": "3"}
+
+    def test_images_become_the_trackers_native_media(self, make_backend: Any, store: ArtifactStore,
+                                                     tmp_path: Path) -> None:
+        from PIL import Image
+
+        picture = tmp_path / "sample.png"
+        Image.new("RGB", (8, 6), (0, 128, 255)).save(picture)
+        images = store.log(TraceletArtifact("suite/samples", "image").add_file(picture, "sample.png"))
+        backend = make_backend()
+        backend.start("suite-experiment", "suite-run")
+        try:
+            result = backend.log(images)
+        finally:
+            backend.stop()
+        assert result.ok, result.error
+        assert self.media_held(backend, images, result), "the tracker shows no native image"

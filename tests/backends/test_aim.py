@@ -24,7 +24,7 @@ from tracelet_core.cli import app
 with warnings.catch_warnings():
     # Aim's structured-DB models call SQLAlchemy 1.x's declarative_base() when imported.
     warnings.filterwarnings("ignore", message=r"The ``declarative_base\(\)`` function", category=DeprecationWarning)
-    from aim import Repo
+    from aim import Repo, Run
     from aim.ext.exception_resistant import _SafeModeConfig
     from aim.sdk.index_manager import RepoIndexManager
     from aim.storage.artifacts.filesystem_storage import FilesystemArtifactStorage
@@ -60,6 +60,18 @@ def read_runs(repo_path: str) -> dict[str, Any]:
         repo.close()
 
 
+def run_attrs(backend: Backend, run_hash: str) -> dict[str, Any]:
+    """A run's params as of now, from its own chunk (the repo index can lag behind a run
+    reopened to move an alias)."""
+    assert isinstance(backend, AimBackend)
+    repo = Repo(backend.repo)
+    try:
+        chunk = repo.request_tree("meta", run_hash, read_only=True, skip_read_optimization=True)
+        return dict(chunk.subtree(("meta", "chunks", run_hash, "attrs")).collect())
+    finally:
+        repo.close()
+
+
 class TestAimBackend(BackendSuite):
     """The shared suite against a local Aim repo with a file:// artifacts URI."""
 
@@ -91,6 +103,34 @@ class TestAimBackend(BackendSuite):
             raise OSError("injected fault: the artifact storage refused the upload")
 
         monkeypatch.setattr(FilesystemArtifactStorage, "upload_artifact", refuse)
+
+    def _run_holding(self, backend: Backend, artifact: LoggedArtifact) -> Any:
+        assert isinstance(backend, AimBackend)
+        [found] = [run for run in read_runs(backend.repo).values() if artifact.ref in (run.get("tracelet") or {})]
+        return Run(found.hash, repo=backend.repo, read_only=True)  # from its own chunk, as of now
+
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        run = self._run_holding(backend, artifact)
+        versions = run_attrs(backend, run.hash)["tracelet"]
+        prefix = f"{artifact.name}:"
+        tagged = {t[len(prefix):] for t in run.tags if t.startswith(prefix)}
+        # the run's tags: every alias its versions of the name hold
+        assert tagged == {a for r in versions.values() if r["name"] == artifact.name for a in r["aliases"]}
+        return set(versions[artifact.ref]["aliases"])
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        run = self._run_holding(backend, artifact)
+        return {k: str(v) for k, v in (run_attrs(backend, run.hash).get("hparams") or {}).items()}
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        assert isinstance(backend, AimBackend)
+        repo = Repo(backend.repo)
+        try:
+            RepoIndexManager(repo).index(self._run_holding(backend, artifact).hash)
+            return [f"{i.name}{i.context.to_dict()}:{i.values.sparse_numpy()[0][0].size}"
+                    for i in repo.query_images(f"images.name == '{artifact.name}'").iter()]
+        finally:
+            repo.close()
 
     # -- Aim specifics ----------------------------------------------------------------------
     def test_params_and_artifacts_uri_of_the_experiment_run(
@@ -141,7 +181,7 @@ class TestAimBackend(BackendSuite):
         reader = textwrap.dedent(f"""
             import json, sys, warnings
             warnings.simplefilter("ignore", DeprecationWarning)
-            from aim import Repo
+            from aim import Repo, Run
             run = Repo({backend.repo!r}).get_run({result.version!r})
             record = run["tracelet", "suite/model:v1"]
             name = "suite/model/v1/files/weights/model.bin"

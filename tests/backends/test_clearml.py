@@ -33,7 +33,7 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._backends import MANIFEST_NAME
-from tracelet_core.backends.clearml import ClearMLBackend
+from tracelet_core.backends.clearml import NO_FRAMEWORKS, ClearMLBackend, alias_tag
 
 pytestmark = [
     # ClearML 2.1 vendors pyhocon, which parses its config with pyparsing 2 names that
@@ -139,6 +139,24 @@ class TestClearMLBackend(BackendSuite):
 
         monkeypatch.setattr(Task, "upload_artifact", unreachable)
 
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        [(task, _held)] = holding(artifact.ref)
+        tags = Task.get_task(task_id=task.id).get_tags()
+        return {alias for alias in ("candidate", "production")
+                if alias_tag(artifact.name, alias, artifact.version) in tags}
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        parameters = Task.get_task(task_id=result.version).get_parameters()
+        return {k.removeprefix("General/"): str(v) for k, v in parameters.items() if k.startswith("General/")}
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        """Debug samples, from the offline session's ``metrics.jsonl`` (what ClearML uploads
+        with ``import_offline_session``)."""
+        events = Path(get_offline_dir(), str(result.version), "metrics.jsonl")
+        reported = [event for line in events.read_text().splitlines() for event in json.loads(line)]
+        return [f"{e['metric']}/{e['variant']}" for e in reported if e["type"] == "training_debug_image"
+                and Path(e["url"]).is_file()]
+
 
 # -- ClearML specifics ------------------------------------------------------------------------
 @pytest.fixture
@@ -238,3 +256,24 @@ def test_fetch_skips_a_session_that_is_gone(dataset: LoggedArtifact, tmp_path: P
 def test_fetch_reports_a_version_clearml_does_not_hold(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="no task in project 'p' holds data/none:v1"):
         ClearMLBackend(project="p").fetch("data/none", "v1", tmp_path / "dest")
+
+
+def test_offline_clearml_cannot_register_an_output_model_so_models_stay_artifacts(
+        store: ArtifactStore, tmp_path: Path) -> None:
+    """The evidence behind delivering models as task artifacts offline (ClearML 2.1): when
+    ClearML fixes ``OutputModel`` offline this test fails, and the backend can use it."""
+    from clearml import OutputModel
+
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"w")
+    Task.set_offline(True)
+    task = Task.init(project_name="evidence", task_name="output-model", auto_connect_frameworks=NO_FRAMEWORKS,
+                     auto_resource_monitoring=False, auto_connect_streams=False, auto_connect_arg_parser=False)
+    try:
+        with pytest.raises(AttributeError, match="'DummyModel' object has no attribute 'locked'"):
+            OutputModel(task=task, name="m").update_weights(weights_filename=str(weights))
+    finally:
+        task.close()
+    logged = store.log(TraceletArtifact("demo/model", "model").add_file(weights, "model.bin"))
+    assert ClearMLBackend(project="p").log(logged).ok
+    assert len(holding(logged.ref)) == 1

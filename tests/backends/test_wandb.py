@@ -89,6 +89,22 @@ def artifact_records(root: str | Path, ref: str | None = None) -> list[Any]:
     return found
 
 
+def all_records(root: str | Path) -> list[Any]:
+    """Every record of every offline run under ``root`` (run files flushed first)."""
+    wandb.teardown()
+    return [record for path in run_files(root) for record in wandb_records(path)]
+
+
+def summary_items(root: str | Path) -> list[tuple[str, Any]]:
+    """(key, value) of every summary update W&B recorded, in run-file order."""
+    items = []
+    for record in all_records(root):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                items.append((item.key or "/".join(item.nested_key), json.loads(item.value_json)))
+    return items
+
+
 @pytest.fixture(autouse=True)
 def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """W&B offline, every folder it writes under ``tmp_path`` (HOME too), its server a closed
@@ -147,6 +163,39 @@ class TestWandbBackend(BackendSuite):
             raise wandb.errors.CommError("injected: W&B unreachable")
 
         monkeypatch.setattr(wandb.Run, "log_artifact", unreachable)
+
+    def aliases_held(self, backend: Backend, artifact: LoggedArtifact) -> set[str]:
+        assert isinstance(backend, WandbBackend)
+        latest: dict[str, dict[str, Any]] = {}  # alias -> the newest move W&B recorded offline
+        prefix = f"tracelet.alias/{artifact.name}/"
+        for key, value in summary_items(backend.dir):
+            if key.startswith(prefix) and value["at"] >= latest.get(key[len(prefix):], {"at": 0})["at"]:
+                latest[key[len(prefix):]] = value
+        held = {alias for alias, move in latest.items() if move["ref"] == artifact.ref}
+        relogged = {a for r in artifact_records(backend.dir, artifact.ref) for a in r.aliases}
+        assert held <= relogged  # logged again with the alias, for `wandb sync` to move it
+        return held
+
+    def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
+        assert isinstance(backend, WandbBackend)
+        params: dict[str, str] = {}
+        for record in all_records(backend.dir):
+            kind = record.WhichOneof("record_type")
+            items = record.config.update if kind == "config" else record.run.config.update if kind == "run" else []
+            for item in items:
+                value = json.loads(item.value_json)
+                params[item.key] = str(value.get("value", value) if isinstance(value, dict) else value)
+        return params
+
+    def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
+        assert isinstance(backend, WandbBackend)
+        found = []
+        for record in all_records(backend.dir):
+            if record.WhichOneof("record_type") == "history":
+                for item in record.history.item:  # a media object's fields, one item each
+                    if list(item.nested_key[-1:]) == ["_type"] and json.loads(item.value_json) == "image-file":
+                        found.append(item.nested_key[0])
+        return found
 
 
 # -- W&B specifics ----------------------------------------------------------------------------
@@ -278,3 +327,29 @@ def test_names_too_long_for_wandb_are_shortened_uniquely() -> None:
     long_a, long_b = "a" * 150 + "/x", "a" * 150 + "/y"
     assert len(wandb_artifact_name(long_a)) == 128
     assert wandb_artifact_name(long_a) != wandb_artifact_name(long_b)
+
+
+def test_offline_deliveries_are_unconfirmed_until_the_run_file_holds_them(
+        store: ArtifactStore, model: LoggedArtifact) -> None:
+    exp = Experiment("e", backend=["wandb"], store=store).start()
+    try:
+        result = exp.log_artifact(model.new_draft())["wandb"]
+        assert result.ok and not result.confirmed
+        [row] = store.deliveries(model.ref)
+        assert row.status == "unconfirmed"  # W&B holds it in memory only: sync would deliver it again
+    finally:
+        exp.stop()
+    [row] = store.deliveries(model.ref)
+    assert row.status == "delivered" and row.result and row.result["confirmed"]
+    assert len(artifact_records(os.environ["WANDB_DIR"], model.ref)) == 1
+    assert store.sync() == []
+
+
+def test_checkpoints_and_weights_are_wandb_models_with_the_tracelet_type_in_metadata(
+        store: ArtifactStore, make_file: Any) -> None:
+    backend = WandbBackend(project="types")
+    for kind in ("checkpoint", "weights"):
+        assert backend.log(store.log(TraceletArtifact(f"ckpt/{kind}", kind)
+                                     .add_file(make_file(f"{kind}.pt", b"w"), f"{kind}.pt"))).ok
+    records = {json.loads(r.metadata)["tracelet.type"]: r.type for r in artifact_records(backend.dir)}
+    assert records == {"checkpoint": "model", "weights": "model"}

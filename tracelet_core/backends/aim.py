@@ -14,6 +14,20 @@ Where a version goes:
   ``aliases``, ``producer``, the artifact path, the uploaded files and the references
   (path or name -> URI). They are written last: a run holds them only once the version is
   wholly there, and the next delivery of the same ref finds them and uploads nothing.
+* Natively, too: a ``config`` version's keys (flattened with ``.``) in the run's
+  ``hparams``; the pictures and sounds of ``image`` / ``audio`` versions tracked as
+  ``aim.Image`` / ``aim.Audio`` (name = the tracelet name, context ``{"file": <path>}``,
+  step = the version number; Aim has no video object, clips stay run artifacts). Alias moves
+  arrive through the outbox in the version's params (``aliases``) and as run tags
+``<name>:<alias>`` for the aliases the run's versions of that name hold.
+
+Finding the run costs no scan of the repo: the run of a tracelet run is the one this
+backend has open, else the one the outbox recorded for an earlier delivery of that run
+(``ArtifactResult.version`` is the run hash), else the one noted in
+``<repo>/.aim/tracelet-runs/`` when this backend made it (written before anything is
+uploaded, so a retry after a crash or a failed first delivery goes to the same run), else a
+new one. Only ``fetch`` (given a name and version, not a delivery) reads the runs of
+the repo.
 
 Aim traps handled here: ``log_artifact`` swallows errors in Aim's safe mode, so every
 upload is checked in ``run.artifacts``; another process sees a run's params only once the
@@ -26,6 +40,7 @@ each file is downloaded into its own folder.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -36,13 +51,24 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, delivery_target, plan_upload, sdk_errors
+from .._backends import (
+    MANIFEST_NAME,
+    ArtifactResult,
+    Backend,
+    BackendCopy,
+    config_params,
+    delivery_target,
+    media_entries,
+    plan_upload,
+    sdk_errors,
+)
 from .._errors import BackendError, ConfigurationError
 
 with warnings.catch_warnings():
     # Aim's structured-DB models still call SQLAlchemy 1.x's declarative_base() at import.
     warnings.filterwarnings("ignore", message=r"The ``declarative_base\(\)`` function", category=DeprecationWarning)
-    from aim import Repo, Run  # Deferred: this module is imported only when "aim" is asked for
+    from aim import Audio, Image, Repo, Run  # Deferred: this module is imported only when "aim" is asked for
+    from aim.sdk.errors import MissingRunError
     from aim.sdk.index_manager import RepoIndexManager
 
 if TYPE_CHECKING:
@@ -54,15 +80,21 @@ logger = logging.getLogger(__name__)
 
 PARAM = "tracelet"  # run["tracelet"][<ref>] describes one delivered version
 RUN_PARAM = "tracelet_run"  # run["tracelet_run"] = {"run_id": ..., "name": ...}
+RUN_NOTES = "tracelet-runs"  # <repo>/.aim/tracelet-runs/<sha256 of the tracelet run id> = run hash
 
 
-def _run_hashes(repo: Repo) -> list[str]:
-    """Every run of ``repo``, as of now. Aim caches each repo's run listing for 0.5 s,
-    process-wide and keyed by path, so a run made a moment ago can be missing from it (and
-    ``Run(hash)`` then raises ``MissingRunError``): clear that cache first."""
+def _forget_run_listing() -> None:
+    """Aim caches each repo's run listing for 0.5 s, process-wide and keyed by path, so a run
+    made a moment ago can be missing from it (and ``Run(hash)`` then raises
+    ``MissingRunError``): clear that cache."""
     forget = getattr(Repo._all_run_hashes, "cache_clear", None)
     if forget is not None:
         forget()
+
+
+def _run_hashes(repo: Repo) -> list[str]:
+    """Every run of ``repo``, as of now."""
+    _forget_run_listing()
     return sorted(repo.list_all_runs())
 
 
@@ -160,20 +192,50 @@ class AimBackend(Backend):
     def _target(self, artifact: LoggedArtifact) -> tuple[str, str, str]:
         return delivery_target(artifact, self._started, self.experiment)
 
-    def _run_for(self, artifact: LoggedArtifact, views: list[_RunView]) -> tuple[Run, bool]:
+    def _known_run(self, artifact: LoggedArtifact, tracelet_run: str) -> str | None:
+        """The run hash the outbox recorded for this version, or for another delivery of the
+        same tracelet run (no scan of the repo)."""
+        for row in artifact.store.deliveries(artifact.ref):
+            if row.backend == self.name and row.result and row.result.get("version"):
+                return str(row.result["version"])  # an earlier, interrupted try of this version
+        for result in artifact.store.catalog.tracker_results(self.name, tracelet_run):
+            if result.get("version"):
+                return str(result["version"])
+        note = self._run_note(tracelet_run)
+        return note.read_text().strip() if note is not None and note.is_file() else None
+
+    def _run_note(self, tracelet_run: str) -> Path | None:
+        """Where this backend notes the Aim run it made for ``tracelet_run`` (local repos)."""
+        if "://" in self.repo:
+            return None
+        key = hashlib.sha256(tracelet_run.encode()).hexdigest()
+        return Path(self.repo, ".aim", RUN_NOTES, key)
+
+    def _reopen(self, run_hash: str) -> Run | None:
+        """The run ``run_hash`` open for writing, or None where the repo lost it."""
+        _forget_run_listing()
+        try:
+            return Run(run_hash, repo=self.repo)
+        except MissingRunError:
+            return None
+
+    def _run_for(self, artifact: LoggedArtifact) -> tuple[Run, bool]:
         """The Aim run for ``artifact`` open for writing, and whether it was opened just now."""
         experiment, tracelet_run, run_name = self._target(artifact)
         if tracelet_run in self._open:
             return self._open[tracelet_run], False
-        existing = [v.hash for v in views if v.run_id == tracelet_run]
+        known = self._known_run(artifact, tracelet_run)
         with _sdk_errors(f"opening the run of tracelet run {tracelet_run}"):
-            if existing:
-                run = Run(existing[0], repo=self.repo)
-            else:
+            run = self._reopen(known) if known else None
+            if run is None:
                 run = Run(repo=self.repo, experiment=experiment)
                 try:
                     run.name = run_name
                     run[RUN_PARAM] = {"run_id": tracelet_run, "name": run_name}
+                    note = self._run_note(tracelet_run)
+                    if note is not None:
+                        note.parent.mkdir(exist_ok=True)
+                        note.write_text(run.hash)
                 except Exception:
                     run.close()
                     raise
@@ -184,27 +246,84 @@ class AimBackend(Backend):
     # -- delivery ---------------------------------------------------------------------------
     def log(self, artifact: LoggedArtifact) -> ArtifactResult:
         with self._lock:
-            views = self._scan()
-            open_hashes = {run.hash: run for run in self._open.values()}
-            for view in views:
-                held = open_hashes[view.hash].get(PARAM, {}) if view.hash in open_hashes else view.versions
-                record = held.get(artifact.ref)
-                if record is not None:
-                    if record.get("digest") != artifact.digest:
-                        raise BackendError(f"aim run {view.hash} holds {artifact.ref} with digest "
-                                           f"{record.get('digest')}, not {artifact.digest}")
-                    return self._result(artifact, view.hash, record["uri"])
-            run, opened = self._run_for(artifact, views)
+            run, opened = self._run_for(artifact)
             try:
+                held = run.get((PARAM, artifact.ref))
+                if held is not None:  # delivered before (the outcome was not recorded)
+                    if held.get("digest") != artifact.digest:
+                        raise BackendError(f"aim run {run.hash} holds {artifact.ref} with digest "
+                                           f"{held.get('digest')}, not {artifact.digest}")
+                    return self._result(artifact, run.hash, held["uri"])
                 record = self._upload(artifact, run)
                 with _sdk_errors(f"recording {artifact.ref} in run {run.hash}"):
+                    self._log_native(run, artifact)
                     run[PARAM, artifact.ref] = record
                     if run.get((PARAM, artifact.ref)) != record:  # Aim's safe mode swallows errors
                         raise BackendError(f"aim: run {run.hash} did not keep the params of {artifact.ref}")
+                    self._tag_aliases(run, artifact.name)
                 return self._result(artifact, run.hash, record["uri"])
             finally:
                 if opened and self._started is None:
                     self._close(run)  # a run opened for this delivery alone
+
+    def _log_native(self, run: Run, artifact: LoggedArtifact) -> None:
+        """Config keys into ``hparams``, pictures and sounds as Aim objects."""
+        params = config_params(artifact)
+        if params:
+            run["hparams"] = {**(run.get("hparams") or {}), **params}
+        for kind, path in media_entries(artifact):
+            if kind == "video":
+                continue  # Aim has no video object
+            local = str(artifact.path(path))
+            try:
+                media = Image(local) if kind == "image" else Audio(local, format=Path(path).suffix.lstrip("."))
+            except Exception as exc:  # noqa: BLE001 - a file Aim cannot decode stays a run artifact
+                logger.warning("aim: %s of %s is not a %s Aim can read (%s); kept as a file only",
+                               path, artifact.ref, kind, exc)
+                continue
+            run.track(media, name=artifact.name, step=artifact.version_number, context={"file": path})
+
+    # -- alias moves (through the outbox) ---------------------------------------------------
+    def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        """Tag the run holding the version ``<name>:<alias>``."""
+        self._move_alias(artifact, alias, add=True)
+
+    def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        """Take the tag ``<name>:<alias>`` off the run holding the version."""
+        self._move_alias(artifact, alias, add=False)
+
+    @staticmethod
+    def _tag_aliases(run: Run, name: str) -> None:
+        """Run tags ``<name>:<alias>`` for the aliases the run's versions of ``name`` hold (a
+        run can hold several versions; each version's own aliases are in its params)."""
+        held = {f"{name}:{a}" for record in (run.get(PARAM) or {}).values() if record.get("name") == name
+                for a in record.get("aliases", [])}
+        tagged = {t for t in run.tags if t.startswith(f"{name}:")}
+        for tag in sorted(held - tagged):
+            run.add_tag(tag)
+        for tag in sorted(tagged - held):
+            run.remove_tag(tag)
+
+    def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
+        with self._lock:
+            open_runs = {run.hash: run for run in self._open.values()}
+            known = next((str(r.result["version"]) for r in artifact.store.deliveries(artifact.ref)
+                          if r.backend == self.name and r.result and r.result.get("version")), None)
+            if known is None:
+                raise BackendError(f"aim: no run is known to hold {artifact.ref}")
+            with _sdk_errors(f"moving alias {alias!r} of {artifact.ref} in run {known}"):
+                run = open_runs.get(known) or self._reopen(known)
+                if run is None:
+                    raise BackendError(f"aim: run {known} holding {artifact.ref} is gone from {self.repo}")
+                try:
+                    record = run.get((PARAM, artifact.ref))
+                    if record is not None:
+                        aliases = [a for a in record.get("aliases", []) if a != alias] + ([alias] if add else [])
+                        run[PARAM, artifact.ref] = {**record, "aliases": aliases}
+                    self._tag_aliases(run, artifact.name)
+                finally:
+                    if known not in open_runs:
+                        self._close(run)
 
     def _upload(self, artifact: LoggedArtifact, run: Run) -> dict[str, Any]:
         """Upload files and manifest as run artifacts; returns the params that describe them."""

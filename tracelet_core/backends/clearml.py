@@ -25,10 +25,20 @@ Where a version goes:
   store's blobs (over the size threshold, or ``force_reference``) and of the version's own
   references. ClearML can only link remote URLs (not ``file://``) as artifacts, so the
   references are listed rather than linked.
-* ``model`` versions are delivered the same way: ``OutputModel.update_weights`` fails in
-  ClearML 2.1 offline (it asks the placeholder model whether it is published before taking
-  its offline branch: ``'DummyModel' object has no attribute 'locked'``), and no public
-  offline path registers a model.
+* ``model`` versions are delivered the same way offline: ``OutputModel.update_weights``
+  fails in ClearML 2.1 offline (it asks the placeholder model whether it is published
+  before taking its offline branch: ``'DummyModel' object has no attribute 'locked'``;
+  ``tests/backends/test_clearml.py`` keeps that evidence), and no public offline path
+  registers a model. Online they also become an ``OutputModel`` of the task (the version's
+  files as its weights package, tagged with the ref).
+* Natively, too: a ``config`` version's keys (flattened with ``.``) through
+  ``task.connect`` (ClearML's ``General`` hyperparameters), and the pictures, sounds and
+  clips of ``image`` / ``audio`` / ``video`` versions as debug samples
+  (``Logger.report_image`` / ``report_media``, title = the name, series = the file,
+  iteration = the version number). Alias moves arrive through the outbox on the task
+  holding the version, as the task tag ``<name>:<alias>@<version>`` (a task can hold
+  several versions of one name; ``add_tags`` / ``set_tags``, which offline ClearML writes
+  to the session's ``task.json``; user properties cannot change offline).
 
 Idempotent per ref: a backend returns its earlier result for a version it delivered, and a
 marker per project and ref under ``<ClearML cache>/tracelet-deliveries/`` (task id and
@@ -61,13 +71,23 @@ from clearml import Task
 from clearml.backend_api.session.errors import SessionError
 from clearml.config import get_cache_dir, get_offline_dir
 
-from .._backends import ArtifactResult, Backend, BackendCopy, plan_upload, sdk_errors, tracelet_tags
+from .._backends import (
+    ArtifactResult,
+    Backend,
+    BackendCopy,
+    config_params,
+    media_entries,
+    plan_upload,
+    sdk_errors,
+    tracelet_tags,
+)
 from .._errors import BackendError
+from .._model import ArtifactType
 
 if TYPE_CHECKING:
     from .._logged import LoggedArtifact
 
-__all__ = ["ClearMLBackend"]
+__all__ = ["ClearMLBackend", "alias_tag"]
 
 DEFAULT_PROJECT = "tracelet"
 MARKER_FOLDER = "tracelet-deliveries"
@@ -82,6 +102,12 @@ _TRUE = {"1", "true", "yes", "on"}
 
 #: ClearML offline has one task per process (Task.init's); this guards opening and closing it.
 _offline_lock = threading.Lock()
+
+
+def alias_tag(name: str, alias: str, version: str) -> str:
+    """The task tag saying that ``alias`` of ``name`` is ``version`` of the task
+    (``data/clean:production@v2``; a task can hold several versions of one name)."""
+    return f"{name}:{alias}@{version}"
 
 
 def _sdk_errors(action: str) -> AbstractContextManager[None]:
@@ -225,8 +251,66 @@ class ClearMLBackend(Backend):
                 if not uploaded:
                     raise BackendError(f"clearml: uploading {artifact.ref} failed (ClearML did not say why)")
                 url = str(task.artifacts[artifact.ref].url)
+            self._log_native(task, artifact, plan.root)
         return ArtifactResult(backend=self.name, ok=True, version=task.id,
                               uri=Path(url).as_uri() if url.startswith("/") else url, size_bytes=artifact.size_bytes)
+
+    def _log_native(self, task: Any, artifact: LoggedArtifact, root: Path) -> None:
+        """Config keys as hyperparameters, media as debug samples, models as OutputModels
+        (online only: see the module docstring)."""
+        params = config_params(artifact)
+        with _sdk_errors(f"reporting {artifact.ref} natively"):
+            if params:
+                task.connect({key: value for key, value in params.items()})
+            media = media_entries(artifact)
+            if media:
+                reporter = task.get_logger()
+                for kind, path in media:
+                    local = str(artifact.path(path))  # lasts beyond this delivery: ClearML uploads later
+                    if kind == "image":
+                        reporter.report_image(artifact.name, path, iteration=artifact.version_number, local_path=local)
+                    else:
+                        reporter.report_media(artifact.name, path, iteration=artifact.version_number, local_path=local)
+                reporter.flush()
+            if artifact.type is ArtifactType.MODEL and not self._offline():
+                from clearml import OutputModel  # Deferred: only online
+
+                model = OutputModel(task=task, name=artifact.name, comment=artifact.description or "",
+                                    tags=[f"tracelet.ref:{artifact.ref}"])
+                model.update_weights_package(weights_path=str(root), auto_delete_file=False, async_enable=False)
+
+    # -- alias moves (through the outbox) ---------------------------------------------------
+    def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        """Tag the task holding the version ``<name>:<alias>``."""
+        self._move_alias(artifact, alias, add=True)
+
+    def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        """Take the tag ``<name>:<alias>`` off the task holding the version."""
+        self._move_alias(artifact, alias, add=False)
+
+    def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
+        tag = alias_tag(artifact.name, alias, artifact.version)
+        with self._lock, _sdk_errors(f"moving alias {alias!r} of {artifact.ref}"):
+            task_id = self._task_holding(artifact)
+            task = self._task if self._task is not None and self._task.id == task_id else Task.get_task(task_id=task_id)
+            tags = list(task.get_tags() or [])
+            if add and tag not in tags:
+                task.add_tags([tag])
+            elif not add and tag in tags:
+                task.set_tags([t for t in tags if t != tag])
+
+    def _task_holding(self, artifact: LoggedArtifact) -> str:
+        """The task the version was delivered to: from this backend's marker, else the
+        outbox's record of the delivery."""
+        marker = self._marker(artifact.ref)
+        if marker.is_file():
+            noted = json.loads(marker.read_text())
+            if noted.get("digest") == artifact.digest:
+                return str(noted["task_id"])
+        for row in artifact.store.deliveries(artifact.ref):
+            if row.backend == self.name and row.result and row.result.get("version"):
+                return str(row.result["version"])
+        raise BackendError(f"clearml: no task is known to hold {artifact.ref}")
 
     # -- read back --------------------------------------------------------------------------
     def _candidate_tasks(self, ref: str) -> list[str]:

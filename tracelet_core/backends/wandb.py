@@ -11,7 +11,9 @@ Where a version goes:
   Every run is a handle of this backend (``reinit="create_new"``), never ``wandb.run``, so
   several experiments and threads can log at once.
 * One artifact version: name = the tracelet name with ``/`` written ``--`` (see
-  :func:`wandb_artifact_name`; reversible), type = the tracelet type, description, aliases =
+  :func:`wandb_artifact_name`; reversible), type = the tracelet type (``model`` for
+  ``model``, ``checkpoint`` and ``weights``, so the W&B Registry accepts them; the tracelet
+  type stays in the metadata's ``tracelet.type``), description, aliases =
   the tracelet aliases plus ``tracelet-<version>`` (W&B reserves ``vN``), metadata = the
   version's metadata plus the ``tracelet.*`` tags (ref, digest, inputs, producer, ...).
   Files are added at their artifact paths with the version's description as
@@ -20,6 +22,21 @@ Where a version goes:
   (``checksum=False``: W&B records the URI and never opens it, so no cloud client is made).
   Lineage is the ``tracelet.inputs`` metadata; ``use_artifact`` cannot resolve an input
   offline, so it is not called.
+
+Natively, too: a ``config`` version's keys (flattened with ``.``) go into the run's config
+(``run.config.update``), and the pictures, sounds and clips of ``image`` / ``audio`` /
+``video`` versions are logged as ``wandb.Image`` / ``wandb.Audio`` / ``wandb.Video`` under
+``<name>/<file>`` (a file W&B cannot decode is skipped with a warning). Alias moves arrive
+through the outbox: online the artifact version's aliases are edited through ``wandb.Api``;
+offline the version is logged again with its current aliases (identical content: ``wandb
+sync`` makes no new version, it moves the alias) and each move is recorded in the run's
+summary as ``tracelet.alias/<name>/<alias>`` = ``{"ref": ..., "at": ...}`` (``ref`` None
+for a removal, which W&B cannot apply offline: take the alias off after ``wandb sync``).
+
+Delivered, unconfirmed: offline W&B writes its run file when the run finishes, so a
+delivery into a run that stays open returns ``confirmed=False`` (the outbox keeps it
+``unconfirmed``, and ``tracelet sync`` delivers it again if the process dies first); when
+the run finishes the backend confirms it in the version's store.
 
 Idempotent per ref: a second delivery of the same version by the same backend returns the
 first result; across processes (``tracelet sync``) a marker under
@@ -40,11 +57,14 @@ SDK errors (``wandb.Error``, ``ValueError`` from W&B's validators, ``OSError``) 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,18 +74,38 @@ from wandb.errors import Error as WandbError
 from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
 from wandb.sdk.lib.paths import LogicalPath
 
-from .._backends import MANIFEST_NAME, ArtifactResult, Backend, BackendCopy, plan_upload, sdk_errors, tracelet_tags
+from .._backends import (
+    MANIFEST_NAME,
+    ArtifactResult,
+    Backend,
+    BackendCopy,
+    config_params,
+    media_entries,
+    plan_upload,
+    sdk_errors,
+    tracelet_tags,
+)
 from .._errors import BackendError
+from .._model import ArtifactType
 
 if TYPE_CHECKING:
     from .._logged import LoggedArtifact
 
-__all__ = ["WandbBackend", "tracelet_name", "wandb_alias", "wandb_artifact_name"]
+__all__ = ["WandbBackend", "tracelet_name", "wandb_alias", "wandb_artifact_name", "wandb_type"]
+
+logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 128  # W&B's limit on an artifact name
 MARKER_FOLDER = "tracelet-deliveries"
 DEFAULT_PROJECT = "tracelet"
 OFFLINE_MODES = {"offline", "dryrun"}
+MODEL_TYPES = {ArtifactType.MODEL, ArtifactType.CHECKPOINT, ArtifactType.WEIGHTS}
+ALIAS_SUMMARY = "tracelet.alias"
+
+
+def wandb_type(artifact_type: ArtifactType) -> str:
+    """The W&B artifact type of a tracelet type (``model`` for every kind of model)."""
+    return "model" if artifact_type in MODEL_TYPES else artifact_type.value
 
 
 def wandb_artifact_name(name: str) -> str:
@@ -143,7 +183,8 @@ class WandbBackend(Backend):
         self._context: tuple[str, str] | None = None  # (experiment name, tracelet run id) since start()
         self._run: Any = None  # the open wandb Run
         self._delivered: dict[tuple[str, str], ArtifactResult] = {}  # (ref, digest) -> result
-        self._unmarked: list[tuple[Path, ArtifactResult]] = []  # markers to write once the run finished
+        #: markers to write once the run finished, and whether to confirm them in the store then
+        self._unmarked: list[tuple[Path, ArtifactResult, LoggedArtifact | None]] = []
 
     def config(self) -> dict[str, Any]:
         return {"project": self.project, "entity": self.entity, "mode": self.mode, "dir": self.dir}
@@ -195,11 +236,14 @@ class WandbBackend(Backend):
         unmarked, self._unmarked = self._unmarked, []
         with _sdk_errors("finishing the run"):
             run.finish()
-        for marker, result in unmarked:
+        for marker, result, confirm in unmarked:
+            confirmed = dataclasses.replace(result, confirmed=True)
             marker.parent.mkdir(parents=True, exist_ok=True)
             partial = marker.with_suffix(".partial")
-            partial.write_text(json.dumps(result.to_dict()))
+            partial.write_text(json.dumps(confirmed.to_dict()))
             partial.replace(marker)
+            if confirm is not None:  # returned unconfirmed: the run file now holds it
+                confirm.store.record_delivery(confirm, confirmed)
 
     # -- delivery ---------------------------------------------------------------------------
     def log(self, artifact: LoggedArtifact) -> ArtifactResult:
@@ -217,23 +261,27 @@ class WandbBackend(Backend):
                 self._delivered[key] = result
                 return result
             one_shot = self._context is None
+            offline = self.effective_mode == "offline"
             try:
                 run = self._open(experiment or "tracelet", run_id)
                 result = self._log_to(run, artifact)
+                if offline and not one_shot:  # in the run file only once the run finishes
+                    result = dataclasses.replace(result, confirmed=False)
                 self._delivered[key] = result
-                self._unmarked.append((marker, result))
+                self._unmarked.append((marker, result, artifact if offline and not one_shot else None))
             finally:
                 if one_shot:
                     self._finish()
-            return result
+            return dataclasses.replace(result, confirmed=True) if one_shot else result
 
-    def _log_to(self, run: Any, artifact: LoggedArtifact) -> ArtifactResult:
+    def _log_to(self, run: Any, artifact: LoggedArtifact, native: bool = True) -> ArtifactResult:
+        """Log ``artifact`` into ``run`` (with its config and media too, when ``native``)."""
         sizes = {e.path: e.size for e in artifact.files} | {e.path: e.size for e in artifact.objects}
         with tempfile.TemporaryDirectory(prefix="tracelet-wandb-") as tmp:
             plan = plan_upload(artifact, Path(tmp))
             with _sdk_errors(f"logging {artifact.ref}"):
                 staged = wandb.Artifact(
-                    wandb_artifact_name(artifact.name), type=artifact.type.value,
+                    wandb_artifact_name(artifact.name), type=wandb_type(artifact.type),
                     description=artifact.description,
                     metadata={**artifact.metadata, **tracelet_tags(artifact)})
                 for path in plan.uploads:  # copied into W&B's staging folder (policy "mutable")
@@ -246,6 +294,9 @@ class WandbBackend(Backend):
                     _add_reference(staged, ref.name, ref.uri, ref.size)
                 aliases = [*artifact.aliases, wandb_alias(artifact.version)]
                 logged = run.log_artifact(staged, aliases=aliases)
+            if native:
+                self._log_native(run, artifact, plan.root)
+            with _sdk_errors(f"logging {artifact.ref}"):
                 if self.effective_mode == "offline":
                     # W&B assigns no version offline: the content digest names the copy, and the
                     # run file that holds it (until `wandb sync`) is where it is.
@@ -257,6 +308,62 @@ class WandbBackend(Backend):
                 return ArtifactResult(backend=self.name, ok=True, version=logged.version,
                                       uri=f"wandb-artifact://{logged.qualified_name}",
                                       size_bytes=artifact.size_bytes)
+
+    def _log_native(self, run: Any, artifact: LoggedArtifact, root: Path) -> None:
+        """Config keys into the run config, media as W&B media objects."""
+        params = config_params(artifact)
+        if params:
+            with _sdk_errors(f"updating the run config with {artifact.ref}"):
+                run.config.update(params, allow_val_change=True)
+        media: dict[str, Any] = {}
+        kinds = {"image": wandb.Image, "audio": wandb.Audio, "video": wandb.Video}
+        for kind, path in media_entries(artifact):
+            local = root / path if (root / path).is_file() else artifact.path(path)
+            try:
+                media[f"{artifact.name}/{path}"] = kinds[kind](str(local))
+            except Exception as exc:  # noqa: BLE001 - a file W&B cannot decode stays a file of the artifact
+                logger.warning("wandb: %s of %s is not a %s W&B can read (%s); kept as a file only",
+                               path, artifact.ref, kind, exc)
+        if media:
+            with _sdk_errors(f"logging the media of {artifact.ref}"):
+                run.log(media)
+
+    # -- alias moves (through the outbox) ---------------------------------------------------
+    def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        self._move_alias(artifact, alias, add=True)
+
+    def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:
+        self._move_alias(artifact, alias, add=False)
+
+    def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
+        with self._lock:
+            if self.effective_mode == "online":
+                versioned = f"{wandb_artifact_name(artifact.name)}:{wandb_alias(artifact.version)}"
+                path = "/".join(p for p in (self.entity, self.project, versioned) if p)
+                with _sdk_errors(f"moving alias {alias!r} of {path}"):
+                    found: Any = wandb.Api().artifact(path)
+                    if add and alias not in found.aliases:
+                        found.aliases.append(alias)
+                    elif not add and alias in found.aliases:
+                        found.aliases.remove(alias)
+                    found.save()
+                return
+            if self.effective_mode == "disabled":
+                raise BackendError("wandb: W&B is disabled (WANDB_MODE=disabled); the alias move waits")
+            one_shot = self._context is None
+            producer = artifact.producer
+            experiment, run_id = self._context or (producer.name if producer else None,
+                                                   producer.run_id if producer else None)
+            try:
+                run = self._open(experiment or "tracelet", run_id)
+                if add:  # logged again with its aliases: `wandb sync` moves the alias
+                    self._log_to(run, artifact, native=False)
+                with _sdk_errors(f"recording alias {alias!r} of {artifact.ref}"):
+                    run.summary[f"{ALIAS_SUMMARY}/{artifact.name}/{alias}"] = {
+                        "ref": artifact.ref if add else None, "at": time.time()}
+            finally:
+                if one_shot:
+                    self._finish()
 
     # -- read back --------------------------------------------------------------------------
     def fetch(self, name: str, version: str, dest: Path) -> BackendCopy:
