@@ -649,3 +649,19 @@ def test_the_store_keeps_working_after_refusals(store: ArtifactStore, make_file:
     assert logged.version == "v3"
     assert store.get("data/set:best").version == "v1"
     assert store.verify() == ["data/raw:v1", "data/set:v1", "data/set:v2", "data/set:v3"]
+
+
+@pytest.mark.parametrize("ref", ["big:v99999999999999999999", "big:v2147483648"])
+def test_a_version_number_no_catalog_can_hold_is_not_found(ref: str, any_store: ArtifactStore,
+                                                           make_file: MakeFile, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tracelet_core.cli import app
+
+    any_store.log(TraceletArtifact("big").add_file(make_file("a.txt", "a")))
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.get(ref)
+    result = CliRunner().invoke(app, ["--store", str(any_store.blobs.root), "get", ref, "-o", str(tmp_path / "o")],
+                                env={"TRACELET_CATALOG_URL": any_store.catalog._url})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1

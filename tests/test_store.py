@@ -112,9 +112,19 @@ def test_list_returns_latest_of_each_name_with_filters(any_store: ArtifactStore,
     assert [a.ref for a in any_store.list(type="dataset")] == ["team/a:v2"]
 
 
+def test_list_under_a_name_is_an_exact_case_sensitive_prefix(any_store: ArtifactStore,
+                                                             make_file: MakeFile) -> None:
+    f = make_file("f.bin", b"1")
+    for name in ("team_a", "team_a/model", "teamXa/model", "TEAM_A/data", "team_ab/x", "team_a.b/y"):
+        any_store.log(file_artifact(name, f))
+    assert [a.name for a in any_store.list("team_a")] == ["team_a", "team_a/model"]
+    assert [a.name for a in any_store.list("TEAM_A")] == ["TEAM_A/data"]
+    assert [a.name for a in any_store.list("team_a.b")] == ["team_a.b/y"]
+
+
 def test_missing_refs_raise_not_found(any_store: ArtifactStore, make_file: MakeFile) -> None:
     any_store.log(file_artifact("ds", make_file("a.bin")))
-    for ref in ("nope", "ds:v9", "ds:staging"):
+    for ref in ("nope", "ds:v9", "ds:staging", "ds:v2147483648", "ds:v99999999999999999999"):
         with pytest.raises(ArtifactNotFoundError) as info:
             any_store.get(ref)
         assert isinstance(info.value, KeyError)

@@ -14,6 +14,8 @@ than stored under the wrong digest.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
@@ -36,6 +38,9 @@ from ._hashing import CHUNK_SIZE, format_digest, hash_bytes, new_hasher, split_d
 
 MANIFEST_PREFIX = "@"
 Progress = Callable[[int], None]
+#: Times a read goes through the remote-blob cache before it reads past it (entries another
+#: reader evicts under us are fetched again).
+_CACHE_ATTEMPTS = 3
 
 
 def _copy_stream(src: BinaryIO, dst: BinaryIO, size_hint: int, progress: Progress | None) -> tuple[str, int]:
@@ -92,14 +97,18 @@ class BlobStore:
     def put_file(self, source: Path, digest: str, size: int, progress: Progress | None = None) -> bool:
         """Store ``source`` as blob ``digest`` unless present; True if bytes were written."""
         final = self.blob_path(digest)
-        if self.fs.exists(final):
-            if self.is_local:  # a fresh mtime keeps gc's grace period away from an in-flight log
+        if self.is_local:
+            try:  # a fresh mtime keeps gc's grace period away from an in-flight log
                 os.utime(final)
+            except FileNotFoundError:
+                return self._put_local(source, final, digest, size, progress)
             if progress is not None:
                 progress(size)
             return False
-        if self.is_local:
-            return self._put_local(source, final, digest, size, progress)
+        if self.fs.exists(final):
+            if progress is not None:
+                progress(size)
+            return False
         return retrying(lambda: self._put_remote(source, final, digest, size, progress),
                         f"upload of {source.name} to {self.uri}")
 
@@ -189,15 +198,23 @@ class BlobStore:
         if self.cache is None:
             _verified_copy(lambda: self.open_blob(digest, label), digest, dest, progress, label)
             return
-        cached = self.cache.get(digest)
-        if cached is None:
-            cached = self.cache.add(digest, lambda tmp: _verified_copy(
-                lambda: self.open_blob(digest, label), digest, tmp, progress, label))
-            progress = None  # counted while filling the cache
-        _verified_copy(lambda: cached.open("rb"), digest, dest, progress, label)
+        for _ in range(_CACHE_ATTEMPTS):
+            cached = self.cache.get(digest)
+            if cached is None:
+                cached = self.cache.add(digest, functools.partial(
+                    _verified_copy, functools.partial(self.open_blob, digest, label), digest,
+                    progress=progress, label=label))
+                progress = None  # counted while filling the cache
+            try:
+                _verified_copy(_reader(cached), digest, dest, progress, label)
+                return
+            except FileNotFoundError:
+                continue  # another reader evicted the entry under us: fetch it again
+        # the cache is too small for the readers sharing it: read past it
+        _verified_copy(lambda: self.open_blob(digest, label), digest, dest, None, label)
 
-    def iter_blobs(self) -> Iterator[tuple[str, float, int]]:
-        """Every stored blob as ``(digest, modified time, size)``."""
+    def iter_blobs(self) -> Iterator[tuple[str, float | None, int]]:
+        """Every stored blob as ``(digest, modified time or None if unknown, size)``."""
         base = f"{self.root}/blobs"
         if not self.fs.exists(base):
             return
@@ -207,9 +224,10 @@ class BlobStore:
 
     def delete_blob(self, digest: str) -> None:
         path = self.blob_path(digest)
-        if self.is_local and Path(path).exists():
-            Path(path).unlink()
-        elif self.fs.exists(path):
+        if self.is_local:
+            Path(path).unlink(missing_ok=True)
+            return
+        with contextlib.suppress(FileNotFoundError):  # another gc removed it first
             self.fs.rm(path)
 
     # -- manifests --------------------------------------------------------------------------
@@ -271,8 +289,12 @@ class BlobStore:
             return removed
         cutoff = time.time() - older_than
         for leftover in Path(self.root, "tmp").iterdir():
-            if leftover.stat().st_mtime < cutoff:
-                if leftover.is_dir():
+            try:  # a writer may remove its own temp file at any moment
+                info = leftover.lstat()
+            except FileNotFoundError:
+                continue
+            if info.st_mtime < cutoff:
+                if stat.S_ISDIR(info.st_mode):
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
                     leftover.unlink(missing_ok=True)
@@ -314,6 +336,10 @@ def split_credentials(uri: str, options: dict[str, Any]) -> tuple[str, dict[str,
     if secret:
         options.setdefault(secret_name, unquote(secret))
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), options
+
+
+def _reader(path: Path) -> Callable[[], BinaryIO]:
+    return lambda: path.open("rb")
 
 
 def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
@@ -408,11 +434,17 @@ def _discard(handle: Any) -> None:
         handle.close()
 
 
-def modified_time(info: dict[str, Any]) -> float:
-    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
-    if hasattr(value, "timestamp"):
-        return float(value.timestamp())
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+def modified_time(info: dict[str, Any]) -> float | None:
+    """When a file was last written, from an fsspec ``info`` dict; ``None`` when the
+    filesystem does not say (then it must be treated as young, never as old)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        value = info.get(key)
+        if value is None or value == "":
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None

@@ -24,7 +24,7 @@ from typing import Any
 from ._artifact import TraceletArtifact, coerce_type
 from ._backends import ArtifactResult, deliver, resolve_backend
 from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
-from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
+from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftChangedError, DraftRecord, VersionRecord
 from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_bytes, hash_file, hash_json
 from ._lineage import LineageGraph
@@ -39,6 +39,8 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 InputRef = str | LoggedArtifact
+#: Blobs a log found already stored: digest -> (its source, if any; size; artifact path).
+ReusedBlobs = dict[str, tuple[Path | None, int, str]]
 
 
 @dataclass
@@ -196,11 +198,14 @@ class ArtifactStore:
             yield lambda n: bar.advance(task, n)
 
     # -- logging ----------------------------------------------------------------------------
-    def _stage_blobs(self, artifact: TraceletArtifact) -> list[dict[str, Any]]:
-        """Hash and store every file and object; the manifest entries, sorted by path."""
+    def _stage_blobs(self, artifact: TraceletArtifact) -> tuple[list[dict[str, Any]], ReusedBlobs]:
+        """Hash and store every file and object; the manifest entries, sorted by path, and
+        the blobs that were already stored (``gc`` might collect those before the commit:
+        ``_blob_check`` looks again under the catalog's lock)."""
         staged = artifact.staged_entries
         total = sum(s.entry.size for s in staged)
         rows: list[dict[str, Any]] = []
+        reused: ReusedBlobs = {}
         with self.progress(f"log {artifact.name}", total) as advance:
             for item in staged:
                 entry = item.entry
@@ -211,6 +216,7 @@ class ArtifactStore:
                                              [f"{entry.path}: missing"])
                     advance(entry.size)
                     rows.append(entry_to_dict(entry))
+                    reused[entry.digest] = (None, entry.size, entry.path)
                     continue
                 try:
                     digest, size = hash_file(item.source)
@@ -218,7 +224,8 @@ class ArtifactStore:
                     raise InvalidArtifactError(f"{item.source} disappeared before it was logged") from exc
                 except IsADirectoryError as exc:
                     raise InvalidArtifactError(f"{item.source} is now a directory") from exc
-                self.blobs.put_file(item.source, digest, size, advance)
+                if not self.blobs.put_file(item.source, digest, size, advance):
+                    reused[digest] = (item.source, size, entry.path)
                 if isinstance(entry, ArtifactFile):
                     stored: ArtifactFile | ArtifactObject = ArtifactFile(
                         path=entry.path, size=size, digest=digest, description=entry.description)
@@ -229,7 +236,21 @@ class ArtifactStore:
                         description=entry.description, extra=entry.extra)
                 rows.append(entry_to_dict(stored))
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
-        return sorted(rows, key=_entry_order)
+        return sorted(rows, key=_entry_order), reused
+
+    def _blob_check(self, reused: ReusedBlobs) -> Callable[[], None]:
+        """What the catalog runs under its lock (which ``gc`` deletes under) before it records
+        entries: a re-used blob that ``gc`` collected meanwhile is stored again from its
+        source, or the log fails with nothing committed."""
+        def check() -> None:
+            for digest, (source, size, path) in reused.items():
+                if self.blobs.has_blob(digest):
+                    continue
+                if source is None:
+                    raise IntegrityError(f"blob of {path!r} ({digest}) is missing from the store",
+                                         [f"{path}: missing"])
+                self.blobs.put_file(source, digest, size)
+        return check
 
     @staticmethod
     def _input_refs(inputs: Iterable[InputRef]) -> list[tuple[str, str]]:
@@ -273,17 +294,19 @@ class ArtifactStore:
         metadata = self._checked_metadata(artifact.metadata)
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
-        rows = self._stage_blobs(artifact)
+        rows, reused = self._stage_blobs(artifact)
         return self._commit(name=artifact.name, type_=artifact.type.value,
                             description=artifact.description, metadata=metadata, entry_dicts=rows,
                             producer=producer, input_refs=input_refs, aliases=alias_list,
-                            idempotency_key=idempotency_key, deliveries=deliveries, partition=partition)
+                            idempotency_key=idempotency_key, deliveries=deliveries, partition=partition,
+                            reused=reused)
 
     def _commit(self, *, name: str, type_: str, description: str | None, metadata: dict[str, Any],
                 entry_dicts: list[dict[str, Any]], producer: RunInfo | None,
                 input_refs: Sequence[tuple[str, str]], aliases: Sequence[str],
                 idempotency_key: str | None, deliveries: Sequence[DeliverySpec] = (),
-                partition: str | None = None) -> LoggedArtifact:
+                partition: str | None = None, sealed_draft: DraftRecord | None = None,
+                reused: ReusedBlobs | None = None) -> LoggedArtifact:
         digest = hash_json([_digest_material(e) for e in entry_dicts])
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
@@ -301,7 +324,7 @@ class ArtifactStore:
             size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
             producer=producer, input_refs=input_refs, aliases_=aliases,
             idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
-            partition=partition,
+            partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
         )
         if aliases:
             self._sync_alias_journal(name)
@@ -482,14 +505,12 @@ class ArtifactStore:
         are younger), stray manifests of uncommitted versions, and leftovers of killed writers."""
         report = GcReport(dry_run=dry_run)
         cutoff = time.time() - grace_seconds
-        needed = self.catalog.referenced_digests()
-        for digest, mtime, size in builtins.list(self.blobs.iter_blobs()):
-            if digest in needed or mtime > cutoff:
-                continue
-            report.blobs.append(digest)
-            report.bytes_freed += size
-            if not dry_run:
-                self.blobs.delete_blob(digest)
+        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if m is not None and m <= cutoff}
+        candidates = sorted(set(sizes) - self.catalog.referenced_digests())
+        if not dry_run:  # deleted under the catalog's lock, which logs re-check their blobs under
+            candidates = self.catalog.collect_blobs(candidates, self.blobs.delete_blob)
+        report.blobs = candidates
+        report.bytes_freed = sum(sizes[d] for d in candidates)
         committed = self.catalog.manifest_keys()
         newest: dict[str, int] = {}
         for name, version in committed:
@@ -499,7 +520,11 @@ class ArtifactStore:
             # without a row means a lost catalog, which ``reindex`` (not gc) must repair.
             if (name, version) in committed or version <= newest.get(name, version):
                 continue
-            if modified_time(self.blobs.fs.info(path)) > cutoff:
+            try:
+                written = modified_time(self.blobs.fs.info(path))
+            except FileNotFoundError:
+                continue
+            if written is None or written > cutoff:
                 continue
             report.manifests.append(path)
             if not dry_run:
@@ -545,26 +570,31 @@ class ArtifactStore:
         if not isinstance(group, str) or not group:
             raise InvalidArtifactError("upsert needs a non-empty group key")
         metadata = self._checked_metadata(artifact.metadata)
-        rows = self._stage_blobs(artifact)
+        rows, reused = self._stage_blobs(artifact)
         return self.catalog.draft_add(name=artifact.name, group=group, type_=artifact.type.value,
                                       description=artifact.description, metadata_=metadata,
-                                      entry_rows=[_entry_row(e) for e in rows])
+                                      entry_rows=[_entry_row(e) for e in rows],
+                                      check_blobs=self._blob_check(reused))
 
     def finish(self, name: str, group: str, aliases: Iterable[str] = (), *,
                producer: RunInfo | None = None, inputs: Iterable[InputRef] = ()) -> LoggedArtifact:
         """Seal the draft ``(name, group)`` into one version."""
-        draft = self.catalog.draft_get(validate_name(name), group)
+        validate_name(name)
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
-        entry_dicts = sorted(draft.entries, key=_entry_order)
-        missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
-        if missing:
-            raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)
-        logged = self._commit(name=name, type_=draft.type, description=draft.description,
-                              metadata=draft.metadata, entry_dicts=entry_dicts, producer=producer,
-                              input_refs=self._input_refs(inputs), aliases=alias_list,
-                              idempotency_key=f"draft:{group}:{draft.created_at!r}")
-        self.catalog.draft_delete(draft.id)
-        return logged
+        input_refs = self._input_refs(inputs)
+        while True:  # an upsert landing while we seal it: read the draft again, never lose it
+            draft = self.catalog.draft_get(name, group)
+            entry_dicts = sorted(draft.entries, key=_entry_order)
+            missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
+            if missing:
+                raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)
+            try:
+                return self._commit(name=name, type_=draft.type, description=draft.description,
+                                    metadata=draft.metadata, entry_dicts=entry_dicts, producer=producer,
+                                    input_refs=input_refs, aliases=alias_list,
+                                    idempotency_key=f"draft:{group}:{draft.created_at!r}", sealed_draft=draft)
+            except DraftChangedError:
+                continue
 
     def drafts(self) -> builtins.list[DraftRecord]:
         return self.catalog.drafts()
