@@ -4,6 +4,9 @@ Layout under the store root::
 
     blobs/ab/<blake3 hex>             immutable file contents, named by digest
     manifests/<name>/@v<N>.json       one JSON manifest per version (rebuilds a lost catalog)
+    manifests/<name>/@v<N>.pending    a manifest written before its commit; renamed to
+                                      @v<N>.json once the version committed (gc does it
+                                      after a crash, or removes it if no version committed)
     tmp/                              in-flight writes (local disk), renamed into place
 
 Writes are atomic: on local disk a temp file is fsynced and then linked (blobs: create if
@@ -35,22 +38,32 @@ from ._errors import (
     StorageError,
 )
 from ._hashing import CHUNK_SIZE, format_digest, hash_bytes, new_hasher, split_digest
+from ._names import validate_name
 
 MANIFEST_PREFIX = "@"
+#: A manifest written before its version's commit carries this suffix until the commit is seen.
+PENDING_SUFFIX = ".pending"
 Progress = Callable[[int], None]
 #: Times a read goes through the remote-blob cache before it reads past it (entries another
 #: reader evicts under us are fetched again).
 _CACHE_ATTEMPTS = 3
 
 
-def _copy_stream(src: BinaryIO, dst: BinaryIO, size_hint: int, progress: Progress | None) -> tuple[str, int]:
-    """Copy ``src`` into ``dst`` in chunks, returning the digest and size of what was copied."""
+def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: Progress | None,
+                 limit: int | None = None, label: str = "") -> tuple[str, int]:
+    """Copy ``src`` into ``dst`` (or only hash it) in chunks, returning the digest and size
+    of what was copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped
+    for something endless, such as ``/dev/zero``, is read no further)."""
     hasher = new_hasher(size_hint)
     size = 0
-    while chunk := src.read(CHUNK_SIZE):
-        hasher.update(chunk)
-        dst.write(chunk)
+    while chunk := src.read(CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - size + 1)):
         size += len(chunk)
+        if limit is not None and size > limit:
+            raise IntegrityError(f"{label or 'blob'} is larger than the {limit} bytes recorded for it",
+                                 [f"{label or 'blob'}: larger than recorded"])
+        hasher.update(chunk)
+        if dst is not None:
+            dst.write(chunk)
         if progress is not None:
             progress(len(chunk))
     return format_digest(hasher), size
@@ -88,7 +101,16 @@ class BlobStore:
         return self.fs.unstrip_protocol(self.blob_path(digest))
 
     def manifest_path(self, name: str, version: int) -> str:
-        return f"{self.root}/manifests/{name}/{MANIFEST_PREFIX}v{version}.json"
+        return f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}v{version}.json"
+
+    def manifest_dir(self, name: str) -> str:
+        """Where ``name``'s manifests live; a name read back from a damaged catalog is
+        re-validated, so it never reaches outside ``manifests/``."""
+        try:
+            validate_name(name)
+        except InvalidArtifactError as exc:
+            raise IntegrityError(f"invalid artifact name {name!r} in the catalog", [f"{name!r}: invalid name"]) from exc
+        return f"{self.root}/manifests/{name}"
 
     # -- blobs ------------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
@@ -168,50 +190,52 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
 
     def open_blob(self, digest: str, label: str | None = None) -> BinaryIO:
-        """Open a blob for reading; ``label`` (the entry's path) names it in errors."""
+        """Open a blob for reading; ``label`` (the entry's path) names it in errors. On local
+        disk only a regular file is opened (never through a symlink, a device or a FIFO)."""
         path = self.blob_path(digest)
+        what = f"{label} ({digest})" if label else digest
         try:
+            if self.is_local:
+                return _open_regular(path, what)
             handle: BinaryIO = retrying(lambda: self.fs.open(path, "rb"), f"read of blob {digest}")
             return handle
         except FileNotFoundError as exc:
-            what = f"{label} ({digest})" if label else digest
             raise IntegrityError(f"blob of {what} is missing from the store", [f"{what}: missing"]) from exc
 
-    def check_blob(self, digest: str) -> str | None:
-        """Re-hash a stored blob; None if it is intact, else what is wrong with it."""
+    def check_blob(self, digest: str, size: int | None = None) -> str | None:
+        """Re-hash a stored blob (reading at most ``size`` bytes, when known); None if it is
+        intact, else what is wrong with it."""
         try:
             with self.open_blob(digest) as stream:
-                hasher = new_hasher()
-                while chunk := stream.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-        except IntegrityError:
-            return "missing"
-        actual = format_digest(hasher)
+                actual, _ = _copy_stream(stream, None, size or 0, None, limit=size)
+        except IntegrityError as exc:
+            return "missing" if "missing" in str(exc) else str(exc)
         return None if actual == digest else f"content hashes to {actual}"
 
     def copy_blob_to(self, digest: str, dest: Path, progress: Progress | None = None,
-                     label: str | None = None) -> None:
-        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way;
-        ``label`` (the entry's path in its artifact) names it in errors. Remote blobs go
-        through the local cache, so a second read costs no transfer."""
+                     label: str | None = None, size: int | None = None) -> None:
+        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way and
+        reading at most ``size`` bytes (the entry's recorded size, when given); ``label``
+        (the entry's path in its artifact) names it in errors. Remote blobs go through the
+        local cache, so a second read costs no transfer."""
         label = label or dest.name
+        from_store = functools.partial(self.open_blob, digest, label)
         if self.cache is None:
-            _verified_copy(lambda: self.open_blob(digest, label), digest, dest, progress, label)
+            _verified_copy(from_store, digest, dest, progress, label, size)
             return
         for _ in range(_CACHE_ATTEMPTS):
             cached = self.cache.get(digest)
             if cached is None:
                 cached = self.cache.add(digest, functools.partial(
-                    _verified_copy, functools.partial(self.open_blob, digest, label), digest,
-                    progress=progress, label=label))
+                    _verified_copy, from_store, digest, progress=progress, label=label, size=size))
                 progress = None  # counted while filling the cache
             try:
-                _verified_copy(_reader(cached), digest, dest, progress, label)
+                _verified_copy(_reader(cached), digest, dest, progress, label, size)
                 return
             except FileNotFoundError:
                 continue  # another reader evicted the entry under us: fetch it again
         # the cache is too small for the readers sharing it: read past it
-        _verified_copy(lambda: self.open_blob(digest, label), digest, dest, None, label)
+        _verified_copy(from_store, digest, dest, None, label, size)
 
     def iter_blobs(self) -> Iterator[tuple[str, float | None, int]]:
         """Every stored blob as ``(digest, modified time or None if unknown, size)``."""
@@ -231,10 +255,15 @@ class BlobStore:
             self.fs.rm(path)
 
     # -- manifests --------------------------------------------------------------------------
+    def pending_manifest_path(self, name: str, version: int) -> str:
+        """Where a version's manifest waits until its catalog row commits."""
+        return f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}v{version}{PENDING_SUFFIX}"
+
     def write_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> str:
-        """Write a version's manifest atomically; returns the digest of its bytes."""
+        """Write a version's manifest atomically under its pending name (``promote_manifest``
+        renames it once the version committed); returns the digest of its bytes."""
         data = json.dumps(manifest, sort_keys=True, indent=1).encode()
-        final = self.manifest_path(name, version)
+        final = self.pending_manifest_path(name, version)
         if self.is_local:
             Path(final).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
@@ -250,12 +279,30 @@ class BlobStore:
             retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
         return hash_bytes(data)
 
-    def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
-        path = self.manifest_path(name, version)
+    def promote_manifest(self, name: str, version: int) -> None:
+        """Give a committed version's pending manifest its final name (what ``reindex``
+        trusts); a no-op when that already happened."""
+        pending, final = self.pending_manifest_path(name, version), self.manifest_path(name, version)
         try:
-            data = retrying(lambda: self.fs.cat_file(path), f"read of manifest {name}:v{version}")
-        except FileNotFoundError as exc:
-            raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store") from exc
+            if self.is_local:
+                os.replace(pending, final)
+                return
+            data = retrying(lambda: self.fs.cat_file(pending), f"read of manifest {name}:v{version}")
+            retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
+            retrying(lambda: self.fs.rm(pending), f"removal of pending manifest {name}:v{version}")
+        except FileNotFoundError:
+            return
+
+    def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
+        data: bytes | None = None
+        for path in (self.manifest_path(name, version), self.pending_manifest_path(name, version)):
+            try:
+                data = retrying(functools.partial(self.fs.cat_file, path), f"read of manifest {name}:v{version}")
+                break
+            except FileNotFoundError:
+                continue
+        if data is None:
+            raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store")
         if expected_digest is not None and hash_bytes(data) != expected_digest:
             raise IntegrityError(f"manifest of {name}:v{version} does not match its digest",
                                  [f"{name}:v{version} manifest: digest mismatch"])
@@ -265,18 +312,20 @@ class BlobStore:
             raise IntegrityError(f"manifest of {name}:v{version} is not valid JSON",
                                  [f"{name}:v{version} manifest: unreadable"]) from exc
 
-    def iter_manifests(self) -> Iterator[tuple[str, int, str]]:
-        """Every manifest as ``(name, version, path)``."""
+    def iter_manifests(self, pending: bool = False) -> Iterator[tuple[str, int, str]]:
+        """Every manifest (of a committed version, or with ``pending`` of a version whose
+        commit was never seen) as ``(name, version, path)``."""
         base = f"{self.root}/manifests"
         if not self.fs.exists(base):
             return
+        suffix = PENDING_SUFFIX if pending else ".json"
         for path in self.fs.find(base):
             relative = path[len(base) + 1:]
             name, _, filename = relative.rpartition("/")
-            if not (filename.startswith(MANIFEST_PREFIX + "v") and filename.endswith(".json")):
+            if not (filename.startswith(MANIFEST_PREFIX + "v") and filename.endswith(suffix)):
                 continue
-            number = filename[len(MANIFEST_PREFIX) + 1:-len(".json")]
-            if number.isdigit() and name:
+            number = filename[len(MANIFEST_PREFIX) + 1:-len(suffix)]
+            if number.isascii() and number.isdigit() and name:
                 yield name, int(number), path
 
     def read_manifest_at(self, path: str) -> bytes:
@@ -338,19 +387,40 @@ def split_credentials(uri: str, options: dict[str, Any]) -> tuple[str, dict[str,
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), options
 
 
+def _temp_name(name: str) -> str:
+    """A hidden temp name beside ``name`` that stays short whatever ``name``'s length (the
+    filesystem's per-segment limit applies to it too)."""
+    return f".{name.encode()[:40].decode(errors='ignore')}.{uuid.uuid4().hex[:16]}.part"
+
+
 def _reader(path: Path) -> Callable[[], BinaryIO]:
     return lambda: path.open("rb")
 
 
+def _open_regular(path: str, what: str) -> BinaryIO:
+    """Open a local file for reading only if it is a regular file reached without a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # ELOOP: the blob is a symlink
+        raise IntegrityError(f"blob of {what} is not a regular file: {exc.strerror}",
+                             [f"{what}: not a regular file"]) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"blob of {what} is not a regular file", [f"{what}: not a regular file"])
+    return os.fdopen(fd, "rb")
+
+
 def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
-                   progress: Progress | None, label: str) -> None:
-    """Copy a blob's bytes to ``dest`` through a temp file, renamed into place only if the
-    bytes hash to ``digest``."""
+                   progress: Progress | None, label: str, size: int | None = None) -> None:
+    """Copy a blob's bytes (at most ``size``, when known) to ``dest`` through a temp file,
+    renamed into place only if the bytes hash to ``digest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    tmp = dest.with_name(_temp_name(dest.name))
     try:
         with open_source() as src, tmp.open("wb") as dst:
-            actual, _ = _copy_stream(src, dst, 0, progress)
+            actual, _ = _copy_stream(src, dst, size or 0, progress, limit=size, label=label)
         if actual != digest:
             raise IntegrityError(
                 f"{label} is corrupted: blob {digest} hashes to {actual}",

@@ -64,6 +64,7 @@ from ._errors import (
     StorageError,
     TraceletError,
 )
+from ._hashing import hash_json
 from ._model import RunInfo
 from ._names import LATEST, format_version, version_number
 
@@ -261,6 +262,12 @@ class VersionRecord:
     @property
     def ref(self) -> str:
         return f"{self.name}:{format_version(self.version)}"
+
+
+#: Where an alias points, as the alias journal records it: ``{"version": 3, "digest": ...}``.
+AliasTarget = dict[str, Any]
+#: ``journal(after, before)``: persist a name's alias targets (see ``commit_version``).
+AliasJournal = Callable[[dict[str, AliasTarget], dict[str, AliasTarget]], None]
 
 
 @dataclass(frozen=True)
@@ -638,6 +645,7 @@ class Catalog:
         partition: str | None = None,
         sealed_draft: DraftRecord | None = None,
         check_blobs: Callable[[], None] | None = None,
+        journal: AliasJournal | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Allocate the next version and insert it, or return the existing one (the same
         idempotency key, or identical content to the newest version of the name, or of the
@@ -647,6 +655,9 @@ class Catalog:
         the blobs exist and before the row is inserted, and returns the manifest's digest.
         ``check_blobs`` runs under the lock ``gc`` deletes blobs under, before a new version
         is recorded (it restores or refuses blobs ``gc`` collected since they were staged).
+        ``journal(after, before)`` receives the name's alias targets when they change, as
+        the last step before the commit (the alias journal ``reindex`` reads: written inside
+        the transaction, so it never falls behind a committed alias).
         With ``sealed_draft`` (what ``finish`` read), the draft is deleted in the same
         transaction, after checking under its lock that no entry was added since it was read
         (``DraftChangedError`` otherwise: read it again).
@@ -657,6 +668,7 @@ class Catalog:
             artifact_id = self._lock_artifact(conn, name, type_)
             if sealed_draft is not None:
                 self._take_draft(conn, sealed_draft)
+            aliases_before = self._alias_targets(conn, artifact_id) if aliases_ else {}
             existing = None
             if idempotency_key is not None:
                 existing = conn.execute(select(versions).where(
@@ -675,6 +687,8 @@ class Catalog:
                 self._enqueue(conn, existing.id, deliveries_)
                 if producer is not None and input_ids:
                     self._record_run_inputs(conn, self._ensure_run(conn, producer), input_ids)
+                if aliases_:
+                    self._journal_aliases(conn, artifact_id, aliases_before, journal)
                 record = self._hydrate(conn, [existing], {artifact_id: name})[0]
                 return record, False
             max_version = conn.execute(select(func.max(versions.c.version))
@@ -701,6 +715,8 @@ class Catalog:
                     self._record_run_inputs(conn, run_id, input_ids)
             self._move_aliases(conn, artifact_id, version_id, aliases_)
             self._enqueue(conn, version_id, deliveries_)
+            if aliases_:
+                self._journal_aliases(conn, artifact_id, aliases_before, journal)
             row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
             return self._hydrate(conn, [row], {artifact_id: name})[0], True
 
@@ -765,42 +781,59 @@ class Catalog:
             self._insert_ignore(conn, run_inputs, {"run_id": run_id, "version_id": version_id,
                                                    "created_at": now}, ["run_id", "version_id"])
 
-    def set_alias(self, name: str, selector: str, alias: str) -> VersionRecord:
-        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere)."""
+    def set_alias(self, name: str, selector: str, alias: str, journal: AliasJournal | None = None) -> VersionRecord:
+        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere);
+        ``journal`` is called with the new and the previous alias targets just before the
+        transaction commits (see ``commit_version``)."""
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            before = self._alias_targets(conn, artifact_id)
             row = self._version_row(conn, artifact_id, name, selector)
             self._move_aliases(conn, artifact_id, row.id, [alias])
+            self._journal_aliases(conn, artifact_id, before, journal)
             return self._hydrate(conn, [row], {artifact_id: name})[0]
 
-    def remove_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str, journal: AliasJournal | None = None) -> None:
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            before = self._alias_targets(conn, artifact_id)
             result = conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact_id,
                                                         aliases.c.alias == alias))
             if result.rowcount == 0:
                 raise ArtifactNotFoundError(f"artifact {name!r} has no alias {alias!r}")
+            self._journal_aliases(conn, artifact_id, before, journal)
 
-    def with_alias_map(self, name: str, use: Callable[[dict[str, int]], None]) -> None:
-        """Call ``use`` with the committed aliases of ``name`` while holding its write lock,
-        so concurrent callers see (and persist) alias states in commit order."""
+    def with_alias_map(self, name: str, use: AliasJournal) -> None:
+        """Call ``use`` with the committed alias targets of ``name`` (twice: as the new and
+        the previous state) while holding its write lock, so concurrent callers persist alias
+        states in commit order."""
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
-            use(self._alias_map(conn, artifact_id))
+            targets = self._alias_targets(conn, artifact_id)
+            use(targets, targets)
+
+    def _alias_targets(self, conn: Connection, artifact_id: int) -> dict[str, AliasTarget]:
+        rows = conn.execute(select(aliases.c.alias, versions.c.version, versions.c.digest)
+                            .join(versions, versions.c.id == aliases.c.version_id)
+                            .where(aliases.c.artifact_id == artifact_id))
+        return {r.alias: {"version": int(r.version), "digest": r.digest} for r in rows}
+
+    def _journal_aliases(self, conn: Connection, artifact_id: int, before: dict[str, AliasTarget],
+                         journal: AliasJournal | None) -> None:
+        """Persist a changed alias state through ``journal``, last thing before the commit."""
+        if journal is None:
+            return
+        after = self._alias_targets(conn, artifact_id)
+        if after != before:
+            journal(after, before)
 
     def resolve_refs(self, refs: Sequence[tuple[str, str]]) -> None:
         """Raise ``ArtifactNotFoundError`` unless every ``(name, selector)`` exists."""
         with self._read() as conn:
             self._resolve_ids(conn, refs)
-
-    def _alias_map(self, conn: Connection, artifact_id: int) -> dict[str, int]:
-        rows = conn.execute(select(aliases.c.alias, versions.c.version)
-                            .join(versions, versions.c.id == aliases.c.version_id)
-                            .where(aliases.c.artifact_id == artifact_id))
-        return {r.alias: r.version for r in rows}
 
     def record_consumption(self, run: RunInfo, refs: Sequence[tuple[str, str]]) -> None:
         with self._write() as conn:
@@ -916,11 +949,12 @@ class Catalog:
         if self.dialect == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({_PG_BLOB_LOCK})")
 
-    def manifest_keys(self) -> set[tuple[str, int]]:
+    def manifest_keys(self) -> dict[tuple[str, int], str]:
+        """``(name, version)`` of every committed version, and its manifest's digest."""
         with self._read() as conn:
-            rows = conn.execute(select(artifacts.c.name, versions.c.version)
+            rows = conn.execute(select(artifacts.c.name, versions.c.version, versions.c.manifest_digest)
                                 .join(artifacts, artifacts.c.id == versions.c.artifact_id))
-            return {(r.name, r.version) for r in rows}
+            return {(r.name, r.version): r.manifest_digest for r in rows}
 
     # -- drafts (upsert / finish) -------------------------------------------------------------
     def draft_add(self, *, name: str, group: str, type_: str, description: str | None,
@@ -1045,6 +1079,19 @@ class Catalog:
             for alias, target in alias_map.items():
                 if target == number:
                     self._move_aliases(conn, artifact_id, row.id, [alias])
+
+
+def entry_order(entry: dict[str, Any]) -> tuple[bool, str]:
+    """Manifest order: files and objects by path, then references by name."""
+    return entry["kind"] == "reference", entry.get("path") or entry["name"]
+
+
+def entries_digest(entry_dicts: Iterable[dict[str, Any]]) -> str:
+    """A version's digest: the hash of the content-defining parts of its entries (not their
+    descriptions), in manifest order."""
+    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum")
+    return hash_json([{k: e[k] for k in keep if e.get(k) is not None}
+                      for e in sorted(entry_dicts, key=entry_order)])
 
 
 class DraftChangedError(TraceletError):

@@ -16,17 +16,34 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._artifact import TraceletArtifact, coerce_type
 from ._backends import ArtifactResult, deliver, resolve_backend
-from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
-from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftChangedError, DraftRecord, VersionRecord
-from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
-from ._hashing import hash_bytes, hash_file, hash_json
+from ._blobstore import MANIFEST_PREFIX, PENDING_SUFFIX, BlobCache, BlobStore, modified_time
+from ._catalog import (
+    AliasJournal,
+    AliasTarget,
+    Catalog,
+    DeliveryRecord,
+    DeliverySpec,
+    DraftChangedError,
+    DraftRecord,
+    VersionRecord,
+    entries_digest,
+    entry_order,
+)
+from ._errors import (
+    ArtifactNotFoundError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidArtifactError,
+    TraceletError,
+)
+from ._hashing import hash_bytes, hash_file
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
@@ -41,6 +58,14 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 InputRef = str | LoggedArtifact
 #: Blobs a log found already stored: digest -> (its source, if any; size; artifact path).
 ReusedBlobs = dict[str, tuple[Path | None, int, str]]
+
+
+class ReindexReport(list[str]):
+    """The refs ``reindex`` added (a list), and in ``skipped`` what it could not use and why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []
 
 
 @dataclass
@@ -74,15 +99,6 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
             "size": data.get("size"), "data": data}
 
 
-def _entry_order(entry: dict[str, Any]) -> tuple[bool, str]:
-    """Manifest order: files and objects by path, then references by name."""
-    return entry["kind"] == "reference", entry.get("path") or entry["name"]
-
-
-def _digest_material(entry: dict[str, Any]) -> dict[str, Any]:
-    """The parts of an entry that define a version's content (not descriptions)."""
-    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum")
-    return {k: entry[k] for k in keep if entry.get(k) is not None}
 
 
 _shared_lock = threading.Lock()
@@ -236,7 +252,7 @@ class ArtifactStore:
                         description=entry.description, extra=entry.extra)
                 rows.append(entry_to_dict(stored))
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
-        return sorted(rows, key=_entry_order), reused
+        return sorted(rows, key=entry_order), reused
 
     def _blob_check(self, reused: ReusedBlobs) -> Callable[[], None]:
         """What the catalog runs under its lock (which ``gc`` deletes under) before it records
@@ -307,7 +323,7 @@ class ArtifactStore:
                 idempotency_key: str | None, deliveries: Sequence[DeliverySpec] = (),
                 partition: str | None = None, sealed_draft: DraftRecord | None = None,
                 reused: ReusedBlobs | None = None) -> LoggedArtifact:
-        digest = hash_json([_digest_material(e) for e in entry_dicts])
+        digest = entries_digest(entry_dicts)
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
         def write_manifest(version: int, created_at: float, input_labels: list[str]) -> str:
@@ -319,26 +335,49 @@ class ArtifactStore:
                 "idempotency_key": idempotency_key, "partition": partition,
             })
 
-        record, _created = self.catalog.commit_version(
-            name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
-            size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
-            producer=producer, input_refs=input_refs, aliases_=aliases,
-            idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
-            partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
-        )
-        if aliases:
-            self._sync_alias_journal(name)
+        with self._alias_journal_kept(name):
+            record, created = self.catalog.commit_version(
+                name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
+                size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
+                producer=producer, input_refs=input_refs, aliases_=aliases,
+                idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
+                partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
+                journal=self._alias_journal(name),
+            )
+        if created:  # a crash before this leaves a pending manifest that gc promotes
+            self.blobs.promote_manifest(name, record.version)
         return LoggedArtifact(record, self)
 
-    def _sync_alias_journal(self, name: str) -> None:
-        """After an alias change commits, persist the committed aliases for ``reindex``."""
-        self.catalog.with_alias_map(name, lambda mapping: self._write_alias_journal(name, mapping))
+    def _alias_journal(self, name: str) -> AliasJournal:
+        return lambda after, before: self._write_alias_journal(name, after, before)
 
-    def _write_alias_journal(self, name: str, mapping: dict[str, int]) -> None:
-        """Write ``manifests/<name>/@aliases.json`` so ``reindex`` restores aliases. Written
-        only after the change committed: a crash in between leaves the previous state."""
-        data = json.dumps(mapping, sort_keys=True).encode()
-        path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
+    @contextmanager
+    def _alias_journal_kept(self, name: str) -> Iterator[None]:
+        """The alias journal is written inside the catalog transaction, just before it
+        commits; if the transaction fails instead, rewrite the journal from what did commit."""
+        try:
+            yield
+        except BaseException:
+            # best effort: the original error is what the caller must see
+            with suppress(TraceletError):
+                self._sync_alias_journal(name)
+            raise
+
+    def _sync_alias_journal(self, name: str) -> None:
+        """Persist the committed aliases of ``name`` for ``reindex``."""
+        self.catalog.with_alias_map(name, self._alias_journal(name))
+
+    def _write_alias_journal(self, name: str, after: dict[str, AliasTarget],
+                             before: dict[str, AliasTarget]) -> None:
+        """Write ``manifests/<name>/@aliases.json`` so ``reindex`` restores aliases: each
+        alias's new target and, where it moved, its previous one. Written inside the
+        transaction that changes them, so it never falls behind the catalog; a crash just
+        before that commit leaves it one move ahead, which ``reindex`` detects by the
+        version digests recorded with each target (the previous target is used then)."""
+        journal = {alias: [target] + ([before[alias]] if before.get(alias, target) != target else [])
+                   for alias, target in after.items()}
+        data = json.dumps({"format": 2, "aliases": journal}, sort_keys=True).encode()
+        path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
         if self.blobs.is_local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(path).with_name(f".aliases.{os.getpid()}.{time.monotonic_ns()}")
@@ -369,15 +408,15 @@ class ArtifactStore:
         """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
-        record = self.catalog.set_alias(name, selector, alias)
-        self._sync_alias_journal(name)
+        with self._alias_journal_kept(name):
+            record = self.catalog.set_alias(name, selector, alias, journal=self._alias_journal(name))
         return LoggedArtifact(record, self)
 
     def remove_alias(self, name: str, alias: str) -> None:
         validate_name(name)
         validate_alias(alias)
-        self.catalog.remove_alias(name, alias)
-        self._sync_alias_journal(name)
+        with self._alias_journal_kept(name):
+            self.catalog.remove_alias(name, alias, journal=self._alias_journal(name))
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
         """Note that ``run`` read these versions (lineage of runs that log nothing)."""
@@ -476,7 +515,7 @@ class ArtifactStore:
                 if data.get("kind") == "reference" or not digest:
                     continue
                 if digest not in blob_status:
-                    blob_status[digest] = self.blobs.check_blob(digest)
+                    blob_status[digest] = self.blobs.check_blob(digest, data.get("size"))
                 if blob_status[digest] is not None:
                     problems.append(f"{record.ref}: {data['path']} ({digest}) {blob_status[digest]}")
         if problems:
@@ -496,7 +535,7 @@ class ArtifactStore:
         problems = []
         if canonical(manifest.get("entries") or []) != canonical(record.entries):
             problems.append(f"{record.ref}: catalog entries differ from the manifest")
-        if hash_json([_digest_material(e) for e in sorted(record.entries, key=_entry_order)]) != record.digest:
+        if entries_digest(record.entries) != record.digest:
             problems.append(f"{record.ref}: catalog entries do not hash to the version digest")
         return problems
 
@@ -515,29 +554,57 @@ class ArtifactStore:
         newest: dict[str, int] = {}
         for name, version in committed:
             newest[name] = max(newest.get(name, 0), version)
+        for name, version, path in builtins.list(self.blobs.iter_manifests(pending=True)):
+            # a pending manifest of a committed version (its writer died before renaming it) is
+            # promoted; any other one is a killed log's, removed after the grace period
+            if committed.get((name, version)) == self._manifest_digest(path):
+                if not dry_run:
+                    self.blobs.promote_manifest(name, version)
+                continue
+            self._collect_manifest(path, cutoff, report)
         for name, version, path in builtins.list(self.blobs.iter_manifests()):
-            # Only versions above the newest committed one are crash leftovers; anything else
-            # without a row means a lost catalog, which ``reindex`` (not gc) must repair.
+            # Manifests written before pending names existed: only versions above the newest
+            # committed one are crash leftovers; anything else without a row means a lost
+            # catalog, which ``reindex`` (not gc) must repair.
             if (name, version) in committed or version <= newest.get(name, version):
                 continue
-            try:
-                written = modified_time(self.blobs.fs.info(path))
-            except FileNotFoundError:
-                continue
-            if written is None or written > cutoff:
-                continue
-            report.manifests.append(path)
-            if not dry_run:
-                self.blobs.fs.rm(path)
+            self._collect_manifest(path, cutoff, report)
         if not dry_run:
             report.temp_files = self.blobs.clean_tmp(grace_seconds)
         return report
 
-    def reindex(self) -> builtins.list[str]:
+    def _manifest_digest(self, path: str) -> str | None:
+        try:
+            return hash_bytes(self.blobs.read_manifest_at(path))
+        except FileNotFoundError:
+            return None
+
+    def _collect_manifest(self, path: str, cutoff: float, report: GcReport) -> None:
+        """Remove (unless a dry run) a stray manifest older than ``cutoff``."""
+        try:
+            written = modified_time(self.blobs.fs.info(path))
+        except FileNotFoundError:
+            return
+        if written is None or written > cutoff:
+            return
+        report.manifests.append(path)
+        if not report.dry_run:
+            with suppress(FileNotFoundError):
+                self.blobs.fs.rm(path)
+
+    def reindex(self) -> ReindexReport:
         """Rebuild missing catalog rows from the manifests in the store, oldest first; the
-        refs added. Lineage edges and aliases (from each name's alias journal) follow."""
-        found: builtins.list[tuple[dict[str, Any], bytes, builtins.list[dict[str, Any]]]] = []
-        for name, version, path in self.blobs.iter_manifests():
+        refs added. Lineage edges and aliases (from each name's alias journal) follow.
+
+        A manifest that cannot be read, and a pending one (its version's commit was never
+        seen) whose blobs are not all stored, is skipped and named in ``skipped`` of the
+        returned list; so is an unreadable alias journal."""
+        result = ReindexReport()
+        found: builtins.list[tuple[dict[str, Any], bytes, builtins.list[dict[str, Any]], str]] = []
+        finals = builtins.list(self.blobs.iter_manifests())
+        final_keys = {(name, version) for name, version, _ in finals}
+        pendings = [m for m in self.blobs.iter_manifests(pending=True) if (m[0], m[1]) not in final_keys]
+        for name, version, path in finals + pendings:
             try:
                 validate_name(name)
                 data = self.blobs.read_manifest_at(path)
@@ -545,24 +612,66 @@ class ArtifactStore:
                 if manifest.get("name") != name or int(manifest.get("version")) != version:
                     raise ValueError("name or version disagrees with its location")
                 entry_dicts = [entry_to_dict(entry_from_dict(e)) for e in manifest["entries"]]
-            except (ValueError, KeyError, TypeError, InvalidArtifactError, IntegrityError) as exc:
-                raise IntegrityError(f"manifest {path} is unreadable: {exc}", [path]) from exc
-            found.append((manifest, data, entry_dicts))
+                if entries_digest(entry_dicts) != manifest.get("digest"):
+                    raise ValueError("its entries do not hash to its digest")
+                if path.endswith(PENDING_SUFFIX):
+                    missing = [e["path"] for e in entry_dicts
+                               if e.get("digest") and not self.blobs.has_blob(e["digest"])]
+                    if missing:
+                        raise ValueError(f"its version never committed and blobs are gone: {missing}")
+            except (ValueError, KeyError, TypeError, AttributeError, InvalidArtifactError, IntegrityError) as exc:
+                result.skipped.append(f"{path}: {exc}")
+                continue
+            found.append((manifest, data, entry_dicts, path))
         found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
         added: builtins.list[tuple[str, int, builtins.list[str]]] = []
-        for manifest, data, entry_dicts in found:
-            if self.catalog.insert_reindexed(manifest, hash_bytes(data), [_entry_row(e) for e in entry_dicts]):
+        for manifest, data, entry_dicts, path in found:
+            try:
+                inserted = self.catalog.insert_reindexed(manifest, hash_bytes(data),
+                                                         [_entry_row(e) for e in entry_dicts])
+            except (ValueError, KeyError, TypeError, InvalidArtifactError) as exc:
+                result.skipped.append(f"{path}: {exc}")
+                continue
+            if inserted:
                 added.append((manifest["name"], int(manifest["version"]), builtins.list(manifest.get("inputs") or [])))
+                if path.endswith(PENDING_SUFFIX):
+                    self.blobs.promote_manifest(manifest["name"], int(manifest["version"]))
+        journals = {name: self._journal_targets(name, result) for name in dict.fromkeys(n for n, _, _ in added)}
         for name, version, inputs in added:
-            self.catalog.link_reindexed_inputs(name, version, inputs, self._read_alias_journal(name))
-        return [f"{name}:v{version}" for name, version, _ in added]
+            self.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
+        result.extend(f"{name}:v{version}" for name, version, _ in added)
+        return result
 
-    def _read_alias_journal(self, name: str) -> dict[str, int]:
-        path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
+    def _journal_targets(self, name: str, result: ReindexReport) -> dict[str, int]:
+        """Each alias of ``name``'s journal resolved to the first recorded target whose
+        version exists with the recorded digest (a journal one move ahead of a crashed
+        commit falls back to the previous target)."""
         try:
-            return {str(k): int(v) for k, v in json.loads(self.blobs.fs.cat_file(path)).items()}
-        except (FileNotFoundError, ValueError, AttributeError):
+            journal = self._read_alias_journal(name)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            result.skipped.append(f"alias journal of {name}: {exc}")
             return {}
+        digests = {v.version_number: v.digest for v in self.versions(name)}
+        chosen: dict[str, int] = {}
+        for alias, targets in journal.items():
+            for target in targets:
+                number = int(target["version"])
+                if number in digests and target.get("digest") in (None, digests[number]):
+                    chosen[alias] = number
+                    break
+        return chosen
+
+    def _read_alias_journal(self, name: str) -> dict[str, builtins.list[AliasTarget]]:
+        """``{alias: [target, previous target]}``; a missing journal is empty, a corrupt
+        one raises ``ValueError``."""
+        path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
+        try:
+            data = json.loads(self.blobs.fs.cat_file(path))
+        except FileNotFoundError:
+            return {}
+        if isinstance(data, dict) and data.get("format") == 2:
+            return {str(alias): builtins.list(targets) for alias, targets in data["aliases"].items()}
+        return {str(alias): [{"version": int(number)}] for alias, number in data.items()}  # format 1
 
     # -- parallel writers (upsert / finish) ---------------------------------------------------
     def upsert(self, artifact: TraceletArtifact, group: str) -> DraftRecord:
@@ -584,7 +693,7 @@ class ArtifactStore:
         input_refs = self._input_refs(inputs)
         while True:  # an upsert landing while we seal it: read the draft again, never lose it
             draft = self.catalog.draft_get(name, group)
-            entry_dicts = sorted(draft.entries, key=_entry_order)
+            entry_dicts = sorted(draft.entries, key=entry_order)
             missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
             if missing:
                 raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)
