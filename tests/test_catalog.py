@@ -127,3 +127,23 @@ def test_a_catalog_without_partitions_gains_them(catalog_url: str) -> None:
     with upgraded.engine.connect() as conn:
         assert "partition_key" in {c["name"] for c in inspect(conn).get_columns("versions")}
     upgraded.dispose()
+
+
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg", "postgresql+psycopg2"])
+def test_both_postgresql_drivers_and_the_plain_url_work(driver: str, postgres_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``postgresql://`` (psycopg 3 under SQLAlchemy 2.1, what ``[postgres]`` installs) and
+    ``postgresql+psycopg2://`` both open, migrate and serve the same catalog."""
+    from sqlalchemy.engine import make_url
+
+    from tracelet_core import ArtifactStore, TraceletArtifact
+
+    url = make_url(postgres_url).set(drivername=driver).render_as_string(hide_password=False)
+    monkeypatch.setenv("TRACELET_CATALOG_URL", url)  # the form tracelet's own error message suggests
+    source = tmp_path / "a.txt"
+    source.write_text(driver)
+    with ArtifactStore.open(tmp_path / "store") as store:
+        assert store.catalog.engine.dialect.driver == ("psycopg2" if driver.endswith("psycopg2") else "psycopg")
+        logged = store.log(TraceletArtifact("drivers").add_file(source), aliases=["prod"])
+        assert store.get("drivers:prod") == logged
+        assert store.verify() == ["drivers:v1"]

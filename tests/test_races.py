@@ -134,10 +134,14 @@ def test_a_lock_released_while_backing_off_lets_the_log_through(
         assert store.get("held:prod") == logged
 
 
+@pytest.mark.parametrize("driver", ["postgresql+psycopg", "postgresql+psycopg2"])
 def test_a_postgresql_lock_timeout_is_a_storage_error_with_nothing_committed(
-        postgres_url: str, store_dir: Path, make_file: MakeFile, short_busy_timeout: list[int]) -> None:
+        driver: str, postgres_url: str, store_dir: Path, make_file: MakeFile, short_busy_timeout: list[int]) -> None:
     """55P03 (lock_not_available): another transaction holds the artifact's row."""
-    url = f"{postgres_url}?options=-c%20lock_timeout%3D50"
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url).set(drivername=driver, query={"options": "-c lock_timeout=50"})
+    url = url.render_as_string(hide_password=False)
     with ArtifactStore.open(store_dir, catalog_url=url) as store:
         store.log(TraceletArtifact("held").add_file(make_file("a.txt", "one")))
         other = create_engine(postgres_url)

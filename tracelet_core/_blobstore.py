@@ -18,6 +18,7 @@ than stored under the wrong digest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -123,7 +124,8 @@ class BlobStore:
             try:  # a fresh mtime keeps gc's grace period away from an in-flight log
                 os.utime(final)
             except FileNotFoundError:
-                return self._put_local(source, final, digest, size, progress)
+                with self.storage_errors(f"write of {source.name} to store {self.uri}"):
+                    return self._put_local(source, final, digest, size, progress)
             if progress is not None:
                 progress(size)
             return False
@@ -219,6 +221,11 @@ class BlobStore:
         (the entry's path in its artifact) names it in errors. Remote blobs go through the
         local cache, so a second read costs no transfer."""
         label = label or dest.name
+        with self.storage_errors(f"copy of {label} from store {self.uri} to {dest.parent}"):
+            self._copy_blob_to(digest, dest, progress, label, size)
+
+    def _copy_blob_to(self, digest: str, dest: Path, progress: Progress | None, label: str,
+                      size: int | None) -> None:
         from_store = functools.partial(self.open_blob, digest, label)
         if self.cache is None:
             _verified_copy(from_store, digest, dest, progress, label, size)
@@ -265,19 +272,35 @@ class BlobStore:
         data = json.dumps(manifest, sort_keys=True, indent=1).encode()
         final = self.pending_manifest_path(name, version)
         if self.is_local:
-            Path(final).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
-            try:
-                with tmp.open("wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with self.storage_errors(f"write of manifest {name}:v{version} to store {self.uri}"):
+                self.write_small_file(final, data)
         else:
             retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
         return hash_bytes(data)
+
+    def write_small_file(self, final: str, data: bytes) -> None:
+        """Write a small file atomically (a temp file renamed into place)."""
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
+        try:
+            with tmp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def storage_errors(self, what: str) -> Iterator[None]:
+        """Turn a full disk (or quota, or an I/O error) into a ``StorageError`` saying ``what``
+        failed (callers name the store or folder); other ``OSError`` s pass unchanged."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _TRANSIENT_ERRNOS:
+                raise
+            raise StorageError(f"{what} failed: {exc.strerror or exc}") from exc
 
     def promote_manifest(self, name: str, version: int) -> None:
         """Give a committed version's pending manifest its final name (what ``reindex``
@@ -285,7 +308,8 @@ class BlobStore:
         pending, final = self.pending_manifest_path(name, version), self.manifest_path(name, version)
         try:
             if self.is_local:
-                os.replace(pending, final)
+                with self.storage_errors(f"rename of manifest {name}:v{version} in store {self.uri}"):
+                    os.replace(pending, final)
                 return
             data = retrying(lambda: self.fs.cat_file(pending), f"read of manifest {name}:v{version}")
             retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
@@ -351,6 +375,8 @@ class BlobStore:
         return removed
 
 
+#: Local filesystem errors that are the environment's, not the caller's: no space, quota, I/O.
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 _TRANSIENT_ATTEMPTS = 4
 _TRANSIENT_FIRST_DELAY = 0.2
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._artifact import TraceletArtifact, coerce_type
 from ._backends import ArtifactResult, deliver, resolve_backend
-from ._blobstore import MANIFEST_PREFIX, PENDING_SUFFIX, BlobCache, BlobStore, modified_time
+from ._blobstore import MANIFEST_PREFIX, PENDING_SUFFIX, BlobCache, BlobStore, modified_time, retrying
 from ._catalog import (
     AliasJournal,
     AliasTarget,
@@ -41,6 +41,7 @@ from ._errors import (
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
+    StorageError,
     TraceletError,
 )
 from ._hashing import hash_bytes, hash_file
@@ -335,32 +336,43 @@ class ArtifactStore:
                 "idempotency_key": idempotency_key, "partition": partition,
             })
 
-        with self._alias_journal_kept(name):
+        with self._alias_journal_kept(name) as journal:
             record, created = self.catalog.commit_version(
                 name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
                 size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
                 producer=producer, input_refs=input_refs, aliases_=aliases,
                 idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
                 partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
-                journal=self._alias_journal(name),
+                journal=journal,
             )
-        if created:  # a crash before this leaves a pending manifest that gc promotes
-            self.blobs.promote_manifest(name, record.version)
+        if created:
+            # The version is committed: nothing may fail the log now. A pending manifest that
+            # cannot be renamed (a full disk, a lost bucket) is promoted by the next gc, and
+            # reads and reindex already accept it.
+            with suppress(StorageError):
+                self.blobs.promote_manifest(name, record.version)
         return LoggedArtifact(record, self)
 
     def _alias_journal(self, name: str) -> AliasJournal:
         return lambda after, before: self._write_alias_journal(name, after, before)
 
     @contextmanager
-    def _alias_journal_kept(self, name: str) -> Iterator[None]:
-        """The alias journal is written inside the catalog transaction, just before it
-        commits; if the transaction fails instead, rewrite the journal from what did commit."""
+    def _alias_journal_kept(self, name: str) -> Iterator[AliasJournal]:
+        """The journal writer to hand the catalog: it writes the alias journal inside the
+        transaction, just before it commits. If the transaction fails after it wrote the
+        journal, the journal is rewritten from what did commit."""
+        written: builtins.list[bool] = []
+
+        def journal(after: dict[str, AliasTarget], before: dict[str, AliasTarget]) -> None:
+            written.append(True)
+            self._write_alias_journal(name, after, before)
+
         try:
-            yield
+            yield journal
         except BaseException:
-            # best effort: the original error is what the caller must see
-            with suppress(TraceletError):
-                self._sync_alias_journal(name)
+            if written:  # best effort: the original error is what the caller must see
+                with suppress(TraceletError):
+                    self._sync_alias_journal(name)
             raise
 
     def _sync_alias_journal(self, name: str) -> None:
@@ -379,12 +391,10 @@ class ArtifactStore:
         data = json.dumps({"format": 2, "aliases": journal}, sort_keys=True).encode()
         path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
         if self.blobs.is_local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(path).with_name(f".aliases.{os.getpid()}.{time.monotonic_ns()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            with self.blobs.storage_errors(f"write of the alias journal of {name}"):
+                self.blobs.write_small_file(path, data)
         else:
-            self.blobs.fs.pipe_file(path, data)
+            retrying(lambda: self.blobs.fs.pipe_file(path, data), f"write of the alias journal of {name}")
 
     # -- reading ----------------------------------------------------------------------------
     def get(self, ref: str, version: str | None = None, *, partition: str | None = None) -> LoggedArtifact:
@@ -408,15 +418,15 @@ class ArtifactStore:
         """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
-        with self._alias_journal_kept(name):
-            record = self.catalog.set_alias(name, selector, alias, journal=self._alias_journal(name))
+        with self._alias_journal_kept(name) as journal:
+            record = self.catalog.set_alias(name, selector, alias, journal=journal)
         return LoggedArtifact(record, self)
 
     def remove_alias(self, name: str, alias: str) -> None:
         validate_name(name)
         validate_alias(alias)
-        with self._alias_journal_kept(name):
-            self.catalog.remove_alias(name, alias, journal=self._alias_journal(name))
+        with self._alias_journal_kept(name) as journal:
+            self.catalog.remove_alias(name, alias, journal=journal)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
         """Note that ``run`` read these versions (lineage of runs that log nothing)."""
