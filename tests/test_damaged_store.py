@@ -141,3 +141,33 @@ def test_a_fifo_in_place_of_a_blob_is_refused(store: ArtifactStore, make_file: M
     os.mkfifo(blob)
     with pytest.raises(IntegrityError, match="not a regular file"):
         store.get("fifo").download(tmp_path / "dl")
+
+
+# -- 20. nothing swallowed ----------------------------------------------------------------------
+def test_a_corrupt_alias_journal_is_reported_by_reindex(store: ArtifactStore, store_dir: Path,
+                                                       make_file: MakeFile, tmp_path: Path) -> None:
+    logged = store.log(TraceletArtifact("j").add_file(make_file("a.txt", "a")), aliases=["prod"])
+    journal = Path(store.blobs.manifest_dir("j")) / "@aliases.json"
+    journal.write_text("{not json")
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'rebuilt.db'}") as rebuilt:
+        refs = rebuilt.reindex()
+        assert refs == [logged.ref]
+        assert [s.split(":")[0] for s in refs.skipped] == ["alias journal of j"]
+        assert rebuilt.get("j").aliases == []
+
+
+def test_a_reference_that_vanished_is_reported_before_download(store: ArtifactStore, make_file: MakeFile,
+                                                               tmp_path: Path) -> None:
+    remote = make_file("remote/data.csv", "a,b\n1,2\n")
+    logged = store.log(TraceletArtifact("ref", "dataset").add_reference(remote.as_uri(), name="data.csv"))
+    remote.unlink()
+    with pytest.raises(IntegrityError, match="no longer exists"):
+        logged.download(tmp_path / "dl", references=True)
+
+
+def test_storage_error_is_public() -> None:
+    import tracelet_core
+    import tracelet_core._errors as errors
+
+    assert "StorageError" in errors.__all__ and "StorageError" in tracelet_core.__all__
+    assert set(errors.__all__) <= set(tracelet_core.__all__)

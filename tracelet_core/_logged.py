@@ -239,7 +239,7 @@ class LoggedArtifact:
 
         changed = []
         for reference in self._references:
-            size, checksum = probe_reference(reference.uri)
+            size, checksum = probe_reference(reference.uri, strict=True)
             if (reference.size is not None and size is not None and size != reference.size) or (
                     reference.checksum is not None and checksum is not None and checksum != reference.checksum):
                 changed.append(f"{reference.name}: {reference.uri} changed since it was logged "

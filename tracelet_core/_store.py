@@ -38,6 +38,7 @@ from ._catalog import (
 )
 from ._errors import (
     ArtifactNotFoundError,
+    BackendError,
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
@@ -167,7 +168,9 @@ class ArtifactStore:
             if store is None:
                 store = cls.open(uri, catalog_url, settings=settings)
                 if len(_shared) >= MAX_SHARED_STORES:
-                    _shared.pop(next(iter(_shared)))  # the oldest; its users keep their reference
+                    # the oldest: its pooled connections are closed; users still holding it
+                    # keep working (the engine reconnects on demand)
+                    _shared.pop(next(iter(_shared))).close()
                 _shared[key] = store
             return store
 
@@ -743,8 +746,16 @@ class ArtifactStore:
             groups.setdefault((row.backend, json.dumps(row.config, sort_keys=True), row.run_id), []).append(row)
         results: builtins.list[ArtifactResult] = []
         for (name, _config, run_id), rows in groups.items():
-            backend = resolve_backend(name, rows[0].config)
-            backend.start(rows[0].run_name or "tracelet-sync", run_id or "tracelet-sync")
+            backend = resolve_backend(name, rows[0].config)  # unknown: a ConfigurationError to fix
+            try:  # one backend that cannot start fails its own deliveries, not the others'
+                backend.start(rows[0].run_name or "tracelet-sync", run_id or "tracelet-sync")
+            except Exception as exc:  # noqa: BLE001 - recorded in the outbox and returned, never swallowed
+                error = BackendError(f"backend {name!r} could not start: {type(exc).__name__}: {exc}")
+                for row in rows:
+                    result = ArtifactResult(backend=name, ok=False, error=f"BackendError: {error}")
+                    self.record_delivery(self.get(row.ref), result)
+                    results.append(result)
+                continue
             try:
                 for row in rows:
                     artifact = self.get(row.ref)
