@@ -60,7 +60,7 @@ def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: 
     while chunk := src.read(CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - size + 1)):
         size += len(chunk)
         if limit is not None and size > limit:
-            raise IntegrityError(f"{label or 'blob'} is larger than the {limit} bytes recorded for it",
+            raise IntegrityError(f"{label or 'blob'} is corrupted: larger than the {limit} bytes recorded for it",
                                  [f"{label or 'blob'}: larger than recorded"])
         hasher.update(chunk)
         if dst is not None:

@@ -530,7 +530,7 @@ def reindex(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Rebuild missing catalog rows from the manifests in the store."""
     added = open_store(ctx, as_json=as_json).reindex()
     if as_json:
-        print_json({"added": added, "skipped": added.skipped})
+        print_json({"added": added, **({"skipped": added.skipped} if added.skipped else {})})
         return
     for ref in added:
         typer.echo(ref)
