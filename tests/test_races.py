@@ -242,3 +242,37 @@ def test_gc_on_a_remote_store_never_collects_an_old_orphan_a_log_reuses(
 
         refs = log_and_collect(store, make_file, logs=20, grace=60, before_log=plant_old_orphan)
         assert sorted(store.verify()) == sorted(refs)
+
+
+# -- 6. a slow manifest PUT holds no lock ------------------------------------------------------
+def test_a_writer_stuck_in_its_manifest_put_does_not_hold_up_other_writers(
+        any_store: ArtifactStore, make_file: MakeFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writer A's manifest PUT hangs (a slow object store) until writer B has committed a
+    version of the same name: B must not wait behind A's lock. A then commits v2."""
+    other_committed = threading.Event()
+    stuck = threading.Event()
+    original = any_store.blobs.write_manifest
+
+    def slow_put(*args: Any, **kwargs: Any) -> str:
+        if threading.current_thread().name == "writer-a" and not stuck.is_set():
+            stuck.set()
+            assert other_committed.wait(timeout=20), "writer B waited behind writer A's manifest PUT"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(any_store.blobs, "write_manifest", slow_put)
+    outcome: dict[str, Any] = {}
+
+    def writer_a() -> None:
+        outcome["a"] = any_store.log(TraceletArtifact("slow").add_file(make_file("a.txt", "from a")))
+
+    a = threading.Thread(target=writer_a, name="writer-a")
+    a.start()
+    assert stuck.wait(timeout=20)
+    b = any_store.log(TraceletArtifact("slow").add_file(make_file("b.txt", "from b")), aliases=["b"])
+    other_committed.set()
+    a.join(timeout=60)
+    assert not a.is_alive()
+    assert b.version == "v1" and outcome["a"].version == "v2"
+    assert [v.files[0].path for v in any_store.versions("slow")] == ["b.txt", "a.txt"]
+    assert any_store.verify() == ["slow:v1", "slow:v2"]
+    assert not list(Path(any_store.blobs.manifest_dir("slow")).glob("*.pending"))

@@ -262,15 +262,17 @@ class BlobStore:
             self.fs.rm(path)
 
     # -- manifests --------------------------------------------------------------------------
-    def pending_manifest_path(self, name: str, version: int) -> str:
-        """Where a version's manifest waits until its catalog row commits."""
-        return f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}v{version}{PENDING_SUFFIX}"
+    def pending_manifest_path(self, name: str, version: int, token: str | None = None) -> str:
+        """Where a version's manifest waits until its catalog row commits: one per writer
+        (``token``) when written before the catalog's lock is taken."""
+        tag = f".{token}" if token else ""
+        return f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}v{version}{tag}{PENDING_SUFFIX}"
 
-    def write_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> str:
-        """Write a version's manifest atomically under its pending name (``promote_manifest``
+    def write_manifest(self, name: str, version: int, manifest: dict[str, Any], token: str | None = None) -> str:
+        """Write a version's manifest atomically under a pending name (``promote_manifest``
         renames it once the version committed); returns the digest of its bytes."""
         data = json.dumps(manifest, sort_keys=True, indent=1).encode()
-        final = self.pending_manifest_path(name, version)
+        final = self.pending_manifest_path(name, version, token)
         if self.is_local:
             with self.storage_errors(f"write of manifest {name}:v{version} to store {self.uri}"):
                 self.write_small_file(final, data)
@@ -302,10 +304,12 @@ class BlobStore:
                 raise
             raise StorageError(f"{what} failed: {exc.strerror or exc}") from exc
 
-    def promote_manifest(self, name: str, version: int) -> None:
-        """Give a committed version's pending manifest its final name (what ``reindex``
-        trusts); a no-op when that already happened."""
-        pending, final = self.pending_manifest_path(name, version), self.manifest_path(name, version)
+    def promote_manifest(self, name: str, version: int, pending: str | None = None) -> None:
+        """Give a committed version's pending manifest (at ``pending``, default the one
+        written under the catalog's lock) its final name, what ``reindex`` trusts; a no-op
+        when that already happened."""
+        pending = pending or self.pending_manifest_path(name, version)
+        final = self.manifest_path(name, version)
         try:
             if self.is_local:
                 with self.storage_errors(f"rename of manifest {name}:v{version} in store {self.uri}"):
@@ -319,12 +323,15 @@ class BlobStore:
 
     def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
         data: bytes | None = None
-        for path in (self.manifest_path(name, version), self.pending_manifest_path(name, version)):
+        for path in (self.manifest_path(name, version), *self._pending_paths(name, version)):
             try:
-                data = retrying(functools.partial(self.fs.cat_file, path), f"read of manifest {name}:v{version}")
-                break
+                found = retrying(functools.partial(self.fs.cat_file, path), f"read of manifest {name}:v{version}")
             except FileNotFoundError:
                 continue
+            if data is None or expected_digest is None or hash_bytes(found) == expected_digest:
+                data = found
+            if expected_digest is None or hash_bytes(data) == expected_digest:
+                break
         if data is None:
             raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store")
         if expected_digest is not None and hash_bytes(data) != expected_digest:
@@ -335,6 +342,22 @@ class BlobStore:
         except ValueError as exc:
             raise IntegrityError(f"manifest of {name}:v{version} is not valid JSON",
                                  [f"{name}:v{version} manifest: unreadable"]) from exc
+
+    def discard_manifest(self, path: str) -> None:
+        """Remove a pending manifest that will never be promoted (best effort: gc removes
+        what is left)."""
+        with contextlib.suppress(OSError):
+            self.fs.rm(path)
+
+    def _pending_paths(self, name: str, version: int) -> list[str]:
+        """The pending manifests of ``name:vN`` (a crash before promotion leaves them)."""
+        prefix = f"{MANIFEST_PREFIX}v{version}."
+        try:
+            listed = self.fs.ls(self.manifest_dir(name), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(str(p) for p in listed
+                      if str(p).rsplit("/", 1)[-1].startswith(prefix) and str(p).endswith(PENDING_SUFFIX))
 
     def iter_manifests(self, pending: bool = False) -> Iterator[tuple[str, int, str]]:
         """Every manifest (of a committed version, or with ``pending`` of a version whose
@@ -349,6 +372,8 @@ class BlobStore:
             if not (filename.startswith(MANIFEST_PREFIX + "v") and filename.endswith(suffix)):
                 continue
             number = filename[len(MANIFEST_PREFIX) + 1:-len(suffix)]
+            if pending:
+                number = number.split(".", 1)[0]  # @v<N>.pending or @v<N>.<token>.pending
             if number.isascii() and number.isdigit() and name:
                 yield name, int(number), path
 

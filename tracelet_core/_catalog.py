@@ -264,6 +264,16 @@ class VersionRecord:
         return f"{self.name}:{format_version(self.version)}"
 
 
+@dataclass(frozen=True)
+class PreparedManifest:
+    """A manifest written before the catalog's lock was taken, for a predicted version."""
+
+    version: int
+    inputs: list[str]
+    created_at: float
+    digest: str
+
+
 #: Where an alias points, as the alias journal records it: ``{"version": 3, "digest": ...}``.
 AliasTarget = dict[str, Any]
 #: ``journal(after, before)``: persist a name's alias targets (see ``commit_version``).
@@ -646,6 +656,7 @@ class Catalog:
         sealed_draft: DraftRecord | None = None,
         check_blobs: Callable[[], None] | None = None,
         journal: AliasJournal | None = None,
+        prepared: PreparedManifest | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Allocate the next version and insert it, or return the existing one (the same
         idempotency key, or identical content to the newest version of the name, or of the
@@ -653,6 +664,9 @@ class Catalog:
 
         ``write_manifest(version, created_at, input_refs)`` is called under the lock, after
         the blobs exist and before the row is inserted, and returns the manifest's digest.
+        ``prepared`` is a manifest already written (outside the lock) for the version
+        number and inputs ``next_version`` predicted: when the prediction holds, nothing is
+        written under the lock.
         ``check_blobs`` runs under the lock ``gc`` deletes blobs under, before a new version
         is recorded (it restores or refuses blobs ``gc`` collected since they were staged).
         ``journal(after, before)`` receives the name's alias targets when they change, as
@@ -698,7 +712,10 @@ class Catalog:
             input_labels = self._labels(conn, input_ids)
             if check_blobs is not None:
                 check_blobs()
-            manifest_digest = write_manifest(number, created_at, input_labels)
+            if prepared is not None and (prepared.version, prepared.inputs) == (number, input_labels):
+                created_at, manifest_digest = prepared.created_at, prepared.digest
+            else:
+                manifest_digest = write_manifest(number, created_at, input_labels)
             run_id = self._ensure_run(conn, producer) if producer is not None else None
             version_id = _inserted_id(conn.execute(insert(versions).values(
                 artifact_id=artifact_id, version=number, type=type_, digest=digest,
@@ -719,6 +736,33 @@ class Catalog:
                 self._journal_aliases(conn, artifact_id, aliases_before, journal)
             row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
             return self._hydrate(conn, [row], {artifact_id: name})[0], True
+
+    def next_version(self, name: str, digest: str, input_refs: Sequence[tuple[str, str]],
+                     idempotency_key: str | None, partition: str | None) -> tuple[int, list[str]] | None:
+        """A prediction, read without the write lock, of the version number and input labels
+        ``commit_version`` will use for new content; ``None`` where it would return an
+        existing version (identical content, a known idempotency key) or the name is new
+        to it but the inputs do not resolve."""
+        with self._read() as conn:
+            artifact_id = conn.execute(select(artifacts.c.id).where(artifacts.c.name == name)).scalar()
+            number = 1
+            if artifact_id is not None:
+                if idempotency_key is not None and conn.execute(select(versions.c.id).where(
+                        versions.c.artifact_id == artifact_id,
+                        versions.c.idempotency_key == idempotency_key)).first() is not None:
+                    return None
+                newest = select(versions.c.digest).where(versions.c.artifact_id == artifact_id)
+                if partition is not None:
+                    newest = newest.where(versions.c.partition_key == partition)
+                if conn.execute(newest.order_by(versions.c.version.desc()).limit(1)).scalar() == digest:
+                    return None
+                number = int(conn.execute(select(func.max(versions.c.version))
+                                          .where(versions.c.artifact_id == artifact_id)).scalar() or 0) + 1
+            try:
+                labels = self._labels(conn, self._resolve_ids(conn, input_refs))
+            except ArtifactNotFoundError:
+                return None
+            return number, labels
 
     # -- the delivery outbox ------------------------------------------------------------------
     def _enqueue(self, conn: Connection, version_id: int, specs: Sequence[DeliverySpec]) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ._catalog import (
     DeliverySpec,
     DraftChangedError,
     DraftRecord,
+    PreparedManifest,
     VersionRecord,
     entries_digest,
     entry_order,
@@ -330,30 +332,50 @@ class ArtifactStore:
         digest = entries_digest(entry_dicts)
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
-        def write_manifest(version: int, created_at: float, input_labels: list[str]) -> str:
+        def write_manifest(version: int, created_at: float, input_labels: list[str], token: str | None = None) -> str:
             return self.blobs.write_manifest(name, version, {
                 "format": MANIFEST_FORMAT, "name": name, "version": version, "type": type_,
                 "digest": digest, "description": description, "metadata": metadata,
                 "size_bytes": size_bytes, "created_at": created_at, "entries": entry_dicts,
                 "producer": producer.to_dict() if producer else None, "inputs": input_labels,
                 "idempotency_key": idempotency_key, "partition": partition,
-            })
+            }, token)
 
-        with self._alias_journal_kept(name) as journal:
-            record, created = self.catalog.commit_version(
-                name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
-                size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
-                producer=producer, input_refs=input_refs, aliases_=aliases,
-                idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
-                partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
-                journal=journal,
-            )
+        # Write the manifest before taking the catalog's write lock, for the version number
+        # the catalog predicts: no writer then waits behind this one's (possibly remote) PUT.
+        # Only when another writer took that number first is it written again under the lock.
+        token = uuid.uuid4().hex[:12]
+        prepared: PreparedManifest | None = None
+        guess = self.catalog.next_version(name, digest, input_refs, idempotency_key, partition)
+        if guess is not None:
+            created_at = time.time()
+            prepared = PreparedManifest(guess[0], guess[1], created_at,
+                                        write_manifest(guess[0], created_at, guess[1], token))
+        try:
+            with self._alias_journal_kept(name) as journal:
+                record, created = self.catalog.commit_version(
+                    name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
+                    size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
+                    producer=producer, input_refs=input_refs, aliases_=aliases,
+                    idempotency_key=idempotency_key, write_manifest=write_manifest, deliveries_=deliveries,
+                    partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
+                    journal=journal, prepared=prepared,
+                )
+        except BaseException:
+            if prepared is not None:
+                self.blobs.discard_manifest(self.blobs.pending_manifest_path(name, prepared.version, token))
+            raise
+        used = prepared is not None and created and (record.version, record.manifest_digest) == (
+            prepared.version, prepared.digest)
+        if prepared is not None and not used:
+            self.blobs.discard_manifest(self.blobs.pending_manifest_path(name, prepared.version, token))
         if created:
             # The version is committed: nothing may fail the log now. A pending manifest that
             # cannot be renamed (a full disk, a lost bucket) is promoted by the next gc, and
             # reads and reindex already accept it.
             with suppress(StorageError):
-                self.blobs.promote_manifest(name, record.version)
+                self.blobs.promote_manifest(name, record.version, self.blobs.pending_manifest_path(
+                    name, record.version, token if used else None))
         return LoggedArtifact(record, self)
 
     def _alias_journal(self, name: str) -> AliasJournal:
@@ -572,7 +594,7 @@ class ArtifactStore:
             # promoted; any other one is a killed log's, removed after the grace period
             if committed.get((name, version)) == self._manifest_digest(path):
                 if not dry_run:
-                    self.blobs.promote_manifest(name, version)
+                    self.blobs.promote_manifest(name, version, path)
                 continue
             self._collect_manifest(path, cutoff, report)
         for name, version, path in builtins.list(self.blobs.iter_manifests()):
@@ -617,6 +639,7 @@ class ArtifactStore:
         finals = builtins.list(self.blobs.iter_manifests())
         final_keys = {(name, version) for name, version, _ in finals}
         pendings = [m for m in self.blobs.iter_manifests(pending=True) if (m[0], m[1]) not in final_keys]
+        pendings.sort(key=lambda m: m[2])  # several for one version (crashed writers): the first usable
         for name, version, path in finals + pendings:
             try:
                 validate_name(name)
@@ -648,7 +671,7 @@ class ArtifactStore:
             if inserted:
                 added.append((manifest["name"], int(manifest["version"]), builtins.list(manifest.get("inputs") or [])))
                 if path.endswith(PENDING_SUFFIX):
-                    self.blobs.promote_manifest(manifest["name"], int(manifest["version"]))
+                    self.blobs.promote_manifest(manifest["name"], int(manifest["version"]), path)
         journals = {name: self._journal_targets(name, result) for name in dict.fromkeys(n for n, _, _ in added)}
         for name, version, inputs in added:
             self.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
