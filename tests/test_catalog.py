@@ -66,17 +66,20 @@ def test_a_connection_dropped_mid_transaction_rolls_back(postgres_url: str, stor
         store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.bin", b"1")))
         admin = create_engine(postgres_url.replace(make_url(postgres_url).database or "", "postgres"),
                               isolation_level="AUTOCOMMIT")
-        real_write = store.blobs.write_manifest
+        real_check = store._blob_check
 
-        def write_then_drop(*args: Any) -> str:  # fault injection: the connection dies mid-transaction
-            digest = real_write(*args)
-            with admin.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = :db AND pid <> pg_backend_pid()"),
-                             {"db": make_url(postgres_url).database})
-            return digest
+        def check_then_drop(*args: Any) -> Any:  # fault injection: the connection dies mid-transaction
+            check = real_check(*args)
 
-        monkeypatch.setattr(store.blobs, "write_manifest", write_then_drop)
+            def drop() -> None:  # runs under the lock, after the manifest was written
+                check()
+                with admin.connect() as conn:
+                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                                 {"db": make_url(postgres_url).database})
+            return drop
+
+        monkeypatch.setattr(store, "_blob_check", check_then_drop)
         with pytest.raises(StorageError, match="rolled back"):
             store.log(TraceletArtifact("ds", "dataset").add_file(make_file("b.bin", b"2")))
         monkeypatch.undo()
