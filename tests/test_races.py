@@ -8,6 +8,7 @@ only patching is the catalog's backoff pause, to release a held lock at a known 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import uuid
@@ -215,7 +216,7 @@ def log_and_collect(store: ArtifactStore, make_file: MakeFile, logs: int, grace:
 
 
 def test_gc_collecting_while_logs_write_temp_files_never_fails(store: ArtifactStore, make_file: MakeFile) -> None:
-    refs = log_and_collect(store, make_file, logs=30, grace=3600)
+    refs = log_and_collect(store, make_file, logs=60, grace=3600)
     assert sorted(store.verify()) == sorted(refs)
     assert not list(Path(store.blobs.root, "tmp").iterdir())
 
@@ -276,3 +277,14 @@ def test_a_writer_stuck_in_its_manifest_put_does_not_hold_up_other_writers(
     assert [v.files[0].path for v in any_store.versions("slow")] == ["b.txt", "a.txt"]
     assert any_store.verify() == ["slow:v1", "slow:v2"]
     assert not list(Path(any_store.blobs.manifest_dir("slow")).glob("*.pending"))
+
+
+def test_gc_survives_a_temp_entry_that_vanishes_under_it(store: ArtifactStore) -> None:
+    """The deterministic form of the race above: an entry of ``tmp/`` whose target is gone
+    (as a writer's temp file is, between gc listing and inspecting it)."""
+    tmp = Path(store.blobs.root, "tmp")
+    (tmp / "gone.blob").symlink_to(tmp / "removed-by-its-writer.blob")
+    os.utime(tmp / "gone.blob", (0, 0), follow_symlinks=False)
+    report = store.gc(dry_run=False, grace_seconds=60)
+    assert report.temp_files == [str(tmp / "gone.blob")]
+    assert not list(tmp.iterdir())
