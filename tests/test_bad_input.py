@@ -554,8 +554,8 @@ def test_a_manifest_with_a_traversal_path_is_refused_by_reindex(damageable: Logg
     data["entries"][0]["path"] = "../../escaped.bin"
     manifest.write_text(json.dumps(data, sort_keys=True, indent=1))
     with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'fresh.db'}") as fresh:
-        with pytest.raises(IntegrityError):
-            fresh.reindex()
+        refs = fresh.reindex()  # skipped and reported, never restored
+        assert refs == [] and len(refs.skipped) == 1 and "escapes the artifact" in refs.skipped[0]
         assert fresh.list() == []
     assert not list(tmp_path.rglob("escaped.bin"))
 
@@ -649,3 +649,99 @@ def test_the_store_keeps_working_after_refusals(store: ArtifactStore, make_file:
     assert logged.version == "v3"
     assert store.get("data/set:best").version == "v1"
     assert store.verify() == ["data/raw:v1", "data/set:v1", "data/set:v2", "data/set:v3"]
+
+
+@pytest.mark.parametrize("ref", ["big:v99999999999999999999", "big:v2147483648"])
+def test_a_version_number_no_catalog_can_hold_is_not_found(ref: str, any_store: ArtifactStore,
+                                                           make_file: MakeFile, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tracelet_core.cli import app
+
+    any_store.log(TraceletArtifact("big").add_file(make_file("a.txt", "a")))
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.get(ref)
+    result = CliRunner().invoke(app, ["--store", str(any_store.blobs.root), "get", ref, "-o", str(tmp_path / "o")],
+                                env={"TRACELET_CATALOG_URL": any_store.catalog._url})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+# -- paths no filesystem can hold -------------------------------------------------------------
+UNENCODABLE = ["caf\udce9.txt", "dir/\ud800", "\udcff/x.bin"]
+
+
+@pytest.mark.parametrize("path", UNENCODABLE)
+def test_an_unencodable_path_is_refused_up_front(path: str, store: ArtifactStore, store_dir: Path,
+                                                 make_file: MakeFile) -> None:
+    source = make_file("ok.txt", "x")
+    with unchanged(store, store_dir):
+        for add in (lambda: TraceletArtifact("u").add_file(source, path),
+                    lambda: TraceletArtifact("u").add_object({"a": 1}, path),
+                    lambda: TraceletArtifact("u").add_reference("s3://bucket/key", name=path)):
+            with pytest.raises(InvalidArtifactError, match="not valid Unicode"):
+                add()
+
+
+def test_add_dir_over_a_latin1_file_name_is_refused_and_reindex_skips_a_planted_one(
+        store: ArtifactStore, store_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    (folder / "plain.txt").write_text("fine")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "wb") as handle:
+        handle.write(b"bytes under a Latin-1 name")
+    with unchanged(store, store_dir), pytest.raises(InvalidArtifactError, match="not valid Unicode"):
+        TraceletArtifact("latin").add_dir(folder)
+
+    good = store.log(TraceletArtifact("good").add_file(folder / "plain.txt"))
+    manifest = json.loads(Path(store.blobs.manifest_path("good", 1)).read_text())
+    manifest["name"], manifest["entries"][0]["path"] = "planted", "caf\udce9.txt"
+    planted = Path(store.blobs.manifest_path("planted", 1))
+    planted.parent.mkdir(parents=True)
+    planted.write_text(json.dumps(manifest))  # escapes the lone surrogate as \udce9
+    from typer.testing import CliRunner
+
+    from tracelet_core.cli import app
+
+    rebuilt = tmp_path / "rebuilt.db"
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{rebuilt}") as fresh:
+        refs = fresh.reindex()
+        assert refs == [good.ref]
+        assert len(refs.skipped) == 1 and "planted" in refs.skipped[0] and "Unicode" in refs.skipped[0]
+    result = CliRunner().invoke(app, ["--store", str(store_dir), "reindex"],
+                                env={"TRACELET_CATALOG_URL": f"sqlite:///{tmp_path / 'cli.db'}"})
+    assert result.exit_code == 0 and result.exception is None, result.stderr
+    assert good.ref in result.stdout and result.stderr.startswith("skipped ")
+
+
+def test_path_segments_are_limited_to_255_bytes_and_the_longest_ones_download(
+        store: ArtifactStore, store_dir: Path, make_file: MakeFile, tmp_path: Path) -> None:
+    source = make_file("ok.txt", "long names")
+    longest = "\u00e9" * 127 + "a"  # 255 bytes in UTF-8 (128 characters)
+    too_long = "\u00e9" * 128  # 256 bytes
+    with unchanged(store, store_dir):
+        for path in (too_long, f"dir/{too_long}", f"{'b' * 256}/x.txt", "c" * 256):
+            with pytest.raises(InvalidArtifactError, match="at most 255"):
+                TraceletArtifact("long").add_file(source, path)
+            with pytest.raises(InvalidArtifactError, match="at most 255"):
+                TraceletArtifact("long").add_object({"a": 1}, path)
+    logged = store.log(TraceletArtifact("long").add_file(source, f"{'d' * 255}/{longest}")
+                       .add_object({"a": 1}, "o" * 250))  # + ".json": 255 bytes
+    out = logged.download(tmp_path / "dl")
+    assert (out / ("d" * 255) / longest).read_text() == "long names"
+    assert logged.load() == {"a": 1}
+    assert logged.path(f"{'d' * 255}/{longest}").read_text() == "long names"
+
+
+@pytest.mark.parametrize("options", ['{"key": "AKIAEXAMPLE", "secret": "hunter2-SECRET"',
+                                     '["hunter2-SECRET"]', '"hunter2-SECRET"', "hunter2-SECRET"])
+def test_a_malformed_storage_options_never_shows_its_secret(options: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import traceback
+
+    from tracelet_core import ConfigurationError, TraceletSettings
+
+    monkeypatch.setenv("TRACELET_STORAGE_OPTIONS", options)
+    with pytest.raises(ConfigurationError, match="TRACELET_STORAGE_OPTIONS") as caught:
+        TraceletSettings.load()
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "hunter2" not in shown and "AKIA" not in shown

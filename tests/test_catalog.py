@@ -66,17 +66,20 @@ def test_a_connection_dropped_mid_transaction_rolls_back(postgres_url: str, stor
         store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.bin", b"1")))
         admin = create_engine(postgres_url.replace(make_url(postgres_url).database or "", "postgres"),
                               isolation_level="AUTOCOMMIT")
-        real_write = store.blobs.write_manifest
+        real_check = store._blob_check
 
-        def write_then_drop(*args: Any) -> str:  # fault injection: the connection dies mid-transaction
-            digest = real_write(*args)
-            with admin.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = :db AND pid <> pg_backend_pid()"),
-                             {"db": make_url(postgres_url).database})
-            return digest
+        def check_then_drop(*args: Any) -> Any:  # fault injection: the connection dies mid-transaction
+            check = real_check(*args)
 
-        monkeypatch.setattr(store.blobs, "write_manifest", write_then_drop)
+            def drop() -> None:  # runs under the lock, after the manifest was written
+                check()
+                with admin.connect() as conn:
+                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                                 {"db": make_url(postgres_url).database})
+            return drop
+
+        monkeypatch.setattr(store, "_blob_check", check_then_drop)
         with pytest.raises(StorageError, match="rolled back"):
             store.log(TraceletArtifact("ds", "dataset").add_file(make_file("b.bin", b"2")))
         monkeypatch.undo()
@@ -127,3 +130,23 @@ def test_a_catalog_without_partitions_gains_them(catalog_url: str) -> None:
     with upgraded.engine.connect() as conn:
         assert "partition_key" in {c["name"] for c in inspect(conn).get_columns("versions")}
     upgraded.dispose()
+
+
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg", "postgresql+psycopg2"])
+def test_both_postgresql_drivers_and_the_plain_url_work(driver: str, postgres_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``postgresql://`` (psycopg 3 under SQLAlchemy 2.1, what ``[postgres]`` installs) and
+    ``postgresql+psycopg2://`` both open, migrate and serve the same catalog."""
+    from sqlalchemy.engine import make_url
+
+    from tracelet_core import ArtifactStore, TraceletArtifact
+
+    url = make_url(postgres_url).set(drivername=driver).render_as_string(hide_password=False)
+    monkeypatch.setenv("TRACELET_CATALOG_URL", url)  # the form tracelet's own error message suggests
+    source = tmp_path / "a.txt"
+    source.write_text(driver)
+    with ArtifactStore.open(tmp_path / "store") as store:
+        assert store.catalog.engine.dialect.driver == ("psycopg2" if driver.endswith("psycopg2") else "psycopg")
+        logged = store.log(TraceletArtifact("drivers").add_file(source), aliases=["prod"])
+        assert store.get("drivers:prod") == logged
+        assert store.verify() == ["drivers:v1"]

@@ -112,9 +112,19 @@ def test_list_returns_latest_of_each_name_with_filters(any_store: ArtifactStore,
     assert [a.ref for a in any_store.list(type="dataset")] == ["team/a:v2"]
 
 
+def test_list_under_a_name_is_an_exact_case_sensitive_prefix(any_store: ArtifactStore,
+                                                             make_file: MakeFile) -> None:
+    f = make_file("f.bin", b"1")
+    for name in ("team_a", "team_a/model", "teamXa/model", "TEAM_A/data", "team_ab/x", "team_a.b/y"):
+        any_store.log(file_artifact(name, f))
+    assert [a.name for a in any_store.list("team_a")] == ["team_a", "team_a/model"]
+    assert [a.name for a in any_store.list("TEAM_A")] == ["TEAM_A/data"]
+    assert [a.name for a in any_store.list("team_a.b")] == ["team_a.b/y"]
+
+
 def test_missing_refs_raise_not_found(any_store: ArtifactStore, make_file: MakeFile) -> None:
     any_store.log(file_artifact("ds", make_file("a.bin")))
-    for ref in ("nope", "ds:v9", "ds:staging"):
+    for ref in ("nope", "ds:v9", "ds:staging", "ds:v2147483648", "ds:v99999999999999999999"):
         with pytest.raises(ArtifactNotFoundError) as info:
             any_store.get(ref)
         assert isinstance(info.value, KeyError)
@@ -334,3 +344,50 @@ def test_versions_pickle_without_passwords_and_reopen_their_store(store_dir: Pat
         assert remote.reopen_args() == (remote.uri, None)  # never hands the password on
     with ArtifactStore.open(store_dir, catalog_url=postgres_url) as plain:
         assert plain.reopen_args() == (plain.uri, postgres_url)
+
+
+def test_sync_isolates_a_backend_that_cannot_start(store: ArtifactStore, tmp_path: Path) -> None:
+    """The first backend's ``start`` raises a raw SDK error: its deliveries fail with a
+    ``BackendError`` message and stay in the outbox, every other backend is still delivered."""
+    from backend_support import FolderBackend
+
+    from tracelet_core import Experiment
+    from tracelet_core._backends import register_backend, unregister_backend
+
+    class CannotStart(FolderBackend):
+        name = "broken"
+
+        def start(self, experiment_name: str, run_id: str) -> None:
+            raise RuntimeError("SDK exploded while starting")
+
+    register_backend("broken", CannotStart)
+    register_backend("folder", FolderBackend)
+    try:
+        down = [CannotStart(str(tmp_path / "b"), fail=True), FolderBackend(str(tmp_path / "f"), fail=True)]
+        exp = Experiment("e", backend=down, store=store)
+        for n in range(2):
+            exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"v": n}, "c"))
+        results = store.sync()
+    finally:
+        unregister_backend("broken")
+        unregister_backend("folder")
+    assert sorted((r.backend, r.ok) for r in results) == [("broken", False)] * 2 + [("folder", True)] * 2
+    assert all((r.error or "").startswith("BackendError: ") and "SDK exploded" in (r.error or "")
+               for r in results if not r.ok)
+    assert (tmp_path / "f" / "cfg" / "v2").is_dir()
+    statuses = sorted((d.backend, d.status, d.attempts) for d in store.deliveries())
+    assert statuses == [("broken", "failed", 2)] * 2 + [("folder", "delivered", 2)] * 2
+
+
+def test_shared_stores_evicted_from_the_cache_are_closed_and_still_usable(
+        tmp_path: Path, make_file: MakeFile) -> None:
+    from tracelet_core._store import MAX_SHARED_STORES
+
+    first = ArtifactStore.shared(str(tmp_path / "s0"))
+    first.log(file_artifact("kept", make_file("k.txt", "kept")))
+    assert first.catalog.engine.pool.checkedin() >= 1
+    for n in range(1, MAX_SHARED_STORES + 1):
+        ArtifactStore.shared(str(tmp_path / f"s{n}"))
+    assert first.catalog.engine.pool.checkedin() == 0  # its connections were closed on eviction
+    assert first.get("kept").path("k.txt").read_text() == "kept"  # and it reconnects on use
+    assert ArtifactStore.shared(str(tmp_path / "s0")) is not first

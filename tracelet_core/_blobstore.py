@@ -4,6 +4,9 @@ Layout under the store root::
 
     blobs/ab/<blake3 hex>             immutable file contents, named by digest
     manifests/<name>/@v<N>.json       one JSON manifest per version (rebuilds a lost catalog)
+    manifests/<name>/@v<N>.pending    a manifest written before its commit; renamed to
+                                      @v<N>.json once the version committed (gc does it
+                                      after a crash, or removes it if no version committed)
     tmp/                              in-flight writes (local disk), renamed into place
 
 Writes are atomic: on local disk a temp file is fsynced and then linked (blobs: create if
@@ -14,6 +17,9 @@ than stored under the wrong digest.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
 import os
 import shutil
@@ -33,19 +39,32 @@ from ._errors import (
     StorageError,
 )
 from ._hashing import CHUNK_SIZE, format_digest, hash_bytes, new_hasher, split_digest
+from ._names import validate_name
 
 MANIFEST_PREFIX = "@"
+#: A manifest written before its version's commit carries this suffix until the commit is seen.
+PENDING_SUFFIX = ".pending"
 Progress = Callable[[int], None]
+#: Times a read goes through the remote-blob cache before it reads past it (entries another
+#: reader evicts under us are fetched again).
+_CACHE_ATTEMPTS = 3
 
 
-def _copy_stream(src: BinaryIO, dst: BinaryIO, size_hint: int, progress: Progress | None) -> tuple[str, int]:
-    """Copy ``src`` into ``dst`` in chunks, returning the digest and size of what was copied."""
+def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: Progress | None,
+                 limit: int | None = None, label: str = "") -> tuple[str, int]:
+    """Copy ``src`` into ``dst`` (or only hash it) in chunks, returning the digest and size
+    of what was copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped
+    for something endless, such as ``/dev/zero``, is read no further)."""
     hasher = new_hasher(size_hint)
     size = 0
-    while chunk := src.read(CHUNK_SIZE):
-        hasher.update(chunk)
-        dst.write(chunk)
+    while chunk := src.read(CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - size + 1)):
         size += len(chunk)
+        if limit is not None and size > limit:
+            raise IntegrityError(f"{label or 'blob'} is corrupted: larger than the {limit} bytes recorded for it",
+                                 [f"{label or 'blob'}: larger than recorded"])
+        hasher.update(chunk)
+        if dst is not None:
+            dst.write(chunk)
         if progress is not None:
             progress(len(chunk))
     return format_digest(hasher), size
@@ -83,7 +102,16 @@ class BlobStore:
         return self.fs.unstrip_protocol(self.blob_path(digest))
 
     def manifest_path(self, name: str, version: int) -> str:
-        return f"{self.root}/manifests/{name}/{MANIFEST_PREFIX}v{version}.json"
+        return f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}v{version}.json"
+
+    def manifest_dir(self, name: str) -> str:
+        """Where ``name``'s manifests live; a name read back from a damaged catalog is
+        re-validated, so it never reaches outside ``manifests/``."""
+        try:
+            validate_name(name)
+        except InvalidArtifactError as exc:
+            raise IntegrityError(f"invalid artifact name {name!r} in the catalog", [f"{name!r}: invalid name"]) from exc
+        return f"{self.root}/manifests/{name}"
 
     # -- blobs ------------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
@@ -92,14 +120,19 @@ class BlobStore:
     def put_file(self, source: Path, digest: str, size: int, progress: Progress | None = None) -> bool:
         """Store ``source`` as blob ``digest`` unless present; True if bytes were written."""
         final = self.blob_path(digest)
-        if self.fs.exists(final):
-            if self.is_local:  # a fresh mtime keeps gc's grace period away from an in-flight log
+        if self.is_local:
+            try:  # a fresh mtime keeps gc's grace period away from an in-flight log
                 os.utime(final)
+            except FileNotFoundError:
+                with self.storage_errors(f"write of {source.name} to store {self.uri}"):
+                    return self._put_local(source, final, digest, size, progress)
             if progress is not None:
                 progress(size)
             return False
-        if self.is_local:
-            return self._put_local(source, final, digest, size, progress)
+        if self.fs.exists(final):
+            if progress is not None:
+                progress(size)
+            return False
         return retrying(lambda: self._put_remote(source, final, digest, size, progress),
                         f"upload of {source.name} to {self.uri}")
 
@@ -159,45 +192,60 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
 
     def open_blob(self, digest: str, label: str | None = None) -> BinaryIO:
-        """Open a blob for reading; ``label`` (the entry's path) names it in errors."""
+        """Open a blob for reading; ``label`` (the entry's path) names it in errors. On local
+        disk only a regular file is opened (never through a symlink, a device or a FIFO)."""
         path = self.blob_path(digest)
+        what = f"{label} ({digest})" if label else digest
         try:
+            if self.is_local:
+                return _open_regular(path, what)
             handle: BinaryIO = retrying(lambda: self.fs.open(path, "rb"), f"read of blob {digest}")
             return handle
         except FileNotFoundError as exc:
-            what = f"{label} ({digest})" if label else digest
             raise IntegrityError(f"blob of {what} is missing from the store", [f"{what}: missing"]) from exc
 
-    def check_blob(self, digest: str) -> str | None:
-        """Re-hash a stored blob; None if it is intact, else what is wrong with it."""
+    def check_blob(self, digest: str, size: int | None = None) -> str | None:
+        """Re-hash a stored blob (reading at most ``size`` bytes, when known); None if it is
+        intact, else what is wrong with it."""
         try:
             with self.open_blob(digest) as stream:
-                hasher = new_hasher()
-                while chunk := stream.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-        except IntegrityError:
-            return "missing"
-        actual = format_digest(hasher)
+                actual, _ = _copy_stream(stream, None, size or 0, None, limit=size)
+        except IntegrityError as exc:
+            return "missing" if "missing" in str(exc) else str(exc)
         return None if actual == digest else f"content hashes to {actual}"
 
     def copy_blob_to(self, digest: str, dest: Path, progress: Progress | None = None,
-                     label: str | None = None) -> None:
-        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way;
-        ``label`` (the entry's path in its artifact) names it in errors. Remote blobs go
-        through the local cache, so a second read costs no transfer."""
+                     label: str | None = None, size: int | None = None) -> None:
+        """Write blob ``digest`` to ``dest`` atomically, verifying its digest on the way and
+        reading at most ``size`` bytes (the entry's recorded size, when given); ``label``
+        (the entry's path in its artifact) names it in errors. Remote blobs go through the
+        local cache, so a second read costs no transfer."""
         label = label or dest.name
-        if self.cache is None:
-            _verified_copy(lambda: self.open_blob(digest, label), digest, dest, progress, label)
-            return
-        cached = self.cache.get(digest)
-        if cached is None:
-            cached = self.cache.add(digest, lambda tmp: _verified_copy(
-                lambda: self.open_blob(digest, label), digest, tmp, progress, label))
-            progress = None  # counted while filling the cache
-        _verified_copy(lambda: cached.open("rb"), digest, dest, progress, label)
+        with self.storage_errors(f"copy of {label} from store {self.uri} to {dest.parent}"):
+            self._copy_blob_to(digest, dest, progress, label, size)
 
-    def iter_blobs(self) -> Iterator[tuple[str, float, int]]:
-        """Every stored blob as ``(digest, modified time, size)``."""
+    def _copy_blob_to(self, digest: str, dest: Path, progress: Progress | None, label: str,
+                      size: int | None) -> None:
+        from_store = functools.partial(self.open_blob, digest, label)
+        if self.cache is None:
+            _verified_copy(from_store, digest, dest, progress, label, size)
+            return
+        for _ in range(_CACHE_ATTEMPTS):
+            cached = self.cache.get(digest)
+            if cached is None:
+                cached = self.cache.add(digest, functools.partial(
+                    _verified_copy, from_store, digest, progress=progress, label=label, size=size))
+                progress = None  # counted while filling the cache
+            try:
+                _verified_copy(_reader(cached), digest, dest, progress, label, size)
+                return
+            except FileNotFoundError:
+                continue  # another reader evicted the entry under us: fetch it again
+        # the cache is too small for the readers sharing it: read past it
+        _verified_copy(from_store, digest, dest, None, label, size)
+
+    def iter_blobs(self) -> Iterator[tuple[str, float | None, int]]:
+        """Every stored blob as ``(digest, modified time or None if unknown, size)``."""
         base = f"{self.root}/blobs"
         if not self.fs.exists(base):
             return
@@ -207,37 +255,85 @@ class BlobStore:
 
     def delete_blob(self, digest: str) -> None:
         path = self.blob_path(digest)
-        if self.is_local and Path(path).exists():
-            Path(path).unlink()
-        elif self.fs.exists(path):
+        if self.is_local:
+            Path(path).unlink(missing_ok=True)
+            return
+        with contextlib.suppress(FileNotFoundError):  # another gc removed it first
             self.fs.rm(path)
 
     # -- manifests --------------------------------------------------------------------------
-    def write_manifest(self, name: str, version: int, manifest: dict[str, Any]) -> str:
-        """Write a version's manifest atomically; returns the digest of its bytes."""
+    def pending_manifest_path(self, name: str, version: int, token: str | None = None) -> str:
+        """Where a version's manifest waits until its catalog row commits: one per writer
+        (``token``) when written before the catalog's lock is taken."""
+        tag = f".{token}" if token else ""
+        return f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}v{version}{tag}{PENDING_SUFFIX}"
+
+    def write_manifest(self, name: str, version: int, manifest: dict[str, Any], token: str | None = None) -> str:
+        """Write a version's manifest atomically under a pending name (``promote_manifest``
+        renames it once the version committed); returns the digest of its bytes."""
         data = json.dumps(manifest, sort_keys=True, indent=1).encode()
-        final = self.manifest_path(name, version)
+        final = self.pending_manifest_path(name, version, token)
         if self.is_local:
-            Path(final).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
-            try:
-                with tmp.open("wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with self.storage_errors(f"write of manifest {name}:v{version} to store {self.uri}"):
+                self.write_small_file(final, data)
         else:
             retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
         return hash_bytes(data)
 
-    def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
-        path = self.manifest_path(name, version)
+    def write_small_file(self, final: str, data: bytes) -> None:
+        """Write a small file atomically (a temp file renamed into place)."""
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
         try:
-            data = retrying(lambda: self.fs.cat_file(path), f"read of manifest {name}:v{version}")
-        except FileNotFoundError as exc:
-            raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store") from exc
+            with tmp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def storage_errors(self, what: str) -> Iterator[None]:
+        """Turn a full disk (or quota, or an I/O error) into a ``StorageError`` saying ``what``
+        failed (callers name the store or folder); other ``OSError`` s pass unchanged."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _TRANSIENT_ERRNOS:
+                raise
+            raise StorageError(f"{what} failed: {exc.strerror or exc}") from exc
+
+    def promote_manifest(self, name: str, version: int, pending: str | None = None) -> None:
+        """Give a committed version's pending manifest (at ``pending``, default the one
+        written under the catalog's lock) its final name, what ``reindex`` trusts; a no-op
+        when that already happened."""
+        pending = pending or self.pending_manifest_path(name, version)
+        final = self.manifest_path(name, version)
+        try:
+            if self.is_local:
+                with self.storage_errors(f"rename of manifest {name}:v{version} in store {self.uri}"):
+                    os.replace(pending, final)
+                return
+            data = retrying(lambda: self.fs.cat_file(pending), f"read of manifest {name}:v{version}")
+            retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
+            retrying(lambda: self.fs.rm(pending), f"removal of pending manifest {name}:v{version}")
+        except FileNotFoundError:
+            return
+
+    def read_manifest(self, name: str, version: int, expected_digest: str | None = None) -> dict[str, Any]:
+        data: bytes | None = None
+        for path in (self.manifest_path(name, version), *self._pending_paths(name, version)):
+            try:
+                found = retrying(functools.partial(self.fs.cat_file, path), f"read of manifest {name}:v{version}")
+            except FileNotFoundError:
+                continue
+            if data is None or expected_digest is None or hash_bytes(found) == expected_digest:
+                data = found
+            if expected_digest is None or hash_bytes(data) == expected_digest:
+                break
+        if data is None:
+            raise ArtifactNotFoundError(f"manifest of {name}:v{version} is missing from the store")
         if expected_digest is not None and hash_bytes(data) != expected_digest:
             raise IntegrityError(f"manifest of {name}:v{version} does not match its digest",
                                  [f"{name}:v{version} manifest: digest mismatch"])
@@ -247,18 +343,38 @@ class BlobStore:
             raise IntegrityError(f"manifest of {name}:v{version} is not valid JSON",
                                  [f"{name}:v{version} manifest: unreadable"]) from exc
 
-    def iter_manifests(self) -> Iterator[tuple[str, int, str]]:
-        """Every manifest as ``(name, version, path)``."""
+    def discard_manifest(self, path: str) -> None:
+        """Remove a pending manifest that will never be promoted (best effort: gc removes
+        what is left)."""
+        with contextlib.suppress(OSError):
+            self.fs.rm(path)
+
+    def _pending_paths(self, name: str, version: int) -> list[str]:
+        """The pending manifests of ``name:vN`` (a crash before promotion leaves them)."""
+        prefix = f"{MANIFEST_PREFIX}v{version}."
+        try:
+            listed = self.fs.ls(self.manifest_dir(name), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(str(p) for p in listed
+                      if str(p).rsplit("/", 1)[-1].startswith(prefix) and str(p).endswith(PENDING_SUFFIX))
+
+    def iter_manifests(self, pending: bool = False) -> Iterator[tuple[str, int, str]]:
+        """Every manifest (of a committed version, or with ``pending`` of a version whose
+        commit was never seen) as ``(name, version, path)``."""
         base = f"{self.root}/manifests"
         if not self.fs.exists(base):
             return
+        suffix = PENDING_SUFFIX if pending else ".json"
         for path in self.fs.find(base):
             relative = path[len(base) + 1:]
             name, _, filename = relative.rpartition("/")
-            if not (filename.startswith(MANIFEST_PREFIX + "v") and filename.endswith(".json")):
+            if not (filename.startswith(MANIFEST_PREFIX + "v") and filename.endswith(suffix)):
                 continue
-            number = filename[len(MANIFEST_PREFIX) + 1:-len(".json")]
-            if number.isdigit() and name:
+            number = filename[len(MANIFEST_PREFIX) + 1:-len(suffix)]
+            if pending:
+                number = number.split(".", 1)[0]  # @v<N>.pending or @v<N>.<token>.pending
+            if number.isascii() and number.isdigit() and name:
                 yield name, int(number), path
 
     def read_manifest_at(self, path: str) -> bytes:
@@ -271,8 +387,12 @@ class BlobStore:
             return removed
         cutoff = time.time() - older_than
         for leftover in Path(self.root, "tmp").iterdir():
-            if leftover.stat().st_mtime < cutoff:
-                if leftover.is_dir():
+            try:  # a writer may remove its own temp file at any moment
+                info = leftover.lstat()
+            except FileNotFoundError:
+                continue
+            if info.st_mtime < cutoff:
+                if stat.S_ISDIR(info.st_mode):
                     shutil.rmtree(leftover, ignore_errors=True)
                 else:
                     leftover.unlink(missing_ok=True)
@@ -280,6 +400,8 @@ class BlobStore:
         return removed
 
 
+#: Local filesystem errors that are the environment's, not the caller's: no space, quota, I/O.
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 _TRANSIENT_ATTEMPTS = 4
 _TRANSIENT_FIRST_DELAY = 0.2
 
@@ -316,15 +438,40 @@ def split_credentials(uri: str, options: dict[str, Any]) -> tuple[str, dict[str,
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), options
 
 
+def _temp_name(name: str) -> str:
+    """A hidden temp name beside ``name`` that stays short whatever ``name``'s length (the
+    filesystem's per-segment limit applies to it too)."""
+    return f".{name.encode()[:40].decode(errors='ignore')}.{uuid.uuid4().hex[:16]}.part"
+
+
+def _reader(path: Path) -> Callable[[], BinaryIO]:
+    return lambda: path.open("rb")
+
+
+def _open_regular(path: str, what: str) -> BinaryIO:
+    """Open a local file for reading only if it is a regular file reached without a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # ELOOP: the blob is a symlink
+        raise IntegrityError(f"blob of {what} is not a regular file: {exc.strerror}",
+                             [f"{what}: not a regular file"]) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"blob of {what} is not a regular file", [f"{what}: not a regular file"])
+    return os.fdopen(fd, "rb")
+
+
 def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
-                   progress: Progress | None, label: str) -> None:
-    """Copy a blob's bytes to ``dest`` through a temp file, renamed into place only if the
-    bytes hash to ``digest``."""
+                   progress: Progress | None, label: str, size: int | None = None) -> None:
+    """Copy a blob's bytes (at most ``size``, when known) to ``dest`` through a temp file,
+    renamed into place only if the bytes hash to ``digest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    tmp = dest.with_name(_temp_name(dest.name))
     try:
         with open_source() as src, tmp.open("wb") as dst:
-            actual, _ = _copy_stream(src, dst, 0, progress)
+            actual, _ = _copy_stream(src, dst, size or 0, progress, limit=size, label=label)
         if actual != digest:
             raise IntegrityError(
                 f"{label} is corrupted: blob {digest} hashes to {actual}",
@@ -408,11 +555,17 @@ def _discard(handle: Any) -> None:
         handle.close()
 
 
-def modified_time(info: dict[str, Any]) -> float:
-    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
-    if hasattr(value, "timestamp"):
-        return float(value.timestamp())
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+def modified_time(info: dict[str, Any]) -> float | None:
+    """When a file was last written, from an fsspec ``info`` dict; ``None`` when the
+    filesystem does not say (then it must be treated as young, never as old)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        value = info.get(key)
+        if value is None or value == "":
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None

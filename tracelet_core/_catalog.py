@@ -15,14 +15,17 @@ with no ini files or script directories shipped to users.
 
 from __future__ import annotations
 
+import functools
+import inspect as inspect_module
 import json
 import os
+import random
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -61,6 +64,7 @@ from ._errors import (
     StorageError,
     TraceletError,
 )
+from ._hashing import hash_json
 from ._model import RunInfo
 from ._names import LATEST, format_version, version_number
 
@@ -269,6 +273,11 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _PG_MIGRATION_LOCK = 0x7472616365  # "trace"
+_PG_BLOB_LOCK = 0x74726263  # "trbc": gc's blob deletion vs commits
+#: Blobs ``gc`` deletes per catalog transaction (writers wait at most one batch).
+_COLLECT_BATCH = 200
+#: The largest version number the ``versions.version`` column holds on every database.
+MAX_VERSION_NUMBER = 2**31 - 1
 
 
 @dataclass
@@ -294,6 +303,22 @@ class VersionRecord:
     @property
     def ref(self) -> str:
         return f"{self.name}:{format_version(self.version)}"
+
+
+@dataclass(frozen=True)
+class PreparedManifest:
+    """A manifest written before the catalog's lock was taken, for a predicted version."""
+
+    version: int
+    inputs: list[str]
+    created_at: float
+    digest: str
+
+
+#: Where an alias points, as the alias journal records it: ``{"version": 3, "digest": ...}``.
+AliasTarget = dict[str, Any]
+#: ``journal(after, before)``: persist a name's alias targets (see ``commit_version``).
+AliasJournal = Callable[[dict[str, AliasTarget], dict[str, AliasTarget]], None]
 
 
 @dataclass(frozen=True)
@@ -368,16 +393,88 @@ def _masked(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
+#: SQLSTATEs of lock contention on PostgreSQL: deadlock, serialization failure, lock timeout.
+_PG_CONTENTION_CODES = frozenset({"40P01", "40001", "55P03"})
+#: SQLite messages of lock contention (the busy timeout ran out) and of a full disk.
+_SQLITE_CONTENTION = ("database is locked", "database table is locked", "database is busy")
+_TRANSIENT_MESSAGES = ("database or disk is full", "disk i/o error")
+#: How long SQLite waits for another writer's lock before the catalog's own retries start.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: Attempts (and first backoff delay) of a transaction that lost a lock contention.
+CONTENTION_ATTEMPTS = 8
+CONTENTION_FIRST_DELAY_S = 0.05
+
+
+class CatalogContentionError(StorageError):
+    """Another transaction held a lock this one needed (deadlock, lock timeout, busy
+    SQLite); the transaction was rolled back and is retried."""
+
+
+def _sqlstate(exc: SQLAlchemyError) -> str | None:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return str(code) if code else None
+
+
 def _translate(exc: SQLAlchemyError, url: str) -> TraceletError:
-    """A lost connection is a ``StorageError`` (retry later); anything else means the catalog
-    cannot work as configured."""
+    """Lock contention, a lost connection or a full disk is a ``StorageError`` (transient:
+    retry later); anything else means the catalog cannot work as configured."""
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    if _sqlstate(exc) in _PG_CONTENTION_CODES or any(m in message for m in _SQLITE_CONTENTION):
+        return CatalogContentionError(f"catalog {url} is busy (lock contention; rolled back): {exc}")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return StorageError(f"lost the connection to catalog {url} (the transaction was rolled back): {exc}")
+    if any(m in message for m in _TRANSIENT_MESSAGES):
+        return StorageError(f"catalog {url} cannot write (rolled back): {exc}")
     return ConfigurationError(f"catalog {url} failed: {exc.__class__.__name__}: {exc}")
 
 
+def _pause(seconds: float) -> None:
+    """Back off before retrying a transaction that lost a lock contention."""
+    time.sleep(seconds)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+_C = TypeVar("_C")
+
+
+def _retried_on_contention(method: _Method) -> _Method:
+    """Re-run a whole catalog operation (each one is one transaction, or several independent
+    ones) when it lost a lock contention, with jittered exponential backoff; after
+    ``CONTENTION_ATTEMPTS`` the ``CatalogContentionError`` (a ``StorageError``) is raised."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        delay = CONTENTION_FIRST_DELAY_S
+        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
+            try:
+                return method(*args, **kwargs)
+            except CatalogContentionError:
+                if attempt == CONTENTION_ATTEMPTS:
+                    raise
+            _pause(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return cast(_Method, run)
+
+
+def _retry_public_operations(cls: type[_C]) -> type[_C]:
+    """Every public method of the catalog runs whole transactions, so each one may be
+    re-run after a lock contention (``_retried_on_contention``)."""
+    for attr, value in list(vars(cls).items()):
+        if not attr.startswith("_") and inspect_module.isfunction(value):
+            setattr(cls, attr, _retried_on_contention(value))
+    return cls
+
+
+
+@_retry_public_operations
 class Catalog:
-    """All SQL the store runs; one instance per process and URL, safe across threads."""
+    """All SQL the store runs; one instance per process and URL, safe across threads.
+
+    Every public method is retried as a whole after lock contention (see
+    ``_retried_on_contention``), so callers see ``StorageError`` only when it persists."""
 
     def __init__(self, url: str) -> None:
         #: The URL with any password masked: what messages and reprs show.
@@ -399,7 +496,8 @@ class Catalog:
             # A small pool keeps connections (and SQLite's page cache) across operations; a
             # forked child drops the parent's connections instead of sharing them.
             engine = create_engine(url, poolclass=NullPool if in_memory else QueuePool,
-                                   pool_size=4, max_overflow=16, connect_args={"timeout": 60})
+                                   pool_size=4, max_overflow=16,
+                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
             _dispose_after_fork(engine)
 
             @event.listens_for(engine, "connect")
@@ -407,7 +505,7 @@ class Catalog:
                 dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
                 cursor = dbapi_connection.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA busy_timeout=60000")
+                cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
@@ -523,6 +621,8 @@ class Catalog:
         """The row ``selector`` names; ``latest`` of one ``partition`` when one is given."""
         query = select(versions).where(versions.c.artifact_id == artifact_id)
         number = version_number(selector)
+        if number is not None and number > MAX_VERSION_NUMBER:  # no column holds it: not found
+            raise ArtifactNotFoundError(f"artifact {name!r} has no version {selector!r}")
         if selector == LATEST:
             if partition is not None:
                 query = query.where(versions.c.partition_key == partition)
@@ -612,6 +712,10 @@ class Catalog:
         write_manifest: Callable[[int, float, list[str]], str],
         deliveries_: Sequence[DeliverySpec] = (),
         partition: str | None = None,
+        sealed_draft: DraftRecord | None = None,
+        check_blobs: Callable[[], None] | None = None,
+        journal: AliasJournal | None = None,
+        prepared: PreparedManifest | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Allocate the next version and insert it, or return the existing one (the same
         idempotency key, or identical content to the newest version of the name, or of the
@@ -619,10 +723,25 @@ class Catalog:
 
         ``write_manifest(version, created_at, input_refs)`` is called under the lock, after
         the blobs exist and before the row is inserted, and returns the manifest's digest.
+        ``prepared`` is a manifest already written (outside the lock) for the version
+        number and inputs ``next_version`` predicted: when the prediction holds, nothing is
+        written under the lock.
+        ``check_blobs`` runs under the lock ``gc`` deletes blobs under, before a new version
+        is recorded (it restores or refuses blobs ``gc`` collected since they were staged).
+        ``journal(after, before)`` receives the name's alias targets when they change, as
+        the last step before the commit (the alias journal ``reindex`` reads: written inside
+        the transaction, so it never falls behind a committed alias).
+        With ``sealed_draft`` (what ``finish`` read), the draft is deleted in the same
+        transaction, after checking under its lock that no entry was added since it was read
+        (``DraftChangedError`` otherwise: read it again).
         Returns ``(record, created)``.
         """
         with self._write() as conn:
+            self._share_blob_lock(conn)
             artifact_id = self._lock_artifact(conn, name, type_)
+            if sealed_draft is not None:
+                self._take_draft(conn, sealed_draft)
+            aliases_before = self._alias_targets(conn, artifact_id) if aliases_ else {}
             existing = None
             if idempotency_key is not None:
                 existing = conn.execute(select(versions).where(
@@ -641,6 +760,8 @@ class Catalog:
                 self._enqueue(conn, existing.id, deliveries_)
                 if producer is not None and input_ids:
                     self._record_run_inputs(conn, self._ensure_run(conn, producer), input_ids)
+                if aliases_:
+                    self._journal_aliases(conn, artifact_id, aliases_before, journal)
                 record = self._hydrate(conn, [existing], {artifact_id: name})[0]
                 return record, False
             max_version = conn.execute(select(func.max(versions.c.version))
@@ -648,7 +769,12 @@ class Catalog:
             number = int(max_version or 0) + 1
             created_at = time.time()
             input_labels = self._labels(conn, input_ids)
-            manifest_digest = write_manifest(number, created_at, input_labels)
+            if check_blobs is not None:
+                check_blobs()
+            if prepared is not None and (prepared.version, prepared.inputs) == (number, input_labels):
+                created_at, manifest_digest = prepared.created_at, prepared.digest
+            else:
+                manifest_digest = write_manifest(number, created_at, input_labels)
             run_id = self._ensure_run(conn, producer) if producer is not None else None
             version_id = _inserted_id(conn.execute(insert(versions).values(
                 artifact_id=artifact_id, version=number, type=type_, digest=digest,
@@ -665,8 +791,37 @@ class Catalog:
                     self._record_run_inputs(conn, run_id, input_ids)
             self._move_aliases(conn, artifact_id, version_id, aliases_)
             self._enqueue(conn, version_id, deliveries_)
+            if aliases_:
+                self._journal_aliases(conn, artifact_id, aliases_before, journal)
             row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
             return self._hydrate(conn, [row], {artifact_id: name})[0], True
+
+    def next_version(self, name: str, digest: str, input_refs: Sequence[tuple[str, str]],
+                     idempotency_key: str | None, partition: str | None) -> tuple[int, list[str]] | None:
+        """A prediction, read without the write lock, of the version number and input labels
+        ``commit_version`` will use for new content; ``None`` where it would return an
+        existing version (identical content, a known idempotency key) or the name is new
+        to it but the inputs do not resolve."""
+        with self._read() as conn:
+            artifact_id = conn.execute(select(artifacts.c.id).where(artifacts.c.name == name)).scalar()
+            number = 1
+            if artifact_id is not None:
+                if idempotency_key is not None and conn.execute(select(versions.c.id).where(
+                        versions.c.artifact_id == artifact_id,
+                        versions.c.idempotency_key == idempotency_key)).first() is not None:
+                    return None
+                newest = select(versions.c.digest).where(versions.c.artifact_id == artifact_id)
+                if partition is not None:
+                    newest = newest.where(versions.c.partition_key == partition)
+                if conn.execute(newest.order_by(versions.c.version.desc()).limit(1)).scalar() == digest:
+                    return None
+                number = int(conn.execute(select(func.max(versions.c.version))
+                                          .where(versions.c.artifact_id == artifact_id)).scalar() or 0) + 1
+            try:
+                labels = self._labels(conn, self._resolve_ids(conn, input_refs))
+            except ArtifactNotFoundError:
+                return None
+            return number, labels
 
     # -- the delivery outbox ------------------------------------------------------------------
     def _enqueue(self, conn: Connection, version_id: int, specs: Sequence[DeliverySpec]) -> None:
@@ -731,27 +886,33 @@ class Catalog:
             self._insert_ignore(conn, run_inputs, {"run_id": run_id, "version_id": version_id,
                                                    "created_at": now}, ["run_id", "version_id"])
 
-    def set_alias(self, name: str, selector: str, alias: str) -> VersionRecord:
-        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere)."""
+    def set_alias(self, name: str, selector: str, alias: str, journal: AliasJournal | None = None) -> VersionRecord:
+        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere);
+        ``journal`` is called with the new and the previous alias targets just before the
+        transaction commits (see ``commit_version``)."""
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
+            before = self._alias_targets(conn, artifact_id)
             row = self._version_row(conn, artifact_id, name, selector)
             previous = self._alias_version_id(conn, artifact_id, alias)
             self._move_aliases(conn, artifact_id, row.id, [alias])
             self._enqueue_alias_events(conn, artifact_id, alias, row.id, previous)
+            self._journal_aliases(conn, artifact_id, before, journal)
             return self._hydrate(conn, [row], {artifact_id: name})[0]
 
-    def remove_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str, journal: AliasJournal | None = None) -> None:
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
             previous = self._alias_version_id(conn, artifact_id, alias)
+            before = self._alias_targets(conn, artifact_id)
             result = conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact_id,
                                                         aliases.c.alias == alias))
             if result.rowcount == 0:
                 raise ArtifactNotFoundError(f"artifact {name!r} has no alias {alias!r}")
             self._enqueue_alias_events(conn, artifact_id, alias, None, previous)
+            self._journal_aliases(conn, artifact_id, before, journal)
 
     # -- the alias-event outbox ---------------------------------------------------------------
     def _alias_version_id(self, conn: Connection, artifact_id: int, alias: str) -> int | None:
@@ -822,24 +983,35 @@ class Catalog:
                 deliveries.c.backend == backend, deliveries.c.run_id == run_id).order_by(deliveries.c.id.desc()))
             return [r for r in (_json(row.result) for row in rows) if r]
 
-    def with_alias_map(self, name: str, use: Callable[[dict[str, int]], None]) -> None:
-        """Call ``use`` with the committed aliases of ``name`` while holding its write lock,
-        so concurrent callers see (and persist) alias states in commit order."""
+    def with_alias_map(self, name: str, use: AliasJournal) -> None:
+        """Call ``use`` with the committed alias targets of ``name`` (twice: as the new and
+        the previous state) while holding its write lock, so concurrent callers persist alias
+        states in commit order."""
         with self._write() as conn:
             artifact_id = self._artifact_id(conn, name)
             conn.execute(select(artifacts.c.id).where(artifacts.c.id == artifact_id).with_for_update())
-            use(self._alias_map(conn, artifact_id))
+            targets = self._alias_targets(conn, artifact_id)
+            use(targets, targets)
+
+    def _alias_targets(self, conn: Connection, artifact_id: int) -> dict[str, AliasTarget]:
+        rows = conn.execute(select(aliases.c.alias, versions.c.version, versions.c.digest)
+                            .join(versions, versions.c.id == aliases.c.version_id)
+                            .where(aliases.c.artifact_id == artifact_id))
+        return {r.alias: {"version": int(r.version), "digest": r.digest} for r in rows}
+
+    def _journal_aliases(self, conn: Connection, artifact_id: int, before: dict[str, AliasTarget],
+                         journal: AliasJournal | None) -> None:
+        """Persist a changed alias state through ``journal``, last thing before the commit."""
+        if journal is None:
+            return
+        after = self._alias_targets(conn, artifact_id)
+        if after != before:
+            journal(after, before)
 
     def resolve_refs(self, refs: Sequence[tuple[str, str]]) -> None:
         """Raise ``ArtifactNotFoundError`` unless every ``(name, selector)`` exists."""
         with self._read() as conn:
             self._resolve_ids(conn, refs)
-
-    def _alias_map(self, conn: Connection, artifact_id: int) -> dict[str, int]:
-        rows = conn.execute(select(aliases.c.alias, versions.c.version)
-                            .join(versions, versions.c.id == aliases.c.version_id)
-                            .where(aliases.c.artifact_id == artifact_id))
-        return {r.alias: r.version for r in rows}
 
     def record_consumption(self, run: RunInfo, refs: Sequence[tuple[str, str]]) -> None:
         with self._write() as conn:
@@ -880,7 +1052,11 @@ class Catalog:
                      .join(artifacts, artifacts.c.id == versions.c.artifact_id)
                      .order_by(artifacts.c.name))
             if name is not None:
-                query = query.where(or_(artifacts.c.name == name, artifacts.c.name.startswith(name + "/")))
+                # an exact, case-sensitive prefix: no LIKE wildcards (``_``, ``%``), no SQLite
+                # case folding
+                prefix = name + "/"
+                query = query.where(or_(artifacts.c.name == name,
+                                        func.substr(artifacts.c.name, 1, len(prefix)) == prefix))
             if type_ is not None:
                 query = query.where(versions.c.type == type_)
             rows = conn.execute(query).all()
@@ -947,28 +1123,64 @@ class Catalog:
                                      .join(runs, runs.c.id == run_inputs.c.run_id)
                                      .where(runs.c.key == run.key)).scalars())
 
-    def referenced_digests(self) -> set[str]:
-        """Every blob digest a committed version or an open draft needs."""
+    def referenced_digests(self, among: Sequence[str] | None = None) -> set[str]:
+        """Every blob digest a committed version or an open draft needs (of ``among`` only,
+        when given)."""
         with self._read() as conn:
-            committed = conn.execute(select(entries.c.digest).where(entries.c.digest.is_not(None)).distinct())
-            drafted = conn.execute(select(draft_entries.c.digest).where(draft_entries.c.digest.is_not(None)).distinct())
-            return set(committed.scalars()) | set(drafted.scalars())
+            committed = select(entries.c.digest).where(entries.c.digest.is_not(None)).distinct()
+            drafted = select(draft_entries.c.digest).where(draft_entries.c.digest.is_not(None)).distinct()
+            if among is not None:
+                committed = committed.where(entries.c.digest.in_(list(among)))
+                drafted = drafted.where(draft_entries.c.digest.in_(list(among)))
+            return set(conn.execute(committed).scalars()) | set(conn.execute(drafted).scalars())
 
-    def manifest_keys(self) -> set[tuple[str, int]]:
+    def collect_blobs(self, digests: Sequence[str], delete_blob: Callable[[str], None]) -> list[str]:
+        """Delete (with ``delete_blob``) those of ``digests`` that no version or draft needs,
+        under the lock every commit and upsert shares, so none can record a blob being
+        deleted; the digests deleted."""
+        deleted: list[str] = []
+        for start in range(0, len(digests), _COLLECT_BATCH):
+            batch = digests[start:start + _COLLECT_BATCH]
+            with self._write() as conn:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_BLOB_LOCK})")
+                needed = set(conn.execute(select(entries.c.digest).where(entries.c.digest.in_(batch))).scalars())
+                needed |= set(conn.execute(select(draft_entries.c.digest)
+                                           .where(draft_entries.c.digest.in_(batch))).scalars())
+                for digest in batch:
+                    if digest not in needed:
+                        delete_blob(digest)
+                        deleted.append(digest)
+        return deleted
+
+    def _share_blob_lock(self, conn: Connection) -> None:
+        """Commits and upserts share this lock; ``collect_blobs`` takes it alone (on SQLite
+        every write transaction already excludes every other)."""
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({_PG_BLOB_LOCK})")
+
+    def manifest_keys(self) -> dict[tuple[str, int], str]:
+        """``(name, version)`` of every committed version, and its manifest's digest."""
         with self._read() as conn:
-            rows = conn.execute(select(artifacts.c.name, versions.c.version)
+            rows = conn.execute(select(artifacts.c.name, versions.c.version, versions.c.manifest_digest)
                                 .join(artifacts, artifacts.c.id == versions.c.artifact_id))
-            return {(r.name, r.version) for r in rows}
+            return {(r.name, r.version): r.manifest_digest for r in rows}
 
     # -- drafts (upsert / finish) -------------------------------------------------------------
     def draft_add(self, *, name: str, group: str, type_: str, description: str | None,
-                  metadata_: dict[str, Any], entry_rows: list[dict[str, Any]]) -> DraftRecord:
+                  metadata_: dict[str, Any], entry_rows: list[dict[str, Any]],
+                  check_blobs: Callable[[], None] | None = None) -> DraftRecord:
         with self._write() as conn:
-            self._insert_ignore(conn, drafts, {
-                "name": name, "group_key": group, "type": type_, "description": description,
-                "metadata": metadata_, "created_at": time.time()}, ["name", "group_key"])
-            draft = conn.execute(select(drafts).where(drafts.c.name == name, drafts.c.group_key == group)
-                                 .with_for_update()).one()
+            self._share_blob_lock(conn)
+            if check_blobs is not None:
+                check_blobs()
+            draft = None
+            while draft is None:  # a concurrent finish may seal (delete) it before we lock it
+                self._insert_ignore(conn, drafts, {
+                    "name": name, "group_key": group, "type": type_, "description": description,
+                    "metadata": metadata_, "created_at": time.time()}, ["name", "group_key"])
+                draft = conn.execute(select(drafts).where(drafts.c.name == name, drafts.c.group_key == group)
+                                     .with_for_update()).first()
             if draft.type != type_:
                 raise InvalidArtifactError(
                     f"draft {name!r} (group {group!r}) is of type {draft.type!r}, not {type_!r}")
@@ -1007,8 +1219,25 @@ class Catalog:
 
     def draft_delete(self, draft_id: int) -> None:
         with self._write() as conn:
-            conn.execute(delete(draft_entries).where(draft_entries.c.draft_id == draft_id))
-            conn.execute(delete(drafts).where(drafts.c.id == draft_id))
+            self._delete_draft(conn, draft_id)
+
+    @staticmethod
+    def _delete_draft(conn: Connection, draft_id: int) -> None:
+        conn.execute(delete(draft_entries).where(draft_entries.c.draft_id == draft_id))
+        conn.execute(delete(drafts).where(drafts.c.id == draft_id))
+
+    def _take_draft(self, conn: Connection, draft: DraftRecord) -> None:
+        """Lock ``draft``, check it still holds exactly the entries read, and delete it."""
+        locked = conn.execute(select(drafts.c.id).where(drafts.c.id == draft.id).with_for_update()).first()
+        if locked is None:
+            raise ArtifactNotFoundError(f"no open draft {draft.name!r} in group {draft.group!r} "
+                                        "(another finish sealed it)")
+        current = {(r.path, r.digest) for r in conn.execute(
+            select(draft_entries.c.path, draft_entries.c.digest).where(draft_entries.c.draft_id == draft.id))}
+        read = {(_entry_key(e), e.get("digest")) for e in draft.entries}
+        if current != read:
+            raise DraftChangedError(f"draft {draft.name!r} (group {draft.group!r}) changed while it was sealed")
+        self._delete_draft(conn, draft.id)
 
     def drafts(self) -> list[DraftRecord]:
         with self._read() as conn:
@@ -1065,6 +1294,28 @@ class Catalog:
 def _tagged_ids(tag: str) -> Any:
     """The ids of the versions carrying ``tag`` (a subquery)."""
     return select(version_tags.c.version_id).where(version_tags.c.tag == tag)
+
+
+def entry_order(entry: dict[str, Any]) -> tuple[bool, str]:
+    """Manifest order: files and objects by path, then references by name."""
+    return entry["kind"] == "reference", entry.get("path") or entry["name"]
+
+
+def entries_digest(entry_dicts: Iterable[dict[str, Any]]) -> str:
+    """A version's digest: the hash of the content-defining parts of its entries (not their
+    descriptions), in manifest order."""
+    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum", "version_id")
+    return hash_json([{k: e[k] for k in keep if e.get(k) is not None}
+                      for e in sorted(entry_dicts, key=entry_order)])
+
+
+class DraftChangedError(TraceletError):
+    """An entry was added to a draft between ``finish`` reading it and sealing it."""
+
+
+def _entry_key(entry: dict[str, Any]) -> str:
+    """The ``path`` column of an entry: its path, or a reference's name."""
+    return str(entry["path"] if entry.get("kind") != "reference" else entry["name"])
 
 
 def _dispose_after_fork(engine: Engine) -> None:

@@ -11,7 +11,9 @@ SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
     ├── UnsafeDeserializationError               loading pickle without allow_pickle
     ├── BackendError                             a tracker refused or failed a delivery
     ├── ConfigurationError                       settings, URLs or backends that cannot work
-    └── StorageError                             the blob store kept failing (after retries)
+    └── StorageError                             transient: the store or catalog kept failing
+                                                 (lock contention, lost connection, full disk),
+                                                 after retries; nothing was committed
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "ConfigurationError",
     "IntegrityError",
     "InvalidArtifactError",
+    "StorageError",
     "TraceletError",
     "UnsafeDeserializationError",
 ]
@@ -66,5 +69,6 @@ class ConfigurationError(TraceletError):
 
 
 class StorageError(TraceletError):
-    """The store's filesystem (an object store) kept failing after retries; the cause is
-    chained and nothing was committed."""
+    """Transient: the store's filesystem or the catalog kept failing after retries (an object
+    store's errors, a full disk, lock contention, a lost connection); the cause is chained and
+    nothing was committed. Retrying later may succeed."""

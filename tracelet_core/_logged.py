@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._artifact import TraceletArtifact
-from ._catalog import VersionRecord
+from ._catalog import VersionRecord, entries_digest
 from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_file
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
-from ._names import format_version, validate_artifact_path
+from ._names import format_version, validate_artifact_path, validate_name
 from ._serializers import load_with
 from ._uris import probe_reference
 
@@ -69,6 +69,9 @@ class LoggedArtifact:
     def _entries(self) -> tuple[list[ArtifactFile], list[ArtifactObject], list[ArtifactReference]]:
         """Entries parsed (and their paths re-validated) on first use, so one damaged row
         fails reads of its own version only, not listings of the whole store."""
+        if entries_digest(self._record.entries) != self._record.digest:
+            raise IntegrityError(f"{self.ref}: its entries do not hash to the version digest (the catalog "
+                                 "was edited); refusing to serve them", [f"{self.ref}: entries differ from digest"])
         parsed = [entry_from_dict(e) for e in self._record.entries]
         return ([e for e in parsed if isinstance(e, ArtifactFile)],
                 [e for e in parsed if isinstance(e, ArtifactObject)],
@@ -194,6 +197,15 @@ class LoggedArtifact:
         }
 
     # -- reading ----------------------------------------------------------------------------
+    def _safe_name(self) -> str:
+        """The name, re-validated before it becomes part of a local path (a catalog edited
+        to hold ``../..`` must not write outside the cache or the download folder)."""
+        try:
+            return validate_name(self.name)
+        except InvalidArtifactError as exc:
+            raise IntegrityError(f"the catalog holds an invalid artifact name {self.name!r}",
+                                 [f"{self.name!r}: invalid name"]) from exc
+
     def _stored_entries(self) -> list[ArtifactFile | ArtifactObject]:
         return [*self._files, *self._objects]
 
@@ -214,7 +226,7 @@ class LoggedArtifact:
         fetched too (through fsspec), after checking that their size and etag/checksum are
         still those recorded; a changed remote object raises ``IntegrityError``.
         """
-        root = Path(dest) if dest is not None else Path.cwd() / "artifacts" / self.name / self.version
+        root = Path(dest) if dest is not None else Path.cwd() / "artifacts" / self._safe_name() / self.version
         root.mkdir(parents=True, exist_ok=True)
         real_root = root.resolve()
         entries = self._stored_entries() if paths is None else [self._entry(p) for p in paths]
@@ -227,7 +239,7 @@ class LoggedArtifact:
                     advance(entry.size)
                     continue
                 assert entry.digest is not None
-                self._store.blobs.copy_blob_to(entry.digest, target, advance, label=entry.path)
+                self._store.blobs.copy_blob_to(entry.digest, target, advance, label=entry.path, size=entry.size)
         if references:
             self._download_references(real_root)
         return root
@@ -237,7 +249,7 @@ class LoggedArtifact:
 
         changed = []
         for reference in self._references:
-            size, checksum = probe_reference(reference.uri)
+            size, checksum = probe_reference(reference.uri, strict=True)
             if (reference.size is not None and size is not None and size != reference.size) or (
                     reference.checksum is not None and checksum is not None and checksum != reference.checksum):
                 changed.append(f"{reference.name}: {reference.uri} changed since it was logged "
@@ -263,12 +275,12 @@ class LoggedArtifact:
     def path(self, artifact_path: str) -> Path:
         """A local, verified copy of one file or object (kept in the store's cache)."""
         entry = self._entry(artifact_path)
-        cache_root = self._store.cache_dir / self.name / self.version
+        cache_root = self._store.cache_dir / self._safe_name() / self.version
         cache_root.mkdir(parents=True, exist_ok=True)
         target = self._target(cache_root.resolve(), entry.path)
         assert entry.digest is not None
         if not (target.is_file() and hash_file(target)[0] == entry.digest):
-            self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path)
+            self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path, size=entry.size)
         return target
 
     def load(self, name: str | None = None, *, allow_pickle: bool | None = None) -> Any:
@@ -282,7 +294,7 @@ class LoggedArtifact:
         assert entry.digest is not None
         with tempfile.TemporaryDirectory(prefix="tracelet-load-") as tmp:
             target = Path(tmp) / f"object{Path(entry.path).suffix}"
-            self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path)
+            self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path, size=entry.size)
             return load_with(entry.serializer, target, allow_pickle=allowed)
 
     def _object(self, name: str | None) -> ArtifactObject:

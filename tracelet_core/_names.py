@@ -15,6 +15,8 @@ from ._errors import InvalidArtifactError
 MAX_NAME_LENGTH = 200
 MAX_PATH_LENGTH = 1024
 MAX_ALIAS_LENGTH = 128
+#: The longest file name (one path segment) common filesystems accept, in UTF-8 bytes.
+MAX_SEGMENT_BYTES = 255
 LATEST = "latest"
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -78,6 +80,13 @@ def validate_artifact_path(path: object) -> str:
         raise InvalidArtifactError(f"artifact path must be a non-empty string, got {path!r}")
     if len(path) > MAX_PATH_LENGTH:
         raise InvalidArtifactError(f"artifact path is longer than {MAX_PATH_LENGTH} characters")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: an undecodable file name
+        raise InvalidArtifactError(
+            f"artifact path {path!r} is not valid Unicode (a file name in a non-UTF-8 encoding?); "
+            "rename the file or pass artifact_path"
+        ) from exc
     for form in _decoded_forms(path):
         if any(ord(ch) < 32 or ch == "\x7f" for ch in form):
             raise InvalidArtifactError(f"artifact path {path!r} contains a control character")
@@ -93,6 +102,12 @@ def validate_artifact_path(path: object) -> str:
     segments = [segment for segment in path.split("/") if segment != "."]
     if not segments or any(segment == "" for segment in segments):
         raise InvalidArtifactError(f"artifact path {path!r} has an empty segment")
+    long = next((segment for segment in segments if len(segment.encode()) > MAX_SEGMENT_BYTES), None)
+    if long is not None:
+        raise InvalidArtifactError(
+            f"artifact path {path!r} has a segment of {len(long.encode())} bytes; a file name holds at most "
+            f"{MAX_SEGMENT_BYTES}"
+        )
     return "/".join(segments)
 
 

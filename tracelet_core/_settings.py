@@ -81,7 +81,10 @@ class TraceletSettings(BaseSettings):
     @classmethod
     def _json_object(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = json.loads(value) if value.strip() else None
+            try:
+                value = json.loads(value) if value.strip() else None
+            except ValueError:
+                raise ValueError("TRACELET_STORAGE_OPTIONS is not valid JSON (value not shown)") from None
         if value is not None and not isinstance(value, dict):
             raise ValueError("TRACELET_STORAGE_OPTIONS must be a JSON object")
         return value
@@ -91,8 +94,13 @@ class TraceletSettings(BaseSettings):
         """Read settings, turning validation errors into ``ConfigurationError``."""
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
-        except (ValidationError, ValueError) as exc:
-            raise ConfigurationError(f"invalid tracelet settings: {exc}") from exc
+        except ValidationError as exc:
+            # never echo the values: TRACELET_STORAGE_OPTIONS (and URLs) carry credentials
+            problems = "; ".join(f"TRACELET_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+                                 for error in exc.errors(include_input=False, include_context=False))
+            raise ConfigurationError(f"invalid tracelet settings: {problems}") from None
+        except ValueError:
+            raise ConfigurationError("invalid tracelet settings (values not shown)") from None
 
     def resolved_store_uri(self) -> str:
         """The store URI with ``~`` expanded for local paths."""

@@ -15,18 +15,40 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._artifact import TraceletArtifact, coerce_type, validate_tag
 from ._backends import ArtifactResult, Backend, deliver, deliver_alias, resolve_backend
-from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
-from ._catalog import AliasEventRecord, Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
-from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
-from ._hashing import hash_bytes, hash_file, hash_json
+from ._blobstore import MANIFEST_PREFIX, PENDING_SUFFIX, BlobCache, BlobStore, modified_time, retrying
+from ._catalog import (
+    AliasEventRecord,
+    AliasJournal,
+    AliasTarget,
+    Catalog,
+    DeliveryRecord,
+    DeliverySpec,
+    DraftChangedError,
+    DraftRecord,
+    PreparedManifest,
+    VersionRecord,
+    entries_digest,
+    entry_order,
+)
+from ._errors import (
+    ArtifactNotFoundError,
+    BackendError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidArtifactError,
+    StorageError,
+    TraceletError,
+)
+from ._hashing import hash_bytes, hash_file
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
@@ -40,6 +62,16 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 InputRef = str | LoggedArtifact
+#: Blobs a log found already stored: digest -> (its source, if any; size; artifact path).
+ReusedBlobs = dict[str, tuple[Path | None, int, str]]
+
+
+class ReindexReport(list[str]):
+    """The refs ``reindex`` added (a list), and in ``skipped`` what it could not use and why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []
 
 
 @dataclass
@@ -73,15 +105,6 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
             "size": data.get("size"), "data": data}
 
 
-def _entry_order(entry: dict[str, Any]) -> tuple[bool, str]:
-    """Manifest order: files and objects by path, then references by name."""
-    return entry["kind"] == "reference", entry.get("path") or entry["name"]
-
-
-def _digest_material(entry: dict[str, Any]) -> dict[str, Any]:
-    """The parts of an entry that define a version's content (not descriptions)."""
-    keep = ("kind", "path", "name", "digest", "size", "serializer", "uri", "checksum", "version_id")
-    return {k: entry[k] for k in keep if entry.get(k) is not None}
 
 
 _shared_lock = threading.Lock()
@@ -149,7 +172,9 @@ class ArtifactStore:
             if store is None:
                 store = cls.open(uri, catalog_url, settings=settings)
                 if len(_shared) >= MAX_SHARED_STORES:
-                    _shared.pop(next(iter(_shared)))  # the oldest; its users keep their reference
+                    # the oldest: its pooled connections are closed; users still holding it
+                    # keep working (the engine reconnects on demand)
+                    _shared.pop(next(iter(_shared))).close()
                 _shared[key] = store
             return store
 
@@ -197,11 +222,14 @@ class ArtifactStore:
             yield lambda n: bar.advance(task, n)
 
     # -- logging ----------------------------------------------------------------------------
-    def _stage_blobs(self, artifact: TraceletArtifact) -> list[dict[str, Any]]:
-        """Hash and store every file and object; the manifest entries, sorted by path."""
+    def _stage_blobs(self, artifact: TraceletArtifact) -> tuple[list[dict[str, Any]], ReusedBlobs]:
+        """Hash and store every file and object; the manifest entries, sorted by path, and
+        the blobs that were already stored (``gc`` might collect those before the commit:
+        ``_blob_check`` looks again under the catalog's lock)."""
         staged = artifact.staged_entries
         total = sum(s.entry.size for s in staged)
         rows: list[dict[str, Any]] = []
+        reused: ReusedBlobs = {}
         with self.progress(f"log {artifact.name}", total) as advance:
             for item in staged:
                 entry = item.entry
@@ -212,6 +240,7 @@ class ArtifactStore:
                                              [f"{entry.path}: missing"])
                     advance(entry.size)
                     rows.append(entry_to_dict(entry))
+                    reused[entry.digest] = (None, entry.size, entry.path)
                     continue
                 try:
                     digest, size = hash_file(item.source)
@@ -219,7 +248,8 @@ class ArtifactStore:
                     raise InvalidArtifactError(f"{item.source} disappeared before it was logged") from exc
                 except IsADirectoryError as exc:
                     raise InvalidArtifactError(f"{item.source} is now a directory") from exc
-                self.blobs.put_file(item.source, digest, size, advance)
+                if not self.blobs.put_file(item.source, digest, size, advance):
+                    reused[digest] = (item.source, size, entry.path)
                 if isinstance(entry, ArtifactFile):
                     stored: ArtifactFile | ArtifactObject = ArtifactFile(
                         path=entry.path, size=size, digest=digest, description=entry.description)
@@ -230,7 +260,21 @@ class ArtifactStore:
                         description=entry.description, extra=entry.extra)
                 rows.append(entry_to_dict(stored))
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
-        return sorted(rows, key=_entry_order)
+        return sorted(rows, key=entry_order), reused
+
+    def _blob_check(self, reused: ReusedBlobs) -> Callable[[], None]:
+        """What the catalog runs under its lock (which ``gc`` deletes under) before it records
+        entries: a re-used blob that ``gc`` collected meanwhile is stored again from its
+        source, or the log fails with nothing committed."""
+        def check() -> None:
+            for digest, (source, size, path) in reused.items():
+                if self.blobs.has_blob(digest):
+                    continue
+                if source is None:
+                    raise IntegrityError(f"blob of {path!r} ({digest}) is missing from the store",
+                                         [f"{path}: missing"])
+                self.blobs.put_file(source, digest, size)
+        return check
 
     @staticmethod
     def _input_refs(inputs: Iterable[InputRef]) -> list[tuple[str, str]]:
@@ -274,11 +318,12 @@ class ArtifactStore:
         metadata = self._checked_metadata(artifact.metadata)
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
-        rows = self._stage_blobs(artifact)
+        rows, reused = self._stage_blobs(artifact)
         logged = self._commit(name=artifact.name, type_=artifact.type.value,
                               description=artifact.description, metadata=metadata, entry_dicts=rows,
                               producer=producer, input_refs=input_refs, aliases=alias_list,
-                              idempotency_key=idempotency_key, deliveries=deliveries, partition=partition)
+                              idempotency_key=idempotency_key, deliveries=deliveries, partition=partition,
+                              reused=reused)
         if artifact.tags:  # labels, not content: added to the existing version on dedup too
             self.catalog.add_tags(logged._record.id, artifact.tags)
         return logged
@@ -287,49 +332,103 @@ class ArtifactStore:
                 entry_dicts: list[dict[str, Any]], producer: RunInfo | None,
                 input_refs: Sequence[tuple[str, str]], aliases: Sequence[str],
                 idempotency_key: str | None, deliveries: Sequence[DeliverySpec] = (),
-                partition: str | None = None) -> LoggedArtifact:
-        digest = hash_json([_digest_material(e) for e in entry_dicts])
+                partition: str | None = None, sealed_draft: DraftRecord | None = None,
+                reused: ReusedBlobs | None = None) -> LoggedArtifact:
+        digest = entries_digest(entry_dicts)
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
-        def write_manifest(version: int, created_at: float, input_labels: list[str]) -> str:
+        def write_manifest(version: int, created_at: float, input_labels: list[str], token: str | None = None) -> str:
             return self.blobs.write_manifest(name, version, {
                 "format": MANIFEST_FORMAT, "name": name, "version": version, "type": type_,
                 "digest": digest, "description": description, "metadata": metadata,
                 "size_bytes": size_bytes, "created_at": created_at, "entries": entry_dicts,
                 "producer": producer.to_dict() if producer else None, "inputs": input_labels,
                 "idempotency_key": idempotency_key, "partition": partition,
-            })
+            }, token)
 
-        record, created = self.catalog.commit_version(
-            name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
-            size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
-            producer=producer, input_refs=input_refs, aliases_=aliases,
-            idempotency_key=idempotency_key, write_manifest=write_manifest,
-            deliveries_=[*deliveries, *lineage_deliveries(self.settings)], partition=partition,
-        )
-        if aliases:
-            self._sync_alias_journal(name)
+        # Write the manifest before taking the catalog's write lock, for the version number
+        # the catalog predicts: no writer then waits behind this one's (possibly remote) PUT.
+        # Only when another writer took that number first is it written again under the lock.
+        token = uuid.uuid4().hex[:12]
+        prepared: PreparedManifest | None = None
+        guess = self.catalog.next_version(name, digest, input_refs, idempotency_key, partition)
+        if guess is not None:
+            created_at = time.time()
+            prepared = PreparedManifest(guess[0], guess[1], created_at,
+                                        write_manifest(guess[0], created_at, guess[1], token))
+        try:
+            with self._alias_journal_kept(name) as journal:
+                record, created = self.catalog.commit_version(
+                    name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
+                    size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
+                    producer=producer, input_refs=input_refs, aliases_=aliases,
+                    idempotency_key=idempotency_key, write_manifest=write_manifest,
+                    deliveries_=[*deliveries, *lineage_deliveries(self.settings)],
+                    partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
+                    journal=journal, prepared=prepared,
+                )
+        except BaseException:
+            if prepared is not None:
+                self.blobs.discard_manifest(self.blobs.pending_manifest_path(name, prepared.version, token))
+            raise
+        used = prepared is not None and created and (record.version, record.manifest_digest) == (
+            prepared.version, prepared.digest)
+        if prepared is not None and not used:
+            self.blobs.discard_manifest(self.blobs.pending_manifest_path(name, prepared.version, token))
+        if created:
+            # The version is committed: nothing may fail the log now. A pending manifest that
+            # cannot be renamed (a full disk, a lost bucket) is promoted by the next gc, and
+            # reads and reindex already accept it.
+            with suppress(StorageError):
+                self.blobs.promote_manifest(name, record.version, self.blobs.pending_manifest_path(
+                    name, record.version, token if used else None))
         logged = LoggedArtifact(record, self)
         logged.created = created
         export_after_commit(self, logged)
         return logged
 
-    def _sync_alias_journal(self, name: str) -> None:
-        """After an alias change commits, persist the committed aliases for ``reindex``."""
-        self.catalog.with_alias_map(name, lambda mapping: self._write_alias_journal(name, mapping))
+    def _alias_journal(self, name: str) -> AliasJournal:
+        return lambda after, before: self._write_alias_journal(name, after, before)
 
-    def _write_alias_journal(self, name: str, mapping: dict[str, int]) -> None:
-        """Write ``manifests/<name>/@aliases.json`` so ``reindex`` restores aliases. Written
-        only after the change committed: a crash in between leaves the previous state."""
-        data = json.dumps(mapping, sort_keys=True).encode()
-        path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
+    @contextmanager
+    def _alias_journal_kept(self, name: str) -> Iterator[AliasJournal]:
+        """The journal writer to hand the catalog: it writes the alias journal inside the
+        transaction, just before it commits. If the transaction fails after it wrote the
+        journal, the journal is rewritten from what did commit."""
+        written: builtins.list[bool] = []
+
+        def journal(after: dict[str, AliasTarget], before: dict[str, AliasTarget]) -> None:
+            written.append(True)
+            self._write_alias_journal(name, after, before)
+
+        try:
+            yield journal
+        except BaseException:
+            if written:  # best effort: the original error is what the caller must see
+                with suppress(TraceletError):
+                    self._sync_alias_journal(name)
+            raise
+
+    def _sync_alias_journal(self, name: str) -> None:
+        """Persist the committed aliases of ``name`` for ``reindex``."""
+        self.catalog.with_alias_map(name, self._alias_journal(name))
+
+    def _write_alias_journal(self, name: str, after: dict[str, AliasTarget],
+                             before: dict[str, AliasTarget]) -> None:
+        """Write ``manifests/<name>/@aliases.json`` so ``reindex`` restores aliases: each
+        alias's new target and, where it moved, its previous one. Written inside the
+        transaction that changes them, so it never falls behind the catalog; a crash just
+        before that commit leaves it one move ahead, which ``reindex`` detects by the
+        version digests recorded with each target (the previous target is used then)."""
+        journal = {alias: [target] + ([before[alias]] if before.get(alias, target) != target else [])
+                   for alias, target in after.items()}
+        data = json.dumps({"format": 2, "aliases": journal}, sort_keys=True).encode()
+        path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
         if self.blobs.is_local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(path).with_name(f".aliases.{os.getpid()}.{time.monotonic_ns()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            with self.blobs.storage_errors(f"write of the alias journal of {name}"):
+                self.blobs.write_small_file(path, data)
         else:
-            self.blobs.fs.pipe_file(path, data)
+            retrying(lambda: self.blobs.fs.pipe_file(path, data), f"write of the alias journal of {name}")
 
     # -- reading ----------------------------------------------------------------------------
     def get(self, ref: str, version: str | None = None, *, partition: str | None = None) -> LoggedArtifact:
@@ -361,16 +460,16 @@ class ArtifactStore:
         """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
-        record = self.catalog.set_alias(name, selector, alias)
-        self._sync_alias_journal(name)
+        with self._alias_journal_kept(name) as journal:
+            record = self.catalog.set_alias(name, selector, alias, journal=journal)
         self._deliver_alias_events(name)
         return LoggedArtifact(record, self)
 
     def remove_alias(self, name: str, alias: str) -> None:
         validate_name(name)
         validate_alias(alias)
-        self.catalog.remove_alias(name, alias)
-        self._sync_alias_journal(name)
+        with self._alias_journal_kept(name) as journal:
+            self.catalog.remove_alias(name, alias, journal=journal)
         self._deliver_alias_events(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
@@ -470,7 +569,7 @@ class ArtifactStore:
                 if data.get("kind") == "reference" or not digest:
                     continue
                 if digest not in blob_status:
-                    blob_status[digest] = self.blobs.check_blob(digest)
+                    blob_status[digest] = self.blobs.check_blob(digest, data.get("size"))
                 if blob_status[digest] is not None:
                     problems.append(f"{record.ref}: {data['path']} ({digest}) {blob_status[digest]}")
         if problems:
@@ -490,7 +589,7 @@ class ArtifactStore:
         problems = []
         if canonical(manifest.get("entries") or []) != canonical(record.entries):
             problems.append(f"{record.ref}: catalog entries differ from the manifest")
-        if hash_json([_digest_material(e) for e in sorted(record.entries, key=_entry_order)]) != record.digest:
+        if entries_digest(record.entries) != record.digest:
             problems.append(f"{record.ref}: catalog entries do not hash to the version digest")
         return problems
 
@@ -499,37 +598,68 @@ class ArtifactStore:
         are younger), stray manifests of uncommitted versions, and leftovers of killed writers."""
         report = GcReport(dry_run=dry_run)
         cutoff = time.time() - grace_seconds
-        needed = self.catalog.referenced_digests()
-        for digest, mtime, size in builtins.list(self.blobs.iter_blobs()):
-            if digest in needed or mtime > cutoff:
-                continue
-            report.blobs.append(digest)
-            report.bytes_freed += size
-            if not dry_run:
-                self.blobs.delete_blob(digest)
+        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if m is not None and m <= cutoff}
+        candidates = sorted(set(sizes) - self.catalog.referenced_digests())
+        if not dry_run:  # deleted under the catalog's lock, which logs re-check their blobs under
+            candidates = self.catalog.collect_blobs(candidates, self.blobs.delete_blob)
+        report.blobs = candidates
+        report.bytes_freed = sum(sizes[d] for d in candidates)
         committed = self.catalog.manifest_keys()
         newest: dict[str, int] = {}
         for name, version in committed:
             newest[name] = max(newest.get(name, 0), version)
+        for name, version, path in builtins.list(self.blobs.iter_manifests(pending=True)):
+            # a pending manifest of a committed version (its writer died before renaming it) is
+            # promoted; any other one is a killed log's, removed after the grace period
+            if committed.get((name, version)) == self._manifest_digest(path):
+                if not dry_run:
+                    self.blobs.promote_manifest(name, version, path)
+                continue
+            self._collect_manifest(path, cutoff, report)
         for name, version, path in builtins.list(self.blobs.iter_manifests()):
-            # Only versions above the newest committed one are crash leftovers; anything else
-            # without a row means a lost catalog, which ``reindex`` (not gc) must repair.
+            # Manifests written before pending names existed: only versions above the newest
+            # committed one are crash leftovers; anything else without a row means a lost
+            # catalog, which ``reindex`` (not gc) must repair.
             if (name, version) in committed or version <= newest.get(name, version):
                 continue
-            if modified_time(self.blobs.fs.info(path)) > cutoff:
-                continue
-            report.manifests.append(path)
-            if not dry_run:
-                self.blobs.fs.rm(path)
+            self._collect_manifest(path, cutoff, report)
         if not dry_run:
             report.temp_files = self.blobs.clean_tmp(grace_seconds)
         return report
 
-    def reindex(self) -> builtins.list[str]:
+    def _manifest_digest(self, path: str) -> str | None:
+        try:
+            return hash_bytes(self.blobs.read_manifest_at(path))
+        except FileNotFoundError:
+            return None
+
+    def _collect_manifest(self, path: str, cutoff: float, report: GcReport) -> None:
+        """Remove (unless a dry run) a stray manifest older than ``cutoff``."""
+        try:
+            written = modified_time(self.blobs.fs.info(path))
+        except FileNotFoundError:
+            return
+        if written is None or written > cutoff:
+            return
+        report.manifests.append(path)
+        if not report.dry_run:
+            with suppress(FileNotFoundError):
+                self.blobs.fs.rm(path)
+
+    def reindex(self) -> ReindexReport:
         """Rebuild missing catalog rows from the manifests in the store, oldest first; the
-        refs added. Lineage edges and aliases (from each name's alias journal) follow."""
-        found: builtins.list[tuple[dict[str, Any], bytes, builtins.list[dict[str, Any]]]] = []
-        for name, version, path in self.blobs.iter_manifests():
+        refs added. Lineage edges and aliases (from each name's alias journal) follow.
+
+        A manifest that cannot be read, and a pending one (its version's commit was never
+        seen) whose blobs are not all stored, is skipped and named in ``skipped`` of the
+        returned list; so is an unreadable alias journal."""
+        result = ReindexReport()
+        found: builtins.list[tuple[dict[str, Any], bytes, builtins.list[dict[str, Any]], str]] = []
+        finals = builtins.list(self.blobs.iter_manifests())
+        final_keys = {(name, version) for name, version, _ in finals}
+        pendings = [m for m in self.blobs.iter_manifests(pending=True) if (m[0], m[1]) not in final_keys]
+        pendings.sort(key=lambda m: m[2])  # several for one version (crashed writers): the first usable
+        for name, version, path in finals + pendings:
             try:
                 validate_name(name)
                 data = self.blobs.read_manifest_at(path)
@@ -537,24 +667,66 @@ class ArtifactStore:
                 if manifest.get("name") != name or int(manifest.get("version")) != version:
                     raise ValueError("name or version disagrees with its location")
                 entry_dicts = [entry_to_dict(entry_from_dict(e)) for e in manifest["entries"]]
-            except (ValueError, KeyError, TypeError, InvalidArtifactError, IntegrityError) as exc:
-                raise IntegrityError(f"manifest {path} is unreadable: {exc}", [path]) from exc
-            found.append((manifest, data, entry_dicts))
+                if entries_digest(entry_dicts) != manifest.get("digest"):
+                    raise ValueError("its entries do not hash to its digest")
+                if path.endswith(PENDING_SUFFIX):
+                    missing = [e["path"] for e in entry_dicts
+                               if e.get("digest") and not self.blobs.has_blob(e["digest"])]
+                    if missing:
+                        raise ValueError(f"its version never committed and blobs are gone: {missing}")
+            except (ValueError, KeyError, TypeError, AttributeError, InvalidArtifactError, IntegrityError) as exc:
+                result.skipped.append(f"{path}: {exc}")
+                continue
+            found.append((manifest, data, entry_dicts, path))
         found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
         added: builtins.list[tuple[str, int, builtins.list[str]]] = []
-        for manifest, data, entry_dicts in found:
-            if self.catalog.insert_reindexed(manifest, hash_bytes(data), [_entry_row(e) for e in entry_dicts]):
+        for manifest, data, entry_dicts, path in found:
+            try:
+                inserted = self.catalog.insert_reindexed(manifest, hash_bytes(data),
+                                                         [_entry_row(e) for e in entry_dicts])
+            except (ValueError, KeyError, TypeError, InvalidArtifactError) as exc:
+                result.skipped.append(f"{path}: {exc}")
+                continue
+            if inserted:
                 added.append((manifest["name"], int(manifest["version"]), builtins.list(manifest.get("inputs") or [])))
+                if path.endswith(PENDING_SUFFIX):
+                    self.blobs.promote_manifest(manifest["name"], int(manifest["version"]), path)
+        journals = {name: self._journal_targets(name, result) for name in dict.fromkeys(n for n, _, _ in added)}
         for name, version, inputs in added:
-            self.catalog.link_reindexed_inputs(name, version, inputs, self._read_alias_journal(name))
-        return [f"{name}:v{version}" for name, version, _ in added]
+            self.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
+        result.extend(f"{name}:v{version}" for name, version, _ in added)
+        return result
 
-    def _read_alias_journal(self, name: str) -> dict[str, int]:
-        path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
+    def _journal_targets(self, name: str, result: ReindexReport) -> dict[str, int]:
+        """Each alias of ``name``'s journal resolved to the first recorded target whose
+        version exists with the recorded digest (a journal one move ahead of a crashed
+        commit falls back to the previous target)."""
         try:
-            return {str(k): int(v) for k, v in json.loads(self.blobs.fs.cat_file(path)).items()}
-        except (FileNotFoundError, ValueError, AttributeError):
+            journal = self._read_alias_journal(name)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            result.skipped.append(f"alias journal of {name}: {exc}")
             return {}
+        digests = {v.version_number: v.digest for v in self.versions(name)}
+        chosen: dict[str, int] = {}
+        for alias, targets in journal.items():
+            for target in targets:
+                number = int(target["version"])
+                if number in digests and target.get("digest") in (None, digests[number]):
+                    chosen[alias] = number
+                    break
+        return chosen
+
+    def _read_alias_journal(self, name: str) -> dict[str, builtins.list[AliasTarget]]:
+        """``{alias: [target, previous target]}``; a missing journal is empty, a corrupt
+        one raises ``ValueError``."""
+        path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
+        try:
+            data = json.loads(self.blobs.fs.cat_file(path))
+        except FileNotFoundError:
+            return {}
+        if isinstance(data, dict) and data.get("format") == 2:
+            return {str(alias): builtins.list(targets) for alias, targets in data["aliases"].items()}
+        return {str(alias): [{"version": int(number)}] for alias, number in data.items()}  # format 1
 
     # -- parallel writers (upsert / finish) ---------------------------------------------------
     def upsert(self, artifact: TraceletArtifact, group: str) -> DraftRecord:
@@ -562,26 +734,31 @@ class ArtifactStore:
         if not isinstance(group, str) or not group:
             raise InvalidArtifactError("upsert needs a non-empty group key")
         metadata = self._checked_metadata(artifact.metadata)
-        rows = self._stage_blobs(artifact)
+        rows, reused = self._stage_blobs(artifact)
         return self.catalog.draft_add(name=artifact.name, group=group, type_=artifact.type.value,
                                       description=artifact.description, metadata_=metadata,
-                                      entry_rows=[_entry_row(e) for e in rows])
+                                      entry_rows=[_entry_row(e) for e in rows],
+                                      check_blobs=self._blob_check(reused))
 
     def finish(self, name: str, group: str, aliases: Iterable[str] = (), *,
                producer: RunInfo | None = None, inputs: Iterable[InputRef] = ()) -> LoggedArtifact:
         """Seal the draft ``(name, group)`` into one version."""
-        draft = self.catalog.draft_get(validate_name(name), group)
+        validate_name(name)
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
-        entry_dicts = sorted(draft.entries, key=_entry_order)
-        missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
-        if missing:
-            raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)
-        logged = self._commit(name=name, type_=draft.type, description=draft.description,
-                              metadata=draft.metadata, entry_dicts=entry_dicts, producer=producer,
-                              input_refs=self._input_refs(inputs), aliases=alias_list,
-                              idempotency_key=f"draft:{group}:{draft.created_at!r}")
-        self.catalog.draft_delete(draft.id)
-        return logged
+        input_refs = self._input_refs(inputs)
+        while True:  # an upsert landing while we seal it: read the draft again, never lose it
+            draft = self.catalog.draft_get(name, group)
+            entry_dicts = sorted(draft.entries, key=entry_order)
+            missing = [e["path"] for e in entry_dicts if e.get("digest") and not self.blobs.has_blob(e["digest"])]
+            if missing:
+                raise IntegrityError(f"draft {name!r} refers to missing blobs: {missing}", missing)
+            try:
+                return self._commit(name=name, type_=draft.type, description=draft.description,
+                                    metadata=draft.metadata, entry_dicts=entry_dicts, producer=producer,
+                                    input_refs=input_refs, aliases=alias_list,
+                                    idempotency_key=f"draft:{group}:{draft.created_at!r}", sealed_draft=draft)
+            except DraftChangedError:
+                continue
 
     def drafts(self) -> builtins.list[DraftRecord]:
         return self.catalog.drafts()
@@ -657,8 +834,16 @@ class ArtifactStore:
             groups.setdefault((row.backend, json.dumps(row.config, sort_keys=True), row.run_id), []).append(row)
         results: builtins.list[ArtifactResult] = []
         for (name, _config, run_id), rows in groups.items():
-            backend = resolve_backend(name, rows[0].config)
-            backend.start(rows[0].run_name or "tracelet-sync", run_id or "tracelet-sync")
+            backend = resolve_backend(name, rows[0].config)  # unknown: a ConfigurationError to fix
+            try:  # one backend that cannot start fails its own deliveries, not the others'
+                backend.start(rows[0].run_name or "tracelet-sync", run_id or "tracelet-sync")
+            except Exception as exc:  # noqa: BLE001 - recorded in the outbox and returned, never swallowed
+                error = BackendError(f"backend {name!r} could not start: {type(exc).__name__}: {exc}")
+                for row in rows:
+                    result = ArtifactResult(backend=name, ok=False, error=f"BackendError: {error}")
+                    self.record_delivery(self.get(row.ref), result)
+                    results.append(result)
+                continue
             try:
                 for row in rows:
                     artifact = self.get(row.ref)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._errors import ConfigurationError, InvalidArtifactError, StorageError
+from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, StorageError
 
 _SECRET_QUERY_KEYS = re.compile(
     r"(?i)^(x-amz-(signature|credential|security-token)|signature|sig|token|access_token|"
@@ -36,17 +36,21 @@ def validate_reference_uri(uri: object) -> str:
     return uri
 
 
-def probe_reference(uri: str) -> tuple[int | None, str | None]:
+def probe_reference(uri: str, *, strict: bool = False) -> tuple[int | None, str | None]:
     """Size and checksum/etag of the object at ``uri`` when the filesystem knows them cheaply.
 
-    Never raises and never reads the object: unknown protocols, missing SDKs and unreachable
-    stores leave both values ``None``.
+    Never reads the object. By default it never raises either (what ``add_reference`` wants:
+    unknown protocols, missing SDKs and unreachable stores leave both values ``None``). With
+    ``strict`` (checking a reference before a download) only an unknown protocol gives
+    ``None``; a missing object is an ``IntegrityError``, a missing SDK or bad URL a
+    ``ConfigurationError`` and anything else a ``StorageError``, so a changed reference is
+    never fetched unchecked.
     """
-    size, checksum, _ = describe_reference(uri)
+    size, checksum, _ = describe_reference(uri, strict=strict)
     return size, checksum
 
 
-def describe_reference(uri: str) -> tuple[int | None, str | None, str | None]:
+def describe_reference(uri: str, *, strict: bool = False) -> tuple[int | None, str | None, str | None]:
     """``probe_reference`` plus the object's version id where the store keeps versions."""
     import fsspec  # Deferred for import perf
 
@@ -56,8 +60,18 @@ def describe_reference(uri: str) -> tuple[int | None, str | None, str | None]:
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         info: dict[str, Any] = fs.info(path)
-    except Exception:  # noqa: BLE001 - a reference may point at something we cannot see
-        return None, None, None
+    except FileNotFoundError as exc:
+        if not strict:
+            return None, None, None
+        raise IntegrityError(f"reference {redact_uri(uri)} no longer exists", [f"{redact_uri(uri)}: missing"]) from exc
+    except (ImportError, ValueError) as exc:
+        if not strict:
+            return None, None, None
+        raise ConfigurationError(f"cannot check reference {redact_uri(uri)}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - an SDK's own errors; mapped, or (not strict) unknown
+        if not strict:
+            return None, None, None
+        raise StorageError(f"cannot check reference {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
     if info.get("type") == "directory":
         return None, None, None
     size = info.get("size")

@@ -756,10 +756,12 @@ def reindex(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Rebuild missing catalog rows from the manifests in the store."""
     added = open_store(ctx, as_json=as_json).reindex()
     if as_json:
-        print_json({"added": added})
+        print_json({"added": added, **({"skipped": added.skipped} if added.skipped else {})})
         return
     for ref in added:
         typer.echo(ref)
+    for problem in added.skipped:
+        typer.echo(f"skipped {problem}", err=True)
     typer.echo(f"added {count(len(added), 'version')}")
 
 
