@@ -133,9 +133,11 @@ def store() -> Iterator[ArtifactStore]:
 @pytest.fixture
 def prefect_artifacts() -> Callable[[str], list[Artifact]]:
     """``prefect_artifacts(key)``: the Prefect artifacts with that key, oldest first, read
-    through Prefect's client."""
+    through Prefect's client (once this process's publisher has sent what it holds)."""
+    from tracelet_prefect._ui import drain
 
     def read(key: str) -> list[Artifact]:
+        assert drain(60), "the markdown artifacts were not published within 60 s"
         async def query() -> list[Artifact]:
             async with get_client() as client:
                 return await client.read_artifacts(
