@@ -47,6 +47,8 @@ from ._runs import TaskRun
 
 #: Markdown artifacts one request batch creates at most.
 BATCH_SIZE = 50
+#: How long an exiting process waits for the markdown artifacts it has not sent yet.
+EXIT_DRAIN_SECONDS = 10.0
 
 EVENT_LOGGED = "tracelet.artifact.logged"
 RESOURCE_PREFIX = "tracelet.artifact."
@@ -248,6 +250,10 @@ class Publisher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tracelet-prefect-publisher", daemon=True)
                 self._thread.start()
+                # Registered now, after Prefect's own services started (they emit the first
+                # task-run events), so it runs before they drain: the artifact events that
+                # creating an artifact emits still go out.
+                atexit.register(self.drain, EXIT_DRAIN_SECONDS)
             self._changed.notify_all()
 
     def drain(self, timeout: float | None = 30.0) -> bool:
@@ -310,9 +316,6 @@ def drain(timeout: float | None = 30.0) -> bool:
     """Wait for this process's pending markdown artifacts (run when the process exits)."""
     found = _publishers.get(os.getpid())
     return True if found is None else found.drain(timeout)
-
-
-atexit.register(drain, 10.0)
 
 
 def publish(outcome: Outcome, run: TaskRun, *, outside_run: bool = False) -> None:

@@ -110,9 +110,12 @@ def prefect_server() -> Iterator[None]:
     Flow-run heartbeats are off: their thread is joined in one-second steps when a flow ends,
     which would add a second to every flow run here and tests nothing of ours.
     """
+    from tracelet_prefect._ui import drain
+
     with prefect_test_harness(server_startup_timeout=120), \
             temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+        drain(60)  # what the last tests published reaches the server before it stops
 
 
 @pytest.fixture(scope="session")
