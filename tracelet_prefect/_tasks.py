@@ -277,19 +277,20 @@ class TraceletTask(Task[P, R]):
 
     def _store_aware_cache_key(self) -> None:
         policy = self.cache_policy
-        if isinstance(policy, CachePolicy) and policy is not NO_CACHE and not isinstance(policy, StoreCacheKey):
-            self.cache_policy = StoreCacheKey(policy=policy, store=self._spec.store, key_storage=policy.key_storage,
-                                              isolation_level=policy.isolation_level,
-                                              lock_manager=policy.lock_manager)
+        if not isinstance(policy, CachePolicy) or isinstance(policy, (StoreCacheKey, type(NO_CACHE))):
+            return
+        keyed: CachePolicy = StoreCacheKey(policy=policy, store=self._spec.store, key_storage=policy.key_storage,
+                                           isolation_level=policy.isolation_level, lock_manager=policy.lock_manager)
+        self.cache_policy = keyed  # type: ignore[assignment]  # Prefect types it by its first assignment
 
     def with_options(self, *, artifact_name: Any = dataclasses.MISSING, artifact_type: Any = dataclasses.MISSING,
                      aliases: Any = dataclasses.MISSING, backends: Any = dataclasses.MISSING,
                      store: Any = dataclasses.MISSING,
-                     **task_options: Any) -> TraceletTask[P, R]:  # type: ignore[override]
+                     **task_options: Any) -> TraceletTask[P, R]:
         """A copy with other options: tracelet's (``artifact_name``, ``artifact_type``,
         ``aliases``, ``backends``, ``store``) and any of ``Task.with_options``."""
         spec = self._spec
-        chosen = {"artifact_name": spec.artifact_name, "artifact_type": spec.artifact_type,
+        chosen: dict[str, Any] = {"artifact_name": spec.artifact_name, "artifact_type": spec.artifact_type,
                   "aliases": spec.aliases, "backends": spec.backends, "store": spec.store}
         given = {"artifact_name": artifact_name, "artifact_type": artifact_type, "aliases": aliases,
                  "backends": backends, "store": store}

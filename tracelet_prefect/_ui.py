@@ -47,6 +47,8 @@ from ._runs import TaskRun
 
 #: Markdown artifacts one request batch creates at most.
 BATCH_SIZE = 50
+#: Requests in flight at once.
+CONCURRENT_REQUESTS = 4
 #: How long an exiting process waits for the markdown artifacts it has not sent yet.
 EXIT_DRAIN_SECONDS = 10.0
 
@@ -227,11 +229,17 @@ class _Markdown:
 
 
 async def _create_artifacts(items: list[_Markdown]) -> list[BaseException | None]:
-    """Create the markdown artifacts of ``items`` (one Prefect API): concurrent requests on one
-    client; the error of each item, or ``None``."""
+    """Create the markdown artifacts of ``items`` (one Prefect API) on one client, a few
+    requests at a time (a server on SQLite serializes writes anyway); the error of each item,
+    or ``None``."""
+    limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
+
     async with get_client() as client:
-        results = await asyncio.gather(*(client.create_artifact(item.create()) for item in items),
-                                       return_exceptions=True)
+        async def create(item: _Markdown) -> object:
+            async with limit:
+                return await client.create_artifact(item.create())
+
+        results = await asyncio.gather(*(create(item) for item in items), return_exceptions=True)
     return [r if isinstance(r, BaseException) else None for r in results]
 
 
