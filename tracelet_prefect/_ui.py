@@ -229,18 +229,26 @@ class _Markdown:
 
 
 async def _create_artifacts(items: list[_Markdown]) -> list[BaseException | None]:
-    """Create the markdown artifacts of ``items`` (one Prefect API) on one client, a few
-    requests at a time (a server on SQLite serializes writes anyway); the error of each item,
-    or ``None``."""
+    """Create the markdown artifacts of ``items`` (one Prefect API) on one client: one key's in
+    the order they were submitted (its history in the UI), a few keys at a time (a server on
+    SQLite serializes writes anyway); the error of each item, or ``None``."""
     limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
+    errors: list[BaseException | None] = [None] * len(items)
+    by_key: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_key.setdefault(artifact_key(item.outcome.logged.name), []).append(index)
 
     async with get_client() as client:
-        async def create(item: _Markdown) -> object:
+        async def create_in_order(indices: list[int]) -> None:
             async with limit:
-                return await client.create_artifact(item.create())
+                for index in indices:
+                    try:
+                        await client.create_artifact(items[index].create())
+                    except Exception as exc:  # noqa: BLE001 - reported by the caller
+                        errors[index] = exc
 
-        results = await asyncio.gather(*(create(item) for item in items), return_exceptions=True)
-    return [r if isinstance(r, BaseException) else None for r in results]
+        await asyncio.gather(*(create_in_order(indices) for indices in by_key.values()))
+    return errors
 
 
 class Publisher:
