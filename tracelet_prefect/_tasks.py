@@ -119,20 +119,20 @@ def _load(value: Any, found: _Found, keep: bool, parameter: str) -> Any:
         except ArtifactNotFoundError as exc:
             raise TypeError(f"parameter {parameter!r}: {value.ref} cannot be loaded to one value ({exc}); "
                             "annotate the parameter as LoggedArtifact to receive the version itself") from exc
-    if not isinstance(value, _UNTRACKABLE):
-        found.plain.append(value)
+    versions_before = len(found.versions)
+    result = value
     if isinstance(value, (list, tuple)):
         items = [_load(v, found, keep, parameter) for v in value]
-        if all(new is old for new, old in zip(items, value, strict=True)) \
-                and not isinstance(value, PrefectFutureList):
-            return value
-        return _rebuilt(value, items)
-    if isinstance(value, dict):
+        if isinstance(value, PrefectFutureList) or any(new is not old for new, old in zip(items, value, strict=True)):
+            result = _rebuilt(value, items)
+    elif isinstance(value, dict):
         values = {k: _load(v, found, keep, parameter) for k, v in value.items()}
-        if all(values[k] is v for k, v in value.items()):
-            return value
-        return _rebuilt_mapping(value, values)
-    return value
+        if any(values[k] is not v for k, v in value.items()):
+            result = _rebuilt_mapping(value, values)
+    # A container of versions is not something a load returned; any other object may be.
+    if len(found.versions) == versions_before and not isinstance(value, _UNTRACKABLE):
+        found.plain.append(value)
+    return result
 
 
 @dataclass
