@@ -5,6 +5,9 @@ one object, a model through ``add_model``, or a ``TraceletArtifact`` as is), wit
 producer, inputs, aliases and idempotency key. With backends, the commit goes through core's
 ``Experiment`` (whose run is the task run): routing, the durable delivery outbox and
 ``tracelet sync`` retries are the core's too; a failing backend never fails the log.
+
+Inside a Prefect transaction the version is committed at once (versions are immutable) but its
+aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the commit.
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ from tracelet_core import (
 
 from ._runs import TaskRun
 
-#: How far upstream the Mermaid snippet in the Prefect UI reaches.
-MERMAID_DEPTH = 1
 #: Class paths whose instances are logged with ``add_model`` (checked along the MRO, so no
 #: framework is imported to recognise one).
 MODEL_BASES = frozenset({"torch.nn.modules.module.Module", "sklearn.base.BaseEstimator"})
@@ -49,7 +50,8 @@ class Outcome:
     created: bool
     aliases_set: tuple[str, ...] = ()
     deliveries: dict[str, ArtifactResult] = field(default_factory=dict)
-    lineage_mermaid: str = ""
+    #: aliases to move onto the version when the enclosing Prefect transaction commits
+    staged_aliases: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -114,8 +116,11 @@ def resolve_backends(names: Sequence[str] | None, settings: TraceletSettings) ->
 
 
 def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, inputs: Sequence[str],
-           aliases: Sequence[str], backends: dict[str, Backend]) -> Outcome:
-    """Log ``artifact`` for ``run`` and deliver it to the backends it routes to."""
+           aliases: Sequence[str], backends: dict[str, Backend], stage: bool = False) -> Outcome:
+    """Log ``artifact`` for ``run`` and deliver it to the backends it routes to; with ``stage``,
+    its aliases are only recorded in the outcome, for the transaction's commit."""
+    staged = tuple(aliases) if stage else ()
+    aliases = () if stage else aliases
     producer = run.producer
     key = None
     if producer is not None and run.retries > 0:
@@ -131,21 +136,15 @@ def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, in
                                               uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
     made_by = logged.producer
     created = made_by is None if producer is None else made_by is not None and made_by.key == producer.key
-    outcome = Outcome(logged=logged, created=created, aliases_set=tuple(aliases),
-                      deliveries=deliveries)
-    return _with_lineage(store, outcome)
+    return Outcome(logged=logged, created=created, aliases_set=tuple(aliases), deliveries=deliveries,
+                   staged_aliases=staged)
 
 
-def set_aliases(store: ArtifactStore, logged: LoggedArtifact, aliases: Sequence[str]) -> Outcome:
-    """Move ``aliases`` onto an existing version."""
+def set_aliases(store: ArtifactStore, logged: LoggedArtifact, aliases: Sequence[str], *,
+                stage: bool = False) -> Outcome:
+    """Move ``aliases`` onto an existing version (with ``stage``: leave them to the commit)."""
+    if stage:
+        return Outcome(logged=logged, created=False, staged_aliases=tuple(aliases))
     for alias in aliases:
         logged = store.set_alias(logged.ref, alias)
-    return _with_lineage(store, Outcome(logged=logged, created=False, aliases_set=tuple(aliases)))
-
-
-def _with_lineage(store: ArtifactStore, outcome: Outcome) -> Outcome:
-    if not outcome.changed:
-        return outcome
-    mermaid = store.lineage(outcome.logged, depth=MERMAID_DEPTH).to_mermaid()
-    return Outcome(logged=outcome.logged, created=outcome.created, aliases_set=outcome.aliases_set,
-                   deliveries=outcome.deliveries, lineage_mermaid=mermaid)
+    return Outcome(logged=logged, created=False, aliases_set=tuple(aliases))

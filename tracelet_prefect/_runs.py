@@ -8,18 +8,30 @@
   ``load_artifact`` task produced can be traced back to the version it loaded: that task records
   what it read (``ArtifactStore.record_consumption``) under its own ``RunInfo``, and the
   consumer looks those runs up in the catalog, from any process that shares the store.
+
+Prefect finds those upstream runs by ``id()`` of the values, and for plain ``dict``, ``list``,
+``str``... (no weak reference) a freed object's address can match a new one. So an edge through a
+plain value is recorded only when it is confirmed: the value (or one inside it) is an object that
+upstream run loaded, by identity where Prefect could verify it (a weak reference) and otherwise
+by content (same type, and it serializes to the digest of the object that run loaded).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.objects import TaskRunResult
 from prefect.context import TaskRunContext
+from prefect.utilities.engine import get_state_for_result
 
-from tracelet_core import ArtifactStore, RunInfo
+from tracelet_core import ArtifactStore, LoggedArtifact, RunInfo
+from tracelet_core._hashing import hash_file
+from tracelet_core._model import ArtifactObject
+from tracelet_core._serializers import get_serializer
 
 ORCHESTRATOR = "prefect"
 #: ``task_inputs`` keys that are not data flowing into a parameter.
@@ -79,12 +91,43 @@ class TaskRun:
         return run_info(self.flow_run_id, self.task_run_id, self.task_name, self.task_run_name,
                         self.code_version)
 
-    def upstream_runs(self, parameters: Collection[str]) -> list[RunInfo]:
-        """``RunInfo`` of the task runs that fed these parameters (same flow run)."""
-        ids = dict.fromkeys(i for p in parameters for i in self.upstream.get(p, ()))
-        return [run_info(self.flow_run_id, task_run_id) for task_run_id in ids]
+    def confirmed_inputs(self, store: ArtifactStore, values: Mapping[str, Sequence[Any]]) -> list[str]:
+        """Refs of the versions that upstream runs loaded into these parameter values
+        (``values``: parameter -> the plain objects it holds), each edge confirmed."""
+        refs: dict[str, None] = {}
+        for parameter, objects in values.items():
+            if not objects:
+                continue
+            for task_run_id in self.upstream.get(parameter, ()):
+                for version in store.consumed(run_info(self.flow_run_id, task_run_id)):
+                    if any(_holds(obj, version, task_run_id) for obj in objects):
+                        refs[version.ref] = None
+        return list(refs)
 
 
-def consumed_refs(store: ArtifactStore, runs: Iterable[RunInfo]) -> list[str]:
-    """Refs of the versions these runs recorded reading (``load_artifact`` does)."""
-    return list(dict.fromkeys(version.ref for run in runs for version in store.consumed(run)))
+def _type_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _holds(obj: Any, version: LoggedArtifact, task_run_id: str) -> bool:
+    """Whether ``obj`` is one of ``version``'s objects as the run ``task_run_id`` loaded it."""
+    entries = [e for e in version.objects if e.python_type == _type_name(obj)]
+    if not entries:
+        return False
+    if type(obj).__weakrefoffset__:
+        # Prefect links weak-referenceable results by identity: trust a live link to this run.
+        linked = get_state_for_result(obj)
+        if linked is not None and str(linked[0].state_details.task_run_id) == task_run_id:
+            return True
+    return any(_serializes_to(obj, entry) for entry in entries)
+
+
+def _serializes_to(obj: Any, entry: ArtifactObject) -> bool:
+    try:
+        serializer = get_serializer(entry.serializer)
+        with tempfile.TemporaryDirectory(prefix="tracelet-confirm-") as tmp:
+            target = Path(tmp) / f"object{serializer.extension}"
+            serializer.dump(obj, target)
+            return hash_file(target)[0] == entry.digest
+    except Exception:  # noqa: BLE001 - a value that cannot be written as that object is not it
+        return False

@@ -1,17 +1,22 @@
 """``tracelet_task``, ``log_artifact`` and ``load_artifact``: Prefect tasks over the core API.
 
-A tracelet task is a plain ``prefect.Task`` whose function is wrapped: before the user's
-function runs, ``LoggedArtifact`` arguments are loaded to their values (unless the parameter
-is annotated ``LoggedArtifact``); after it returns, the value is logged as one version whose
-producer is the Prefect task run and whose inputs are those versions plus what upstream
-``load_artifact`` runs read; the task returns the ``LoggedArtifact``. Every Prefect task option
-passes through untouched, and the wrapper runs wherever Prefect runs the task (a thread, an
-event loop, a Dask worker process).
+A tracelet task is a ``prefect.Task`` (``TraceletTask``) whose function is wrapped: before the
+user's function runs, ``LoggedArtifact`` arguments, also inside any list, tuple or dict (named
+tuples, ``OrderedDict``, ``.map()``'s ``PrefectFutureList``...), are loaded to their values
+(unless the parameter is annotated ``LoggedArtifact``); after it returns, the value is logged as
+one version whose producer is the Prefect task run and whose inputs are those versions plus
+what upstream ``load_artifact`` runs read into the plain values it received (confirmed, see
+``_runs``); the task returns the ``LoggedArtifact``. Every Prefect task option passes through
+untouched, tracelet's own ones go through ``with_options`` too, the cache key includes the store
+the task logs to, and the wrapper runs wherever Prefect runs the task (a thread, an event loop,
+a Dask worker process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import functools
 import inspect
 import os
@@ -21,7 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
 from prefect import Task, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+from prefect.futures import PrefectFutureList
+from prefect.utilities.hashing import hash_objects
 from typing_extensions import ParamSpec
 
 from tracelet_core import (
@@ -36,13 +44,16 @@ from tracelet_core import (
 from tracelet_core._artifact import coerce_type
 
 from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
-from ._runs import TaskRun, consumed_refs
+from ._runs import TaskRun
 from ._stores import StoreSpec
-from ._ui import apublish, publish
+from ._transactions import enclosing_transaction, release
 
 P = ParamSpec("P")
 R = TypeVar("R")
 StoreLike = ArtifactStore | str | os.PathLike[str] | None
+_AsyncLogged = Coroutine[Any, Any, LoggedArtifact]
+#: Values never worth confirming as a loaded object: Prefect cannot track them either.
+_UNTRACKABLE = (bool, type(None), type(Ellipsis), type(NotImplemented))
 
 
 # -- arguments ------------------------------------------------------------------------------
@@ -65,11 +76,42 @@ def _version_parameters(fn: Callable[..., Any], signature: inspect.Signature) ->
     return frozenset(name for name in signature.parameters if _wants_versions(hints.get(name)))
 
 
-def _load(value: Any, found: list[LoggedArtifact], keep: bool, parameter: str) -> Any:
-    """``value`` with every ``LoggedArtifact`` in it (also inside lists, tuples and dicts)
-    replaced by its loaded value, unless ``keep``; the versions are collected in ``found``."""
+def _rebuilt(original: Any, items: list[Any]) -> Any:
+    """A sequence like ``original`` holding ``items`` (as Prefect rebuilds one)."""
+    if isinstance(original, PrefectFutureList):
+        return items  # its items are values now, not futures
+    if hasattr(type(original), "_make"):  # a named tuple
+        return type(original)._make(items)
+    try:
+        return type(original)(items)
+    except TypeError:  # a subclass whose constructor takes something else
+        return list(items) if isinstance(original, list) else tuple(items)
+
+
+def _rebuilt_mapping(original: dict[Any, Any], values: dict[Any, Any]) -> dict[Any, Any]:
+    """A mapping like ``original`` (same class, ``defaultdict``'s factory...) with ``values``."""
+    try:
+        rebuilt = copy.copy(original)
+        rebuilt.update(values)
+        return rebuilt
+    except TypeError:
+        return dict(values)
+
+
+@dataclass
+class _Found:
+    """What walking one parameter's value found."""
+
+    versions: list[LoggedArtifact] = dataclasses.field(default_factory=list)
+    #: the other objects in it, any depth: candidates for a confirmed ``load_artifact`` edge
+    plain: list[Any] = dataclasses.field(default_factory=list)
+
+
+def _load(value: Any, found: _Found, keep: bool, parameter: str) -> Any:
+    """``value`` with every ``LoggedArtifact`` in it (in any list, tuple or dict, subclasses
+    included) replaced by its loaded value, unless ``keep``."""
     if isinstance(value, LoggedArtifact):
-        found.append(value)
+        found.versions.append(value)
         if keep:
             return value
         try:
@@ -77,11 +119,20 @@ def _load(value: Any, found: list[LoggedArtifact], keep: bool, parameter: str) -
         except ArtifactNotFoundError as exc:
             raise TypeError(f"parameter {parameter!r}: {value.ref} cannot be loaded to one value ({exc}); "
                             "annotate the parameter as LoggedArtifact to receive the version itself") from exc
-    if type(value) in (list, tuple):
-        return type(value)(_load(v, found, keep, parameter) for v in value)
-    if type(value) is dict:
-        return {k: _load(v, found, keep, parameter) for k, v in value.items()}
-    return value
+    versions_before = len(found.versions)
+    result = value
+    if isinstance(value, (list, tuple)):
+        items = [_load(v, found, keep, parameter) for v in value]
+        if isinstance(value, PrefectFutureList) or any(new is not old for new, old in zip(items, value, strict=True)):
+            result = _rebuilt(value, items)
+    elif isinstance(value, dict):
+        values = {k: _load(v, found, keep, parameter) for k, v in value.items()}
+        if any(values[k] is not v for k, v in value.items()):
+            result = _rebuilt_mapping(value, values)
+    # A container of versions is not something a load returned; any other object may be.
+    if len(found.versions) == versions_before and not isinstance(value, _UNTRACKABLE):
+        found.plain.append(value)
+    return result
 
 
 @dataclass
@@ -89,20 +140,20 @@ class _Arguments:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     versions: list[LoggedArtifact]
-    #: parameters that received no ``LoggedArtifact``: their upstream task runs are looked up
-    plain: list[str]
+    #: parameter -> the plain objects it received (where an upstream load may have come from)
+    plain: dict[str, list[Any]]
 
 
 def _prepare(signature: inspect.Signature, keep: frozenset[str], args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> _Arguments:
     bound = signature.bind(*args, **kwargs)
     versions: list[LoggedArtifact] = []
-    plain: list[str] = []
+    plain: dict[str, list[Any]] = {}
     for name, value in list(bound.arguments.items()):
-        before = len(versions)
-        bound.arguments[name] = _load(value, versions, name in keep, name)
-        if len(versions) == before:
-            plain.append(name)
+        found = _Found()
+        bound.arguments[name] = _load(value, found, name in keep, name)
+        versions.extend(found.versions)
+        plain[name] = found.plain
     return _Arguments(bound.args, bound.kwargs, versions, plain)
 
 
@@ -120,6 +171,20 @@ class _Spec:
     description: str | None
 
 
+def _spec(fn: Callable[..., Any], artifact_name: str | None, artifact_type: ArtifactType | str,
+          aliases: Sequence[str] | str, backends: Sequence[str] | str | None, store: StoreLike | StoreSpec) -> _Spec:
+    """Checked options (a bad name or type raises now, not when the task runs)."""
+    if artifact_name is not None:
+        TraceletArtifact(artifact_name)  # raises InvalidArtifactError for a bad name
+    doc = inspect.getdoc(fn)
+    return _Spec(artifact_name=artifact_name, fallback_name=fn.__name__, artifact_type=coerce_type(artifact_type),
+                 aliases=(aliases,) if isinstance(aliases, str) else tuple(aliases),
+                 backends=((backends,) if isinstance(backends, str) else tuple(backends))
+                 if backends is not None else None,
+                 store=store if isinstance(store, StoreSpec) else StoreSpec.of(store),
+                 description=doc.splitlines()[0] if doc else None)
+
+
 class _Run:
     """One execution of a tracelet task: context, store, backends and inputs."""
 
@@ -129,12 +194,13 @@ class _Run:
         self.store = spec.store.open()
         # Unknown or unavailable backends fail the task before the user's function runs.
         self.backends: dict[str, Backend] = resolve_backends(spec.backends, self.store.settings)
+        self.transaction = enclosing_transaction(self.run)
         self.inputs: list[str] = []
 
     def arguments(self, signature: inspect.Signature, keep: frozenset[str], args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> _Arguments:
         prepared = _prepare(signature, keep, args, kwargs)
-        graph = consumed_refs(self.store, self.run.upstream_runs(prepared.plain))
+        graph = self.run.confirmed_inputs(self.store, prepared.plain) if self.run.upstream else []
         self.inputs = list(dict.fromkeys([*(v.ref for v in prepared.versions), *graph]))
         return prepared
 
@@ -143,7 +209,10 @@ class _Run:
         artifact = build_artifact(value, spec.artifact_name, spec.artifact_type, spec.fallback_name,
                                   spec.description)
         return commit(self.store, artifact, run=self.run, inputs=self.inputs, aliases=spec.aliases,
-                      backends=self.backends)
+                      backends=self.backends, stage=self.transaction is not None)
+
+    def release(self, outcome: Outcome) -> None:
+        release(self.store, outcome, self.run, self.transaction)
 
 
 def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
@@ -157,7 +226,7 @@ def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
             prepared = await asyncio.to_thread(run.arguments, signature, keep, args, kwargs)
             value = await fn(*prepared.args, **prepared.kwargs)
             outcome = await asyncio.to_thread(run.commit, value)
-            await apublish(outcome, run.run)
+            run.release(outcome)
             return outcome.logged
 
         return run_async
@@ -168,31 +237,94 @@ def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         prepared = run.arguments(signature, keep, args, kwargs)
         value = fn(*prepared.args, **prepared.kwargs)
         outcome = run.commit(value)
-        publish(outcome, run.run)
+        run.release(outcome)
         return outcome.logged
 
     return run_sync
 
 
+# -- the task -------------------------------------------------------------------------------
+@dataclass
+class StoreCacheKey(CachePolicy):
+    """A cache policy's key, extended with the store the task logs to in the running process:
+    a cached ``LoggedArtifact`` is reused only against the store it lives in. No key from the
+    wrapped policy (nothing to cache on) stays no key."""
+
+    policy: CachePolicy | None = None
+    store: StoreSpec | None = None
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        assert self.policy is not None and self.store is not None
+        key = self.policy.compute_key(task_ctx=task_ctx, inputs=inputs, flow_parameters=flow_parameters, **kwargs)
+        if key is None:
+            return None
+        return hash_objects(key, self.store.identity(), raise_on_failure=True)
+
+    def __sub__(self, other: str) -> CachePolicy:
+        assert self.policy is not None
+        return dataclasses.replace(self, policy=self.policy - other)
+
+
+class TraceletTask(Task[P, R]):
+    """A Prefect task whose return value is logged (what ``tracelet_task`` makes)."""
+
+    def __init__(self, user_fn: Callable[P, Any], spec: _Spec, **task_options: Any) -> None:
+        super().__init__(fn=_wrap(user_fn, spec), **task_options)
+        self._user_fn = user_fn
+        self._spec = spec
+        self._store_aware_cache_key()
+
+    def _store_aware_cache_key(self) -> None:
+        policy = self.cache_policy
+        if not isinstance(policy, CachePolicy) or isinstance(policy, (StoreCacheKey, type(NO_CACHE))):
+            return
+        keyed: CachePolicy = StoreCacheKey(policy=policy, store=self._spec.store, key_storage=policy.key_storage,
+                                           isolation_level=policy.isolation_level, lock_manager=policy.lock_manager)
+        self.cache_policy = keyed  # type: ignore[assignment]  # Prefect types it by its first assignment
+
+    def with_options(self, *, artifact_name: Any = dataclasses.MISSING, artifact_type: Any = dataclasses.MISSING,
+                     aliases: Any = dataclasses.MISSING, backends: Any = dataclasses.MISSING,
+                     store: Any = dataclasses.MISSING,
+                     **task_options: Any) -> TraceletTask[P, R]:
+        """A copy with other options: tracelet's (``artifact_name``, ``artifact_type``,
+        ``aliases``, ``backends``, ``store``) and any of ``Task.with_options``."""
+        spec = self._spec
+        chosen: dict[str, Any] = {"artifact_name": spec.artifact_name, "artifact_type": spec.artifact_type,
+                  "aliases": spec.aliases, "backends": spec.backends, "store": spec.store}
+        given = {"artifact_name": artifact_name, "artifact_type": artifact_type, "aliases": aliases,
+                 "backends": backends, "store": store}
+        chosen.update({k: v for k, v in given.items() if v is not dataclasses.MISSING})
+        new_spec = _spec(self._user_fn, **chosen)
+        plain = super().with_options(**task_options)  # a prefect.Task over the old spec's wrapper
+        copied: TraceletTask[P, R] = object.__new__(type(self))
+        copied.__dict__.update(plain.__dict__)
+        copied.fn = _wrap(self._user_fn, new_spec)
+        copied._user_fn = self._user_fn
+        copied._spec = new_spec
+        copied._store_aware_cache_key()
+        return copied
+
+
 # -- the decorator --------------------------------------------------------------------------
 class _TraceletDecorator(Protocol):
     @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, Any]], /) -> Task[P, Coroutine[Any, Any, LoggedArtifact]]:
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, Any]], /) -> TraceletTask[P, _AsyncLogged]:
         ...
 
     @overload
-    def __call__(self, fn: Callable[P, Any], /) -> Task[P, LoggedArtifact]:
+    def __call__(self, fn: Callable[P, Any], /) -> TraceletTask[P, LoggedArtifact]:
         ...
 
 
 @overload
 def tracelet_task(
-        artifact_name: Callable[P, Coroutine[Any, Any, Any]], /) -> Task[P, Coroutine[Any, Any, LoggedArtifact]]:
+        artifact_name: Callable[P, Coroutine[Any, Any, Any]], /) -> TraceletTask[P, _AsyncLogged]:
     ...
 
 
 @overload
-def tracelet_task(artifact_name: Callable[P, Any], /) -> Task[P, LoggedArtifact]:
+def tracelet_task(artifact_name: Callable[P, Any], /) -> TraceletTask[P, LoggedArtifact]:
     ...
 
 
@@ -217,30 +349,26 @@ def tracelet_task(artifact_name: Any = None, artifact_type: ArtifactType | str =
         store: an ``ArtifactStore``, a path or a URL (default: ``TRACELET_STORE_URI`` /
             ``TRACELET_CATALOG_URL`` in the process that runs the task).
         **task_options: anything ``prefect.task`` accepts (``retries``, ``cache_policy``,
-            ``tags``, ``timeout_seconds``, ``name``, ...), passed through untouched.
+            ``tags``, ``timeout_seconds``, ``name``, ...), passed through untouched; the
+            cache key of any cache policy is extended with the store the task logs to.
 
     The value is logged as the object ``value`` (``add_object(value, "value", "auto")``); a
     PyTorch module or scikit-learn estimator goes through ``add_model``; a returned
-    ``TraceletArtifact`` is logged as it is. The task returns the ``LoggedArtifact``.
+    ``TraceletArtifact`` is logged as it is. The task returns the ``LoggedArtifact``;
+    ``task.with_options(artifact_name=..., aliases=..., ...)`` makes a copy with other options.
     """
     if callable(artifact_name):  # used bare: @tracelet_task
         return tracelet_task()(artifact_name)
     if artifact_name is not None:
         TraceletArtifact(artifact_name)  # raises InvalidArtifactError for a bad name, now
-    kind = coerce_type(artifact_type)
-    alias_tuple = (aliases,) if isinstance(aliases, str) else tuple(aliases)
-    if isinstance(backends, str):
-        backends = [backends]
+    coerce_type(artifact_type)
     spec_store = StoreSpec.of(store)
 
-    def decorate(fn: Callable[..., Any]) -> Task[..., Any]:
+    def decorate(fn: Callable[..., Any]) -> TraceletTask[..., Any]:
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(f"{fn.__name__} is a generator; a tracelet task logs one return value")
-        doc = inspect.getdoc(fn)
-        spec = _Spec(artifact_name=artifact_name, fallback_name=fn.__name__, artifact_type=kind,
-                     aliases=alias_tuple, backends=tuple(backends) if backends is not None else None,
-                     store=spec_store, description=doc.splitlines()[0] if doc else None)
-        return Task(fn=_wrap(fn, spec), **task_options)
+        return TraceletTask(fn, _spec(fn, artifact_name, artifact_type, aliases, backends, spec_store),
+                            **task_options)
 
     return decorate
 
@@ -259,23 +387,24 @@ def log_artifact(artifact: TraceletArtifact | LoggedArtifact, aliases: Sequence[
                  store: StoreLike = None) -> LoggedArtifact:
     """Log a hand-built ``TraceletArtifact`` (producer: this task run), or, given a
     ``LoggedArtifact``, move ``aliases`` onto it (a promotion). ``inputs`` are recorded as its
-    lineage, with what upstream ``load_artifact`` runs read."""
+    lineage. Inside a Prefect transaction the alias moves wait for its commit."""
     alias_list = [aliases] if isinstance(aliases, str) else list(aliases)
     if isinstance(artifact, LoggedArtifact):
         run, opened = _current_run(store, artifact.store)
         if not alias_list:
             return artifact
-        outcome = set_aliases(opened, artifact, alias_list)
+        transaction = enclosing_transaction(run)
+        outcome = set_aliases(opened, artifact, alias_list, stage=transaction is not None)
     elif isinstance(artifact, TraceletArtifact):
         run, opened = _current_run(store)
+        transaction = enclosing_transaction(run)
         refs = [i.ref if isinstance(i, LoggedArtifact) else i for i in inputs]
-        graph = consumed_refs(opened, run.upstream_runs(["artifact"]))
-        outcome = commit(opened, artifact, run=run, inputs=list(dict.fromkeys([*refs, *graph])),
-                         aliases=alias_list, backends=resolve_backends(backends, opened.settings))
+        outcome = commit(opened, artifact, run=run, inputs=list(dict.fromkeys(refs)), aliases=alias_list,
+                         backends=resolve_backends(backends, opened.settings), stage=transaction is not None)
     else:
         raise InvalidArtifactError(f"log_artifact needs a TraceletArtifact or a LoggedArtifact, "
                                    f"got {type(artifact).__name__}")
-    publish(outcome, run)
+    release(opened, outcome, run, transaction)
     return outcome.logged
 
 

@@ -4,8 +4,9 @@ For every new version (and every alias set on one) a tracelet task publishes:
 
 - a markdown artifact keyed by the artifact name (``team/model`` -> ``team-model``: Prefect keys
   are lowercase letters, digits and dashes), so the UI's Artifacts page shows the history of
-  the name: ref, type, digest, size, aliases, producer, upstream refs, where it was delivered,
-  and a Mermaid snippet of its lineage;
+  the name: ref, type, digest, size, aliases, producer, where it was delivered, and its lineage
+  as table rows Prefect's markdown renders: the producing task run and flow run, and one row per
+  input version, each a link to that page in the UI;
 - the event ``tracelet.artifact.logged`` on the resource ``tracelet.artifact.<name>``, with the
   version, digest, type, whether this run created the version (``tracelet.created``) and the
   aliases (``tracelet.alias.<alias>: "true"``) as resource labels, and all of it in the payload,
@@ -14,23 +15,42 @@ For every new version (and every alias set on one) a tracelet task publishes:
   on ``tracelet://<name>``, ``prefect.asset.referenced`` for each input), so Prefect's asset
   lineage links the same versions up.
 
-Publishing never fails the task: the version is committed already. A failure is reported as a
-warning on the task run's logger.
+None of it is on the task's path: events go through Prefect's events worker, and markdown
+artifacts are handed to one publisher per process, which creates them in batches with Prefect's
+async client from a background thread (``drain`` waits for it; it is drained when the process
+exits). Publishing never fails the task: the version is committed already. A failure is reported
+as a warning on the task run's log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
-from prefect.artifacts import acreate_markdown_artifact, create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.context import SettingsContext
 from prefect.events import emit_event
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_logger, get_run_logger
+from prefect.logging import get_logger
+from prefect.settings import PREFECT_UI_URL
 
 from ._commit import Outcome
 from ._runs import TaskRun
+
+#: Markdown artifacts one request batch creates at most.
+BATCH_SIZE = 50
+#: Requests in flight at once.
+CONCURRENT_REQUESTS = 4
+#: How long an exiting process waits for the markdown artifacts it has not sent yet.
+EXIT_DRAIN_SECONDS = 10.0
 
 EVENT_LOGGED = "tracelet.artifact.logged"
 RESOURCE_PREFIX = "tracelet.artifact."
@@ -60,28 +80,49 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover - the loop always returns
 
 
-def render_markdown(outcome: Outcome) -> str:
+def _ui_link(path: str) -> str:
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}{path}" if base else path
+
+
+def _lineage_rows(outcome: Outcome, run: TaskRun) -> Iterator[str]:
+    """Lineage as table rows: who made the version, and each input version it was made from."""
+    producer = outcome.logged.producer
+    if producer is not None and producer.orchestrator == "prefect":
+        task_link = f"[{producer.name or 'task run'}]({_ui_link(f'/runs/task-run/{producer.step}')})"
+        flow_link = f"[flow run]({_ui_link(f'/runs/flow-run/{producer.run_id}')})"
+        yield f"| produced by | task run {task_link} in {flow_link} |"
+    elif producer is not None:
+        yield f"| produced by | {producer.orchestrator}: {producer.name or producer.run_id} / `{producer.step}` |"
+    if not outcome.created and run.task_run_id is not None and (producer is None or producer.step != run.task_run_id):
+        task_link = f"[{run.task_name}]({_ui_link(f'/runs/task-run/{run.task_run_id}')})"
+        yield f"| aliases moved by | task run {task_link} |"
+    for ref in outcome.logged.inputs:
+        name = ref.rsplit(":", 1)[0]
+        yield f"| input | `{ref}`: [{name} history]({_ui_link(f'/artifacts/key/{artifact_key(name)}')}) |"
+    if not outcome.logged.inputs:
+        yield "| input | - (no recorded inputs) |"
+
+
+def render_markdown(outcome: Outcome, run: TaskRun) -> str:
     logged = outcome.logged
     aliases_set = ", ".join(outcome.aliases_set)
     what = "new version" if outcome.created else f"alias {aliases_set} set on an existing version"
-    producer = logged.producer
-    made_by = f"{producer.orchestrator}: {producer.name or producer.run_id} / `{producer.step}`" if producer else "-"
     deliveries = ", ".join(f"{name} {'ok' if r.ok else 'FAILED: ' + (r.error or '')}"
                            for name, r in outcome.deliveries.items()) or "-"
-    inputs = ", ".join(f"`{ref}`" for ref in logged.inputs) or "-"
     rows = [
         ("ref", f"`{logged.ref}`"),
         ("type", logged.type.value),
         ("digest", f"`{logged.digest}`"),
         ("size", _size(logged.size_bytes)),
         ("aliases", ", ".join(logged.aliases) or "-"),
-        ("producer", made_by),
-        ("inputs", inputs),
+        ("inputs", ", ".join(f"`{ref}`" for ref in logged.inputs) or "-"),
         ("backends", deliveries),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    lineage = "\n".join(_lineage_rows(outcome, run))
     return (f"### {logged.ref}\n\n{what}\n\n| | |\n|---|---|\n{table}\n\n"
-            f"```mermaid\n{outcome.lineage_mermaid}```\n")
+            f"#### Lineage\n\n| | |\n|---|---|\n{lineage}\n")
 
 
 def _resource(outcome: Outcome) -> dict[str, str]:
@@ -111,14 +152,26 @@ def event_payload(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _emit_events(outcome: Outcome) -> None:
+def run_resources(run: TaskRun) -> list[dict[str, str]]:
+    """The task run and flow run as related resources, for events sent outside the task run
+    (a transaction's commit or rollback), where Prefect cannot add them from the context."""
+    related = [{"prefect.resource.id": f"prefect.task-run.{run.task_run_id}", "prefect.resource.role": "task-run",
+                "prefect.resource.name": run.task_run_name or run.task_name}]
+    if run.flow_run_id:
+        related.append({"prefect.resource.id": f"prefect.flow-run.{run.flow_run_id}",
+                        "prefect.resource.role": "flow-run"})
+    return related
+
+
+def _emit_events(outcome: Outcome, run: TaskRun, outside_run: bool) -> None:
     logged = outcome.logged
     upstream = [ref.rsplit(":", 1)[0] for ref in logged.inputs]
+    runs = run_resources(run) if outside_run else []
     emit_event(
         event=EVENT_LOGGED,
         resource=_resource(outcome),
-        related=[{"prefect.resource.id": resource_id(name), "prefect.resource.role": "tracelet-input",
-                  "tracelet.ref": ref} for name, ref in zip(upstream, logged.inputs, strict=True)],
+        related=[*({"prefect.resource.id": resource_id(name), "prefect.resource.role": "tracelet-input",
+                    "tracelet.ref": ref} for name, ref in zip(upstream, logged.inputs, strict=True)), *runs],
         payload=event_payload(outcome),
     )
     if not outcome.created:
@@ -131,58 +184,165 @@ def _emit_events(outcome: Outcome) -> None:
         resource={"prefect.resource.id": asset_key(logged.name), "prefect.resource.name": logged.name},
         related=[*({"prefect.resource.id": asset_key(name), "prefect.resource.role": "asset"}
                    for name in dict.fromkeys(upstream)),
-                 {"prefect.resource.id": MATERIALIZED_BY, "prefect.resource.role": "asset-materialized-by"}],
+                 {"prefect.resource.id": MATERIALIZED_BY, "prefect.resource.role": "asset-materialized-by"},
+                 *runs],
         payload={"tracelet.ref": logged.ref, "tracelet.version": logged.version,
                  "tracelet.digest": logged.digest},
     )
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return get_logger("tracelet_prefect")
+def run_logger(run: TaskRun) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger whose records land on the task run's log in Prefect (from any thread)."""
+    extra = {"task_run_id": run.task_run_id, "flow_run_id": run.flow_run_id,
+             "task_run_name": run.task_run_name, "task_name": run.task_name}
+    return logging.LoggerAdapter(get_logger("task_runs"), extra)
 
 
-def _report(outcome: Outcome, what: str, exc: Exception) -> None:
-    _logger().warning("tracelet: %s is committed, but publishing its %s to Prefect failed: %s: %s",
-                      outcome.logged.ref, what, type(exc).__name__, exc)
+def _report(outcome: Outcome, run: TaskRun, what: str, exc: BaseException) -> None:
+    run_logger(run).warning("tracelet: %s is committed, but publishing its %s to Prefect failed: %s: %s",
+                            outcome.logged.ref, what, type(exc).__name__, exc)
 
 
-def _report_deliveries(outcome: Outcome) -> None:
+def _report_deliveries(outcome: Outcome, run: TaskRun) -> None:
     for name, result in outcome.deliveries.items():
         if not result.ok:
-            _logger().warning("tracelet: %s was not delivered to %s (%s); `tracelet sync` retries it",
-                              outcome.logged.ref, name, result.error)
+            run_logger(run).warning("tracelet: %s was not delivered to %s (%s); `tracelet sync` retries it",
+                                    outcome.logged.ref, name, result.error)
 
 
-def publish(outcome: Outcome, run: TaskRun) -> None:
-    """Publish ``outcome`` to Prefect from a sync task."""
+# -- the background publisher -----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Markdown:
+    outcome: Outcome
+    run: TaskRun
+    #: Prefect's settings where the task ran (which API to talk to)
+    settings: SettingsContext | None
+
+    def create(self) -> ArtifactCreate:
+        logged = self.outcome.logged
+        return ArtifactCreate(
+            key=artifact_key(logged.name), type="markdown", description=f"tracelet {logged.ref}",
+            data=render_markdown(self.outcome, self.run),
+            task_run_id=UUID(self.run.task_run_id) if self.run.task_run_id else None,
+            flow_run_id=UUID(self.run.flow_run_id) if self.run.flow_run_id else None,
+        )
+
+
+async def _create_artifacts(items: list[_Markdown]) -> list[BaseException | None]:
+    """Create the markdown artifacts of ``items`` (one Prefect API) on one client: one key's in
+    the order they were submitted (its history in the UI), a few keys at a time (a server on
+    SQLite serializes writes anyway); the error of each item, or ``None``."""
+    limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
+    errors: list[BaseException | None] = [None] * len(items)
+    by_key: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_key.setdefault(artifact_key(item.outcome.logged.name), []).append(index)
+
+    async with get_client() as client:
+        async def create_in_order(indices: list[int]) -> None:
+            async with limit:
+                for index in indices:
+                    try:
+                        await client.create_artifact(items[index].create())
+                    except Exception as exc:  # noqa: BLE001 - reported by the caller
+                        errors[index] = exc
+
+        await asyncio.gather(*(create_in_order(indices) for indices in by_key.values()))
+    return errors
+
+
+class Publisher:
+    """Markdown artifacts handed off by tasks, created in batches by one background thread."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pending: list[_Markdown] = []
+        self._busy = 0
+        self._thread: threading.Thread | None = None
+
+    def submit(self, item: _Markdown) -> None:
+        with self._changed:
+            self._pending.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tracelet-prefect-publisher", daemon=True)
+                self._thread.start()
+                # Registered now, after Prefect's own services started (they emit the first
+                # task-run events), so it runs before they drain: the artifact events that
+                # creating an artifact emits still go out.
+                atexit.register(self.drain, EXIT_DRAIN_SECONDS)
+            self._changed.notify_all()
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every artifact submitted so far is created (or failed); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: bool(self._pending))
+                    batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+                    self._busy = len(batch)
+                try:
+                    loop.run_until_complete(self._send(batch))
+                finally:
+                    with self._changed:
+                        self._busy = 0
+                        self._changed.notify_all()
+        finally:  # pragma: no cover - a daemon thread ends with the process
+            loop.close()
+
+    @staticmethod
+    async def _send(batch: list[_Markdown]) -> None:
+        groups: dict[int, list[_Markdown]] = {}
+        for item in batch:
+            groups.setdefault(id(item.settings), []).append(item)
+        for items in groups.values():
+            settings = items[0].settings
+            try:
+                if settings is None:
+                    errors = await _create_artifacts(items)
+                else:
+                    with SettingsContext(profile=settings.profile, settings=settings.settings):
+                        errors = await _create_artifacts(items)
+            except Exception as exc:  # noqa: BLE001 - reported, never fails a committed version
+                errors = [exc] * len(items)
+            for item, error in zip(items, errors, strict=True):
+                if error is not None:
+                    _report(item.outcome, item.run, "markdown artifact", error)
+
+
+_publishers: dict[int, Publisher] = {}
+_publishers_lock = threading.Lock()
+
+
+def publisher() -> Publisher:
+    """This process's publisher (a forked child gets its own)."""
+    pid = os.getpid()
+    found = _publishers.get(pid)
+    if found is None:
+        with _publishers_lock:
+            found = _publishers.setdefault(pid, Publisher())
+    return found
+
+
+def drain(timeout: float | None = 30.0) -> bool:
+    """Wait for this process's pending markdown artifacts (run when the process exits)."""
+    found = _publishers.get(os.getpid())
+    return True if found is None else found.drain(timeout)
+
+
+def publish(outcome: Outcome, run: TaskRun, *, outside_run: bool = False) -> None:
+    """Hand ``outcome`` to Prefect: events now (Prefect's events worker sends them), the
+    markdown artifact to the background publisher. ``outside_run``: called after the task run
+    (a transaction commit), so the run's resources are named explicitly."""
     if not (run.in_prefect and outcome.changed):
         return
-    _report_deliveries(outcome)
+    _report_deliveries(outcome, run)
+    publisher().submit(_Markdown(outcome, run, SettingsContext.get()))
     try:
-        create_markdown_artifact(markdown=render_markdown(outcome), key=artifact_key(outcome.logged.name),
-                                 description=f"tracelet {outcome.logged.ref}")
+        _emit_events(outcome, run, outside_run)
     except Exception as exc:  # noqa: BLE001 - reported, never fails a committed version
-        _report(outcome, "markdown artifact", exc)
-    try:
-        _emit_events(outcome)
-    except Exception as exc:  # noqa: BLE001 - reported, never fails a committed version
-        _report(outcome, "events", exc)
-
-
-async def apublish(outcome: Outcome, run: TaskRun) -> None:
-    """Publish ``outcome`` to Prefect from an async task."""
-    if not (run.in_prefect and outcome.changed):
-        return
-    _report_deliveries(outcome)
-    try:
-        await acreate_markdown_artifact(markdown=render_markdown(outcome), key=artifact_key(outcome.logged.name),
-                                        description=f"tracelet {outcome.logged.ref}")
-    except Exception as exc:  # noqa: BLE001 - reported, never fails a committed version
-        _report(outcome, "markdown artifact", exc)
-    try:
-        _emit_events(outcome)
-    except Exception as exc:  # noqa: BLE001 - reported, never fails a committed version
-        _report(outcome, "events", exc)
+        _report(outcome, run, "events", exc)

@@ -110,9 +110,12 @@ def prefect_server() -> Iterator[None]:
     Flow-run heartbeats are off: their thread is joined in one-second steps when a flow ends,
     which would add a second to every flow run here and tests nothing of ours.
     """
+    from tracelet_prefect._ui import drain
+
     with prefect_test_harness(server_startup_timeout=120), \
             temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+        drain(60)  # what the last tests published reaches the server before it stops
 
 
 @pytest.fixture(scope="session")
@@ -133,9 +136,11 @@ def store() -> Iterator[ArtifactStore]:
 @pytest.fixture
 def prefect_artifacts() -> Callable[[str], list[Artifact]]:
     """``prefect_artifacts(key)``: the Prefect artifacts with that key, oldest first, read
-    through Prefect's client."""
+    through Prefect's client (once this process's publisher has sent what it holds)."""
+    from tracelet_prefect._ui import drain
 
     def read(key: str) -> list[Artifact]:
+        assert drain(60), "the markdown artifacts were not published within 60 s"
         async def query() -> list[Artifact]:
             async with get_client() as client:
                 return await client.read_artifacts(

@@ -244,17 +244,17 @@ def test_submit_returns_a_future_of_the_logged_version(store: ArtifactStore) -> 
 def test_a_retry_returning_the_same_value_creates_no_duplicate(store: ArtifactStore,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     published: list[str] = []
-    real_publish = tasks_module.publish
+    real_release = tasks_module.release
 
-    def die_after_the_first_commit(outcome: Any, run: Any) -> None:
+    def die_after_the_first_commit(opened: Any, outcome: Any, run: Any, transaction: Any) -> None:
         published.append(outcome.logged.ref)
         if len(published) == 1:
             # Another writer logs a newer version, then this attempt dies after its commit.
             store.log(TraceletArtifact("t6/value").add_object({"other": 1}, "value", "json"))
             raise RuntimeError("injected: the worker died after committing")
-        real_publish(outcome, run)
+        real_release(opened, outcome, run, transaction)
 
-    monkeypatch.setattr(tasks_module, "publish", die_after_the_first_commit)
+    monkeypatch.setattr(tasks_module, "release", die_after_the_first_commit)
     calls: list[int] = []
 
     @tracelet_task("t6/value", retries=1)
@@ -275,15 +275,15 @@ def test_a_retry_returning_the_same_value_creates_no_duplicate(store: ArtifactSt
 
 def test_a_retry_returning_another_value_logs_it(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
     attempts: list[Any] = []
-    real_publish = tasks_module.publish
+    real_release = tasks_module.release
 
-    def die_once(outcome: Any, run: Any) -> None:
+    def die_once(opened: Any, outcome: Any, run: Any, transaction: Any) -> None:
         attempts.append(outcome.logged.ref)
         if len(attempts) == 1:
             raise RuntimeError("injected: the worker died after committing")
-        real_publish(outcome, run)
+        real_release(opened, outcome, run, transaction)
 
-    monkeypatch.setattr(tasks_module, "publish", die_once)
+    monkeypatch.setattr(tasks_module, "release", die_once)
 
     @tracelet_task("t6/attempt", retries=1)
     def attempt() -> dict[str, int]:

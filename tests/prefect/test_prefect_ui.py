@@ -9,6 +9,7 @@ import pytest
 from prefect import flow
 from prefect.client.schemas.objects import Artifact
 from prefect.events import Event
+from prefect.settings import PREFECT_UI_URL
 
 from tracelet_core import ArtifactStore, LoggedArtifact
 from tracelet_prefect import log_artifact, tracelet_task
@@ -59,9 +60,16 @@ def test_every_new_version_publishes_a_markdown_artifact(store: ArtifactStore,
     markdown = str(published[0].data)
     assert published[0].description == "tracelet ui/report:v1"
     assert str(published[0].task_run_id) == first.producer.step  # type: ignore[union-attr]
+    producer = first.producer
+    assert producer is not None
+    ui = (PREFECT_UI_URL.value() or "").rstrip("/")  # links open the UI's own pages
     for expected in ("### ui/report:v1", "| type | report |", f"`{first.digest}`", "| inputs | `ui/Raw_data.v1:v1` |",
-                     "| backends | local ok |", "```mermaid\ngraph LR", "ui/Raw_data.v1:v1 (dataset)", "new version"):
+                     "| backends | local ok |", "new version", "#### Lineage",
+                     f"| produced by | task run [report]({ui}/runs/task-run/{producer.step}) in "
+                     f"[flow run]({ui}/runs/flow-run/{producer.run_id}) |",
+                     f"| input | `ui/Raw_data.v1:v1`: [ui/Raw_data.v1 history]({ui}/artifacts/key/ui-raw-data-v1) |"):
         assert expected in markdown
+    assert "mermaid" not in markdown and "graph LR" not in markdown  # Prefect renders no Mermaid
     assert "### ui/report:v2" in str(published[1].data)
     assert [a.description for a in prefect_artifacts("ui-raw-data-v1")][-2:] == [
         "tracelet ui/Raw_data.v1:v1", "tracelet ui/Raw_data.v1:v2"]
@@ -120,11 +128,12 @@ def test_publishing_failures_never_fail_a_committed_version(store: ArtifactStore
                                                             caplog: pytest.LogCaptureFixture) -> None:
     import tracelet_prefect._ui as ui
 
-    def refuse(**_: Any) -> None:
+    async def refuse(items: list[Any]) -> list[BaseException | None]:
         raise ConnectionError("injected: the Prefect API is unreachable")
 
-    monkeypatch.setattr(ui, "create_markdown_artifact", refuse)
+    monkeypatch.setattr(ui, "_create_artifacts", refuse)
     data, _ = pipeline(7)
+    assert ui.drain(60)
     assert store.get(data.ref).load() == list(range(7))
     assert (f"{data.ref} is committed, but publishing its markdown artifact to Prefect failed: "
             "ConnectionError: injected") in caplog.text
