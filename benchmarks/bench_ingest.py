@@ -143,7 +143,7 @@ def log_big_case(data: Data) -> Case:
                     Contender("cp + sync", lambda: cp_run(True)), Contender("MLflow log_artifact", mlflow),
                     Contender("W&B offline", wandb)],
         target="none <= 1.5x cp, <= 1.1x MLflow; full <= 1.2x cp + sync",
-        setup=setup, teardown=teardown, sync_between=True, prefault_bytes=data.big_bytes * 3 // 2)
+        setup=setup, teardown=teardown, sync_between=True, prefault_bytes=data.big_bytes)
 
 
 def relog_big_case(data: Data) -> Case:
@@ -368,7 +368,7 @@ def peak_memory_case(data: Data) -> Case:
         contenders=[Contender(tracelet_label(m), lambda m=m: measure("tracelet", m), tracelet=True)  # type: ignore[misc]
                     for m in DURABILITY_MODES] + [Contender("MLflow log_artifact", mlflow)],
         unit="MiB", target="<= 64 MiB above before the log", setup=setup, teardown=teardown,
-        repeats=1 if data.quick else 3, sync_between=True)
+        repeats=1 if data.quick else 2, sync_between=True)
 
 
 def download_case(data: Data) -> Case:
@@ -411,7 +411,7 @@ def download_case(data: Data) -> Case:
                     Contender("cp", lambda: into_fresh(lambda dest: cp(state["src"], dest / "big.bin"))),
                     Contender("MLflow download_artifacts", mlflow)],
         target="<= 1.2x cp", setup=setup, teardown=teardown, sync_between=True,
-        prefault_bytes=data.big_bytes * 3 // 2)
+        prefault_bytes=data.big_bytes)
 
 
 def cases(quick: bool) -> list[Case]:

@@ -223,6 +223,8 @@ def cases(quick: bool) -> list[Any]:
     def teardown() -> None:
         stack.close()
         os.environ.pop("TRACELET_STORE_URI", None)
+        if _HOME is not None and os.environ.get("PREFECT_HOME") == _HOME:
+            shutil.rmtree(_HOME, ignore_errors=True)
 
     return [Case(
         key="prefect_chain", title=f"Prefect {n}-task chain (new content each run)", per_item=n,
