@@ -22,8 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from ._peers import DURABILITY_MODES, MlflowRun, WandbRun, cp, open_tracelet, remove, tracelet_label
-from ._runner import GIB, MIB, Case, Contender, Sample, Skip, age, bytes_written, installed, scratch, timed, \
-    tree_bytes, write_random_file
+from ._runner import (
+    GIB,
+    MIB,
+    Case,
+    Contender,
+    Sample,
+    Skip,
+    age,
+    bytes_written,
+    installed,
+    scratch,
+    timed,
+    tree_bytes,
+    write_random_file,
+)
 
 
 class Data:

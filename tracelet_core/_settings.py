@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,11 @@ class TraceletSettings(BaseSettings):
     #: Seconds one delivery to a tracker may take before it counts as failed (and is retried
     #: by ``tracelet sync``).
     backend_timeout: float = 300.0
+    #: ``full``: a version is on disk when ``log`` returns (blobs and manifest flushed in one
+    #: batch, SQLite commits with ``synchronous=FULL``). ``none``: nothing is flushed; a
+    #: killed process still leaves whole versions or none, a power loss may lose recent ones
+    #: (for scratch stores and CI).
+    durability: Literal["full", "none"] = "full"
 
     @field_validator("backends", "artifact_watch_dirs", mode="before")
     @classmethod

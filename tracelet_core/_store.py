@@ -26,12 +26,13 @@ from ._backends import ArtifactResult, deliver, resolve_backend
 from ._blobstore import MANIFEST_PREFIX, BlobCache, BlobStore, modified_time
 from ._catalog import Catalog, DeliveryRecord, DeliverySpec, DraftRecord, VersionRecord
 from ._errors import ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError
-from ._hashing import hash_bytes, hash_file, hash_json
+from ._hashing import hash_bytes, hash_json
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
 from ._settings import TraceletSettings
+from ._statcache import StatCache
 from ._uris import redact_uri
 
 MANIFEST_FORMAT = 1
@@ -117,15 +118,17 @@ class ArtifactStore:
             raise ConfigurationError("the store URI is empty; pass a folder or fsspec URL")
         options = storage_options if storage_options is not None else (settings.storage_options or {})
         catalog_url = catalog_url or settings.catalog_url
+        durable = settings.durability != "none"
         if _is_local_uri(store_uri):
             root = _local_root(store_uri)
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigurationError(f"cannot create store folder {root}: {exc}") from exc
-            blobs = BlobStore(str(root), options)
-            catalog_url = catalog_url or f"sqlite:///{root / 'catalog.db'}"
             cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else root / "cache"
+            blobs = BlobStore(str(root), options, durable=durable,
+                              stat_cache=StatCache(cache_dir / "statcache.db"))
+            catalog_url = catalog_url or f"sqlite:///{root / 'catalog.db'}"
         else:
             if not catalog_url:
                 raise ConfigurationError(
@@ -133,8 +136,9 @@ class ArtifactStore:
                     "SQLAlchemy URL, e.g. postgresql://user@host/db"
                 )
             cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
-            blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes))
-        return cls(blobs, Catalog(catalog_url), settings, cache_dir)
+            blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes),
+                              durable=durable, stat_cache=StatCache(cache_dir / "statcache.db"))
+        return cls(blobs, Catalog(catalog_url, durable=durable), settings, cache_dir)
 
     @classmethod
     def shared(cls, uri: str | None = None, catalog_url: str | None = None) -> ArtifactStore:
@@ -169,6 +173,8 @@ class ArtifactStore:
 
     def close(self) -> None:
         self.catalog.dispose()
+        if self.blobs.stat_cache is not None:
+            self.blobs.stat_cache.close()
 
     def __enter__(self) -> ArtifactStore:
         return self
@@ -196,8 +202,9 @@ class ArtifactStore:
             yield lambda n: bar.advance(task, n)
 
     # -- logging ----------------------------------------------------------------------------
-    def _stage_blobs(self, artifact: TraceletArtifact) -> list[dict[str, Any]]:
-        """Hash and store every file and object; the manifest entries, sorted by path."""
+    def _stage_blobs(self, artifact: TraceletArtifact, rehash: bool = False) -> list[dict[str, Any]]:
+        """Hash and store every file and object; the manifest entries, sorted by path. Files
+        the stat cache knows unchanged are not read again unless ``rehash``."""
         staged = artifact.staged_entries
         total = sum(s.entry.size for s in staged)
         rows: list[dict[str, Any]] = []
@@ -213,12 +220,12 @@ class ArtifactStore:
                     rows.append(entry_to_dict(entry))
                     continue
                 try:
-                    digest, size = hash_file(item.source)
+                    digest, size = self.blobs.ingest(item.source, advance, rehash=rehash,
+                                                     cached=isinstance(entry, ArtifactFile))
                 except FileNotFoundError as exc:
                     raise InvalidArtifactError(f"{item.source} disappeared before it was logged") from exc
                 except IsADirectoryError as exc:
                     raise InvalidArtifactError(f"{item.source} is now a directory") from exc
-                self.blobs.put_file(item.source, digest, size, advance)
                 if isinstance(entry, ArtifactFile):
                     stored: ArtifactFile | ArtifactObject = ArtifactFile(
                         path=entry.path, size=size, digest=digest, description=entry.description)
@@ -228,6 +235,7 @@ class ArtifactStore:
                         digest=digest, python_type=entry.python_type,
                         description=entry.description, extra=entry.extra)
                 rows.append(entry_to_dict(stored))
+        self.blobs.finish_ingest()
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
         return sorted(rows, key=_entry_order)
 
@@ -258,8 +266,12 @@ class ArtifactStore:
         idempotency_key: str | None = None,
         deliveries: Sequence[DeliverySpec] = (),
         partition: str | None = None,
+        rehash: bool = False,
     ) -> LoggedArtifact:
         """Commit ``artifact`` as the next version of its name (or return the identical latest).
+
+        Files logged before and unchanged since (same size, mtime, inode and device, per this
+        machine's stat cache) are not read again; ``rehash=True`` reads and hashes every file.
 
         ``idempotency_key`` makes a retry of the same step return the version it logged.
         ``partition`` (an orchestrator partition key, kept verbatim) is recorded with the
@@ -273,7 +285,7 @@ class ArtifactStore:
         metadata = self._checked_metadata(artifact.metadata)
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
-        rows = self._stage_blobs(artifact)
+        rows = self._stage_blobs(artifact, rehash)
         return self._commit(name=artifact.name, type_=artifact.type.value,
                             description=artifact.description, metadata=metadata, entry_dicts=rows,
                             producer=producer, input_refs=input_refs, aliases=alias_list,
@@ -317,10 +329,7 @@ class ArtifactStore:
         data = json.dumps(mapping, sort_keys=True).encode()
         path = f"{self.blobs.root}/manifests/{name}/{MANIFEST_PREFIX}aliases.json"
         if self.blobs.is_local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(path).with_name(f".aliases.{os.getpid()}.{time.monotonic_ns()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            self.blobs.write_local_file(path, data)  # atomic, and flushed when durable
         else:
             self.blobs.fs.pipe_file(path, data)
 
