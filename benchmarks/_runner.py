@@ -425,8 +425,8 @@ def _run_base(parent: Path | None) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, three repetitions (under a minute)")
-    parser.add_argument("--repeats", type=int, default=None, help="repetitions per case (default 3)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, two repetitions (about a minute)")
+    parser.add_argument("--repeats", type=int, default=None, help="repetitions per case (default 3, quick 2)")
     parser.add_argument("--only", default="", help="comma-separated words; run cases whose key contains one")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, default=None, help="where temporary folders go")
     args = parser.parse_args(argv)
     quiet_environment()
-    repeats = args.repeats or 3
+    repeats = args.repeats or (2 if args.quick else 3)
     with _run_base(args.tmp) as base:
         cases, skipped_modules = discover(args.quick)
         words = [w for w in args.only.split(",") if w]

@@ -105,7 +105,7 @@ def cases(quick: bool) -> list[Case]:
     if not installed("tracelet_core") or not installed("sqlalchemy"):
         raise Skip("tracelet_core is not importable")
     names = 200 if quick else 10_000
-    calls = 200 if quick else 2000
+    calls = 100 if quick else 2000
     db = Populated(names)
     scale = f"{names * VERSIONS_PER_NAME:,} versions, {names:,} names"
 

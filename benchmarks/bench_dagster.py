@@ -63,5 +63,5 @@ def cases(quick: bool) -> list[Case]:
             contenders=[Contender("tracelet TraceletIOManager", lambda run=run: run("tracelet"), tracelet=True),
                         Contender("FilesystemIOManager", lambda run=run: run("fs"))],
             target="<= 1.3x FilesystemIOManager, per-asset overhead flat from 50 to 200",
-            setup=setup, repeats=2 if quick else 3))
+            setup=setup, repeats=1 if quick else 3))
     return made

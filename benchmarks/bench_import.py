@@ -19,9 +19,13 @@ def _import_cpu(module: str) -> Sample:
     return Sample(float(out.stdout.strip().splitlines()[-1]))
 
 
+def _full_only() -> Sample:
+    raise Skip("full runs only (importing MLflow takes seconds)")
+
+
 def cases(quick: bool) -> list[Case]:
     return [Case(
         key="import", title="import, CPU time in a fresh interpreter",
         contenders=[Contender("import tracelet_core", lambda: _import_cpu("tracelet_core"), tracelet=True),
-                    Contender("import mlflow", lambda: _import_cpu("mlflow"))],
+                    Contender("import mlflow", lambda: _import_cpu("mlflow") if not quick else _full_only())],
         target="light (no SDK imported)", repeats=1 if quick else None)]

@@ -248,12 +248,15 @@ class BlobStore:
         files, folders = self._pending.take()
         if not self.durable or not (files or folders):
             return
-        if len(files) > FSYNC_EACH_LIMIT and _syncfs(self.root):
-            return
-        for path in sorted(files):
-            fsync_path(path)
-        for folder in sorted(folders, key=len, reverse=True):  # deepest first
-            fsync_path(folder)
+        try:
+            if len(files) > FSYNC_EACH_LIMIT and _syncfs(self.root):
+                return
+            for path in sorted(files):
+                fsync_path(path)
+            for folder in sorted(folders, key=len, reverse=True):  # deepest first
+                fsync_path(folder)
+        except OSError as exc:
+            raise StorageError(f"flush of {len(files)} file(s) to {self.root} failed: {exc}") from exc
 
     # -- ingest: local files into blobs -------------------------------------------------------
     def ingest(self, source: Path, progress: Progress | None = None, *, cached: bool = True,
