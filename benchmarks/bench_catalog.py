@@ -96,7 +96,8 @@ def _per_call(calls: int, names: int, fn: Callable[[int], Any]) -> float:
 _RAW_LATEST = ("SELECT v.* FROM versions v JOIN artifacts a ON a.id = v.artifact_id "
                "WHERE a.name = ? ORDER BY v.version DESC LIMIT 1")
 _RAW_ALIAS = ("SELECT v.* FROM versions v JOIN artifacts a ON a.id = v.artifact_id "
-              "JOIN aliases al ON al.version_id = v.id WHERE a.name = ? AND al.alias = ?")
+              "JOIN aliases al ON al.artifact_id = v.artifact_id AND al.version_id = v.id "
+              "WHERE a.name = ? AND al.alias = ?")
 _RAW_UPSTREAM = ("SELECT v.*, a.name FROM version_inputs vi JOIN versions v ON v.id = vi.input_version_id "
                  "JOIN artifacts a ON a.id = v.artifact_id WHERE vi.version_id = ?")
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 import weakref
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -336,6 +338,9 @@ class Catalog:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise ConfigurationError(f"cannot open catalog {self.url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
+        self._hot_lock = threading.Lock()
+        self._hot_local = threading.local()
+        self._hot_connections: list[tuple[int, sqlite3.Connection]] = []
         self.migrate()
 
     @staticmethod
@@ -418,6 +423,12 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        with self._hot_lock:
+            mine = [conn for pid, conn in self._hot_connections if pid == os.getpid()]
+            self._hot_connections = []
+            self._hot_local = threading.local()
+        for conn in mine:  # never a forked parent's: closing those would drop its locks
+            conn.close()
 
     @property
     def url_for_other_processes(self) -> str | None:
@@ -537,24 +548,47 @@ class Catalog:
 
     # -- hot reads on SQLite ------------------------------------------------------------------
     # ``get`` by version, alias or latest, ``get_by_ids`` and one-hop lineage run plain SQL on
-    # the pooled connection's sqlite3 handle (prepared once per connection by sqlite3's
-    # statement cache): SQLAlchemy's per-statement work is many times SQLite's own for these
-    # indexed single-row lookups. Same rows, same records as ``_hydrate`` (a test checks).
+    # one read connection per thread (prepared once by sqlite3's statement cache; no pool
+    # checkout): SQLAlchemy's per-statement and pool work is many times SQLite's own for these
+    # indexed lookups. Same rows, same records as ``_hydrate`` (a test checks). Two
+    # statements per read and no transaction around them: a version and its entries and
+    # inputs never change once committed; only its aliases may be a moment newer.
+    def _hot_connection(self) -> sqlite3.Connection | None:
+        """This thread's read connection to a file catalog (None: use the general path)."""
+        conn: sqlite3.Connection | None = getattr(self._hot_local, "conn", None)
+        if conn is not None and getattr(self._hot_local, "pid", None) == os.getpid():
+            return conn
+        url = self.engine.url
+        if self.dialect != "sqlite" or not url.database or url.database == ":memory:" or url.query:
+            return None
+        conn = sqlite3.connect(url.database, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=60000")
+        with self._hot_lock:
+            self._hot_connections.append((os.getpid(), conn))
+        self._hot_local.conn, self._hot_local.pid = conn, os.getpid()
+        return conn
+
     @contextmanager
     def _sqlite_read(self) -> Iterator[sqlite3.Cursor]:
-        """One read snapshot (``BEGIN`` .. ``COMMIT``) on a pooled connection."""
+        conn = self._hot_connection()
         try:
-            with self.engine.connect() as conn:
-                raw = conn.connection.driver_connection
-                assert isinstance(raw, sqlite3.Connection)
-                cur = raw.cursor()
-                cur.row_factory = _row
-                cur.execute("BEGIN")
-                try:
-                    yield cur
-                finally:
-                    cur.execute("COMMIT")
-                    cur.close()
+            if conn is None:  # an in-memory or URI catalog: a pooled connection, one snapshot
+                with self.engine.connect() as pooled:
+                    raw = pooled.connection.driver_connection
+                    assert isinstance(raw, sqlite3.Connection)
+                    cur = raw.cursor()
+                    cur.execute("BEGIN")
+                    try:
+                        yield cur
+                    finally:
+                        cur.execute("COMMIT")
+                        cur.close()
+                return
+            cur = conn.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
         except sqlite3.Error as exc:
             raise _translate_sqlite(exc, self.url) from exc
         except SQLAlchemyError as exc:
@@ -563,6 +597,7 @@ class Catalog:
     def _sqlite_get(self, name: str, selector: str, partition: str | None) -> VersionRecord:
         number = version_number(selector)
         with self._sqlite_read() as cur:
+            cur.row_factory = _row
             if selector == LATEST and partition is None:
                 found = cur.execute(f"{_SQLITE_VERSIONS} WHERE a.name = ? ORDER BY v.version DESC LIMIT 1",
                                     (name,))
@@ -576,6 +611,7 @@ class Catalog:
                                     "AND al.artifact_id = v.artifact_id WHERE a.name = ? AND al.alias = ?",
                                     (name, selector))
             row = found.fetchone()
+            cur.row_factory = None
             if row is None:
                 if cur.execute("SELECT 1 FROM artifacts WHERE name = ?", (name,)).fetchone() is None:
                     raise ArtifactNotFoundError(f"no artifact named {name!r}")
@@ -786,8 +822,10 @@ class Catalog:
     def get_by_ids(self, version_ids: Sequence[int]) -> list[VersionRecord]:
         if self.dialect == "sqlite":
             with self._sqlite_read() as cur:
+                cur.row_factory = _row
                 found = cur.execute(f"{_SQLITE_VERSIONS} WHERE v.id IN ({_marks(version_ids)})",
                                     list(version_ids)).fetchall()
+                cur.row_factory = None
                 by_id = {r.id: r for r in _sqlite_hydrate(cur, found)}
                 return [by_id[i] for i in version_ids if i in by_id]
         with self._read() as conn:
@@ -1033,29 +1071,16 @@ def _record(row: Any, names: dict[int, str], run_map: dict[int, RunInfo], input_
 _SQLITE_VERSIONS = "SELECT v.*, a.name AS artifact_name FROM versions v JOIN artifacts a ON a.id = v.artifact_id"
 
 
-class _SqliteRow(tuple):
+_row_classes: dict[tuple[str, ...], Any] = {}
+
+
+def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Any:
     """A sqlite3 row read by column name as an attribute (like SQLAlchemy's rows)."""
-
-    __slots__ = ()
-    _index: dict[str, int]
-
-    def __getattr__(self, column: str) -> Any:
-        try:
-            return self[type(self)._index[column]]
-        except KeyError:
-            raise AttributeError(column) from None
-
-
-_row_classes: dict[tuple[str, ...], type[_SqliteRow]] = {}
-
-
-def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> _SqliteRow:
     columns = tuple(d[0] for d in cursor.description)
     cls = _row_classes.get(columns)
     if cls is None:
-        cls = type("Row", (_SqliteRow,), {"__slots__": (), "_index": {c: i for i, c in enumerate(columns)}})
-        _row_classes[columns] = cls
-    return cls(values)
+        cls = _row_classes[columns] = namedtuple("Row", columns, rename=True)  # noqa: PYI024
+    return cls._make(values)  # type: ignore[union-attr]
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -1063,26 +1088,35 @@ def _marks(values: Sequence[Any]) -> str:
 
 
 def _sqlite_hydrate(cur: sqlite3.Cursor, rows: Sequence[Any]) -> list[VersionRecord]:
-    """``_hydrate`` in plain SQLite SQL, for rows of ``_SQLITE_VERSIONS``."""
+    """``_hydrate`` in plain SQLite SQL, for rows of ``_SQLITE_VERSIONS``: aliases, inputs and
+    entries in one statement (each in ``_hydrate``'s order), runs in a second if any."""
     if not rows:
         return []
     ids = [row.id for row in rows]
     marks = _marks(ids)
     alias_map: dict[int, list[str]] = {}
-    for a in cur.execute(f"SELECT version_id, alias FROM aliases WHERE version_id IN ({marks}) "
-                         "ORDER BY alias", ids):
-        alias_map.setdefault(a.version_id, []).append(a.alias)
     input_map: dict[int, list[str]] = {}
-    for i in cur.execute("SELECT vi.version_id, a.name, up.version FROM version_inputs vi "
-                         "JOIN versions up ON up.id = vi.input_version_id JOIN artifacts a ON a.id = up.artifact_id "
-                         f"WHERE vi.version_id IN ({marks}) ORDER BY a.name, up.version", ids):
-        input_map.setdefault(i.version_id, []).append(f"{i.name}:{format_version(i.version)}")
-    run_ids = sorted({row.producer_run_id for row in rows if row.producer_run_id is not None})
-    run_map = ({r.id: _run_from_row(r) for r in cur.execute(
-        f"SELECT * FROM runs WHERE id IN ({_marks(run_ids)})", run_ids)} if run_ids else {})
     entry_map: dict[int, list[dict[str, Any]]] = {}
-    for e in cur.execute(f"SELECT version_id, data FROM entries WHERE version_id IN ({marks}) ORDER BY path", ids):
-        entry_map.setdefault(e.version_id, []).append(_json(e.data))
+    relations = cur.execute(
+        f"SELECT 0, version_id, alias, NULL FROM aliases WHERE version_id IN ({marks}) "
+        "UNION ALL SELECT 1, vi.version_id, a.name, up.version FROM version_inputs vi "
+        "JOIN versions up ON up.id = vi.input_version_id JOIN artifacts a ON a.id = up.artifact_id "
+        f"WHERE vi.version_id IN ({marks}) "
+        f"UNION ALL SELECT 2, version_id, path, data FROM entries WHERE version_id IN ({marks}) "
+        "ORDER BY 1, 3, 4", ids * 3).fetchall()
+    for kind, version_id, key, value in relations:
+        if kind == 0:
+            alias_map.setdefault(version_id, []).append(key)
+        elif kind == 1:
+            input_map.setdefault(version_id, []).append(f"{key}:{format_version(value)}")
+        else:
+            entry_map.setdefault(version_id, []).append(_json(value))
+    run_ids = sorted({row.producer_run_id for row in rows if row.producer_run_id is not None})
+    run_map: dict[int, RunInfo] = {}
+    if run_ids:
+        cur.row_factory = _row
+        run_map = {r.id: _run_from_row(r) for r in cur.execute(
+            f"SELECT * FROM runs WHERE id IN ({_marks(run_ids)})", run_ids)}
     names = {row.artifact_id: row.artifact_name for row in rows}
     return [_record(row, names, run_map, input_map, alias_map, entry_map) for row in rows]
 
