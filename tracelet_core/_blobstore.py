@@ -6,10 +6,11 @@ Layout under the store root::
     manifests/<name>/@v<N>.json       one JSON manifest per version (rebuilds a lost catalog)
     tmp/                              in-flight writes (local disk), renamed into place
 
-Writes are atomic: on local disk a temp file is linked (blobs: create if absent) or renamed
-(manifests) into place; on object stores a single PUT is atomic. A new local file is read once:
-hashed while it is copied into a temp blob, which is then linked under its digest, so a file
-that changes while it is logged is stored under the digest of the bytes actually copied.
+Writes are atomic: on local disk a temp file is renamed into place (a blob replacing an
+identical one is harmless: blobs are named by their content); on object stores a single PUT
+is atomic. A new local file is read once: hashed while it is copied into a temp blob, which
+is then renamed to its digest, so a file that changes while it is logged is stored under the
+digest of the bytes actually copied.
 
 Durability is batched (``durable=True``, the default; ``TRACELET_DURABILITY=none`` turns it
 off): writes are not flushed one by one; ``flush`` makes everything written since the last
