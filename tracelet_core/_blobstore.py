@@ -229,10 +229,13 @@ class BlobStore:
 
     def _make_folders(self, folder: Path) -> None:
         """``mkdir -p``; every folder it creates is noted so its parent gets flushed."""
-        if folder.is_dir():
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        if not missing:
             return
-        missing = [folder, *[p for p in folder.parents if not p.is_dir()]]
-        folder.mkdir(parents=True, exist_ok=True)
+        missing[0].mkdir(parents=True, exist_ok=True)
         if self.durable:
             with self._pending.lock:
                 self._pending.folders.update(str(p.parent) for p in missing)
