@@ -509,8 +509,10 @@ class Catalog:
             return []
         ids = [row.id for row in rows]
         alias_map: dict[int, list[str]] = {}
+        artifact_ids = sorted({row.artifact_id for row in rows})  # the primary key's prefix
         for a in conn.execute(select(aliases.c.version_id, aliases.c.alias)
-                              .where(aliases.c.version_id.in_(ids)).order_by(aliases.c.alias)):
+                              .where(aliases.c.artifact_id.in_(artifact_ids), aliases.c.version_id.in_(ids))
+                              .order_by(aliases.c.alias)):
             alias_map.setdefault(a.version_id, []).append(a.alias)
         input_map: dict[int, list[str]] = {}
         upstream = _upstream_versions
@@ -1097,13 +1099,15 @@ def _sqlite_hydrate(cur: sqlite3.Cursor, rows: Sequence[Any]) -> list[VersionRec
     alias_map: dict[int, list[str]] = {}
     input_map: dict[int, list[str]] = {}
     entry_map: dict[int, list[dict[str, Any]]] = {}
+    artifact_ids = sorted({row.artifact_id for row in rows})  # aliases are keyed by artifact
     relations = cur.execute(
-        f"SELECT 0, version_id, alias, NULL FROM aliases WHERE version_id IN ({marks}) "
+        f"SELECT 0, version_id, alias, NULL FROM aliases WHERE artifact_id IN ({_marks(artifact_ids)}) "
+        f"AND version_id IN ({marks}) "
         "UNION ALL SELECT 1, vi.version_id, a.name, up.version FROM version_inputs vi "
         "JOIN versions up ON up.id = vi.input_version_id JOIN artifacts a ON a.id = up.artifact_id "
         f"WHERE vi.version_id IN ({marks}) "
         f"UNION ALL SELECT 2, version_id, path, data FROM entries WHERE version_id IN ({marks}) "
-        "ORDER BY 1, 3, 4", ids * 3).fetchall()
+        "ORDER BY 1, 3, 4", [*artifact_ids, *ids, *ids, *ids]).fetchall()
     for kind, version_id, key, value in relations:
         if kind == 0:
             alias_map.setdefault(version_id, []).append(key)
