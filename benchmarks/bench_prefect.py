@@ -46,7 +46,7 @@ def prefect_environment() -> str:
     set before Prefect is first imported (it reads these then)."""
     global _HOME
     if _HOME is None:
-        _HOME = tempfile.mkdtemp(prefix="tracelet-bench-prefect-")
+        _HOME = os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="tracelet-bench-prefect-")
         os.environ.setdefault("PREFECT_HOME", _HOME)
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -168,7 +168,7 @@ def main() -> None:
             b, t = pick(base), pick(tracelet)
             cells.append(f"{b:>9.3f} s {t:>7.3f} s {t / b:>6.2f} {(t - b) * 1000 / TASK_RUNS[name]:>9.1f}")
         print(f"{name:<6} {content:<10} {TASK_RUNS[name]:>5} |  {cells[0]} |  {cells[1]}")
-    if os.environ.get("PREFECT_HOME") == home:
+    if os.path.basename(home).startswith("tracelet-bench-prefect-"):
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -223,8 +223,8 @@ def cases(quick: bool) -> list[Any]:
     def teardown() -> None:
         stack.close()
         os.environ.pop("TRACELET_STORE_URI", None)
-        if _HOME is not None and os.environ.get("PREFECT_HOME") == _HOME:
-            shutil.rmtree(_HOME, ignore_errors=True)
+        if _HOME is not None and os.path.basename(_HOME).startswith("tracelet-bench-prefect-"):
+            shutil.rmtree(_HOME, ignore_errors=True)  # only a home this benchmark made
 
     return [Case(
         key="prefect_chain", title=f"Prefect {n}-task chain (new content each run)", per_item=n,
