@@ -27,6 +27,7 @@ nothing here asserts on them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -37,26 +38,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# Prefect reads these when imported: keep the benchmark's server state out of ~/.prefect and
-# off the network.
-_HOME = tempfile.mkdtemp(prefix="tracelet-bench-prefect-")
-os.environ.setdefault("PREFECT_HOME", _HOME)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("TRACELET_STORE_URI", os.path.join(_HOME, "store"))
-
-import numpy as np  # noqa: E402
-from prefect import Task, flow, task  # noqa: E402
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
-
-import tracelet_prefect  # noqa: E402
-from tracelet_core import ArtifactStore  # noqa: E402
+_HOME: str | None = None
 
 
-def steps(make: Callable[..., Any], kind: str) -> dict[str, Task[..., Any]]:
+def prefect_environment() -> str:
+    """Keep the benchmark's Prefect server state out of ``~/.prefect`` and off the network;
+    set before Prefect is first imported (it reads these then)."""
+    global _HOME
+    if _HOME is None:
+        _HOME = os.environ.get("PREFECT_HOME") or tempfile.mkdtemp(prefix="tracelet-bench-prefect-")
+        os.environ.setdefault("PREFECT_HOME", _HOME)
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")  # shutdown noise
+        os.environ.setdefault("TRACELET_STORE_URI", os.path.join(_HOME, "store"))
+    return _HOME
+
+
+def steps(make: Callable[..., Any], kind: str) -> dict[str, Any]:
     """The same functions as plain or tracelet tasks (``make(name)`` decorates); every step
     logs to its own name, so an unchanged rerun finds its content as the latest version."""
+
+    import numpy as np
 
     def first(seed: int) -> Any:
         return np.full(131072, float(seed)) if kind == "array" else {"seed": seed, "rows": list(range(32))}
@@ -78,6 +81,8 @@ def steps(make: Callable[..., Any], kind: str) -> dict[str, Task[..., Any]]:
 
 
 def build_flows(make: Callable[..., Any]) -> dict[str, Callable[[int], Any]]:
+    from prefect import flow
+
     small, array = steps(make, "small"), steps(make, "array")
 
     @flow(name="chain")
@@ -100,10 +105,14 @@ TASK_RUNS = {"chain": 4, "map8": 9, "array": 4}
 
 
 def plain(name: str) -> Callable[[Callable[..., Any]], Any]:
+    from prefect import task
+
     return task(name=name.replace("/", "-"))
 
 
 def traced(name: str) -> Callable[[Callable[..., Any]], Any]:
+    import tracelet_prefect
+
     return tracelet_prefect.tracelet_task(name)
 
 
@@ -129,6 +138,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
+    home = prefect_environment()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tracelet_core import ArtifactStore
 
     flows = {"plain": build_flows(plain), "tracelet": build_flows(traced)}
     rows: list[tuple[str, str, list[float], list[float]]] = []
@@ -154,8 +168,70 @@ def main() -> None:
             b, t = pick(base), pick(tracelet)
             cells.append(f"{b:>9.3f} s {t:>7.3f} s {t / b:>6.2f} {(t - b) * 1000 / TASK_RUNS[name]:>9.1f}")
         print(f"{name:<6} {content:<10} {TASK_RUNS[name]:>5} |  {cells[0]} |  {cells[1]}")
-    if os.environ.get("PREFECT_HOME") == _HOME:
-        shutil.rmtree(_HOME, ignore_errors=True)
+    if os.path.basename(home).startswith("tracelet-bench-prefect-"):
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------
+# the row of ``python -m benchmarks``: an N-task chain, tracelet tasks against plain tasks
+# ------------------------------------------------------------------------------------------
+def chain_flow(make: Callable[..., Any], n: int) -> Callable[[int], Any]:
+    """A flow of ``n`` tasks in a row, each passing a small dict to the next; with tracelet,
+    every task logs its own name (a new version each run: the seed changes)."""
+    from prefect import flow
+
+    def first(seed: int) -> dict[str, Any]:
+        return {"seed": seed, "rows": list(range(32))}
+
+    def step(value: dict[str, Any]) -> dict[str, Any]:
+        return {**value, "rows": [r + 1 for r in value["rows"]]}
+
+    tasks = [make(f"bench/chain/t{i:03d}")(first if i == 0 else step) for i in range(n)]
+
+    @flow(name=f"chain{n}")
+    def run(seed: int) -> Any:
+        value = tasks[0](seed)
+        for task_ in tasks[1:]:
+            value = task_(value)
+        return value
+
+    return run
+
+
+def cases(quick: bool) -> list[Any]:
+    from ._runner import Case, Contender, Skip, installed, scratch, timed
+
+    if not installed("prefect") or not installed("tracelet_prefect"):
+        raise Skip("prefect or tracelet_prefect is not installed")
+    n = 5 if quick else 50
+    stack = contextlib.ExitStack()
+    flows: dict[str, Callable[[int], Any]] = {}
+    seeds = iter(range(1, 1_000_000))
+
+    def setup() -> None:
+        prefect_environment()
+        os.environ["TRACELET_STORE_URI"] = str(scratch("prefect-store"))
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        from prefect.testing.utilities import prefect_test_harness
+
+        stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        flows["plain"], flows["tracelet"] = chain_flow(plain, n), chain_flow(traced, n)
+        for made in flows.values():
+            made(0)  # warm-up: imports, the store opened, server caches
+
+    def teardown() -> None:
+        stack.close()
+        os.environ.pop("TRACELET_STORE_URI", None)
+        if _HOME is not None and os.path.basename(_HOME).startswith("tracelet-bench-prefect-"):
+            shutil.rmtree(_HOME, ignore_errors=True)  # only a home this benchmark made
+
+    return [Case(
+        key="prefect_chain", title=f"Prefect {n}-task chain (new content each run)", per_item=n,
+        contenders=[Contender("tracelet @tracelet_task", lambda: timed(lambda: flows["tracelet"](next(seeds))),
+                              tracelet=True),
+                    Contender("plain @task", lambda: timed(lambda: flows["plain"](next(seeds))))],
+        target="<= 1.5x plain tasks", setup=setup, teardown=teardown, repeats=1 if quick else None)]
 
 
 if __name__ == "__main__":

@@ -78,6 +78,13 @@ def run_together(body: str, store_dir: Path, tmp_path: Path, writers: int = WRIT
                 proc.communicate()
 
 
+@pytest.fixture(params=["full", "none"], autouse=True)
+def durability(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test in both durability modes (the writer processes inherit the setting)."""
+    monkeypatch.setenv("TRACELET_DURABILITY", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def store(store_dir: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ArtifactStore]:
     """Every test here runs on SQLite and on PostgreSQL: the writer processes inherit the

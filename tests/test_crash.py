@@ -80,9 +80,9 @@ if point == "mid_blob":
         return copy(src, dst, size_hint, lambda n: die())
     blobstore._copy_stream = copy_then_die_after_first_chunk
 elif point == "before_blobs":
-    kill_before(blobstore.BlobStore, "put_file")
+    kill_before(blobstore.BlobStore, "ingest")
 elif point == "between_blobs":
-    kill_after(blobstore.BlobStore, "put_file", calls=1)
+    kill_after(blobstore.BlobStore, "ingest", calls=1)
 elif point == "after_blobs":
     kill_after(type(store), "_stage_blobs")
 elif point == "after_manifest":
@@ -159,6 +159,14 @@ def assert_every_version_downloads(store: ArtifactStore, dest: Path) -> None:
             stored: list[ArtifactFile | ArtifactObject] = [*version.files, *version.objects]
             for entry in stored:
                 assert hash_file(out / entry.path)[0] == entry.digest
+
+
+@pytest.fixture(params=["full", "none"], autouse=True)
+def durability(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test in both durability modes (the killed writer inherits the setting): not
+    flushing must not weaken what a killed process leaves behind."""
+    monkeypatch.setenv("TRACELET_DURABILITY", request.param)
+    return str(request.param)
 
 
 @pytest.fixture

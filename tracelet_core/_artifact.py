@@ -2,9 +2,10 @@
 and models before logging it as a version.
 
 Nothing is hashed or copied into the store here: ``add_file``/``add_dir`` check the paths and
-record them, ``add_object``/``add_model`` serialize into a private staging folder (removed when
-the builder is garbage collected), ``add_reference`` records a URI. The store streams and
-hashes everything when the artifact is logged.
+record them, ``add_object``/``add_model`` serialize into a per-process staging folder (each
+builder's files are removed when it is garbage collected, the folder at exit),
+``add_reference`` records a URI. The store streams and hashes everything when the artifact is
+logged.
 
 ``add_reference`` on a prefix (an object-store URI ending in ``/``, or a local folder)
 records one reference per object under it, each with its size, checksum/etag and version
@@ -14,9 +15,11 @@ part of its content (see ``ArtifactStore.log``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -77,6 +80,32 @@ def _parent_folders(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+_staging_lock = threading.Lock()
+_staging_folder: tuple[int, Path] | None = None
+
+
+def _process_staging_dir() -> Path:
+    """One staging folder per process, made on first use and removed at exit (a folder per
+    builder cost a mkdir and an rmtree per tiny version)."""
+    global _staging_folder
+    with _staging_lock:
+        if _staging_folder is None or _staging_folder[0] != os.getpid():  # a forked child makes its own
+            folder = Path(tempfile.mkdtemp(prefix="tracelet-staging-"))
+            atexit.register(_remove_folder, os.getpid(), folder)
+            _staging_folder = (os.getpid(), folder)
+        return _staging_folder[1]
+
+
+def _remove_folder(owner_pid: int, folder: Path) -> None:
+    if os.getpid() == owner_pid:  # not a forked child's copy of the parent's registration
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class StagedEntry:
     """One entry waiting to be logged: the entry itself and where its bytes are now.
@@ -108,7 +137,7 @@ class TraceletArtifact:
         self._entries: dict[str, StagedEntry] = {}
         self._folders: set[str] = set()
         self._references: dict[str, ArtifactReference] = {}
-        self._staging: Path | None = None
+        self._staged_files: list[Path] | None = None
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -313,10 +342,11 @@ class TraceletArtifact:
         writer = get_serializer(key)
         path = validate_artifact_path(object_name + writer.extension)
         self._check_free(path)
-        staging = self._staging_dir()
-        fd, tmp_name = tempfile.mkstemp(dir=staging, suffix=writer.extension)
+        fd, tmp_name = tempfile.mkstemp(dir=self._staging_dir(), suffix=writer.extension)
         os.close(fd)
         target = Path(tmp_name)
+        assert self._staged_files is not None
+        self._staged_files.append(target)
         try:
             writer.dump(obj, target)
         except InvalidArtifactError:
@@ -392,7 +422,7 @@ class TraceletArtifact:
         return resolved
 
     def _staging_dir(self) -> Path:
-        if self._staging is None:
-            self._staging = Path(tempfile.mkdtemp(prefix="tracelet-staging-"))
-            weakref.finalize(self, shutil.rmtree, self._staging, True)
-        return self._staging
+        if self._staged_files is None:
+            self._staged_files = []
+            weakref.finalize(self, _remove_files, self._staged_files)
+        return _process_staging_dir()

@@ -9,21 +9,33 @@ Layout under the store root::
                                       after a crash, or removes it if no version committed)
     tmp/                              in-flight writes (local disk), renamed into place
 
-Writes are atomic: on local disk a temp file is fsynced and then linked (blobs: create if
-absent) or renamed (manifests) into place; on object stores a single PUT is atomic. A blob is
-re-hashed while it is copied, so a file that changed after it was hashed is refused rather
-than stored under the wrong digest.
+Writes are atomic: on local disk a temp file is renamed into place (a blob replacing an
+identical one is harmless: blobs are named by their content); on object stores a single PUT
+is atomic. A new local file is read once: hashed while it is copied into a temp blob, which
+is then renamed to its digest, so a file that changes while it is logged is stored under the
+digest of the bytes actually copied.
+
+Durability is batched (``durable=True``, the default; ``TRACELET_DURABILITY=none`` turns it
+off): writes are not flushed one by one; ``flush`` makes everything written since the last
+flush durable at once (files and the folders their names were linked into: ``syncfs`` on
+Linux for large batches, as git's ``core.fsyncMethod=batch``), and ``write_manifest`` flushes
+before it returns, so a version's blobs and manifest are on disk before the catalog commits it.
+Without durability a killed process still never leaves a partial blob or manifest (atomic
+links and renames), but a power loss may lose recent writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import json
 import os
 import shutil
 import stat
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,8 +50,9 @@ from ._errors import (
     InvalidArtifactError,
     StorageError,
 )
-from ._hashing import CHUNK_SIZE, format_digest, hash_bytes, new_hasher, split_digest
+from ._hashing import copy_hashing, hash_bytes, hash_file, split_digest
 from ._names import validate_name
+from ._statcache import StatCache
 
 MANIFEST_PREFIX = "@"
 #: A manifest written before its version's commit carries this suffix until the commit is seen.
@@ -50,31 +63,79 @@ Progress = Callable[[int], None]
 _CACHE_ATTEMPTS = 3
 
 
+#: Files up to this size are read into memory whole (one read, and no copy at all when the
+#: blob is already stored); larger ones are hashed while they are copied.
+SMALL_FILE_BYTES = 1 << 20
+#: A flush of up to this many files fsyncs each (and their folders); more use one ``syncfs``.
+FSYNC_EACH_LIMIT = 8
+#: ``finish_ingest`` flushes a batch at least this large right away (outside the catalog's
+#: write lock); smaller batches wait for the manifest's flush.
+EARLY_FLUSH_BYTES = 16 << 20
+
+
 def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: Progress | None,
                  limit: int | None = None, label: str = "") -> tuple[str, int]:
-    """Copy ``src`` into ``dst`` (or only hash it) in chunks, returning the digest and size
-    of what was copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped
-    for something endless, such as ``/dev/zero``, is read no further)."""
-    hasher = new_hasher(size_hint)
-    size = 0
-    while chunk := src.read(CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - size + 1)):
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise IntegrityError(f"{label or 'blob'} is corrupted: larger than the {limit} bytes recorded for it",
-                                 [f"{label or 'blob'}: larger than recorded"])
-        hasher.update(chunk)
-        if dst is not None:
-            dst.write(chunk)
-        if progress is not None:
-            progress(len(chunk))
-    return format_digest(hasher), size
+    """Copy ``src`` into ``dst`` (or only hash it), returning the digest and size of what was
+    copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped for something
+    endless, such as ``/dev/zero``, is read no further)."""
+    digest, size = copy_hashing(src, dst, size_hint, progress, limit=limit)
+    if limit is not None and size > limit:
+        raise IntegrityError(f"{label or 'blob'} is corrupted: larger than the {limit} bytes recorded for it",
+                             [f"{label or 'blob'}: larger than recorded"])
+    return digest, size
+
+
+def _syncfs(path: str) -> bool:
+    """``syncfs(2)`` on the file system holding ``path`` (Linux); False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+        return True
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or folder by name (folders: so a rename or link into them is durable)."""
+    if os.name == "nt" and os.path.isdir(path):
+        return  # Windows cannot open folders; NTFS journals names itself
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _PendingFlush:
+    """Files and folders written since the last flush, across threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.files: set[str] = set()
+        self.folders: set[str] = set()
+        self.bytes = 0
+
+    def take(self) -> tuple[set[str], set[str]]:
+        with self.lock:
+            files, folders = self.files, self.folders
+            self.files, self.folders, self.bytes = set(), set(), 0
+            return files, folders
 
 
 class BlobStore:
     """Blobs and manifests under one fsspec root."""
 
     def __init__(self, uri: str, storage_options: dict[str, Any] | None = None,
-                 cache: BlobCache | None = None) -> None:
+                 cache: BlobCache | None = None, *, durable: bool = True,
+                 stat_cache: StatCache | None = None) -> None:
         import fsspec  # Deferred for import perf
 
         uri, options = split_credentials(uri, dict(storage_options or {}))
@@ -85,6 +146,10 @@ class BlobStore:
             raise ConfigurationError(f"cannot open store {uri!r}: {exc}") from exc
         self.root = root.rstrip("/") or root
         self.cache = cache
+        #: Flush writes (see the module docstring); False: ``TRACELET_DURABILITY=none``.
+        self.durable = durable
+        self.stat_cache = stat_cache
+        self._pending = _PendingFlush()
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         if self.is_local:
             Path(self.root, "tmp").mkdir(parents=True, exist_ok=True)
@@ -171,25 +236,136 @@ class BlobStore:
     def _put_local(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
         tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.blob")
         try:
-            with source.open("rb") as src, tmp.open("wb") as dst:
+            with source.open("rb", buffering=0) as src, tmp.open("wb", buffering=0) as dst:
                 copied_digest, _ = _copy_stream(src, dst, size, progress)
-                dst.flush()
-                os.fsync(dst.fileno())
             if copied_digest != digest:
                 raise InvalidArtifactError(f"{source} changed while it was being logged")
-            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            Path(final).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(tmp, final)  # create-if-absent: a concurrent writer of the same blob wins
-            except FileExistsError:
-                return False
-            except OSError:  # filesystems without hard links
-                if Path(final).exists():
-                    return False
-                os.replace(tmp, final)
-            return True
+            return self._place(tmp, final, size)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _place(self, tmp: Path, final: str, size: int) -> bool:
+        """Rename a finished temp blob to its final name; True if it was new. Blobs are named
+        by their content, so replacing a concurrent writer's identical blob is harmless (and
+        one rename costs less than link + unlink). The blob is flushed with the rest of its
+        batch (``flush``)."""
+        os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        self._make_folders(Path(final).parent)
+        existed = os.path.exists(final)
+        try:
+            os.replace(tmp, final)
+        except PermissionError:  # Windows cannot replace a read-only file: it holds these bytes
+            if not os.path.exists(final):
+                raise
+            tmp.unlink(missing_ok=True)
+            return False
+        self._written(final, size)
+        return not existed
+
+    def _make_folders(self, folder: Path) -> None:
+        """``mkdir -p``; every folder it creates is noted so its parent gets flushed."""
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        if not missing:
+            return
+        missing[0].mkdir(parents=True, exist_ok=True)
+        if self.durable:
+            with self._pending.lock:
+                self._pending.folders.update(str(p.parent) for p in missing)
+
+    def _written(self, path: str, size: int) -> None:
+        if self.durable:
+            with self._pending.lock:
+                self._pending.files.add(path)
+                self._pending.folders.add(os.path.dirname(path))
+                self._pending.bytes += size
+
+    def flush(self) -> None:
+        """Make every local file written since the last flush durable, in one batch."""
+        files, folders = self._pending.take()
+        if not self.durable or not (files or folders):
+            return
+        try:
+            if len(files) > FSYNC_EACH_LIMIT and _syncfs(self.root):
+                return
+            for path in sorted(files):
+                fsync_path(path)
+            for folder in sorted(folders, key=len, reverse=True):  # deepest first
+                fsync_path(folder)
+        except OSError as exc:
+            raise StorageError(f"flush of {len(files)} file(s) to {self.root} failed: {exc}") from exc
+
+    # -- ingest: local files into blobs -------------------------------------------------------
+    def ingest(self, source: Path, progress: Progress | None = None, *, cached: bool = True,
+               rehash: bool = False) -> tuple[str, int, bool]:
+        """Store a local file's bytes as a blob, reading the file at most once; returns
+        ``(digest, size, written)`` (``written``: the blob was new, not already stored).
+        With ``cached``, a file the stat cache knows as unchanged (and whose blob is present)
+        is not read at all; ``rehash`` ignores the cache. Call
+        ``finish_ingest`` after the last file of a version."""
+        before = os.stat(source)
+        stat_cache = self.stat_cache if cached else None
+        if stat_cache is not None and not rehash:
+            known = stat_cache.lookup(source, before)
+            if known is not None and self._have_blob(known):
+                if progress is not None:
+                    progress(before.st_size)
+                return known, before.st_size, False
+        hashed_at = time.time_ns()
+        if self.is_local:
+            with self.storage_errors(f"write of {source.name} to store {self.uri}"):
+                digest, size, written = self._ingest_local(source, before.st_size, progress)
+        else:
+            digest, size = hash_file(source)
+            written = self.put_file(source, digest, size, progress)
+        if stat_cache is not None:
+            stat_cache.remember(source, before, digest, hashed_at)
+        return digest, size, written
+
+    def finish_ingest(self) -> None:
+        """After a version's files: save the stat cache, and flush a large batch of blobs
+        now, so the flush under the catalog's write lock (the manifest's) stays short."""
+        if self.stat_cache is not None:
+            self.stat_cache.save()
+        if self._pending.bytes >= EARLY_FLUSH_BYTES or len(self._pending.files) > FSYNC_EACH_LIMIT:
+            self.flush()
+
+    def _have_blob(self, digest: str) -> bool:
+        """Whether blob ``digest`` is stored; a local one gets a fresh mtime, which keeps
+        gc's grace period away from an in-flight log."""
+        final = self.blob_path(digest)
+        if not self.is_local:
+            return bool(self.fs.exists(final))
+        try:
+            os.utime(final)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _ingest_local(self, source: Path, size_hint: int, progress: Progress | None) -> tuple[str, int, bool]:
+        tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.blob")
+        placed = False
+        try:
+            if size_hint <= SMALL_FILE_BYTES:
+                data = source.read_bytes()
+                digest, size = hash_bytes(data), len(data)
+                if progress is not None:
+                    progress(size)
+                if self._have_blob(digest):
+                    return digest, size, False
+                with tmp.open("wb") as dst:
+                    dst.write(data)
+            else:
+                with source.open("rb", buffering=0) as src, tmp.open("wb", buffering=0) as dst:
+                    digest, size = _copy_stream(src, dst, size_hint, progress)
+            written = self._place(tmp, self.blob_path(digest), size)  # a fresh inode: young for gc
+            placed = True
+            return digest, size, written
+        finally:
+            if not placed:
+                tmp.unlink(missing_ok=True)
 
     def open_blob(self, digest: str, label: str | None = None) -> BinaryIO:
         """Open a blob for reading; ``label`` (the entry's path) names it in errors. On local
@@ -209,7 +385,7 @@ class BlobStore:
         intact, else what is wrong with it."""
         try:
             with self.open_blob(digest) as stream:
-                actual, _ = _copy_stream(stream, None, size or 0, None, limit=size)
+                actual, _ = _copy_stream(stream, None, size or _stream_size(stream), None, limit=size)
         except IntegrityError as exc:
             return "missing" if "missing" in str(exc) else str(exc)
         return None if actual == digest else f"content hashes to {actual}"
@@ -275,23 +451,25 @@ class BlobStore:
         final = self.pending_manifest_path(name, version, token)
         if self.is_local:
             with self.storage_errors(f"write of manifest {name}:v{version} to store {self.uri}"):
-                self.write_small_file(final, data)
+                self.write_small_file(final, data)  # flushed with the version's blobs when durable
         else:
             retrying(lambda: self.fs.pipe_file(final, data), f"write of manifest {name}:v{version}")
         return hash_bytes(data)
 
-    def write_small_file(self, final: str, data: bytes) -> None:
-        """Write a small file atomically (a temp file renamed into place)."""
-        Path(final).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.manifest")
+    def write_small_file(self, path: str, data: bytes) -> None:
+        """Replace a small local file atomically (temp file, rename) and flush it, with every
+        write still pending (a version's blobs), before returning."""
+        self._make_folders(Path(path).parent)
+        tmp = Path(self.root, "tmp", f"{uuid.uuid4().hex}.write")
         try:
             with tmp.open("wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        finally:
+            os.replace(tmp, path)
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
+        self._written(path, len(data))
+        self.flush()
 
     @contextlib.contextmanager
     def storage_errors(self, what: str) -> Iterator[None]:
@@ -460,7 +638,7 @@ def _open_regular(path: str, what: str) -> BinaryIO:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise IntegrityError(f"blob of {what} is not a regular file", [f"{what}: not a regular file"])
-    return os.fdopen(fd, "rb")
+    return os.fdopen(fd, "rb", buffering=0)  # unbuffered: reads go straight into the copy's buffer
 
 
 def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
@@ -470,8 +648,8 @@ def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(_temp_name(dest.name))
     try:
-        with open_source() as src, tmp.open("wb") as dst:
-            actual, _ = _copy_stream(src, dst, size or 0, progress, limit=size, label=label)
+        with open_source() as src, tmp.open("wb", buffering=0) as dst:
+            actual, _ = _copy_stream(src, dst, size or _stream_size(src), progress, limit=size, label=label)
         if actual != digest:
             raise IntegrityError(
                 f"{label} is corrupted: blob {digest} hashes to {actual}",
@@ -543,6 +721,15 @@ class BlobCache:
             total -= size
             freed += size
         return freed
+
+
+def _stream_size(stream: Any) -> int:
+    """The size of an open file (local or fsspec), or 0 when it cannot tell."""
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError, ValueError, TypeError):
+        size = getattr(stream, "size", None)
+        return size if isinstance(size, int) else 0
 
 
 def _discard(handle: Any) -> None:

@@ -20,8 +20,11 @@ import inspect as inspect_module
 import json
 import os
 import random
+import sqlite3
+import threading
 import time
 import weakref
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -476,21 +479,27 @@ class Catalog:
     Every public method is retried as a whole after lock contention (see
     ``_retried_on_contention``), so callers see ``StorageError`` only when it persists."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = True) -> None:
         #: The URL with any password masked: what messages and reprs show.
         self.url = _masked(url)
         #: Whether the URL carries a password (then it is never handed to another process).
         self.has_password = bool(_password(url))
         self._url = url
+        #: SQLite commits with ``synchronous=FULL`` (durable on return) or ``NORMAL`` (WAL:
+        #: still atomic after a killed process; a power loss may lose the last commits).
+        self.durable = durable
         try:
-            self.engine = self._create_engine(url)
+            self.engine = self._create_engine(url, durable)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise ConfigurationError(f"cannot open catalog {self.url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
+        self._hot_lock = threading.Lock()
+        self._hot_local = threading.local()
+        self._hot_connections: list[tuple[int, sqlite3.Connection]] = []
         self.migrate()
 
     @staticmethod
-    def _create_engine(url: str) -> Engine:
+    def _create_engine(url: str, durable: bool = True) -> Engine:
         if url.startswith("sqlite"):
             in_memory = url in ("sqlite://", "sqlite:///:memory:")
             # A small pool keeps connections (and SQLite's page cache) across operations; a
@@ -506,7 +515,7 @@ class Catalog:
                 cursor = dbapi_connection.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
 
@@ -571,6 +580,12 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        with self._hot_lock:
+            mine = [conn for pid, conn in self._hot_connections if pid == os.getpid()]
+            self._hot_connections = []
+            self._hot_local = threading.local()
+        for conn in mine:  # never a forked parent's: closing those would drop its locks
+            conn.close()
 
     @property
     def url_for_other_processes(self) -> str | None:
@@ -594,12 +609,14 @@ class Catalog:
                 conn.execute(insert(table).values(**values))
 
     def _lock_artifact(self, conn: Connection, name: str, type_: str) -> int:
-        """Create the artifact row if needed and lock it for this transaction; its id."""
+        """Create the artifact row if needed and lock it for this transaction; its id (one
+        statement when the name exists: the usual case)."""
+        locked = select(artifacts.c.id).where(artifacts.c.name == name).with_for_update()
+        found = conn.execute(locked).scalar()
+        if found is not None:
+            return int(found)
         self._insert_ignore(conn, artifacts, {"name": name, "type": type_, "created_at": time.time()}, ["name"])
-        row = conn.execute(
-            select(artifacts.c.id).where(artifacts.c.name == name).with_for_update()
-        ).one()
-        return int(row.id)
+        return int(conn.execute(locked).scalar_one())
 
     def _artifact_id(self, conn: Connection, name: str) -> int:
         found = conn.execute(select(artifacts.c.id).where(artifacts.c.name == name)).scalar()
@@ -608,13 +625,20 @@ class Catalog:
         return int(found)
 
     def _ensure_run(self, conn: Connection, run: RunInfo) -> int:
+        return int(self._ensure_run_row(conn, run).id)
+
+    def _ensure_run_row(self, conn: Connection, run: RunInfo) -> Any:
+        """The ``runs`` row of ``run`` (inserted if new; the first writer's fields win)."""
+        found = conn.execute(select(runs).where(runs.c.key == run.key)).first()
+        if found is not None:
+            return found
         values = {
             "key": run.key, "orchestrator": run.orchestrator, "run_id": run.run_id,
             "step": run.step, "name": run.name, "partition": run.partition,
             "code_version": run.code_version, "extra": dict(run.extra), "created_at": time.time(),
         }
         self._insert_ignore(conn, runs, values, ["key"])
-        return int(conn.execute(select(runs.c.id).where(runs.c.key == run.key)).scalar_one())
+        return conn.execute(select(runs).where(runs.c.key == run.key)).one()
 
     def _version_row(self, conn: Connection, artifact_id: int, name: str, selector: str,
                      partition: str | None = None) -> Any:
@@ -635,9 +659,7 @@ class Catalog:
             )
         row = conn.execute(query).first()
         if row is None:
-            what = "no versions" if selector == LATEST else f"no version or alias {selector!r}"
-            where = f" for partition {partition!r}" if partition is not None and selector == LATEST else ""
-            raise ArtifactNotFoundError(f"artifact {name!r} has {what}{where}")
+            raise _no_such_version(name, selector, partition)
         return row
 
     def _hydrate(self, conn: Connection, rows: Sequence[Any], names: dict[int, str]) -> list[VersionRecord]:
@@ -646,8 +668,10 @@ class Catalog:
             return []
         ids = [row.id for row in rows]
         alias_map: dict[int, list[str]] = {}
+        artifact_ids = sorted({row.artifact_id for row in rows})  # the primary key's prefix
         for a in conn.execute(select(aliases.c.version_id, aliases.c.alias)
-                              .where(aliases.c.version_id.in_(ids)).order_by(aliases.c.alias)):
+                              .where(aliases.c.artifact_id.in_(artifact_ids), aliases.c.version_id.in_(ids))
+                              .order_by(aliases.c.alias)):
             alias_map.setdefault(a.version_id, []).append(a.alias)
         input_map: dict[int, list[str]] = {}
         upstream = _upstream_versions
@@ -666,18 +690,7 @@ class Catalog:
         for e in conn.execute(select(entries.c.version_id, entries.c.data)
                               .where(entries.c.version_id.in_(ids)).order_by(entries.c.path)):
             entry_map.setdefault(e.version_id, []).append(_json(e.data))
-        return [
-            VersionRecord(
-                id=row.id, name=names[row.artifact_id], version=row.version, type=row.type,
-                digest=row.digest, manifest_digest=row.manifest_digest,
-                description=row.description, metadata=_json(row.metadata),
-                size_bytes=row.size_bytes, created_at=row.created_at,
-                producer=run_map.get(row.producer_run_id),
-                inputs=input_map.get(row.id, []), aliases=alias_map.get(row.id, []),
-                entries=entry_map.get(row.id, []), partition=row.partition_key,
-            )
-            for row in rows
-        ]
+        return [_record(row, names, run_map, input_map, alias_map, entry_map) for row in rows]
 
     def _names_for(self, conn: Connection, artifact_ids: Iterable[int]) -> dict[int, str]:
         ids = set(artifact_ids)
@@ -693,6 +706,78 @@ class Catalog:
             if row.id not in ids:
                 ids.append(row.id)
         return ids
+
+    # -- hot reads on SQLite ------------------------------------------------------------------
+    # ``get`` by version, alias or latest, ``get_by_ids`` and one-hop lineage run plain SQL on
+    # one read connection per thread (prepared once by sqlite3's statement cache; no pool
+    # checkout): SQLAlchemy's per-statement and pool work is many times SQLite's own for these
+    # indexed lookups. Same rows, same records as ``_hydrate`` (a test checks). Two
+    # statements per read and no transaction around them: a version and its entries and
+    # inputs never change once committed; only its aliases may be a moment newer.
+    def _hot_connection(self) -> sqlite3.Connection | None:
+        """This thread's read connection to a file catalog (None: use the general path)."""
+        conn: sqlite3.Connection | None = getattr(self._hot_local, "conn", None)
+        if conn is not None and getattr(self._hot_local, "pid", None) == os.getpid():
+            return conn
+        url = self.engine.url
+        if self.dialect != "sqlite" or not url.database or url.database == ":memory:" or url.query:
+            return None
+        conn = sqlite3.connect(url.database, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=60000")
+        with self._hot_lock:
+            self._hot_connections.append((os.getpid(), conn))
+        self._hot_local.conn, self._hot_local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _sqlite_read(self) -> Iterator[sqlite3.Cursor]:
+        conn = self._hot_connection()
+        try:
+            if conn is None:  # an in-memory or URI catalog: a pooled connection, one snapshot
+                with self.engine.connect() as pooled:
+                    raw = pooled.connection.driver_connection
+                    assert isinstance(raw, sqlite3.Connection)
+                    cur = raw.cursor()
+                    cur.execute("BEGIN")
+                    try:
+                        yield cur
+                    finally:
+                        cur.execute("COMMIT")
+                        cur.close()
+                return
+            cur = conn.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+        except sqlite3.Error as exc:
+            raise _translate_sqlite(exc, self.url) from exc
+        except SQLAlchemyError as exc:
+            raise _translate(exc, self.url) from exc
+
+    def _sqlite_get(self, name: str, selector: str, partition: str | None) -> VersionRecord:
+        number = version_number(selector)
+        with self._sqlite_read() as cur:
+            cur.row_factory = _row
+            if selector == LATEST and partition is None:
+                found = cur.execute(f"{_SQLITE_VERSIONS} WHERE a.name = ? ORDER BY v.version DESC LIMIT 1",
+                                    (name,))
+            elif selector == LATEST:
+                found = cur.execute(f"{_SQLITE_VERSIONS} WHERE a.name = ? AND v.partition_key = ? "
+                                    "ORDER BY v.version DESC LIMIT 1", (name, partition))
+            elif number is not None:
+                found = cur.execute(f"{_SQLITE_VERSIONS} WHERE a.name = ? AND v.version = ?", (name, number))
+            else:
+                found = cur.execute(f"{_SQLITE_VERSIONS} JOIN aliases al ON al.version_id = v.id "
+                                    "AND al.artifact_id = v.artifact_id WHERE a.name = ? AND al.alias = ?",
+                                    (name, selector))
+            row = found.fetchone()
+            cur.row_factory = None
+            if row is None:
+                if cur.execute("SELECT 1 FROM artifacts WHERE name = ?", (name,)).fetchone() is None:
+                    raise ArtifactNotFoundError(f"no artifact named {name!r}")
+                raise _no_such_version(name, selector, partition)
+            return _sqlite_hydrate(cur, [row])[0]
 
     # -- writes -----------------------------------------------------------------------------
     def commit_version(
@@ -747,6 +832,7 @@ class Catalog:
                 existing = conn.execute(select(versions).where(
                     versions.c.artifact_id == artifact_id,
                     versions.c.idempotency_key == idempotency_key)).first()
+            latest = None
             if existing is None:
                 newest = select(versions).where(versions.c.artifact_id == artifact_id)
                 if partition is not None:
@@ -764,8 +850,11 @@ class Catalog:
                     self._journal_aliases(conn, artifact_id, aliases_before, journal)
                 record = self._hydrate(conn, [existing], {artifact_id: name})[0]
                 return record, False
-            max_version = conn.execute(select(func.max(versions.c.version))
-                                       .where(versions.c.artifact_id == artifact_id)).scalar()
+            if existing is None and partition is None and idempotency_key is None:
+                max_version = latest.version if latest is not None else 0  # the newest is the max
+            else:
+                max_version = conn.execute(select(func.max(versions.c.version))
+                                           .where(versions.c.artifact_id == artifact_id)).scalar()
             number = int(max_version or 0) + 1
             created_at = time.time()
             input_labels = self._labels(conn, input_ids)
@@ -775,7 +864,8 @@ class Catalog:
                 created_at, manifest_digest = prepared.created_at, prepared.digest
             else:
                 manifest_digest = write_manifest(number, created_at, input_labels)
-            run_id = self._ensure_run(conn, producer) if producer is not None else None
+            run_row = self._ensure_run_row(conn, producer) if producer is not None else None
+            run_id = int(run_row.id) if run_row is not None else None
             version_id = _inserted_id(conn.execute(insert(versions).values(
                 artifact_id=artifact_id, version=number, type=type_, digest=digest,
                 manifest_digest=manifest_digest, description=description, metadata=metadata_,
@@ -793,8 +883,19 @@ class Catalog:
             self._enqueue(conn, version_id, deliveries_)
             if aliases_:
                 self._journal_aliases(conn, artifact_id, aliases_before, journal)
-            row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
-            return self._hydrate(conn, [row], {artifact_id: name})[0], True
+            if self.dialect != "sqlite":  # the server's collation orders entries: read them back
+                row = conn.execute(select(versions).where(versions.c.id == version_id)).one()
+                return self._hydrate(conn, [row], {artifact_id: name})[0], True
+            # SQLite orders text by code point, as Python does: the record is what was inserted
+            return VersionRecord(
+                id=version_id, name=name, version=number, type=type_, digest=digest,
+                manifest_digest=manifest_digest, description=description, metadata=metadata_,
+                size_bytes=size_bytes, created_at=created_at,
+                producer=_run_from_row(run_row) if run_row is not None else None,
+                inputs=sorted(input_labels, key=_label_order), aliases=sorted(set(aliases_)),
+                entries=json.loads(json.dumps([row["data"] for row in sorted(entry_rows, key=lambda r: r["path"])])),
+                partition=partition,
+            ), True
 
     def next_version(self, name: str, digest: str, input_refs: Sequence[tuple[str, str]],
                      idempotency_key: str | None, partition: str | None) -> tuple[int, list[str]] | None:
@@ -1019,12 +1120,22 @@ class Catalog:
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, name: str, selector: str, partition: str | None = None) -> VersionRecord:
+        if self.dialect == "sqlite":
+            return self._sqlite_get(name, selector, partition)
         with self._read() as conn:
             artifact_id = self._artifact_id(conn, name)
             row = self._version_row(conn, artifact_id, name, selector, partition)
             return self._hydrate(conn, [row], {artifact_id: name})[0]
 
     def get_by_ids(self, version_ids: Sequence[int]) -> list[VersionRecord]:
+        if self.dialect == "sqlite":
+            with self._sqlite_read() as cur:
+                cur.row_factory = _row
+                found = cur.execute(f"{_SQLITE_VERSIONS} WHERE v.id IN ({_marks(version_ids)})",
+                                    list(version_ids)).fetchall()
+                cur.row_factory = None
+                by_id = {r.id: r for r in _sqlite_hydrate(cur, found)}
+                return [by_id[i] for i in version_ids if i in by_id]
         with self._read() as conn:
             rows = conn.execute(select(versions).where(versions.c.id.in_(list(version_ids)))).all()
             names = self._names_for(conn, (r.artifact_id for r in rows))
@@ -1101,11 +1212,19 @@ class Catalog:
             return list(conn.execute(select(versions.c.id).order_by(versions.c.id)).scalars())
 
     def upstream_ids(self, version_id: int) -> list[int]:
+        if self.dialect == "sqlite":
+            with self._sqlite_read() as cur:
+                return [r[0] for r in cur.execute(
+                    "SELECT input_version_id FROM version_inputs WHERE version_id = ?", (version_id,))]
         with self._read() as conn:
             return list(conn.execute(select(version_inputs.c.input_version_id)
                                      .where(version_inputs.c.version_id == version_id)).scalars())
 
     def downstream_ids(self, version_id: int) -> list[int]:
+        if self.dialect == "sqlite":
+            with self._sqlite_read() as cur:
+                return [r[0] for r in cur.execute(
+                    "SELECT version_id FROM version_inputs WHERE input_version_id = ?", (version_id,))]
         with self._read() as conn:
             return list(conn.execute(select(version_inputs.c.version_id)
                                      .where(version_inputs.c.input_version_id == version_id)).scalars())
@@ -1338,6 +1457,12 @@ def _inserted_id(result: Any) -> int:
     return int(key[0])
 
 
+def _label_order(label: str) -> tuple[str, int]:
+    """``name:vN`` in the order ``_hydrate`` lists inputs: by name, then version number."""
+    name, _, version = label.rpartition(":")
+    return name, version_number(version) or 0
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -1345,3 +1470,86 @@ def _json(value: Any) -> Any:
 def _run_from_row(row: Any) -> RunInfo:
     return RunInfo(orchestrator=row.orchestrator, run_id=row.run_id, step=row.step, name=row.name,
                    partition=row.partition, code_version=row.code_version, extra=_json(row.extra) or {})
+
+
+def _no_such_version(name: str, selector: str, partition: str | None) -> ArtifactNotFoundError:
+    what = "no versions" if selector == LATEST else f"no version or alias {selector!r}"
+    where = f" for partition {partition!r}" if partition is not None and selector == LATEST else ""
+    return ArtifactNotFoundError(f"artifact {name!r} has {what}{where}")
+
+
+def _record(row: Any, names: dict[int, str], run_map: dict[int, RunInfo], input_map: dict[int, list[str]],
+            alias_map: dict[int, list[str]], entry_map: dict[int, list[dict[str, Any]]]) -> VersionRecord:
+    return VersionRecord(
+        id=row.id, name=names[row.artifact_id], version=row.version, type=row.type,
+        digest=row.digest, manifest_digest=row.manifest_digest,
+        description=row.description, metadata=_json(row.metadata),
+        size_bytes=row.size_bytes, created_at=row.created_at,
+        producer=run_map.get(row.producer_run_id),
+        inputs=input_map.get(row.id, []), aliases=alias_map.get(row.id, []),
+        entries=entry_map.get(row.id, []), partition=row.partition_key,
+    )
+
+
+#: ``versions`` rows with their artifact's name, for the SQLite hot reads.
+_SQLITE_VERSIONS = "SELECT v.*, a.name AS artifact_name FROM versions v JOIN artifacts a ON a.id = v.artifact_id"
+
+
+_row_classes: dict[tuple[str, ...], Any] = {}
+
+
+def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Any:
+    """A sqlite3 row read by column name as an attribute (like SQLAlchemy's rows)."""
+    columns = tuple(d[0] for d in cursor.description)
+    cls = _row_classes.get(columns)
+    if cls is None:
+        cls = _row_classes[columns] = namedtuple("Row", columns, rename=True)  # noqa: PYI024
+    return cls._make(values)  # type: ignore[union-attr]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _sqlite_hydrate(cur: sqlite3.Cursor, rows: Sequence[Any]) -> list[VersionRecord]:
+    """``_hydrate`` in plain SQLite SQL, for rows of ``_SQLITE_VERSIONS``: aliases, inputs and
+    entries in one statement (each in ``_hydrate``'s order), runs in a second if any."""
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    marks = _marks(ids)
+    alias_map: dict[int, list[str]] = {}
+    input_map: dict[int, list[str]] = {}
+    entry_map: dict[int, list[dict[str, Any]]] = {}
+    artifact_ids = sorted({row.artifact_id for row in rows})  # aliases are keyed by artifact
+    relations = cur.execute(
+        f"SELECT 0, version_id, alias, NULL FROM aliases WHERE artifact_id IN ({_marks(artifact_ids)}) "
+        f"AND version_id IN ({marks}) "
+        "UNION ALL SELECT 1, vi.version_id, a.name, up.version FROM version_inputs vi "
+        "JOIN versions up ON up.id = vi.input_version_id JOIN artifacts a ON a.id = up.artifact_id "
+        f"WHERE vi.version_id IN ({marks}) "
+        f"UNION ALL SELECT 2, version_id, path, data FROM entries WHERE version_id IN ({marks}) "
+        "ORDER BY 1, 3, 4", [*artifact_ids, *ids, *ids, *ids]).fetchall()
+    for kind, version_id, key, value in relations:
+        if kind == 0:
+            alias_map.setdefault(version_id, []).append(key)
+        elif kind == 1:
+            input_map.setdefault(version_id, []).append(f"{key}:{format_version(value)}")
+        else:
+            entry_map.setdefault(version_id, []).append(_json(value))
+    run_ids = sorted({row.producer_run_id for row in rows if row.producer_run_id is not None})
+    run_map: dict[int, RunInfo] = {}
+    if run_ids:
+        cur.row_factory = _row
+        run_map = {r.id: _run_from_row(r) for r in cur.execute(
+            f"SELECT * FROM runs WHERE id IN ({_marks(run_ids)})", run_ids)}
+    names = {row.artifact_id: row.artifact_name for row in rows}
+    return [_record(row, names, run_map, input_map, alias_map, entry_map) for row in rows]
+
+
+def _translate_sqlite(exc: sqlite3.Error, url: str) -> TraceletError:
+    """A busy or locked database is transient (``StorageError``); anything else is not."""
+    text_ = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text_ or "busy" in text_):
+        return StorageError(f"catalog {url} is busy: {exc}")
+    return ConfigurationError(f"catalog {url} failed: {exc.__class__.__name__}: {exc}")

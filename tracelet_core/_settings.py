@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,11 @@ class TraceletSettings(BaseSettings):
     #: Emit an OpenLineage event for every committed version (transport from
     #: ``OPENLINEAGE_URL`` / ``OPENLINEAGE__TRANSPORT__*`` / ``openlineage.yml``).
     openlineage: bool = False
+    #: ``full``: a version is on disk when ``log`` returns (blobs and manifest flushed in one
+    #: batch, SQLite commits with ``synchronous=FULL``). ``none``: nothing is flushed; a
+    #: killed process still leaves whole versions or none, a power loss may lose recent ones
+    #: (for scratch stores and CI).
+    durability: Literal["full", "none"] = "full"
 
     @field_validator("backends", "artifact_watch_dirs", mode="before")
     @classmethod

@@ -48,13 +48,14 @@ from ._errors import (
     StorageError,
     TraceletError,
 )
-from ._hashing import hash_bytes, hash_file
+from ._hashing import hash_bytes
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
 from ._openlineage import export_after_commit, lineage_deliveries
 from ._settings import TraceletSettings
+from ._statcache import StatCache
 from ._uris import redact_uri
 
 MANIFEST_FORMAT = 1
@@ -141,15 +142,17 @@ class ArtifactStore:
             raise ConfigurationError("the store URI is empty; pass a folder or fsspec URL")
         options = storage_options if storage_options is not None else (settings.storage_options or {})
         catalog_url = catalog_url or settings.catalog_url
+        durable = settings.durability != "none"
         if _is_local_uri(store_uri):
             root = _local_root(store_uri)
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigurationError(f"cannot create store folder {root}: {exc}") from exc
-            blobs = BlobStore(str(root), options)
-            catalog_url = catalog_url or f"sqlite:///{root / 'catalog.db'}"
             cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else root / "cache"
+            blobs = BlobStore(str(root), options, durable=durable,
+                              stat_cache=StatCache(cache_dir / "statcache.db"))
+            catalog_url = catalog_url or f"sqlite:///{root / 'catalog.db'}"
         else:
             if not catalog_url:
                 raise ConfigurationError(
@@ -157,8 +160,9 @@ class ArtifactStore:
                     "SQLAlchemy URL, e.g. postgresql://user@host/db"
                 )
             cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
-            blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes))
-        return cls(blobs, Catalog(catalog_url), settings, cache_dir)
+            blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes),
+                              durable=durable, stat_cache=StatCache(cache_dir / "statcache.db"))
+        return cls(blobs, Catalog(catalog_url, durable=durable), settings, cache_dir)
 
     @classmethod
     def shared(cls, uri: str | None = None, catalog_url: str | None = None) -> ArtifactStore:
@@ -195,6 +199,8 @@ class ArtifactStore:
 
     def close(self) -> None:
         self.catalog.dispose()
+        if self.blobs.stat_cache is not None:
+            self.blobs.stat_cache.close()
 
     def __enter__(self) -> ArtifactStore:
         return self
@@ -222,10 +228,12 @@ class ArtifactStore:
             yield lambda n: bar.advance(task, n)
 
     # -- logging ----------------------------------------------------------------------------
-    def _stage_blobs(self, artifact: TraceletArtifact) -> tuple[list[dict[str, Any]], ReusedBlobs]:
+    def _stage_blobs(self, artifact: TraceletArtifact, rehash: bool = False
+                     ) -> tuple[list[dict[str, Any]], ReusedBlobs]:
         """Hash and store every file and object; the manifest entries, sorted by path, and
         the blobs that were already stored (``gc`` might collect those before the commit:
-        ``_blob_check`` looks again under the catalog's lock)."""
+        ``_blob_check`` looks again under the catalog's lock). Files the stat cache knows
+        unchanged are not read again unless ``rehash``."""
         staged = artifact.staged_entries
         total = sum(s.entry.size for s in staged)
         rows: list[dict[str, Any]] = []
@@ -243,12 +251,13 @@ class ArtifactStore:
                     reused[entry.digest] = (None, entry.size, entry.path)
                     continue
                 try:
-                    digest, size = hash_file(item.source)
+                    digest, size, written = self.blobs.ingest(item.source, advance, rehash=rehash,
+                                                     cached=isinstance(entry, ArtifactFile))
                 except FileNotFoundError as exc:
                     raise InvalidArtifactError(f"{item.source} disappeared before it was logged") from exc
                 except IsADirectoryError as exc:
                     raise InvalidArtifactError(f"{item.source} is now a directory") from exc
-                if not self.blobs.put_file(item.source, digest, size, advance):
+                if not written:
                     reused[digest] = (item.source, size, entry.path)
                 if isinstance(entry, ArtifactFile):
                     stored: ArtifactFile | ArtifactObject = ArtifactFile(
@@ -259,6 +268,7 @@ class ArtifactStore:
                         digest=digest, python_type=entry.python_type,
                         description=entry.description, extra=entry.extra)
                 rows.append(entry_to_dict(stored))
+        self.blobs.finish_ingest()
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
         return sorted(rows, key=entry_order), reused
 
@@ -303,8 +313,12 @@ class ArtifactStore:
         idempotency_key: str | None = None,
         deliveries: Sequence[DeliverySpec] = (),
         partition: str | None = None,
+        rehash: bool = False,
     ) -> LoggedArtifact:
         """Commit ``artifact`` as the next version of its name (or return the identical latest).
+
+        Files logged before and unchanged since (same size, mtime, inode and device, per this
+        machine's stat cache) are not read again; ``rehash=True`` reads and hashes every file.
 
         ``idempotency_key`` makes a retry of the same step return the version it logged.
         ``partition`` (an orchestrator partition key, kept verbatim) is recorded with the
@@ -318,7 +332,7 @@ class ArtifactStore:
         metadata = self._checked_metadata(artifact.metadata)
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
-        rows, reused = self._stage_blobs(artifact)
+        rows, reused = self._stage_blobs(artifact, rehash)
         logged = self._commit(name=artifact.name, type_=artifact.type.value,
                               description=artifact.description, metadata=metadata, entry_dicts=rows,
                               producer=producer, input_refs=input_refs, aliases=alias_list,
@@ -426,7 +440,7 @@ class ArtifactStore:
         path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
         if self.blobs.is_local:
             with self.blobs.storage_errors(f"write of the alias journal of {name}"):
-                self.blobs.write_small_file(path, data)
+                self.blobs.write_small_file(path, data)  # atomic, and flushed when durable
         else:
             retrying(lambda: self.blobs.fs.pipe_file(path, data), f"write of the alias journal of {name}")
 
