@@ -17,7 +17,7 @@ MAX_PATH_LENGTH = 1024
 MAX_ALIAS_LENGTH = 128
 LATEST = "latest"
 
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a leading "_" too: Dagster asset keys use it
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _FORBIDDEN_PATH_CHARS = ("\\", "\x00", ":")
@@ -35,7 +35,7 @@ def validate_name(name: object) -> str:
         if not _SEGMENT.fullmatch(segment):
             raise InvalidArtifactError(
                 f"invalid artifact name {name!r}: each '/'-separated segment must match "
-                "[A-Za-z0-9][A-Za-z0-9._-]*"
+                "[A-Za-z0-9_][A-Za-z0-9._-]*"
             )
     return name
 
