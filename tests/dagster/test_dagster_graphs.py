@@ -12,6 +12,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetOut,
+    AssetsDefinition,
     AssetSpec,
     DagsterInstance,
     Definitions,
@@ -19,6 +20,7 @@ from dagster import (
     JobDefinition,
     Out,
     ReexecutionOptions,
+    StaticPartitionsDefinition,
     asset,
     build_reconstructable_job,
     define_asset_job,
@@ -29,6 +31,7 @@ from dagster import (
     in_process_executor,
     job,
     materialize,
+    multi_asset,
     op,
 )
 
@@ -258,3 +261,69 @@ def test_re_execution_loads_the_version_its_parent_run_logged(
 
     assert [v.load("value") for v in store.versions("base")] == [1, 2]
     assert (store.get("flaky:v1").load("value"), store.get("flaky:v1").inputs) == (10, ["base:v1"])
+
+
+# -- Dagster's own fs_io_manager scenarios -----------------------------------------------------------
+letters = StaticPartitionsDefinition(["A", "B"])
+
+
+@asset(key_prefix=["the", "cool", "prefix"], partitions_def=letters)
+def one(context: AssetExecutionContext) -> int:
+    return 1 if context.partition_key == "A" else 10
+
+
+@op
+def plus_1(value: int) -> int:
+    return value + 1
+
+
+@graph
+def four(value: int) -> int:
+    return plus_1(plus_1(plus_1(value)))
+
+
+four_asset = AssetsDefinition.from_graph(four, keys_by_input_name={"value": one.key}, partitions_def=letters)
+
+
+def test_a_partitioned_graph_backed_asset_on_tracelet_as_the_default_io_manager(
+        tracelet_io: TraceletIOManager, store: ArtifactStore) -> None:
+    for key in ["A", "B"]:
+        assert materialize([one, four_asset], partition_key=key, resources={"io_manager": tracelet_io}).success
+
+    assert [(v.partition, v.load("value")) for v in store.versions("four")] == [("A", 4), ("B", 13)]
+    a_version, b_version = store.versions("four")
+    assert b_version.inputs[-1] == "the/cool/prefix/one:v2"  # B's own upstream partition
+    assert "the/cool/prefix/one:v1" in a_version.inputs and "the/cool/prefix/one:v2" not in a_version.inputs
+    assert {v.load("value") for v in store.versions("four.plus_1/result")} == {2, 11}
+
+
+@multi_asset(partitions_def=letters, outs={"first": AssetOut(io_manager_key="tracelet"),
+                                           "second": AssetOut(io_manager_key="tracelet")})
+def both(context: AssetExecutionContext) -> tuple[int, int]:
+    return (1, 2) if context.partition_key == "A" else (3, 4)
+
+
+@asset(io_manager_key="tracelet", partitions_def=letters)
+def after_first(first: int) -> int:
+    return first * 100
+
+
+@asset(io_manager_key="tracelet")
+def nothing_returned() -> None:
+    return None
+
+
+@asset(io_manager_key="tracelet", deps=[nothing_returned])
+def also_nothing() -> None:
+    return None
+
+
+def test_a_partitioned_multi_asset_and_assets_that_return_nothing(dagster_resources: dict[str, object],
+                                                                  store: ArtifactStore) -> None:
+    result = materialize([both, after_first], partition_key="B", resources=dagster_resources)
+    assert len([e for e in result.all_node_events if e.is_handled_output]) == 3
+    assert [(v.ref, v.partition) for v in store.versions("second")] == [("second:v1", "B")]
+    assert (store.get("after_first:v1").load("value"), store.get("after_first:v1").inputs) == (300, ["first:v1"])
+
+    materialize([nothing_returned, also_nothing], resources=dagster_resources)
+    assert {v.name for v in store.list()} == {"first", "second", "after_first"}  # Dagster skips None outputs
