@@ -18,6 +18,7 @@ from dagster import (
     Definitions,
     In,
     JobDefinition,
+    OpExecutionContext,
     Out,
     ReexecutionOptions,
     StaticPartitionsDefinition,
@@ -327,3 +328,48 @@ def test_a_partitioned_multi_asset_and_assets_that_return_nothing(dagster_resour
 
     materialize([nothing_returned, also_nothing], resources=dagster_resources)
     assert {v.name for v in store.list()} == {"first", "second", "after_first"}  # Dagster skips None outputs
+
+
+@op(out=Out(io_manager_key="tracelet"))
+def produce(context: OpExecutionContext) -> int:
+    return int(context.run.tags.get("value", "1"))
+
+
+@op(out=Out(io_manager_key="tracelet"))
+def flaky_op(value: int) -> int:
+    flag = Path(os.environ[FAIL_FLAG])
+    if not flag.exists():
+        flag.write_text("failed once")
+        raise RuntimeError("first attempt fails")
+    return value * 10
+
+
+@job(executor_def=in_process_executor)
+def produce_then_flaky() -> None:
+    flaky_op(produce())
+
+
+def define_op_reexecution_job() -> JobDefinition:
+    return Definitions(jobs=[produce_then_flaky],
+                       resources={"tracelet": TraceletIOManager.configure_at_launch()}).resolve_job_def(
+        "produce_then_flaky")
+
+
+def test_re_executing_an_op_job_loads_the_op_output_its_parent_run_logged(
+        dagster_instance: DagsterInstance, store: ArtifactStore, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAIL_FLAG, str(tmp_path / "failed"))
+    reconstructable = build_reconstructable_job(Path(__file__).stem, "define_op_reexecution_job",
+                                                reconstructor_working_directory=str(HERE))
+    config = {"resources": {"tracelet": {"config": {"store_uri": store.uri}}}}
+    with execute_job(reconstructable, instance=dagster_instance, run_config=config) as first:
+        assert not first.success
+    store.log(TraceletArtifact("produce_then_flaky/produce/result", "custom").add_object(2, "value"))  # newer
+
+    options = ReexecutionOptions.from_failure(first.run_id, dagster_instance)
+    with execute_job(reconstructable, instance=dagster_instance, run_config=config,
+                     reexecution_options=options) as again:
+        assert again.success
+
+    logged = store.get("produce_then_flaky/flaky_op/result:v1")
+    assert (logged.load("value"), logged.inputs) == (10, ["produce_then_flaky/produce/result:v1"])
