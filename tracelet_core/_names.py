@@ -19,7 +19,7 @@ MAX_ALIAS_LENGTH = 128
 MAX_SEGMENT_BYTES = 255
 LATEST = "latest"
 
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a leading "_" too: Dagster asset keys use it
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _FORBIDDEN_PATH_CHARS = ("\\", "\x00", ":")
@@ -37,7 +37,7 @@ def validate_name(name: object) -> str:
         if not _SEGMENT.fullmatch(segment):
             raise InvalidArtifactError(
                 f"invalid artifact name {name!r}: each '/'-separated segment must match "
-                "[A-Za-z0-9][A-Za-z0-9._-]*"
+                "[A-Za-z0-9_][A-Za-z0-9._-]*"
             )
     return name
 

@@ -6,8 +6,14 @@ numpy, pandas and torch are imported only when their serializer runs); third par
 more through the ``tracelet.serializers`` entry-point group.
 
 ``auto`` is not a serializer of its own: :func:`resolve_auto` picks the safest concrete one for
-an object (DataFrame -> parquet, ndarray -> numpy, tensors -> torch, JSON-able -> json, else
-pickle), and that concrete key is what gets recorded.
+an object (DataFrame, Series, arrow Table -> parquet, ndarray -> numpy, tensors -> torch,
+JSON-able -> json, JSON-able holding tuples -> json-tagged, else pickle), and that concrete key
+is what gets recorded. :func:`resolve_safe` is the same choice without the pickle fallback.
+
+``json-tagged`` is JSON in which a tuple is written ``{"__tuple__": [...]}`` (and a dict whose
+only key is a tag is wrapped ``{"__dict__": {...}}``), so tuples come back as tuples, nested at
+any depth, without pickle. Parquet holds a pandas Series (name and index kept) or a pyarrow
+Table as well as a DataFrame; which one it was is saved in the file's schema metadata.
 """
 
 from __future__ import annotations
@@ -57,6 +63,46 @@ class JsonSerializer(Serializer):
 
     def load(self, path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
+
+
+_TUPLE_TAG = "__tuple__"
+_DICT_TAG = "__dict__"
+
+
+def _tagged(obj: Any) -> Any:
+    """``obj`` with tuples as ``{"__tuple__": [...]}`` and tag-shaped dicts wrapped."""
+    if isinstance(obj, tuple):
+        return {_TUPLE_TAG: [_tagged(item) for item in obj]}
+    if isinstance(obj, list):
+        return [_tagged(item) for item in obj]
+    if isinstance(obj, dict):
+        encoded = {key: _tagged(value) for key, value in obj.items()}
+        return {_DICT_TAG: encoded} if set(obj) in ({_TUPLE_TAG}, {_DICT_TAG}) else encoded
+    return obj
+
+
+def _untagged(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return [_untagged(item) for item in obj]
+    if isinstance(obj, dict):
+        if set(obj) == {_TUPLE_TAG}:
+            return tuple(_untagged(item) for item in obj[_TUPLE_TAG])
+        if set(obj) == {_DICT_TAG}:
+            return {key: _untagged(value) for key, value in obj[_DICT_TAG].items()}
+        return {key: _untagged(value) for key, value in obj.items()}
+    return obj
+
+
+class TaggedJsonSerializer(JsonSerializer):
+    """JSON that keeps tuples (at any depth) as tuples."""
+
+    key = "json-tagged"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        super().dump(_tagged(obj), path)
+
+    def load(self, path: Path) -> Any:
+        return _untagged(super().load(path))
 
 
 class YamlSerializer(Serializer):
@@ -115,28 +161,56 @@ class NumpySerializer(Serializer):
         return np.load(path, allow_pickle=False)
 
 
+_PARQUET_KIND = b"tracelet.kind"  # schema metadata: what the table was before it was written
+_SERIES_COLUMN = "value"
+
+
 class ParquetSerializer(Serializer):
+    """A pandas DataFrame or Series, or a pyarrow Table, as parquet (loaded back as the same kind)."""
+
     key = "parquet"
     extension = ".parquet"
 
     def dump(self, obj: Any, path: Path) -> None:
         try:
             import pandas as pd  # Deferred for import perf
+            import pyarrow as pa
+            import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ConfigurationError("parquet needs pandas and pyarrow: pip install pandas pyarrow") from exc
-        if not isinstance(obj, pd.DataFrame):
-            raise InvalidArtifactError(f"parquet serializer needs a DataFrame, got {type(obj).__name__}")
         try:
-            obj.to_parquet(path)
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigurationError("parquet needs pyarrow: pip install pyarrow") from exc
-        except (TypeError, ValueError) as exc:
-            raise InvalidArtifactError(f"DataFrame cannot be written as parquet: {exc}") from exc
+            if isinstance(obj, pd.DataFrame):
+                obj.to_parquet(path)
+            elif isinstance(obj, pd.Series):
+                table = pa.Table.from_pandas(obj.to_frame(_SERIES_COLUMN))
+                kind = json.dumps({"kind": "series", "name": obj.name})
+                pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                              _PARQUET_KIND: kind.encode()}), path)
+            elif isinstance(obj, pa.Table):
+                kind = json.dumps({"kind": "arrow"})
+                pq.write_table(obj.replace_schema_metadata({**(obj.schema.metadata or {}),
+                                                            _PARQUET_KIND: kind.encode()}), path)
+            else:
+                raise InvalidArtifactError(
+                    f"parquet serializer needs a DataFrame, Series or pyarrow Table, got {type(obj).__name__}")
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            raise InvalidArtifactError(f"{type(obj).__name__} cannot be written as parquet: {exc}") from exc
 
     def load(self, path: Path) -> Any:
         import pandas as pd  # Deferred for import perf
+        import pyarrow.parquet as pq
 
-        return pd.read_parquet(path)
+        metadata = pq.read_schema(path).metadata or {}
+        kind = json.loads(metadata[_PARQUET_KIND]) if _PARQUET_KIND in metadata else {"kind": "frame"}
+        if kind["kind"] == "arrow":
+            table = pq.read_table(path)
+            return table.replace_schema_metadata({k: v for k, v in metadata.items() if k != _PARQUET_KIND} or None)
+        frame = pd.read_parquet(path)
+        if kind["kind"] == "series":
+            series = frame[_SERIES_COLUMN]
+            series.name = kind.get("name")
+            return series
+        return frame
 
 
 _TORCH_SAFE_LEAVES = (int, float, bool, str, bytes, type(None))
@@ -219,7 +293,7 @@ class TorchSerializer(Serializer):
 
 _BUILTIN: dict[str, type[Serializer]] = {
     cls.key: cls
-    for cls in (JsonSerializer, YamlSerializer, PickleSerializer, NumpySerializer,
+    for cls in (JsonSerializer, TaggedJsonSerializer, YamlSerializer, PickleSerializer, NumpySerializer,
                 ParquetSerializer, TorchSerializer)
 }
 _registry: dict[str, Serializer] = {}
@@ -252,42 +326,56 @@ def get_serializer(key: str) -> Serializer:
         return serializer
 
 
-def _is_json_able(obj: Any, depth: int = 0) -> bool:
+def _json_kind(obj: Any, depth: int = 0) -> str | None:
+    """``json`` for plain JSON, ``json-tagged`` when it holds (plain) tuples, None otherwise."""
     if depth > 100:
-        return False
+        return None
     if obj is None or isinstance(obj, (bool, int, str)):
-        return True
+        return JsonSerializer.key
     if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, (list, tuple)):
-        return all(_is_json_able(item, depth + 1) for item in obj)
-    if isinstance(obj, dict):
-        return all(isinstance(k, str) and _is_json_able(v, depth + 1) for k, v in obj.items())
-    return False
+        return JsonSerializer.key if math.isfinite(obj) else None
+    if type(obj) in (list, tuple):  # named tuples and other subclasses would not come back as themselves
+        items: list[Any] = list(obj)
+    elif isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
+        items = list(obj.values())
+    else:
+        return None
+    kinds = {_json_kind(item, depth + 1) for item in items}
+    if None in kinds:
+        return None
+    tagged = type(obj) is tuple or TaggedJsonSerializer.key in kinds
+    return TaggedJsonSerializer.key if tagged else JsonSerializer.key
 
 
 def _module_root(obj: Any) -> str:
     return (type(obj).__module__ or "").split(".")[0]
 
 
-def resolve_auto(obj: Any) -> str:
-    """The concrete serializer key ``auto`` stands for, chosen by the object's type."""
-    root = _module_root(obj)
-    if root == "pandas" and type(obj).__name__ == "DataFrame":
+def resolve_safe(obj: Any) -> str | None:
+    """The safest concrete serializer for ``obj`` whose loading runs no code, or None when only
+    pickle can hold it."""
+    root, kind = _module_root(obj), type(obj).__name__
+    if (root == "pandas" and kind in {"DataFrame", "Series"}) or (root == "pyarrow" and kind == "Table"):
         return ParquetSerializer.key
-    if root == "numpy" and type(obj).__name__ == "ndarray" and not obj.dtype.hasobject:
+    if root == "numpy" and kind == "ndarray" and not obj.dtype.hasobject:
         return NumpySerializer.key
-    if root == "torch" and type(obj).__name__ in {"Tensor", "Parameter"}:
+    if root == "torch" and kind in {"Tensor", "Parameter"}:
         return TorchSerializer.key
-    if _is_json_able(obj):
-        return JsonSerializer.key
+    json_kind = _json_kind(obj)
+    if json_kind is not None:
+        return json_kind
     if isinstance(obj, dict) and obj and any(_module_root(v) == "torch" for v in obj.values()):
         try:
             _check_torch_safe(obj)
             return TorchSerializer.key
         except InvalidArtifactError:
             pass
-    return PickleSerializer.key
+    return None
+
+
+def resolve_auto(obj: Any) -> str:
+    """The concrete serializer key ``auto`` stands for, chosen by the object's type."""
+    return resolve_safe(obj) or PickleSerializer.key
 
 
 def load_with(key: str, path: Path, *, allow_pickle: bool) -> Any:

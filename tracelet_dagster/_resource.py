@@ -2,7 +2,8 @@
 
 ``log`` commits a version produced by the current step (``RunInfo(orchestrator="dagster",
 run_id, step, partition)``) whose inputs are what the step read, through this resource's
-``get`` or the ``TraceletIOManager`` on the same store, plus any ``inputs=`` given.
+``get`` or the ``TraceletIOManager`` on the same store (both record reads in the store's
+catalog), plus any ``inputs=`` given.
 ``experiment()`` opens a core ``Experiment`` whose run is the current step, for code written
 against the Experiment API (backends, automagic capture). The current step comes from the
 ``context`` argument or, when omitted, from Dagster's current execution context.
@@ -21,10 +22,7 @@ from pydantic import Field, PrivateAttr
 
 from tracelet_core import Experiment, LoggedArtifact, RunInfo, TraceletArtifact
 
-from ._delivery import commit
-from ._reads import STEP_READS
-from ._steps import ORCHESTRATOR, StepAttempt
-from ._stores import StoreAccess, StoreSlot
+from ._io_manager import StoreAccess, StoreSlot, commit, step_reader
 
 ComputeContext = OpExecutionContext | AssetExecutionContext
 
@@ -58,19 +56,15 @@ class TraceletResource(StoreAccess, ConfigurableResource):
         """The current step as a tracelet run."""
         op_context = _op_context(context)
         partition = str(op_context.partition_key) if op_context.has_partition_key else None
-        return RunInfo(orchestrator=ORCHESTRATOR, run_id=op_context.run_id, step=_step_key(op_context),
-                       name=op_context.job_name, partition=partition)
-
-    def _attempt(self, op_context: OpExecutionContext) -> StepAttempt:
-        return StepAttempt(op_context.run_id, _step_key(op_context), op_context.retry_number)
+        return step_reader(op_context.run_id, _step_key(op_context), op_context.job_name, partition)
 
     def log(self, artifact: TraceletArtifact, *, inputs: Iterable[str | LoggedArtifact] = (),
             aliases: Iterable[str] = (), context: ComputeContext | None = None) -> LoggedArtifact:
         """Commit ``artifact`` as a version produced by the current step."""
         op_context = _op_context(context)
         extra = [i.ref if isinstance(i, LoggedArtifact) else i for i in inputs]
-        read = STEP_READS.refs(self.store.uri, self._attempt(op_context))
         producer = self.run_info(op_context)
+        read = [v.ref for v in self.store.consumed(producer)]
         logged, _results = commit(self.store, artifact, producer=producer,
                                   inputs=list(dict.fromkeys([*read, *extra])), aliases=list(aliases),
                                   idempotency_key=None, partition=producer.partition, backends=self.backends)
@@ -83,7 +77,6 @@ class TraceletResource(StoreAccess, ConfigurableResource):
         op_context = _op_context(context)
         logged = self.store.get(ref, version)
         self.store.record_consumption(self.run_info(op_context), [logged.ref])
-        STEP_READS.add(self.store.uri, self._attempt(op_context), [logged.ref])
         return logged
 
     def load(self, ref: str, version: str | None = None, *, name: str | None = None,

@@ -46,7 +46,7 @@ from dagster import (
 from tracelet_core import ArtifactNotFoundError, ArtifactStore, LoggedArtifact, TraceletArtifact
 
 from . import _keys
-from ._lookup import format_pins
+from ._io_manager import format_pins
 
 JobTarget = Any  # a JobDefinition, GraphDefinition or UnresolvedAssetJobDefinition
 

@@ -1,4 +1,5 @@
-"""How an output value becomes entries of a version, and how an input value is read back.
+"""How an output value becomes entries of a version, how an input value is read back, and the
+markdown preview the Dagster UI shows.
 
 The kind of value is decided once, when it is logged, and recorded in the version's metadata
 (``tracelet/value``), so loading never guesses:
@@ -9,25 +10,44 @@ The kind of value is decided once, when it is logged, and recorded in the versio
 - ``file`` / ``directory``: a ``pathlib.Path`` output; loaded as a verified local ``Path``.
 - ``file`` also for matplotlib figures and PIL images, rendered to ``value.png``.
 - ``object``: everything else, through ``add_object`` with a serializer picked by type (``auto``:
-  DataFrame -> parquet, ndarray -> numpy, tensors -> torch, JSON-able -> json, else pickle).
+  DataFrame, Series, arrow Table -> parquet, ndarray -> numpy, tensors -> torch, JSON-able ->
+  json, JSON-able with tuples -> json-tagged). A value only pickle can hold fails in the
+  producing step unless pickle is allowed (``TRACELET_ALLOW_PICKLE`` / ``allow_pickle``) or
+  asked for (``tracelet/serializer``).
 
 Versions logged outside Dagster carry no ``tracelet/value``; their single object (or
 ``model``, or single file) is loaded, or the entry ``AssetIn(metadata={"tracelet/entry": ...})``
 names.
+
+Previews: tables show their shape and first rows, arrays their shape, dtype and first values,
+models their class and parameter count, JSON-able values their first lines; images and figures
+are embedded as a small PNG (Dagster's markdown renders ``data:`` images), capped in size.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracelet_core import ArtifactNotFoundError, ArtifactType, LoggedArtifact, TraceletArtifact
+from tracelet_core import ArtifactNotFoundError, ArtifactType, InvalidArtifactError, LoggedArtifact, TraceletArtifact
+from tracelet_core._serializers import AUTO, resolve_safe
 
 from . import _keys
 
 VALUE_ENTRY = "value"
+MAX_TEXT_CHARS = 2_000
+MAX_TABLE_ROWS = 5
+MAX_TABLE_COLUMNS = 12
+MAX_IMAGE_SIDE = 384
+MAX_EMBEDDED_BYTES = 192 * 1024
+_MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+               ".webp": "image/webp"}
+
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
 _MODEL_ROOTS = {"torch", "sklearn", "xgboost", "lightgbm", "keras", "tensorflow", "tf_keras"}
 
@@ -80,7 +100,8 @@ def inferred_type(obj: Any) -> ArtifactType:
     return ArtifactType.CUSTOM
 
 
-def add_value(artifact: TraceletArtifact, obj: Any, serializer: str, scratch: Path) -> StoredValue:
+def add_value(artifact: TraceletArtifact, obj: Any, serializer: str, scratch: Path, *,
+              allow_pickle: bool) -> StoredValue:
     """Add ``obj`` to ``artifact`` in the safest format for its type; ``scratch`` holds any file
     rendered on the way (it must live until the artifact is logged)."""
     if isinstance(obj, os.PathLike):
@@ -90,8 +111,25 @@ def add_value(artifact: TraceletArtifact, obj: Any, serializer: str, scratch: Pa
         return StoredValue("model", "model", _object_serializer(artifact, "model"))
     if is_figure(obj) or is_pil_image(obj):
         return _add_rendered_image(artifact, obj, scratch)
-    artifact.add_object(obj, VALUE_ENTRY, serializer)
+    artifact.add_object(obj, VALUE_ENTRY, _chosen_serializer(obj, serializer, allow_pickle))
     return StoredValue("object", VALUE_ENTRY, _object_serializer(artifact, VALUE_ENTRY))
+
+
+def _chosen_serializer(obj: Any, serializer: str, allow_pickle: bool) -> str:
+    """``serializer``, or for ``auto`` the safest one for ``obj``; refuses, in the producing step,
+    a value only pickle can hold unless pickle is allowed (it could not be loaded otherwise)."""
+    if serializer != AUTO:
+        return serializer
+    safe = resolve_safe(obj)
+    if safe is not None:
+        return safe
+    if allow_pickle:
+        return "pickle"
+    raise InvalidArtifactError(
+        f"a {type(obj).__module__}.{type(obj).__qualname__} can only be stored with pickle, which tracelet "
+        "refuses to load by default; set TRACELET_ALLOW_PICKLE=true (or TraceletIOManager(allow_pickle=True)) "
+        "if you trust the store, set metadata {'tracelet/serializer': ...} to pick a format, or return a "
+        "value a safe format holds (DataFrame, Series, ndarray, tensors, JSON-able data, tuples)")
 
 
 def _object_serializer(artifact: TraceletArtifact, name: str) -> str | None:
@@ -171,3 +209,98 @@ def _local_directory(logged: LoggedArtifact, prefix: str) -> Path:
     for path in files[1:]:
         logged.path(path)
     return first.parents[depth - 1]
+
+
+# -- previews --------------------------------------------------------------------------------------
+def preview_markdown(obj: Any, stored: StoredValue, stored_file: Path | None) -> str | None:
+    """A markdown preview of ``obj`` (``stored_file`` is the file a file value was logged from),
+    or None when there is nothing to show (an image too large to embed)."""
+    if stored_file is not None:
+        return _file_preview(stored_file, stored)
+    if stored.kind == "model":
+        return _model_preview(obj)
+    if type(obj).__name__ == "DataFrame" and hasattr(obj, "head"):
+        return _table_preview(obj)
+    if type(obj).__name__ == "ndarray":
+        return _array_preview(obj)
+    return _text_preview(obj)
+
+
+def _code_block(text: str, language: str = "") -> str:
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[:MAX_TEXT_CHARS] + "\n..."
+    return f"```{language}\n{text}\n```"
+
+
+def _text_preview(obj: Any) -> str:
+    try:
+        return _code_block(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False), "json")
+    except (TypeError, ValueError):
+        return _code_block(repr(obj))
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")[:40]
+
+
+def _table_preview(frame: Any) -> str:
+    columns = list(frame.columns)[:MAX_TABLE_COLUMNS]
+    head = frame.head(MAX_TABLE_ROWS)[columns]
+    lines = [f"**{frame.shape[0]} rows x {frame.shape[1]} columns**", "",
+             "| " + " | ".join(_cell(c) for c in columns) + " |",
+             "|" + "---|" * len(columns)]
+    for row in head.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _array_preview(array: Any) -> str:
+    flat = array.reshape(-1)[:20].tolist()
+    return f"**array** shape `{tuple(array.shape)}`, dtype `{array.dtype}`\n\n" + _code_block(repr(flat))
+
+
+def _model_preview(model: Any) -> str:
+    klass = type(model)
+    lines = [f"**model** `{klass.__module__}.{klass.__qualname__}`"]
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters) and any(k.__module__.startswith("torch") for k in klass.__mro__):
+        count = sum(int(p.numel()) for p in parameters())
+        lines.append(f"\n{count:,} parameters")
+    get_params = getattr(model, "get_params", None)
+    if callable(get_params):
+        lines.append("\n" + _code_block(json.dumps(get_params(deep=False), default=repr, indent=2), "json"))
+    return "\n".join(lines)
+
+
+def _file_preview(path: Path, stored: StoredValue) -> str:
+    if path.is_dir():
+        files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        shown = "\n".join(files[:50]) + ("\n..." if len(files) > 50 else "")
+        return f"**folder** with {len(files)} files\n\n" + _code_block(shown)
+    if path.suffix.lower() in _MIME_TYPES:
+        embedded = embedded_image(path)
+        if embedded is not None:
+            return embedded
+    return f"**file** `{stored.entry}`, {path.stat().st_size:,} bytes"
+
+
+def embedded_image(path: Path) -> str | None:
+    """The image as a markdown ``data:`` image, shrunk to a thumbnail when PIL is installed."""
+    data, mime = _thumbnail_png(path), "image/png"
+    if data is None:
+        data, mime = path.read_bytes(), _MIME_TYPES[path.suffix.lower()]
+    if len(data) > MAX_EMBEDDED_BYTES:
+        return None
+    return f"![{path.name}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
+
+
+def _thumbnail_png(path: Path) -> bytes | None:
+    try:
+        from PIL import Image  # Deferred for import perf
+    except ImportError:
+        return None
+    with Image.open(path) as image:
+        image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        return buffer.getvalue()
