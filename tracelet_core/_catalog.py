@@ -757,6 +757,8 @@ class Catalog:
 
     def _sqlite_get(self, name: str, selector: str, partition: str | None) -> VersionRecord:
         number = version_number(selector)
+        if number is not None and number > MAX_VERSION_NUMBER:  # no column holds it: not found
+            raise ArtifactNotFoundError(f"artifact {name!r} has no version {selector!r}")
         with self._sqlite_read() as cur:
             cur.row_factory = _row
             if selector == LATEST and partition is None:
