@@ -17,8 +17,9 @@ Per tracker and size, the two calls run interleaved (tracelet, native, tracelet,
   ``task.upload_artifact(name, path, wait_on_upload=True)``.
 
 Printed: median and min-max of each, the ratio tracelet / native and the overhead
-(median difference) in milliseconds. ``cases(quick)`` returns the same rows as dicts, for
-``python -m benchmarks``. Nothing here asserts on time. Every tracker writes under one
+(median difference) in milliseconds. ``measure(quick)`` returns those rows as dicts;
+``cases(quick)`` gives ``python -m benchmarks`` the same measurements as its own cases (full
+runs only: each tracker's SDK takes seconds to start). Nothing here asserts on time. Every tracker writes under one
 temporary folder (W&B offline, ClearML offline, MLflow on SQLite, Aim in a local repo);
 no network is used.
 """
@@ -179,7 +180,7 @@ def _row(tracker: str, size: int, tracelet: list[float], native: list[float]) ->
     }
 
 
-def cases(quick: bool, trackers: tuple[str, ...] = TRACKERS) -> list[dict[str, Any]]:
+def measure(quick: bool, trackers: tuple[str, ...] = TRACKERS) -> list[dict[str, Any]]:
     """One row per tracker and size: tracelet's delivery vs the native call (see module doc)."""
     sizes = (64 * KIB, 10 * MIB) if quick else (64 * KIB, 16 * MIB)
     repeats = 3 if quick else 5
@@ -210,6 +211,56 @@ def cases(quick: bool, trackers: tuple[str, ...] = TRACKERS) -> list[dict[str, A
     return rows
 
 
+def cases(quick: bool) -> list[Any]:
+    """The delivery rows as ``benchmarks`` cases: per tracker and size, tracelet's delivery
+    against the tracker's own call, interleaved by the runner."""
+    from benchmarks._runner import Case, Contender, Skip, installed, scratch
+
+    if quick:
+        raise Skip("full runs only (each tracker's SDK takes seconds to start); "
+                   "python benchmarks/bench_backends.py --quick runs them alone")
+    found: list[Any] = []
+    for tracker in TRACKERS:
+        if not installed(tracker):
+            continue
+        state: dict[str, Any] = {}
+
+        def setup(tracker: str = tracker, state: dict[str, Any] = state) -> None:
+            if "bench" in state:  # the tracker's first case opened it
+                return
+            root = scratch(f"deliver-{tracker}")
+            _offline_env(root)
+            with _quiet():
+                bench = Bench(tracker, root)
+                state.update(bench=bench, data=root / "data", seed=100)
+                state["data"].mkdir()
+                bench.tracelet(_file(state["data"], KIB, 0))  # untimed warm-up: runs opened, SDK imported
+                bench.native(_file(state["data"], KIB, 1))
+
+        def teardown(state: dict[str, Any] = state) -> None:
+            if "bench" in state:
+                with _quiet():
+                    state.pop("bench").close()
+
+        for size in (64 * KIB, 16 * MIB):
+            def run(kind: str, size: int = size, state: dict[str, Any] = state) -> float:
+                state["seed"] += 1
+                path = _file(state["data"], size, state["seed"])
+                with _quiet():
+                    return float(getattr(state["bench"], kind)(path))
+
+            label = f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+            found.append(Case(
+                key=f"deliver_{tracker}_{label.replace(' ', '').lower()}",
+                title=f"deliver {label} to {tracker}",
+                contenders=[Contender("tracelet delivery", lambda run=run: run("tracelet"), tracelet=True),
+                            Contender(f"{tracker} native call", lambda run=run: run("native"))],
+                target="<= 1.5x native from 10 MB; < 30 ms overhead for small files",
+                setup=setup,
+                teardown=teardown if size == 16 * MIB else None, repeats=5))
+    return found
+
+
 def _print(rows: list[dict[str, Any]]) -> None:
     print(f"{'case':<24} {'tracelet median (min-max) s':>30} {'native median (min-max) s':>30} "
           f"{'ratio':>6} {'overhead ms':>12}")
@@ -229,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     trackers = tuple(t for t in args.trackers.split(",") if t)
-    rows = cases(args.quick, trackers)
+    rows = measure(args.quick, trackers)
     _print(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
