@@ -291,9 +291,11 @@ class BlobStore:
             if len(files) > FSYNC_EACH_LIMIT and _syncfs(self.root):
                 return
             for path in sorted(files):
-                fsync_path(path)
+                with contextlib.suppress(FileNotFoundError):  # removed since (a failed log's blob): nothing to keep
+                    fsync_path(path)
             for folder in sorted(folders, key=len, reverse=True):  # deepest first
-                fsync_path(folder)
+                with contextlib.suppress(FileNotFoundError):
+                    fsync_path(folder)
         except OSError as exc:
             raise StorageError(f"flush of {len(files)} file(s) to {self.root} failed: {exc}") from exc
 

@@ -45,7 +45,7 @@ def is_racy(st: os.stat_result, hashed_at_ns: int) -> bool:
 
 class StatCache:
     """Per-machine ``stat -> digest`` cache in a SQLite file; safe across threads and
-    processes (WAL, one connection per thread)."""
+    processes (one connection per thread; a busy file is a miss, never a wait of minutes)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -61,8 +61,9 @@ class StatCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last rows is harmless
+            # the rollback journal, not WAL: no -wal/-shm files that outlive a connection; a
+            # cache: losing the last rows is harmless, a busy writer is a cache miss
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
         except (OSError, sqlite3.Error):
             self._disabled = True
