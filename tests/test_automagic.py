@@ -579,7 +579,7 @@ def test_environment_sets_the_rule(store: ArtifactStore, workdir: Path, monkeypa
         session = session_of(exp)
         assert (session.stable_checks, session.max_wait) == (2, 0.5)
     monkeypatch.setenv("TRACELET_WATCH_STABLE_CHECKS", "0")
-    with pytest.raises(ConfigurationError, match="watch_stable_checks"):
+    with pytest.raises(ConfigurationError, match="(?i)watch_stable_checks"):
         TraceletSettings.load()
 
 
