@@ -29,19 +29,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import datetime as _dt
 import importlib.metadata
 import importlib.util
 import io
 import json
 import logging
 import os
-import platform
 import pstats
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +46,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:  # imported as benchmarks.bench_store (python -m benchmarks)
+    from ._runner import machine_info
+except ImportError:  # run as a script: python benchmarks/bench_store.py
+    from _runner import machine_info  # type: ignore[no-redef]
 
 MIB = 1024 * 1024
 
@@ -581,47 +583,6 @@ def quiet_environment() -> None:
         del os.environ[var]  # the benchmark opens its own stores
     for name in ("mlflow", "alembic", "wandb", "dvc", "dvc_data", "dvc_objects"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def machine_info(tmp: Path) -> dict[str, str]:
-    cpu = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        mem = f"{kb / 1024 / 1024:.1f} GiB"
-    fstype = "?"
-    with contextlib.suppress(OSError):
-        best = ""
-        resolved = str(tmp.resolve())
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) > 2 and resolved.startswith(parts[1]) and len(parts[1]) > len(best):
-                best, fstype = parts[1], parts[2]
-    commit = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        repo = Path(__file__).resolve().parent.parent
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            commit = head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "cores": f"{affinity} usable ({os.cpu_count()} online)",
-        "cpu": cpu,
-        "memory": mem,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "os": platform.platform(),
-        "temp folder": f"{tmp} ({fstype})",
-        "tracelet at": commit,
-    }
 
 
 def _loadavg() -> str:
