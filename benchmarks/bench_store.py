@@ -49,8 +49,10 @@ from typing import Any
 
 try:  # imported as benchmarks.bench_store (python -m benchmarks)
     from ._runner import machine_info
+    from ._runner import quiet_environment as quiet_peers
 except ImportError:  # run as a script: python benchmarks/bench_store.py
     from _runner import machine_info  # type: ignore[no-redef]
+    from _runner import quiet_environment as quiet_peers  # type: ignore[no-redef]
 
 MIB = 1024 * 1024
 
@@ -571,16 +573,10 @@ def run_chain_safely(chain: Callable[..., None], keys: list[str], tool: Tool, da
 # environment and reporting
 # ------------------------------------------------------------------------------------------
 def quiet_environment() -> None:
-    os.environ["WANDB_MODE"] = "offline"
-    os.environ["WANDB_SILENT"] = "true"
-    os.environ["WANDB_CONSOLE"] = "off"
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    """The runner's quiet peers (and no ``TRACELET_*`` setting: the benchmark opens its own
+    stores), plus DVC's."""
+    quiet_peers()
     os.environ["DVC_NO_ANALYTICS"] = "1"
-    os.environ["DO_NOT_TRACK"] = "1"
-    for var in [v for v in os.environ if v.startswith("TRACELET_")]:
-        del os.environ[var]  # the benchmark opens its own stores
     for name in ("mlflow", "alembic", "wandb", "dvc", "dvc_data", "dvc_objects"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
