@@ -132,9 +132,8 @@ class LogResult(dict[str, ArtifactResult]):
     routed to (``Experiment.log_artifact``'s contract result), and the version itself as
     ``.logged`` (its ``created`` says whether this call made it)."""
 
-    def __init__(self, logged: LoggedArtifact, results: Mapping[str, ArtifactResult] = ()) -> None:  # type: ignore[assignment]
-        super().__init__({"local": local_result(logged)})
-        self.update(results)
+    def __init__(self, logged: LoggedArtifact, results: Mapping[str, ArtifactResult] | None = None) -> None:
+        super().__init__({"local": local_result(logged)}, **(results or {}))
         self.logged = logged
 
     @property
@@ -184,6 +183,18 @@ def log_and_deliver(store: ArtifactStore, artifact: TraceletArtifact, backends: 
                        deliveries=delivery_specs(backends, routed, producer, run_name or producer.name),
                        idempotency_key=idempotency_key, partition=partition)
     return deliver_routed(store, logged, backends, routed)
+
+
+def configured_backends(specs: Iterable[str | Backend]) -> dict[str, Backend]:
+    """Backend instances by name from names or instances; a name given twice is a
+    ``ConfigurationError``, as is one that cannot be built (``Experiment(backend=...)``)."""
+    backends: dict[str, Backend] = {}
+    for spec in specs:
+        backend = resolve_backend(spec)
+        if backend.name in backends:
+            raise ConfigurationError(f"backend {backend.name!r} is configured twice")
+        backends[backend.name] = backend
+    return backends
 
 
 def start_all(backends: Iterable[Backend], experiment_name: str, run_id: str) -> None:

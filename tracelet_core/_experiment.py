@@ -27,14 +27,14 @@ from pydantic import BaseModel, Field
 
 from ._artifact import TraceletArtifact, coerce_type
 from ._automagic import AutomagicSession
-from ._delivery import LogResult, log_and_deliver, start_all
+from ._delivery import LogResult, configured_backends, log_and_deliver, start_all
 from ._errors import BackendError, ConfigurationError, IntegrityError
 from ._hashing import hash_file
 from ._logged import LoggedArtifact
 from ._model import ArtifactType, RunInfo
 from ._settings import TraceletSettings
 from ._store import ArtifactStore
-from ._trackers import Backend, resolve_backend
+from ._trackers import Backend
 
 logger = logging.getLogger("tracelet.automagic")
 
@@ -88,12 +88,7 @@ class Experiment:
             specs = [backend]
         else:
             specs = list(backend)
-        self.backends: dict[str, Backend] = {}
-        for spec in specs:
-            resolved = resolve_backend(spec)
-            if resolved.name in self.backends:
-                raise ConfigurationError(f"backend {resolved.name!r} is configured twice")
-            self.backends[resolved.name] = resolved
+        self.backends: dict[str, Backend] = configured_backends(specs)
         self.strict = strict
         self._store: ArtifactStore | None = store if isinstance(store, ArtifactStore) else None
         self._store_uri = None if isinstance(store, ArtifactStore) else store
