@@ -10,12 +10,21 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backend_support import FolderBackend
 from typer.testing import CliRunner
 
-from tracelet_core import ArtifactStore, BackendError, ConfigurationError, Experiment, IntegrityError
+from tracelet_core import (
+    ArtifactStore,
+    BackendError,
+    ConfigurationError,
+    Experiment,
+    IntegrityError,
+    PermanentBackendError,
+    TransientBackendError,
+)
 from tracelet_core._backends import register_backend, unregister_backend
 from tracelet_core.cli import app
 
@@ -176,3 +185,65 @@ def test_get_artifact_from_a_backend_checks_its_copy(store: ArtifactStore, tmp_p
     with pytest.raises(IntegrityError) as info:
         exp.get_artifact("cfg", backend="folder")
     assert info.value.problems == ["folder: c.json missing or different"]
+
+
+class SdkBackend(FolderBackend):
+    """A tracker whose SDK raises ``error`` (translated by ``sdk_errors``, as real backends do)."""
+
+    name = "sdk"
+
+    def __init__(self, root: str, error: BaseException) -> None:
+        super().__init__(root)
+        self.error = error
+
+    def log(self, artifact: Any) -> Any:
+        from tracelet_core.backends import sdk_errors
+
+        with sdk_errors(self.name, f"uploading {artifact.ref}", (OSError, ValueError)):
+            raise self.error
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    (ConnectionRefusedError("connection refused"), TransientBackendError),
+    (TimeoutError("read timed out"), TransientBackendError),
+    (ValueError("experiment is deleted"), PermanentBackendError),
+])
+def test_a_failed_delivery_keeps_the_type_of_its_error(store: ArtifactStore, tmp_path: Path,
+                                                       error: BaseException, kind: type[BackendError]) -> None:
+    exp = Experiment("e", backend=[SdkBackend(str(tmp_path / "t"), error)], store=store)
+    result = log_config(exp, 1)["sdk"]
+    assert not result.ok and (result.error or "").startswith("BackendError: sdk: uploading cfg:v1 failed")
+    assert result.error_type == kind.__name__ and issubclass(kind, BackendError)
+    [row] = store.deliveries("cfg:v1")
+    assert row.status == "failed" and (row.result or {}).get("error_type") == kind.__name__
+
+
+def test_log_artifact_result_carries_the_logged_version(store: ArtifactStore, tmp_path: Path) -> None:
+    exp = Experiment("e", backend=[FolderBackend(str(tmp_path / "t"))], store=store)
+    first = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"v": 1}, "c"))
+    again = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"v": 1}, "c"))
+    assert set(first) == {"local", "folder"} and isinstance(first, dict)
+    assert (first.logged.ref, first.logged.created) == ("cfg:v1", True)
+    assert (again.logged.ref, again.logged.created) == ("cfg:v1", False)
+    assert again["folder"].ok and store.deliveries("cfg:v1")[0].attempts == 1  # delivered once
+
+
+def test_sync_delivers_every_other_backend_before_naming_one_it_cannot_build(
+        store: ArtifactStore, tmp_path: Path, folder_backend: None) -> None:
+    class Other(FolderBackend):
+        name = "other"
+
+    register_backend("other", Other)
+    try:
+        exp = Experiment("e", backend=[FolderBackend(str(tmp_path / "f"), fail=True),
+                                       Other(str(tmp_path / "o"), fail=True)], store=store)
+        log_config(exp, 1)
+        unregister_backend("folder")
+        with pytest.raises(ConfigurationError, match="folder"):
+            store.sync()
+    finally:
+        unregister_backend("other")
+    statuses = {d.backend: (d.status, d.attempts) for d in store.deliveries("cfg:v1")}
+    assert statuses == {"folder": ("failed", 2), "other": ("delivered", 2)}
+    [folder] = [d for d in store.deliveries("cfg:v1") if d.backend == "folder"]
+    assert (folder.last_error or "").startswith("ConfigurationError: unknown backend 'folder'")

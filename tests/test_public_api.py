@@ -6,6 +6,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import tracelet_core
 
 CONTRACT_NAMES = {
@@ -42,6 +44,36 @@ def test_error_hierarchy() -> None:
     assert issubclass(InvalidArtifactError, ValueError)
     assert issubclass(ArtifactNotFoundError, KeyError)
     assert str(ArtifactNotFoundError("no artifact named 'x'")) == "no artifact named 'x'"
+
+
+def test_backend_errors_split_into_transient_and_permanent() -> None:
+    from tracelet_core import BackendError, PermanentBackendError, TransientBackendError
+
+    assert issubclass(TransientBackendError, BackendError) and issubclass(PermanentBackendError, BackendError)
+    assert not issubclass(TransientBackendError, PermanentBackendError)
+
+
+def test_serializer_keys_are_not_replaced_unless_asked() -> None:
+    from tracelet_core import ConfigurationError, register_serializer
+    from tracelet_core._serializers import JsonSerializer, _serializers, get_serializer
+
+    class Other(JsonSerializer):
+        key = "test-public-api"
+
+    try:
+        mine = Other()
+        register_serializer(mine)
+        register_serializer(mine)  # the same instance again: fine
+        assert get_serializer("test-public-api") is mine
+        with pytest.raises(ConfigurationError, match="'test-public-api' is already taken"):
+            register_serializer(Other())
+        with pytest.raises(ConfigurationError, match="'json' is already taken"):
+            register_serializer(type("Json", (JsonSerializer,), {})())
+        replacement = Other()
+        register_serializer(replacement, clobber=True)
+        assert get_serializer("test-public-api") is replacement
+    finally:
+        _serializers.unregister("test-public-api")
 
 
 def test_importing_core_pulls_in_no_sdk_or_framework() -> None:

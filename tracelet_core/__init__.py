@@ -5,23 +5,18 @@ adapters over it. Importing this package imports no tracker SDK, torch, prefect 
 """
 
 from ._artifact import TraceletArtifact
-from ._backends import (
-    ArtifactResult,
-    Backend,
-    available_backends,
-    register_backend,
-    resolve_backend,
-    route,
-)
 from ._catalog import DraftRecord
+from ._delivery import route
 from ._errors import (
     ArtifactNotFoundError,
     BackendError,
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
+    PermanentBackendError,
     StorageError,
     TraceletError,
+    TransientBackendError,
     UnsafeDeserializationError,
 )
 from ._experiment import Experiment, ExperimentConfig
@@ -31,6 +26,7 @@ from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactTyp
 from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
 from ._store import ArtifactStore, GcReport
+from ._trackers import ArtifactResult, Backend, available_backends, register_backend, resolve_backend
 
 __version__ = "0.1.0"
 
@@ -54,12 +50,14 @@ __all__ = [
     "LineageEdge",
     "LineageGraph",
     "LoggedArtifact",
+    "PermanentBackendError",
     "RunInfo",
     "Serializer",
     "StorageError",
     "TraceletArtifact",
     "TraceletError",
     "TraceletSettings",
+    "TransientBackendError",
     "UnsafeDeserializationError",
     "__version__",
     "available_backends",

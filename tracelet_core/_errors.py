@@ -10,6 +10,9 @@ SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
     ├── IntegrityError                           a blob or manifest does not match its digest
     ├── UnsafeDeserializationError               loading pickle without allow_pickle
     ├── BackendError                             a tracker refused or failed a delivery
+    │   ├── TransientBackendError                the tracker did not answer (timeout,
+    │   │                                        refused connection): retry later
+    │   └── PermanentBackendError                the tracker answered and refused
     ├── ConfigurationError                       settings, URLs or backends that cannot work
     └── StorageError                             transient: the store or catalog kept failing
                                                  (lock contention, lost connection, full disk),
@@ -24,8 +27,10 @@ __all__ = [
     "ConfigurationError",
     "IntegrityError",
     "InvalidArtifactError",
+    "PermanentBackendError",
     "StorageError",
     "TraceletError",
+    "TransientBackendError",
     "UnsafeDeserializationError",
 ]
 
@@ -62,6 +67,17 @@ class UnsafeDeserializationError(TraceletError):
 
 class BackendError(TraceletError):
     """A tracker backend failed; the cause is chained."""
+
+
+# -- delivery errors: why a tracker failed (kept by a failed delivery's result and outbox row) --
+class TransientBackendError(BackendError):
+    """The tracker did not answer (a timeout, a refused or lost connection): retrying later
+    (``tracelet sync``) may succeed."""
+
+
+class PermanentBackendError(BackendError):
+    """The tracker answered and refused (bad credentials, a rejected request): retrying the
+    same delivery will not help until something is fixed."""
 
 
 class ConfigurationError(TraceletError):

@@ -27,14 +27,14 @@ from pydantic import BaseModel, Field
 
 from ._artifact import TraceletArtifact, coerce_type
 from ._automagic import AutomagicSession
-from ._backends import ArtifactResult, Backend, deliver, resolve_backend, route
-from ._catalog import DeliverySpec
+from ._delivery import LogResult, configured_backends, log_and_deliver, start_all
 from ._errors import BackendError, ConfigurationError, IntegrityError
 from ._hashing import hash_file
 from ._logged import LoggedArtifact
 from ._model import ArtifactType, RunInfo
 from ._settings import TraceletSettings
 from ._store import ArtifactStore
+from ._trackers import Backend
 
 logger = logging.getLogger("tracelet.automagic")
 
@@ -88,12 +88,7 @@ class Experiment:
             specs = [backend]
         else:
             specs = list(backend)
-        self.backends: dict[str, Backend] = {}
-        for spec in specs:
-            resolved = resolve_backend(spec)
-            if resolved.name in self.backends:
-                raise ConfigurationError(f"backend {resolved.name!r} is configured twice")
-            self.backends[resolved.name] = resolved
+        self.backends: dict[str, Backend] = configured_backends(specs)
         self.strict = strict
         self._store: ArtifactStore | None = store if isinstance(store, ArtifactStore) else None
         self._store_uri = None if isinstance(store, ArtifactStore) else store
@@ -127,15 +122,7 @@ class Experiment:
             if self._started:
                 return self
             self.store  # noqa: B018 - fail early on a bad store
-            started: list[Backend] = []
-            try:
-                for backend in self.backends.values():
-                    backend.start(self.name, self.run.run_id)
-                    started.append(backend)
-            except Exception as exc:
-                for backend in started:
-                    backend.stop()
-                raise BackendError(f"backend failed to start: {exc}") from exc
+            start_all(self.backends.values(), self.name, self.run.run_id)
             self._started = True
             cfg = self.config
             if cfg.enable_artifacts and (cfg.automagic_artifacts or cfg.watch_filesystem):
@@ -230,32 +217,22 @@ class Experiment:
 
     def log_artifact(self, artifact: TraceletArtifact, aliases: Iterable[str] | None = None, *,
                      inputs: Iterable[str | LoggedArtifact] = (), idempotency_key: str | None = None,
-                     partition: str | None = None) -> dict[str, ArtifactResult]:
+                     partition: str | None = None) -> LogResult:
         """Commit locally, then deliver to every backend the artifact routes to.
 
         Inputs are what this experiment read with ``get_artifact`` plus ``inputs``;
         ``idempotency_key`` and ``partition`` are passed to ``ArtifactStore.log``. The
         deliveries are recorded in the store's outbox with the commit; a backend that fails
-        (or times out) gets ``ok=False`` here and is retried by ``tracelet sync``."""
+        (or times out) gets ``ok=False`` here and is retried by ``tracelet sync``. The result
+        maps ``"local"`` and each routed backend to an ``ArtifactResult``; its ``.logged`` is
+        the version (``.logged.created``: whether this call made it)."""
         self._require_artifacts()
         with self._lock:
             consumed: list[str | LoggedArtifact] = [*self._consumed, *inputs]
-        routed = route(artifact.type, artifact.metadata, list(self.backends))
-        specs = [DeliverySpec(backend=name, config=self.backends[name].config(), run_id=self.run.run_id,
-                              run_name=self.name) for name in routed]
-        logged = self.store.log(artifact, producer=self.run, inputs=consumed, aliases=aliases or (),
-                                deliveries=specs, idempotency_key=idempotency_key, partition=partition)
-        results = {"local": ArtifactResult(backend="local", ok=True, version=logged.version,
-                                           uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
-        earlier = {d.backend: d for d in self.store.deliveries(logged.ref)} if routed else {}
-        for name in routed:
-            done = earlier.get(name)
-            if done is not None and done.status == "delivered" and done.result:
-                results[name] = ArtifactResult(**done.result)  # identical content, delivered before
-                continue
-            results[name] = deliver(self.backends[name], logged, self.settings.backend_timeout)
-            self.store.record_delivery(logged, results[name])
-        failures = [f"{r.backend}: {r.error}" for r in results.values() if not r.ok]
+        results = log_and_deliver(self.store, artifact, self.backends, producer=self.run, run_name=self.name,
+                                  inputs=consumed, aliases=aliases or (), idempotency_key=idempotency_key,
+                                  partition=partition)
+        failures = results.failures
         with self._lock:
             self._logged += 1
             self._delivery_failures += len(failures)
@@ -263,10 +240,11 @@ class Experiment:
             if isinstance(source, str):
                 self._captured[source] += 1
         if failures and self.strict:
-            raise BackendError(f"{logged.ref} was committed locally but delivery failed: " + "; ".join(failures))
+            raise BackendError(f"{results.logged.ref} was committed locally but delivery failed: "
+                               + "; ".join(failures))
         return results
 
-    def _log_captured(self, artifact: TraceletArtifact) -> dict[str, ArtifactResult]:
+    def _log_captured(self, artifact: TraceletArtifact) -> LogResult:
         return self.log_artifact(artifact)
 
     def get_artifact(self, name: str, version: str = "latest", backend: str | None = None) -> LoggedArtifact:

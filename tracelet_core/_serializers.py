@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import threading
 from abc import ABC, abstractmethod
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ._capture_guard import suppress_capture
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, UnsafeDeserializationError
+from ._registry import Registry
 
 AUTO = "auto"
 
@@ -296,34 +295,36 @@ _BUILTIN: dict[str, type[Serializer]] = {
     for cls in (JsonSerializer, TaggedJsonSerializer, YamlSerializer, PickleSerializer, NumpySerializer,
                 ParquetSerializer, TorchSerializer)
 }
-_registry: dict[str, Serializer] = {}
-_registry_lock = threading.Lock()
+def _instance(loaded: object) -> Serializer:
+    serializer = loaded() if isinstance(loaded, type) else loaded
+    if not isinstance(serializer, Serializer):
+        raise ConfigurationError(f"serializer {loaded!r} is not a tracelet Serializer")
+    return serializer
 
 
-def register_serializer(serializer: Serializer) -> None:
-    """Register (or replace) a serializer under its ``key``."""
+def _unknown(key: str, known: list[str]) -> InvalidArtifactError:
+    return InvalidArtifactError(f"unknown serializer {key!r}; known: {', '.join(sorted({*known, AUTO}))}")
+
+
+#: Serializers by key: built-ins (by class path), ``register_serializer``, the
+#: ``tracelet.serializers`` entry-point group; instances are made once per process.
+_serializers: Registry[Serializer] = Registry(
+    "serializer", "tracelet.serializers", {key: f"{__name__}:{cls.__name__}" for key, cls in _BUILTIN.items()},
+    prepare=_instance, unknown=_unknown, keep_loaded=True)
+
+
+def register_serializer(serializer: Serializer, *, clobber: bool = False) -> None:
+    """Register a serializer under its ``key``. A key that is taken (built in, registered or an
+    entry point) is refused with ``ConfigurationError`` unless ``clobber=True``; registering the
+    same instance again is allowed."""
     if not getattr(serializer, "key", None) or serializer.key == AUTO:
         raise ConfigurationError(f"serializer {serializer!r} needs a key other than 'auto'")
-    with _registry_lock:
-        _registry[serializer.key] = serializer
+    _serializers.register(serializer.key, serializer, clobber=clobber)
 
 
 def get_serializer(key: str) -> Serializer:
     """The serializer registered under ``key``: built-in, registered, or an entry point."""
-    with _registry_lock:
-        if key in _registry:
-            return _registry[key]
-        if key in _BUILTIN:
-            serializer: Serializer = _BUILTIN[key]()
-        else:
-            found = [ep for ep in entry_points(group="tracelet.serializers") if ep.name == key]
-            if not found:
-                known = sorted(set(_BUILTIN) | set(_registry) | {AUTO})
-                raise InvalidArtifactError(f"unknown serializer {key!r}; known: {', '.join(known)}")
-            loaded = found[0].load()
-            serializer = loaded() if isinstance(loaded, type) else loaded
-        _registry[key] = serializer
-        return serializer
+    return _serializers.get(key)
 
 
 def _json_kind(obj: Any, depth: int = 0) -> str | None:

@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._artifact import TraceletArtifact, coerce_type, validate_tag
-from ._backends import ArtifactResult, Backend, deliver, deliver_alias, resolve_backend
 from ._blobstore import MANIFEST_PREFIX, PENDING_SUFFIX, BlobCache, BlobStore, modified_time, retrying
 from ._catalog import (
     AliasEventRecord,
@@ -39,9 +38,9 @@ from ._catalog import (
     entries_digest,
     entry_order,
 )
+from ._delivery import Delivery
 from ._errors import (
     ArtifactNotFoundError,
-    BackendError,
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
@@ -53,10 +52,12 @@ from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
-from ._openlineage import export_after_commit, lineage_deliveries
 from ._settings import TraceletSettings
 from ._statcache import StatCache
 from ._uris import redact_uri
+
+if TYPE_CHECKING:
+    from ._trackers import ArtifactResult
 
 MANIFEST_FORMAT = 1
 DEFAULT_GC_GRACE_SECONDS = 3600.0
@@ -124,6 +125,8 @@ class ArtifactStore:
         self.settings = settings
         self.cache_dir = cache_dir
         self.show_progress = False
+        #: Delivery to trackers (the outbox): called after each commit and alias change.
+        self.delivery = Delivery(self)
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -377,7 +380,7 @@ class ArtifactStore:
                     size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
                     producer=producer, input_refs=input_refs, aliases_=aliases,
                     idempotency_key=idempotency_key, write_manifest=write_manifest,
-                    deliveries_=[*deliveries, *lineage_deliveries(self.settings)],
+                    deliveries_=[*deliveries, *self.delivery.commit_specs()],
                     partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
                     journal=journal, prepared=prepared,
                 )
@@ -398,7 +401,7 @@ class ArtifactStore:
                     name, record.version, token if used else None))
         logged = LoggedArtifact(record, self)
         logged.created = created
-        export_after_commit(self, logged)
+        self.delivery.after_commit(logged)
         return logged
 
     def _alias_journal(self, name: str) -> AliasJournal:
@@ -476,7 +479,7 @@ class ArtifactStore:
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
             record = self.catalog.set_alias(name, selector, alias, journal=journal)
-        self._deliver_alias_events(name)
+        self.delivery.after_alias_change(name)
         return LoggedArtifact(record, self)
 
     def remove_alias(self, name: str, alias: str) -> None:
@@ -484,7 +487,7 @@ class ArtifactStore:
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
             self.catalog.remove_alias(name, alias, journal=journal)
-        self._deliver_alias_events(name)
+        self.delivery.after_alias_change(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
         """Note that ``run`` read these versions (lineage of runs that log nothing)."""
@@ -780,91 +783,18 @@ class ArtifactStore:
     # -- delivery to backends (the outbox) -------------------------------------------------
     def deliveries(self, ref: str | None = None, status: str | None = None) -> builtins.list[DeliveryRecord]:
         """Outbox rows: every delivery (of one version), optionally of one status."""
-        version_id = self.get(ref)._record.id if ref is not None else None
-        return self.catalog.deliveries(statuses=[status] if status else None, version_id=version_id)
+        return self.delivery.deliveries(self.get(ref)._record.id if ref is not None else None, status)
 
     def record_delivery(self, artifact: LoggedArtifact, result: ArtifactResult) -> None:
         """Store the outcome of a delivery attempt in the outbox (a backend also calls this to
         confirm a delivery it returned with ``confirmed=False``)."""
-        self.catalog.finish_delivery(artifact.name, artifact.version_number, result.backend, ok=result.ok,
-                                     result=result.to_dict(), error=result.error, confirmed=result.confirmed)
+        self.delivery.record(artifact, result)
 
     def alias_events(self, name: str | None = None, status: str | None = None) -> builtins.list[AliasEventRecord]:
         """Alias-event outbox rows (of one name, of one status; default: not yet delivered)."""
-        statuses = (status,) if status else ("pending", "failed")
-        return self.catalog.alias_events(statuses=statuses, name=validate_name(name) if name else None)
-
-    def _deliver_alias_events(self, name: str | None = None,
-                              backends: set[str] | None = None) -> builtins.list[ArtifactResult]:
-        """Tell the trackers about pending alias moves, in order per name and tracker: an
-        event waits (stays pending) while its version's own delivery to that tracker is not
-        done, and one that fails holds back the later events of its name for that tracker."""
-        events = [e for e in self.catalog.alias_events(name=name) if backends is None or e.backend in backends]
-        if not events:
-            return []
-        results: builtins.list[ArtifactResult] = []
-        held: set[tuple[str, str]] = set()  # (name, backend) with an earlier event undelivered
-        made: dict[tuple[str, str], Backend] = {}
-        try:
-            for event in events:
-                chain = (event.name, event.backend)
-                artifact = self.get(event.ref)
-                if chain in held or self.catalog.delivery_status(artifact._record.id, event.backend) not in (
-                        "delivered", "unconfirmed"):
-                    held.add(chain)
-                    continue
-                key = (event.backend, json.dumps(event.config, sort_keys=True))
-                backend = made.get(key)
-                try:
-                    if backend is None:
-                        backend = made[key] = resolve_backend(event.backend, event.config)
-                except ConfigurationError as exc:  # never fails the alias change itself
-                    result = ArtifactResult(backend=event.backend, ok=False, version=event.ref,
-                                            error=f"ConfigurationError: {exc}")
-                else:
-                    result = deliver_alias(backend, artifact, event.alias, event.action,
-                                           self.settings.backend_timeout)
-                self.catalog.finish_alias_event(event.id, ok=result.ok, error=result.error)
-                results.append(result)
-                if not result.ok:
-                    held.add(chain)
-        finally:
-            for backend in made.values():
-                backend.stop()
-        return results
+        return self.delivery.alias_events(validate_name(name) if name else None, status)
 
     def sync(self, backends: Iterable[str] | None = None) -> builtins.list[ArtifactResult]:
         """Retry every pending, failed or unconfirmed delivery (optionally only to some
-        backends), then every alias event not yet delivered (in order per name).
-
-        Each backend is rebuilt from the name and ``config()`` recorded with the delivery and
-        started once per original run; backends deliver idempotently, so a version the
-        tracker already holds is not uploaded twice. Returns one result per attempt."""
-        wanted = set(backends) if backends is not None else None
-        todo = [d for d in self.catalog.deliveries(statuses=["pending", "failed", "unconfirmed"])
-                if wanted is None or d.backend in wanted]
-        groups: dict[tuple[str, str, str | None], builtins.list[DeliveryRecord]] = {}
-        for row in todo:
-            groups.setdefault((row.backend, json.dumps(row.config, sort_keys=True), row.run_id), []).append(row)
-        results: builtins.list[ArtifactResult] = []
-        for (name, _config, run_id), rows in groups.items():
-            backend = resolve_backend(name, rows[0].config)  # unknown: a ConfigurationError to fix
-            try:  # one backend that cannot start fails its own deliveries, not the others'
-                backend.start(rows[0].run_name or "tracelet-sync", run_id or "tracelet-sync")
-            except Exception as exc:  # noqa: BLE001 - recorded in the outbox and returned, never swallowed
-                error = BackendError(f"backend {name!r} could not start: {type(exc).__name__}: {exc}")
-                for row in rows:
-                    result = ArtifactResult(backend=name, ok=False, error=f"BackendError: {error}")
-                    self.record_delivery(self.get(row.ref), result)
-                    results.append(result)
-                continue
-            try:
-                for row in rows:
-                    artifact = self.get(row.ref)
-                    result = deliver(backend, artifact, self.settings.backend_timeout)
-                    self.record_delivery(artifact, result)
-                    results.append(result)
-            finally:
-                backend.stop()
-        results += self._deliver_alias_events(backends=wanted)
-        return results
+        backends), then every alias event not yet delivered (``Delivery.sync``)."""
+        return self.delivery.sync(backends)

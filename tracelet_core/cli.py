@@ -41,6 +41,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from ._artifact import TraceletArtifact
+from ._delivery import exporter
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, TraceletError
 from ._hashing import hash_file
 from ._lineage import LineageGraph, run_label
@@ -48,7 +49,6 @@ from ._lineage_html import render_html, render_svg
 from ._logged import LoggedArtifact
 from ._model import RunInfo
 from ._names import parse_ref
-from ._openlineage import exporter
 from ._settings import TraceletSettings
 from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport, _is_local_uri, _local_root
 

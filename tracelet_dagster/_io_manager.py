@@ -68,7 +68,6 @@ from tracelet_core import (
     ArtifactResult,
     ArtifactStore,
     ConfigurationError,
-    Experiment,
     IntegrityError,
     InvalidArtifactError,
     LoggedArtifact,
@@ -77,6 +76,7 @@ from tracelet_core import (
     TraceletError,
     UnsafeDeserializationError,
 )
+from tracelet_core._delivery import configured_backends, log_and_deliver, started
 from tracelet_core._names import validate_name
 
 from . import _keys
@@ -256,16 +256,19 @@ def partition_metadata(partition: str | None) -> dict[str, Any]:
 def commit(store: ArtifactStore, artifact: TraceletArtifact, *, producer: RunInfo, inputs: Sequence[str],
            aliases: Sequence[str], idempotency_key: str | None, partition: str | None,
            backends: Sequence[str]) -> tuple[LoggedArtifact, dict[str, ArtifactResult]]:
-    """Log ``artifact``: straight to the store, or, with backends, through a core ``Experiment``
-    whose run is the step (one result per tracker; a failing tracker never fails the commit)."""
+    """Log ``artifact`` and deliver it to the backends it routes to (the core's delivery, with
+    the trackers' runs opened on the step): the version and one result per tracker plus
+    ``"local"`` (none without backends); a failing tracker never fails the commit."""
     if not backends:
         logged = store.log(artifact, producer=producer, inputs=inputs, aliases=aliases,
                            idempotency_key=idempotency_key, partition=partition)
         return logged, {}
-    with Experiment(producer.name or producer.run_id, backend=list(backends), store=store, run=producer) as experiment:
-        results = experiment.log_artifact(artifact, aliases=aliases, inputs=inputs,
-                                          idempotency_key=idempotency_key, partition=partition)
-    return store.get(artifact.name, results["local"].version), results
+    trackers = configured_backends(backends)
+    with started(trackers, producer.name or producer.run_id, producer.run_id):
+        results = log_and_deliver(store, artifact, trackers, producer=producer,
+                                  run_name=producer.name or producer.run_id, inputs=inputs, aliases=aliases,
+                                  idempotency_key=idempotency_key, partition=partition)
+    return results.logged, dict(results)
 
 
 _NOT_RETRYABLE = (ArtifactNotFoundError, ConfigurationError, IntegrityError, InvalidArtifactError,

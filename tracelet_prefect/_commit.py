@@ -2,9 +2,10 @@
 
 Everything storage-related is the core's: this module only decides what to log (the value as
 one object, a model through ``add_model``, or a ``TraceletArtifact`` as is), with which
-producer, inputs, aliases and idempotency key. With backends, the commit goes through core's
-``Experiment`` (whose run is the task run): routing, the durable delivery outbox and
-``tracelet sync`` retries are the core's too; a failing backend never fails the log.
+producer, inputs, aliases and idempotency key. The commit and its deliveries go through the
+core's delivery module (``log_and_deliver``, with the backends' runs opened on the task run):
+routing, the durable delivery outbox and ``tracelet sync`` retries are the core's too; a
+failing backend never fails the log.
 
 Inside a Prefect transaction the version is committed at once (versions are immutable) but its
 aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the commit.
@@ -13,6 +14,7 @@ aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,14 +26,13 @@ from tracelet_core import (
     ArtifactStore,
     ArtifactType,
     Backend,
-    ConfigurationError,
-    Experiment,
     InvalidArtifactError,
     LoggedArtifact,
+    RunInfo,
     TraceletArtifact,
     TraceletSettings,
-    resolve_backend,
 )
+from tracelet_core._delivery import LogResult, configured_backends, log_and_deliver, started
 
 from ._runs import TaskRun
 
@@ -106,13 +107,7 @@ def fingerprint(artifact: TraceletArtifact) -> str:
 
 def resolve_backends(names: Sequence[str] | None, settings: TraceletSettings) -> dict[str, Backend]:
     """Backend instances by name: ``names``, or ``TRACELET_BACKENDS`` when ``None``."""
-    backends: dict[str, Backend] = {}
-    for spec in (list(settings.backends) if names is None else list(names)):
-        backend = resolve_backend(spec)
-        if backend.name in backends:
-            raise ConfigurationError(f"backend {backend.name!r} is configured twice")
-        backends[backend.name] = backend
-    return backends
+    return configured_backends(list(settings.backends) if names is None else list(names))
 
 
 def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, inputs: Sequence[str],
@@ -125,19 +120,20 @@ def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, in
     key = None
     if producer is not None and run.retries > 0:
         key = f"prefect:{producer.step}:{fingerprint(artifact)}"
-    deliveries: dict[str, ArtifactResult] = {}
-    if backends:
-        with Experiment(run.task_name, backend=list(backends.values()), store=store, run=producer) as experiment:
-            deliveries = experiment.log_artifact(artifact, aliases=aliases, inputs=inputs, idempotency_key=key)
-        logged = store.get(artifact.name, deliveries["local"].version)
+    if producer is None and not backends:  # no task run (``task.fn(...)``): no producer
+        results = LogResult(store.log(artifact, inputs=inputs, aliases=aliases))
     else:
-        logged = store.log(artifact, producer=producer, inputs=inputs, aliases=aliases, idempotency_key=key)
-        deliveries = {"local": ArtifactResult(backend="local", ok=True, version=logged.version,
-                                              uri=f"tracelet://{logged.ref}", size_bytes=logged.size_bytes)}
+        # without a task run, trackers still need a run: one of its own, as an Experiment's
+        maker = producer or RunInfo(orchestrator="tracelet", run_id=uuid.uuid4().hex, name=run.task_name)
+        with started(backends, run.task_name, maker.run_id):
+            results = log_and_deliver(store, artifact, backends, producer=maker, run_name=run.task_name,
+                                      inputs=inputs, aliases=aliases, idempotency_key=key)
+    logged = results.logged
+    # made by this task run: now, or by an earlier attempt of it (found by the idempotency key)
     made_by = logged.producer
-    created = made_by is None if producer is None else made_by is not None and made_by.key == producer.key
-    return Outcome(logged=logged, created=created, aliases_set=tuple(aliases), deliveries=deliveries,
-                   staged_aliases=staged)
+    earlier = key is not None and made_by is not None and producer is not None and made_by.key == producer.key
+    return Outcome(logged=logged, created=logged.created or earlier, aliases_set=tuple(aliases),
+                   deliveries=dict(results), staged_aliases=staged)
 
 
 def set_aliases(store: ArtifactStore, logged: LoggedArtifact, aliases: Sequence[str], *,

@@ -56,7 +56,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from .. import __version__
-from .._backends import ArtifactResult, Backend, deliver, sdk_errors
+from .._backends import ArtifactResult, Backend, sdk_errors
 from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -341,10 +341,4 @@ def export_store(store: ArtifactStore, refs: Iterable[str] | None = None) -> Ite
         ordered = list(refs)
     backend = OpenLineageBackend()
     open_client()  # fail before the first version on a missing configuration
-    for ref in ordered:
-        artifact = store.get(ref)
-        result = deliver(backend, artifact, store.settings.backend_timeout)
-        store.record_delivery(artifact, result)
-        yield result
-        if not result.ok:
-            return
+    yield from store.delivery.deliver_each(backend, ordered)
