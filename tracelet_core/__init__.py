@@ -31,6 +31,7 @@ from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactTyp
 from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
 from ._store import ArtifactStore, GcReport
+from ._values import add_value
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,7 @@ __all__ = [
     "TraceletSettings",
     "UnsafeDeserializationError",
     "__version__",
+    "add_value",
     "available_backends",
     "register_backend",
     "register_serializer",

@@ -108,6 +108,17 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
 
 
 
+class ContentScopedKey(str):
+    """An idempotency key that holds for one content only: ``ArtifactStore.log`` appends the
+    version's digest to it, so a retry that logs the same entries finds the version it logged
+    and one that logs other entries makes a new one (nothing outside the store hashes them)."""
+
+
+def content_scoped_key(key: str) -> ContentScopedKey:
+    """``key`` marked to be scoped to the content it is logged with (see ``ContentScopedKey``)."""
+    return ContentScopedKey(key)
+
+
 _shared_lock = threading.Lock()
 _shared: dict[tuple[int, str | None, str | None, str], ArtifactStore] = {}
 #: How many stores one process keeps open through ``ArtifactStore.shared``.
@@ -320,7 +331,8 @@ class ArtifactStore:
         Files logged before and unchanged since (same size, mtime, inode and device, per this
         machine's stat cache) are not read again; ``rehash=True`` reads and hashes every file.
 
-        ``idempotency_key`` makes a retry of the same step return the version it logged.
+        ``idempotency_key`` makes a retry of the same step return the version it logged; one
+        made with ``content_scoped_key`` does so only when the retry logs the same content.
         ``partition`` (an orchestrator partition key, kept verbatim) is recorded with the
         version, and identical content is then compared with that partition's newest version.
         ``deliveries`` are the backends it is routed to: recorded as pending in the same
@@ -333,6 +345,8 @@ class ArtifactStore:
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows, reused = self._stage_blobs(artifact, rehash)
+        if isinstance(idempotency_key, ContentScopedKey):
+            idempotency_key = f"{idempotency_key}:{entries_digest(rows)}"
         logged = self._commit(name=artifact.name, type_=artifact.type.value,
                               description=artifact.description, metadata=metadata, entry_dicts=rows,
                               producer=producer, input_refs=input_refs, aliases=alias_list,

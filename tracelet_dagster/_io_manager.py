@@ -39,13 +39,11 @@ Errors
 from __future__ import annotations
 
 import re
-import tempfile
 import threading
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -78,9 +76,10 @@ from tracelet_core import (
     UnsafeDeserializationError,
 )
 from tracelet_core._names import validate_name
+from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
-from ._values import StoredValue, add_value, inferred_type, load_value, preview_markdown
+from ._values import SERIALIZER_HINT, load_value, preview_markdown
 
 ORCHESTRATOR = "dagster"
 _MAPPING_SUFFIX = re.compile(r"\[[^\]]*\]$")
@@ -588,15 +587,15 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
         """Log one value as one version; the version and the output metadata describing it."""
         settings = OutputSettings.from_context(context, self.serializer)
         made_by = producer(context, partition)
-        with tempfile.TemporaryDirectory(prefix="tracelet-dagster-") as scratch:
-            artifact = TraceletArtifact(name, settings.artifact_type or inferred_type(obj), settings.description)
-            stored = add_value(artifact, obj, settings.serializer, Path(scratch), allow_pickle=self._pickle_allowed)
-            self._describe(context, artifact, stored.to_metadata(), partition)
-            preview = self._preview(context, obj, stored)
-            logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
-                                     aliases=settings.aliases, backends=self.backends,
-                                     idempotency_key=idempotency_key(context, partition),
-                                     partition=None if partition is None else str(partition))
+        artifact = TraceletArtifact(name, settings.artifact_type or inferred_type(obj), settings.description)
+        stored = add_value(artifact, obj, serializer=settings.serializer, allow_pickle=self._pickle_allowed,
+                           serializer_hint=SERIALIZER_HINT)
+        self._describe(context, artifact, stored.to_metadata(), partition)
+        preview = self._preview(context, obj, stored)
+        logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
+                                 aliases=settings.aliases, backends=self.backends,
+                                 idempotency_key=idempotency_key(context, partition),
+                                 partition=None if partition is None else str(partition))
         self._logged.add((context.run_id, context.step_key, context.name, context.mapping_key),
                          None if partition is None else str(partition), logged.ref)
         new_version = logged.producer is not None and logged.producer.key == made_by.key
