@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -56,6 +55,7 @@ from ._names import parse_ref, validate_alias, validate_name
 from ._openlineage import export_after_commit, lineage_deliveries
 from ._settings import TraceletSettings
 from ._statcache import StatCache
+from ._storecache import MAX_SHARED_STORES, StoreCache
 from ._uris import redact_uri
 
 MANIFEST_FORMAT = 1
@@ -119,10 +119,8 @@ def content_scoped_key(key: str) -> ContentScopedKey:
     return ContentScopedKey(key)
 
 
-_shared_lock = threading.Lock()
-_shared: dict[tuple[int, str | None, str | None, str], ArtifactStore] = {}
-#: How many stores one process keeps open through ``ArtifactStore.shared``.
-MAX_SHARED_STORES = 16
+#: The process's open stores, for ``ArtifactStore.shared`` (and through it, the adapters).
+_shared: StoreCache[ArtifactStore] = StoreCache(MAX_SHARED_STORES)
 
 
 class ArtifactStore:
@@ -177,21 +175,15 @@ class ArtifactStore:
 
     @classmethod
     def shared(cls, uri: str | None = None, catalog_url: str | None = None) -> ArtifactStore:
-        """The store at ``uri`` opened once per process and kept (a per-process, lock-protected
-        cache keyed by the URI, the catalog URL and the ``TRACELET_*`` settings): what adapters
-        and unpickled versions use in worker processes."""
-        settings = TraceletSettings.load()
-        key = (os.getpid(), uri, catalog_url, settings.model_dump_json())
-        with _shared_lock:
-            store = _shared.get(key)
-            if store is None:
-                store = cls.open(uri, catalog_url, settings=settings)
-                if len(_shared) >= MAX_SHARED_STORES:
-                    # the oldest: its pooled connections are closed; users still holding it
-                    # keep working (the engine reconnects on demand)
-                    _shared.pop(next(iter(_shared))).close()
-                _shared[key] = store
-            return store
+        """The store at ``uri`` opened once per process and kept (``_storecache``: keyed by the
+        URI, the catalog URL and the ``TRACELET_*`` settings, bounded, lock protected): what
+        adapters and unpickled versions use in worker processes."""
+        return _shared.get(uri, catalog_url, lambda settings: cls.open(uri, catalog_url, settings=settings))
+
+    @classmethod
+    def restore_version(cls, uri: str, catalog_url: str | None, record: VersionRecord) -> LoggedArtifact:
+        """A version unpickled in this process (``LoggedArtifact.__reduce__``), on the shared store."""
+        return LoggedArtifact(record, cls.shared(uri, catalog_url))
 
     def reopen_args(self) -> tuple[str, str | None]:
         """``(uri, catalog_url)`` that reopen this store in another process; the catalog URL

@@ -93,8 +93,9 @@ def plain_value(value: Any) -> Any:
 
 # -- the store ------------------------------------------------------------------------------------
 class StoreSlot:
-    """A lazily opened ``ArtifactStore``, lock protected. Dagster builds resources per run
-    (in-process executor) or per step process, so each process opens its own store."""
+    """The store a resource uses during one execution, from the core's store cache
+    (``ArtifactStore.shared``: one store per process, URI, catalog URL and ``TRACELET_*`` settings),
+    taken on first use and kept until teardown, so a run sees one store. Lock protected."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -103,20 +104,19 @@ class StoreSlot:
     def get(self, store_uri: str | None, catalog_url: str | None) -> ArtifactStore:
         with self._lock:
             if self._store is None:
-                self._store = ArtifactStore.open(store_uri, catalog_url)
+                self._store = ArtifactStore.shared(store_uri, catalog_url)
             return self._store
 
     def close(self) -> None:
+        """Let go of the store (the cache keeps it open for the next run in this process)."""
         with self._lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
+            self._store = None
 
 
 class StoreAccess:
     """What the IO manager and the resource share: ``store`` from their ``store_uri`` /
     ``catalog_url`` config (``None`` falls back to ``TRACELET_STORE_URI`` / ``TRACELET_CATALOG_URL``),
-    closed after execution."""
+    let go after execution."""
 
     store_uri: str | None
     catalog_url: str | None
