@@ -164,20 +164,21 @@ def _file_preview(path: Path, stored: StoredValue) -> str:
         shown = "\n".join(files[:50]) + ("\n..." if len(files) > 50 else "")
         return f"**folder** with {len(files)} files\n\n" + _code_block(shown)
     if path.suffix.lower() in _MIME_TYPES:
-        embedded = embedded_image(path)
+        embedded = embedded_image(path, Path(stored.entry).name)
         if embedded is not None:
             return embedded
     return f"**file** `{stored.entry}`, {path.stat().st_size:,} bytes"
 
 
-def embedded_image(path: Path) -> str | None:
-    """The image as a markdown ``data:`` image, shrunk to a thumbnail when PIL is installed."""
+def embedded_image(path: Path, name: str | None = None) -> str | None:
+    """The image as a markdown ``data:`` image named ``name`` (default: the file's), shrunk to a
+    thumbnail when PIL is installed."""
     data, mime = _thumbnail_png(path), "image/png"
     if data is None:
         data, mime = path.read_bytes(), _MIME_TYPES[path.suffix.lower()]
     if len(data) > MAX_EMBEDDED_BYTES:
         return None
-    return f"![{path.name}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
+    return f"![{name or path.name}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
 
 
 def _thumbnail_png(path: Path) -> bytes | None:
