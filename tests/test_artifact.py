@@ -196,6 +196,80 @@ def test_add_model_refuses_unknown_or_mismatched_frameworks() -> None:
         TraceletArtifact("m", "model").add_model(TinyNet(), framework="sklearn")
 
 
+# -- add_value: one rule for every producer -----------------------------------------------------
+class Opaque:
+    """Only pickle can hold this."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_add_value_stores_models_paths_and_objects_by_one_rule(make_file: MakeFile, store: ArtifactStore) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from tracelet_core import add_value
+    from tracelet_core._values import inferred_type
+
+    net = add_value(TraceletArtifact("v/net", "model"), TinyNet())
+    assert (net.kind, net.entry, net.serializer) == ("model", "model", "torch")
+    sk = TraceletArtifact("v/sk", "model")
+    assert add_value(sk, LinearRegression()).kind == "model" and sk.objects[0].extra["framework"] == "sklearn"
+    assert add_value(TraceletArtifact("v/t"), torch.zeros(2)).kind == "object"  # a tensor is not a model
+    frame = TraceletArtifact("v/f")
+    assert add_value(frame, pd.DataFrame({"x": [1]})).serializer == "parquet"
+    path = TraceletArtifact("v/p")
+    stored = add_value(path, make_file("table.csv", "a\n1\n"))
+    assert (stored.kind, stored.entry, [f.path for f in path.files]) == ("file", "value.csv", ["value.csv"])
+    named = TraceletArtifact("v/n")
+    assert add_value(named, {"k": (1, 2)}, "params").serializer == "json-tagged"
+    assert store.log(named).load("params") == {"k": (1, 2)}
+
+    assert inferred_type(TinyNet()) is ArtifactType.MODEL
+    assert inferred_type(pd.DataFrame()) is ArtifactType.DATASET
+    assert inferred_type(np.zeros(1)) is ArtifactType.DATASET
+    assert inferred_type(make_file("plot.png", "x")) is ArtifactType.IMAGE
+    assert inferred_type({"a": 1}) is ArtifactType.CUSTOM
+
+
+def test_add_value_refuses_what_only_pickle_can_hold_unless_allowed(monkeypatch: pytest.MonkeyPatch,
+                                                                    store: ArtifactStore) -> None:
+    from tracelet_core import add_value
+
+    with pytest.raises(InvalidArtifactError, match="TRACELET_ALLOW_PICKLE"):
+        add_value(TraceletArtifact("v/o"), Opaque(1), allow_pickle=False)
+    monkeypatch.setenv("TRACELET_ALLOW_PICKLE", "true")
+    allowed = TraceletArtifact("v/o")
+    assert add_value(allowed, Opaque(1)).serializer == "pickle"  # the setting is the default
+    asked = TraceletArtifact("v/o2")
+    assert add_value(asked, {1, 2}, serializer="pickle", allow_pickle=False).serializer == "pickle"
+    assert store.log(asked).load(allow_pickle=True) == {1, 2}
+
+
+def test_serializes_to_recognises_a_logged_object_by_its_bytes(store: ArtifactStore) -> None:
+    from tracelet_core._values import serializes_to
+
+    logged = store.log(TraceletArtifact("v/s").add_object({"a": [1, 2]}, "value", "json"))
+    [entry] = logged.objects
+    assert serializes_to({"a": [1, 2]}, entry)
+    assert not serializes_to({"a": [1, 3]}, entry)
+    assert not serializes_to(Opaque(1), entry)
+
+
+def test_a_content_scoped_key_finds_its_version_only_for_the_same_content(store: ArtifactStore) -> None:
+    from tracelet_core._store import content_scoped_key
+
+    def log(value: list[int]) -> Any:
+        return store.log(TraceletArtifact("v/k").add_object(value, "value", "json"),
+                         idempotency_key=content_scoped_key("step-1"))
+
+    first = log([1])
+    store.log(TraceletArtifact("v/k").add_object([9], "value", "json"))  # another writer, in between
+    again = log([1])
+    assert (again.ref, again.created) == (first.ref, False)
+    other = log([2])
+    assert other.created and other.ref == "v/k:v3"
+
+
 def test_add_reference_records_size_and_checksum_without_copying(make_file: MakeFile,
                                                                  store: ArtifactStore, store_dir: Path) -> None:
     big = make_file("big.bin", b"b" * 4096)

@@ -27,6 +27,7 @@ from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
 from ._store import ArtifactStore, GcReport
 from ._trackers import ArtifactResult, Backend, available_backends, register_backend, resolve_backend
+from ._values import add_value
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "TransientBackendError",
     "UnsafeDeserializationError",
     "__version__",
+    "add_value",
     "available_backends",
     "register_backend",
     "register_serializer",

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,25 @@ class TraceletArtifact:
             self._add_object(input_example, self._free_object_name(f"{name}_input_example"), AUTO,
                              "input example", {})
         return self
+
+    def _add_rendered(self, artifact_path: str, render: Callable[[Path], None],
+                     description: str | None = None) -> Path:
+        """Add a file that ``render`` writes now (a plot saved as PNG), staged like an object's
+        bytes (removed with this builder); the staged file, for a caller that shows it."""
+        path = validate_artifact_path(artifact_path)
+        self._check_free(path)
+        fd, tmp_name = tempfile.mkstemp(dir=self._staging_dir(), suffix=Path(path).suffix)
+        os.close(fd)
+        target = Path(tmp_name)
+        assert self._staged_files is not None
+        self._staged_files.append(target)
+        try:
+            render(target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        self._stage(path, ArtifactFile(path=path, size=target.stat().st_size, description=description), target)
+        return target
 
     # -- serialization ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -39,6 +39,30 @@ def detect_framework(model: Any) -> str | None:
     return None
 
 
+def model_framework(obj: Any) -> str | None:
+    """The framework of ``obj`` when it is a model ``add_model`` stores, else None: the one rule
+    every value path (``add_value``, Dagster outputs, Prefect returns) uses.
+
+    A PyTorch model is a ``torch.nn.Module`` (a tensor is not a model); a model of another
+    framework is an object of that framework that can ``fit`` or ``save`` (an estimator, a keras
+    model), not a bare array or booster.
+    """
+    framework = detect_framework(obj)
+    if framework is None:
+        return None
+    if framework == "pytorch":
+        is_module = any(k.__name__ == "Module" and (k.__module__ or "").startswith("torch.nn")
+                        for k in type(obj).__mro__)
+        return framework if is_module else None
+    fits_or_saves = callable(getattr(obj, "fit", None)) or callable(getattr(obj, "save", None))
+    return framework if fits_or_saves else None
+
+
+def is_model(obj: Any) -> bool:
+    """Whether ``obj`` is a model ``add_model`` stores in its framework's format."""
+    return model_framework(obj) is not None
+
+
 def class_path(obj: Any) -> str:
     klass = type(obj)
     return f"{klass.__module__}.{klass.__qualname__}"

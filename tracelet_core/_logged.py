@@ -175,7 +175,7 @@ class LoggedArtifact:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickles as its catalog record and how to reopen its store, so a version can cross to
         a Dask worker or into an orchestrator's result storage; no password travels."""
-        return (_restore, (*self._store.reopen_args(), self._record))
+        return (type(self._store).restore_version, (*self._store.reopen_args(), self._record))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LoggedArtifact) and (self.ref, self.digest) == (other.ref, other.digest)
@@ -323,12 +323,6 @@ class LoggedArtifact:
         for reference in self._references:
             draft._carry_reference(reference)
         return draft
-
-
-def _restore(uri: str, catalog_url: str | None, record: VersionRecord) -> LoggedArtifact:
-    from ._store import ArtifactStore
-
-    return LoggedArtifact(record, ArtifactStore.shared(uri, catalog_url))
 
 
 # -- the JSON form (Prefect's JSON result serializer, pydantic) -------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,6 +53,7 @@ from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
 from ._settings import TraceletSettings
 from ._statcache import StatCache
+from ._storecache import MAX_SHARED_STORES, StoreCache
 from ._uris import redact_uri
 
 if TYPE_CHECKING:
@@ -109,10 +109,19 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
 
 
 
-_shared_lock = threading.Lock()
-_shared: dict[tuple[int, str | None, str | None, str], ArtifactStore] = {}
-#: How many stores one process keeps open through ``ArtifactStore.shared``.
-MAX_SHARED_STORES = 16
+class ContentScopedKey(str):
+    """An idempotency key that holds for one content only: ``ArtifactStore.log`` appends the
+    version's digest to it, so a retry that logs the same entries finds the version it logged
+    and one that logs other entries makes a new one (nothing outside the store hashes them)."""
+
+
+def content_scoped_key(key: str) -> ContentScopedKey:
+    """``key`` marked to be scoped to the content it is logged with (see ``ContentScopedKey``)."""
+    return ContentScopedKey(key)
+
+
+#: The process's open stores, for ``ArtifactStore.shared`` (and through it, the adapters).
+_shared: StoreCache[ArtifactStore] = StoreCache(MAX_SHARED_STORES)
 
 
 class ArtifactStore:
@@ -169,21 +178,15 @@ class ArtifactStore:
 
     @classmethod
     def shared(cls, uri: str | None = None, catalog_url: str | None = None) -> ArtifactStore:
-        """The store at ``uri`` opened once per process and kept (a per-process, lock-protected
-        cache keyed by the URI, the catalog URL and the ``TRACELET_*`` settings): what adapters
-        and unpickled versions use in worker processes."""
-        settings = TraceletSettings.load()
-        key = (os.getpid(), uri, catalog_url, settings.model_dump_json())
-        with _shared_lock:
-            store = _shared.get(key)
-            if store is None:
-                store = cls.open(uri, catalog_url, settings=settings)
-                if len(_shared) >= MAX_SHARED_STORES:
-                    # the oldest: its pooled connections are closed; users still holding it
-                    # keep working (the engine reconnects on demand)
-                    _shared.pop(next(iter(_shared))).close()
-                _shared[key] = store
-            return store
+        """The store at ``uri`` opened once per process and kept (``_storecache``: keyed by the
+        URI, the catalog URL and the ``TRACELET_*`` settings, bounded, lock protected): what
+        adapters and unpickled versions use in worker processes."""
+        return _shared.get(uri, catalog_url, lambda settings: cls.open(uri, catalog_url, settings=settings))
+
+    @classmethod
+    def restore_version(cls, uri: str, catalog_url: str | None, record: VersionRecord) -> LoggedArtifact:
+        """A version unpickled in this process (``LoggedArtifact.__reduce__``), on the shared store."""
+        return LoggedArtifact(record, cls.shared(uri, catalog_url))
 
     def reopen_args(self) -> tuple[str, str | None]:
         """``(uri, catalog_url)`` that reopen this store in another process; the catalog URL
@@ -323,7 +326,8 @@ class ArtifactStore:
         Files logged before and unchanged since (same size, mtime, inode and device, per this
         machine's stat cache) are not read again; ``rehash=True`` reads and hashes every file.
 
-        ``idempotency_key`` makes a retry of the same step return the version it logged.
+        ``idempotency_key`` makes a retry of the same step return the version it logged; one
+        made with ``content_scoped_key`` does so only when the retry logs the same content.
         ``partition`` (an orchestrator partition key, kept verbatim) is recorded with the
         version, and identical content is then compared with that partition's newest version.
         ``deliveries`` are the backends it is routed to: recorded as pending in the same
@@ -336,6 +340,8 @@ class ArtifactStore:
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows, reused = self._stage_blobs(artifact, rehash)
+        if isinstance(idempotency_key, ContentScopedKey):
+            idempotency_key = f"{idempotency_key}:{entries_digest(rows)}"
         logged = self._commit(name=artifact.name, type_=artifact.type.value,
                               description=artifact.description, metadata=metadata, entry_dicts=rows,
                               producer=producer, input_refs=input_refs, aliases=alias_list,

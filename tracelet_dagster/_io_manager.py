@@ -39,13 +39,11 @@ Errors
 from __future__ import annotations
 
 import re
-import tempfile
 import threading
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -78,9 +76,10 @@ from tracelet_core import (
 )
 from tracelet_core._delivery import configured_backends, log_and_deliver, started
 from tracelet_core._names import validate_name
+from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
-from ._values import StoredValue, add_value, inferred_type, load_value, preview_markdown
+from ._values import SERIALIZER_HINT, load_value, preview_markdown
 
 ORCHESTRATOR = "dagster"
 _MAPPING_SUFFIX = re.compile(r"\[[^\]]*\]$")
@@ -94,8 +93,9 @@ def plain_value(value: Any) -> Any:
 
 # -- the store ------------------------------------------------------------------------------------
 class StoreSlot:
-    """A lazily opened ``ArtifactStore``, lock protected. Dagster builds resources per run
-    (in-process executor) or per step process, so each process opens its own store."""
+    """The store a resource uses during one execution, from the core's store cache
+    (``ArtifactStore.shared``: one store per process, URI, catalog URL and ``TRACELET_*`` settings),
+    taken on first use and kept until teardown, so a run sees one store. Lock protected."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -104,20 +104,19 @@ class StoreSlot:
     def get(self, store_uri: str | None, catalog_url: str | None) -> ArtifactStore:
         with self._lock:
             if self._store is None:
-                self._store = ArtifactStore.open(store_uri, catalog_url)
+                self._store = ArtifactStore.shared(store_uri, catalog_url)
             return self._store
 
     def close(self) -> None:
+        """Let go of the store (the cache keeps it open for the next run in this process)."""
         with self._lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
+            self._store = None
 
 
 class StoreAccess:
     """What the IO manager and the resource share: ``store`` from their ``store_uri`` /
     ``catalog_url`` config (``None`` falls back to ``TRACELET_STORE_URI`` / ``TRACELET_CATALOG_URL``),
-    closed after execution."""
+    let go after execution."""
 
     store_uri: str | None
     catalog_url: str | None
@@ -591,15 +590,15 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
         """Log one value as one version; the version and the output metadata describing it."""
         settings = OutputSettings.from_context(context, self.serializer)
         made_by = producer(context, partition)
-        with tempfile.TemporaryDirectory(prefix="tracelet-dagster-") as scratch:
-            artifact = TraceletArtifact(name, settings.artifact_type or inferred_type(obj), settings.description)
-            stored = add_value(artifact, obj, settings.serializer, Path(scratch), allow_pickle=self._pickle_allowed)
-            self._describe(context, artifact, stored.to_metadata(), partition)
-            preview = self._preview(context, obj, stored)
-            logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
-                                     aliases=settings.aliases, backends=self.backends,
-                                     idempotency_key=idempotency_key(context, partition),
-                                     partition=None if partition is None else str(partition))
+        artifact = TraceletArtifact(name, settings.artifact_type or inferred_type(obj), settings.description)
+        stored = add_value(artifact, obj, serializer=settings.serializer, allow_pickle=self._pickle_allowed,
+                           serializer_hint=SERIALIZER_HINT)
+        self._describe(context, artifact, stored.to_metadata(), partition)
+        preview = self._preview(context, obj, stored)
+        logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
+                                 aliases=settings.aliases, backends=self.backends,
+                                 idempotency_key=idempotency_key(context, partition),
+                                 partition=None if partition is None else str(partition))
         self._logged.add((context.run_id, context.step_key, context.name, context.mapping_key),
                          None if partition is None else str(partition), logged.ref)
         new_version = logged.producer is not None and logged.producer.key == made_by.key

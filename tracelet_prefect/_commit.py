@@ -1,11 +1,12 @@
 """From a task's return value to a committed version, delivered to its backends.
 
-Everything storage-related is the core's: this module only decides what to log (the value as
-one object, a model through ``add_model``, or a ``TraceletArtifact`` as is), with which
-producer, inputs, aliases and idempotency key. The commit and its deliveries go through the
-core's delivery module (``log_and_deliver``, with the backends' runs opened on the task run):
-routing, the durable delivery outbox and ``tracelet sync`` retries are the core's too; a
-failing backend never fails the log.
+Everything storage-related is the core's: this module only decides what to log (the value through
+the core's ``add_value``, the rule Dagster outputs follow too, or a ``TraceletArtifact`` as is),
+with which producer, inputs, aliases and idempotency key (scoped to the content: the store folds
+the version digest into it, so a retry that returns the same value finds its version). The commit
+and its deliveries go through the core's delivery module (``log_and_deliver``, with the backends'
+runs opened on the task run): routing, the durable delivery outbox and ``tracelet sync`` retries
+are the core's too; a failing backend never fails the log.
 
 Inside a Prefect transaction the version is committed at once (versions are immutable) but its
 aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the commit.
@@ -13,13 +14,10 @@ aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import blake3
 
 from tracelet_core import (
     ArtifactResult,
@@ -33,13 +31,13 @@ from tracelet_core import (
     TraceletSettings,
 )
 from tracelet_core._delivery import LogResult, configured_backends, log_and_deliver, started
+from tracelet_core._store import content_scoped_key
+from tracelet_core._values import add_value
 
 from ._runs import TaskRun
 
-#: Class paths whose instances are logged with ``add_model`` (checked along the MRO, so no
-#: framework is imported to recognise one).
-MODEL_BASES = frozenset({"torch.nn.modules.module.Module", "sklearn.base.BaseEstimator"})
-_CHUNK = 1024 * 1024
+#: How a task picks a format, named in the refusal of a value only pickle can hold.
+SERIALIZER_HINT = "return a TraceletArtifact built with add_object(value, name, serializer=...)"
 
 
 @dataclass(frozen=True)
@@ -60,13 +58,11 @@ class Outcome:
         return self.created or bool(self.aliases_set)
 
 
-def is_model(value: Any) -> bool:
-    return any(f"{k.__module__}.{k.__qualname__}" in MODEL_BASES for k in type(value).__mro__)
-
-
 def build_artifact(value: Any, name: str | None, artifact_type: ArtifactType, fallback_name: str,
-                   description: str | None = None) -> TraceletArtifact:
-    """The version a task's return value becomes."""
+                   description: str | None = None, *, allow_pickle: bool | None = None) -> TraceletArtifact:
+    """The version a task's return value becomes: the artifact it returned, or the value stored
+    by the core's one rule (``add_value``: models in their framework's format, paths as files,
+    plain values with the safest serializer; pickle only where allowed)."""
     if isinstance(value, TraceletArtifact):
         if name is not None and value.name != name:
             raise InvalidArtifactError(
@@ -80,29 +76,8 @@ def build_artifact(value: Any, name: str | None, artifact_type: ArtifactType, fa
         artifact = TraceletArtifact(name or fallback_name, artifact_type, description)
     except InvalidArtifactError as exc:
         raise InvalidArtifactError(f"{exc} (pass artifact_name= to tracelet_task)") from exc
-    if is_model(value):
-        return artifact.add_model(value)
-    return artifact.add_object(value, "value", "auto")
-
-
-def fingerprint(artifact: TraceletArtifact) -> str:
-    """A hash of the entries' contents, so a retry of the same task run that returns the same
-    value finds its earlier version through the idempotency key, and one that returns another
-    value does not."""
-    digest = blake3.blake3()
-    digest.update(json.dumps([artifact.name, artifact.type.value]).encode())
-    for staged in sorted(artifact.staged_entries, key=lambda s: s.entry.path):
-        entry = staged.entry
-        digest.update(json.dumps([entry.path, getattr(entry, "serializer", None), entry.size]).encode())
-        if staged.source is None:
-            digest.update((entry.digest or "").encode())
-            continue
-        with open(staged.source, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-    for reference in sorted(artifact.references, key=lambda r: r.name):
-        digest.update(json.dumps(reference.to_dict(), sort_keys=True).encode())
-    return digest.hexdigest()[:32]
+    add_value(artifact, value, allow_pickle=allow_pickle, serializer_hint=SERIALIZER_HINT)
+    return artifact
 
 
 def resolve_backends(names: Sequence[str] | None, settings: TraceletSettings) -> dict[str, Backend]:
@@ -119,7 +94,7 @@ def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, in
     producer = run.producer
     key = None
     if producer is not None and run.retries > 0:
-        key = f"prefect:{producer.step}:{fingerprint(artifact)}"
+        key = content_scoped_key(f"prefect:{producer.step}")
     if producer is None and not backends:  # no task run (``task.fn(...)``): no producer
         results = LogResult(store.log(artifact, inputs=inputs, aliases=aliases))
     else:

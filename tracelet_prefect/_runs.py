@@ -13,15 +13,14 @@ Prefect finds those upstream runs by ``id()`` of the values, and for plain ``dic
 ``str``... (no weak reference) a freed object's address can match a new one. So an edge through a
 plain value is recorded only when it is confirmed: the value (or one inside it) is an object that
 upstream run loaded, by identity where Prefect could verify it (a weak reference) and otherwise
-by content (same type, and it serializes to the digest of the object that run loaded).
+by content (same type, and the core's ``serializes_to`` finds it gives the bytes of the object
+that run loaded).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.objects import TaskRunResult
@@ -29,9 +28,7 @@ from prefect.context import TaskRunContext
 from prefect.utilities.engine import get_state_for_result
 
 from tracelet_core import ArtifactStore, LoggedArtifact, RunInfo
-from tracelet_core._hashing import hash_file
-from tracelet_core._model import ArtifactObject
-from tracelet_core._serializers import get_serializer
+from tracelet_core._values import serializes_to
 
 ORCHESTRATOR = "prefect"
 #: ``task_inputs`` keys that are not data flowing into a parameter.
@@ -119,15 +116,4 @@ def _holds(obj: Any, version: LoggedArtifact, task_run_id: str) -> bool:
         linked = get_state_for_result(obj)
         if linked is not None and str(linked[0].state_details.task_run_id) == task_run_id:
             return True
-    return any(_serializes_to(obj, entry) for entry in entries)
-
-
-def _serializes_to(obj: Any, entry: ArtifactObject) -> bool:
-    try:
-        serializer = get_serializer(entry.serializer)
-        with tempfile.TemporaryDirectory(prefix="tracelet-confirm-") as tmp:
-            target = Path(tmp) / f"object{serializer.extension}"
-            serializer.dump(obj, target)
-            return hash_file(target)[0] == entry.digest
-    except Exception:  # noqa: BLE001 - a value that cannot be written as that object is not it
-        return False
+    return any(serializes_to(obj, entry) for entry in entries)

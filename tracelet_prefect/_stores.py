@@ -2,14 +2,15 @@
 
 Prefect tasks may run in other processes (a Dask worker, a result read back from storage), so
 nothing here holds a store across a process boundary: a ``StoreSpec`` travels as its URI and
-catalog URL and is reopened on the other side through ``ArtifactStore.shared`` (one store per
-process and settings). A ``StoreSpec`` without a URI is resolved from ``TRACELET_STORE_URI`` /
-``TRACELET_CATALOG_URL`` in the process that runs the task. Versions themselves pickle the
+catalog URL and is reopened on the other side through ``ArtifactStore.shared``, the core's one
+store cache (one store per process, URI, catalog URL and ``TRACELET_*`` environment). A
+``StoreSpec`` without a URI is resolved from ``TRACELET_STORE_URI`` / ``TRACELET_CATALOG_URL``
+in the process that runs the task. Versions themselves pickle the
 same way (``LoggedArtifact.__reduce__`` in the core), so task results cross to Dask workers
 and back.
 
-Opening is cheap after the first time: the store a spec resolves to is kept per process and
-per ``TRACELET_*`` environment, so a task run neither re-reads the settings nor reopens a
+Opening is cheap after the first time: the core's cache keys the store by the ``TRACELET_*``
+environment without re-reading the settings, so a task run neither re-reads them nor reopens a
 store; changing a ``TRACELET_*`` variable (dev -> prod) resolves afresh.
 """
 
@@ -17,19 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from typing import Any
 
 from tracelet_core import ArtifactStore
-
-#: (pid, uri, catalog URL, TRACELET_* environment) -> the store it resolved to
-_opened: dict[tuple[Any, ...], ArtifactStore] = {}
-_opened_lock = threading.Lock()
-_MAX_OPENED = 16
-
-
-def _environment() -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TRACELET_")))
 
 
 class StoreSpec:
@@ -54,15 +45,7 @@ class StoreSpec:
     def open(self) -> ArtifactStore:
         if self._live is not None:
             return self._live
-        key = (os.getpid(), self.uri, self.catalog_url, _environment())
-        store = _opened.get(key)
-        if store is None:
-            store = ArtifactStore.shared(self.uri, self.catalog_url)
-            with _opened_lock:
-                if len(_opened) >= _MAX_OPENED:
-                    _opened.pop(next(iter(_opened)), None)
-                _opened[key] = store
-        return store
+        return ArtifactStore.shared(self.uri, self.catalog_url)
 
     def identity(self) -> str:
         """Which store this spec logs to here and now (blob URI and catalog, password masked),

@@ -207,7 +207,7 @@ class _Run:
     def commit(self, value: Any) -> Outcome:
         spec = self.spec
         artifact = build_artifact(value, spec.artifact_name, spec.artifact_type, spec.fallback_name,
-                                  spec.description)
+                                  spec.description, allow_pickle=self.store.settings.allow_pickle)
         return commit(self.store, artifact, run=self.run, inputs=self.inputs, aliases=spec.aliases,
                       backends=self.backends, stage=self.transaction is not None)
 

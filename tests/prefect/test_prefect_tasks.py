@@ -401,6 +401,15 @@ def test_logged_versions_pickle_by_store_uri(store: ArtifactStore) -> None:
     assert restored.store.uri == store.uri
 
 
+def test_tasks_and_unpickled_versions_share_the_cores_one_store_cache(store: ArtifactStore) -> None:
+    from tracelet_prefect._stores import StoreSpec
+
+    logged = numbers_flow(2)
+    spec = StoreSpec(*store.reopen_args())
+    assert spec.open() is ArtifactStore.shared(*store.reopen_args())
+    assert pickle.loads(pickle.dumps(logged)).store is spec.open()
+
+
 # -- backends ----------------------------------------------------------------------------------
 class MemoryBackend(Backend):
     name = "memory"

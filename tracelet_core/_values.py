@@ -1,0 +1,165 @@
+"""Turning a Python value into entries of an artifact: one rule for every producer.
+
+``add_value`` is what a Dagster output, a Prefect task's return value and
+``add_object(serializer="auto")``-style callers share, so the same value is stored the same way
+wherever it comes from:
+
+- ``model``: a model ``add_model`` knows (``_frameworks.model_framework``: a torch module, an
+  estimator or keras model that can ``fit`` or ``save``), stored in its framework's format
+  (torch as ``state_dict``; sklearn as pickle, loaded only with ``allow_pickle``);
+- ``file`` / ``directory``: a ``pathlib.Path`` (any ``os.PathLike``), added as is;
+- ``file`` also for matplotlib figures and PIL images, rendered to ``<name>.png``;
+- ``object``: everything else, with the serializer asked for, or for ``auto`` the safest one for
+  its type (``_serializers.resolve_safe``). A value only pickle can hold is refused (the error
+  names ``TRACELET_ALLOW_PICKLE``) unless pickle is allowed or asked for by name.
+
+``inferred_type`` is the artifact type such a value gets when the caller names none, and
+``serializes_to`` answers whether a value is one a version already holds (same bytes as an
+object entry), so adapters never hash files themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._artifact import TraceletArtifact
+from ._errors import InvalidArtifactError
+from ._frameworks import is_model
+from ._hashing import hash_file
+from ._model import ArtifactObject, ArtifactType
+from ._serializers import AUTO, PickleSerializer, get_serializer, resolve_safe
+from ._settings import TraceletSettings
+
+#: The entry name a value is stored under unless the caller names another.
+VALUE_ENTRY = "value"
+#: The entry name ``add_model`` gives a model.
+MODEL_ENTRY = "model"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"})
+_DATA_ROOTS = frozenset({"numpy", "pyarrow", "polars"})
+#: What the refusal suggests for picking a format; adapters name their own way.
+DEFAULT_SERIALIZER_HINT = "pass serializer= one of json, json-tagged, yaml, numpy, parquet, torch"
+
+
+@dataclass(frozen=True)
+class StoredValue:
+    """Where in a version a value lives and how it was written."""
+
+    kind: str  # "object" | "model" | "file" | "directory"
+    entry: str  # object name (object, model) or artifact path (file, directory)
+    serializer: str | None = None
+    source: Path | None = None  # the local file or folder a file value was logged from
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"kind": self.kind, "entry": self.entry}
+
+
+def _class_roots(obj: Any) -> set[str]:
+    return {(klass.__module__ or "").split(".")[0] for klass in type(obj).__mro__}
+
+
+def is_figure(obj: Any) -> bool:
+    """A matplotlib figure (anything of matplotlib that can ``savefig``)."""
+    return "matplotlib" in _class_roots(obj) and callable(getattr(obj, "savefig", None))
+
+
+def is_pil_image(obj: Any) -> bool:
+    return "PIL" in _class_roots(obj) and callable(getattr(obj, "save", None)) and hasattr(obj, "mode")
+
+
+def inferred_type(obj: Any) -> ArtifactType:
+    """The artifact type a value gets when the caller names none."""
+    if isinstance(obj, os.PathLike):
+        return ArtifactType.IMAGE if Path(obj).suffix.lower() in IMAGE_SUFFIXES else ArtifactType.CUSTOM
+    if is_model(obj):
+        return ArtifactType.MODEL
+    if is_figure(obj):
+        return ArtifactType.VISUALIZATION
+    if is_pil_image(obj):
+        return ArtifactType.IMAGE
+    if type(obj).__name__ == "DataFrame" or (_class_roots(obj) & _DATA_ROOTS):
+        return ArtifactType.DATASET
+    return ArtifactType.CUSTOM
+
+
+def add_value(artifact: TraceletArtifact, obj: Any, name: str = VALUE_ENTRY, *, serializer: str = AUTO,
+              allow_pickle: bool | None = None, serializer_hint: str = DEFAULT_SERIALIZER_HINT) -> StoredValue:
+    """Add ``obj`` to ``artifact`` in the safest format for its type; what was stored, and where.
+
+    ``serializer`` applies to plain objects (models always use their framework's format);
+    ``allow_pickle`` (default ``TRACELET_ALLOW_PICKLE``) lets ``auto`` fall back to pickle for a
+    value no safe format holds, which is refused otherwise with an ``InvalidArtifactError``
+    naming ``TRACELET_ALLOW_PICKLE`` and ``serializer_hint``.
+    """
+    if isinstance(obj, os.PathLike):
+        return _add_path(artifact, Path(obj), name)
+    if is_model(obj):
+        artifact.add_model(obj)
+        entry = artifact.objects[-1]
+        return StoredValue("model", entry.name, entry.serializer)
+    if is_figure(obj) or is_pil_image(obj):
+        return _add_rendered_image(artifact, obj, name)
+    artifact.add_object(obj, name, choose_serializer(obj, serializer, allow_pickle, serializer_hint))
+    return StoredValue("object", name, _object_serializer(artifact, name))
+
+
+def choose_serializer(obj: Any, serializer: str = AUTO, allow_pickle: bool | None = None,
+                      serializer_hint: str = DEFAULT_SERIALIZER_HINT) -> str:
+    """``serializer``, or for ``auto`` the safest one for ``obj``; refuses, when it is logged, a
+    value only pickle can hold unless pickle is allowed (it could not be loaded otherwise)."""
+    if serializer != AUTO:
+        return serializer
+    safe = resolve_safe(obj)
+    if safe is not None:
+        return safe
+    allowed = TraceletSettings.load().allow_pickle if allow_pickle is None else allow_pickle
+    if allowed:
+        return PickleSerializer.key
+    raise InvalidArtifactError(
+        f"a {type(obj).__module__}.{type(obj).__qualname__} can only be stored with pickle, which tracelet "
+        "refuses to load by default; set TRACELET_ALLOW_PICKLE=true (or allow_pickle=True) if you trust the "
+        f"store, {serializer_hint} to pick a format, or return a value a safe format holds (DataFrame, "
+        "Series, ndarray, tensors, JSON-able data, tuples)")
+
+
+def serializes_to(obj: Any, entry: ArtifactObject) -> bool:
+    """Whether ``obj``, written with ``entry``'s serializer, gives exactly ``entry``'s bytes (a value
+    that cannot be written that way is not that entry)."""
+    if entry.digest is None:
+        return False
+    try:
+        writer = get_serializer(entry.serializer)
+        with tempfile.TemporaryDirectory(prefix="tracelet-confirm-") as tmp:
+            target = Path(tmp) / f"object{writer.extension}"
+            writer.dump(obj, target)
+            return hash_file(target)[0] == entry.digest
+    except Exception:  # noqa: BLE001 - any failure to write it means it is not that entry
+        return False
+
+
+def _object_serializer(artifact: TraceletArtifact, name: str) -> str | None:
+    return next((o.serializer for o in artifact.objects if o.name == name), None)
+
+
+def _add_path(artifact: TraceletArtifact, path: Path, name: str) -> StoredValue:
+    if path.is_dir():
+        artifact.add_dir(path, name)
+        return StoredValue("directory", name, source=path)
+    entry = f"{name}{''.join(path.suffixes)}"
+    artifact.add_file(path, entry)
+    return StoredValue("file", entry, source=path)
+
+
+def _add_rendered_image(artifact: TraceletArtifact, obj: Any, name: str) -> StoredValue:
+    entry = f"{name}.png"
+    if is_figure(obj):
+        def render(target: Path) -> None:  # no version stamp: the same plot gives the same bytes
+            obj.savefig(target, format="png", metadata={"Software": None})
+    else:
+        def render(target: Path) -> None:
+            obj.save(target, format="PNG")
+    source = artifact._add_rendered(entry, render)
+    return StoredValue("file", entry, source=source)
