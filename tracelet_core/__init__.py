@@ -20,6 +20,7 @@ from ._errors import (
     UnsafeDeserializationError,
 )
 from ._experiment import Experiment, ExperimentConfig
+from ._json_form import attach_json_form
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
@@ -30,6 +31,8 @@ from ._trackers import ArtifactResult, Backend, available_backends, register_bac
 from ._values import add_value
 
 __version__ = "0.1.0"
+
+attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
 
 __all__ = [
     "ArtifactFile",

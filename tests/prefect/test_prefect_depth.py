@@ -35,7 +35,7 @@ from tracelet_core import (
     LoggedArtifact,
     TraceletArtifact,
 )
-from tracelet_core._logged import logged_from_json, logged_to_json
+from tracelet_core._json_form import logged_from_json, logged_to_json
 from tracelet_prefect import load_artifact, log_artifact, tracelet_task
 from tracelet_prefect._tasks import TraceletTask
 
