@@ -55,16 +55,15 @@ _TRANSIENT_FIRST_DELAY = 0.2
 class BlobStore(ABC):
     """Blobs, manifests and alias journals under one root (see the module docstring)."""
 
-    def __init__(self, uri: str, root: str, *, cache_dir: Path, durable: bool = True,
-                 stat_cache: StatCache | None = None) -> None:
+    def __init__(self, uri: str, root: str, *, cache_dir: Path, durable: bool = True) -> None:
         #: The store's URI as tracelet records and shows it (never with credentials).
-        self.uri = uri
-        self.root = root
-        #: This machine's folder for the store's caches (the stat cache, remote blobs).
+        self.uri, self.root = uri, root
+        #: This machine's folder for the store's caches: the stat cache (unchanged files are
+        #: not read again), and a remote store's blob cache.
         self.cache_dir = cache_dir
+        self.stat_cache: StatCache | None = StatCache(cache_dir / "statcache.db")
         #: Flush writes before a version commits; False: ``TRACELET_DURABILITY=none``.
         self.durable = durable
-        self.stat_cache = stat_cache
 
     @property
     def default_catalog_url(self) -> str | None:

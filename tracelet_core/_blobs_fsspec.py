@@ -28,7 +28,6 @@ from ._blobs_base import (
 )
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_file, split_digest
-from ._statcache import StatCache
 
 #: Times a read goes through the remote-blob cache before it reads past it (entries another
 #: reader evicts under us are fetched again).
@@ -39,7 +38,7 @@ class FsspecBlobStore(BlobStore):
     """Blobs and manifests under one fsspec root (see the module docstring)."""
 
     def __init__(self, uri: str, storage_options: dict[str, Any] | None = None, *, cache_dir: Path,
-                 cache: BlobCache | None = None, durable: bool = True, stat_cache: StatCache | None = None) -> None:
+                 cache: BlobCache | None = None, durable: bool = True) -> None:
         import fsspec  # Deferred for import perf
 
         uri, options = split_credentials(uri, dict(storage_options or {}))
@@ -47,8 +46,7 @@ class FsspecBlobStore(BlobStore):
             self.fs, root = fsspec.core.url_to_fs(uri, **options)
         except (ImportError, ValueError) as exc:
             raise ConfigurationError(f"cannot open store {uri!r}: {exc}") from exc
-        super().__init__(uri, root.rstrip("/") or root, cache_dir=cache_dir, durable=durable,
-                         stat_cache=stat_cache if stat_cache is not None else StatCache(cache_dir / "statcache.db"))
+        super().__init__(uri, root.rstrip("/") or root, cache_dir=cache_dir, durable=durable)
         self.cache = cache
 
     def blob_uri(self, digest: str) -> str:

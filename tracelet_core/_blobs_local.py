@@ -34,7 +34,6 @@ from typing import BinaryIO
 from ._blobs_base import BlobStore, Progress, _copy_stream, storage_errors
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, StorageError
 from ._hashing import hash_bytes
-from ._statcache import StatCache
 
 #: Files up to this size are read into memory whole (one read, and no copy at all when the
 #: blob is already stored); larger ones are hashed while they are copied.
@@ -94,15 +93,12 @@ class _PendingFlush:
 class LocalBlobStore(BlobStore):
     """Blobs and manifests in a local folder (see the module docstring)."""
 
-    def __init__(self, root: Path, *, cache_dir: Path | None = None, durable: bool = True,
-                 stat_cache: StatCache | None = None) -> None:
+    def __init__(self, root: Path, *, cache_dir: Path | None = None, durable: bool = True) -> None:
         try:
             Path(root, "tmp").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigurationError(f"cannot create store folder {root}: {exc}") from exc
-        cache_dir = cache_dir if cache_dir is not None else root / "cache"
-        super().__init__(str(root), root.as_posix(), cache_dir=cache_dir, durable=durable,
-                         stat_cache=stat_cache if stat_cache is not None else StatCache(cache_dir / "statcache.db"))
+        super().__init__(str(root), root.as_posix(), cache_dir=cache_dir or root / "cache", durable=durable)
         self._pending = _PendingFlush()
 
     @property
@@ -280,23 +276,20 @@ class LocalBlobStore(BlobStore):
 
     # -- small files under manifests/ ---------------------------------------------------------
     def _write_small(self, path: str, data: bytes, what: str) -> None:
+        """A temp file renamed into place, then flushed with every write still pending (a
+        version's blobs) before returning."""
         with storage_errors(f"write of {what}"):
-            self.write_small_file(path, data)
-
-    def write_small_file(self, path: str, data: bytes) -> None:
-        """Replace a small local file atomically (temp file, rename) and flush it, with every
-        write still pending (a version's blobs), before returning."""
-        self._make_folders(Path(path).parent)
-        tmp = self._temp_path("write")
-        try:
-            with tmp.open("wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._written(path, len(data))
-        self.flush()
+            self._make_folders(Path(path).parent)
+            tmp = self._temp_path("write")
+            try:
+                with tmp.open("wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self._written(path, len(data))
+            self.flush()
 
     def _read_small(self, path: str) -> bytes:
         with open(path, "rb") as handle:
