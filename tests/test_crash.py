@@ -42,7 +42,7 @@ CHILD = """
 import os, signal, sys
 from pathlib import Path
 
-import tracelet_core._blobstore as blobstore
+import tracelet_core._blobs_local as blobs_local
 from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
 from tracelet_core._catalog import Catalog
 
@@ -75,18 +75,18 @@ def kill_after(owner, attr, calls=1):
 
 store = ArtifactStore.open(store_dir)
 if point == "mid_blob":
-    copy = blobstore._copy_stream
+    copy = blobs_local._copy_stream
     def copy_then_die_after_first_chunk(src, dst, size_hint, progress):
         return copy(src, dst, size_hint, lambda n: die())
-    blobstore._copy_stream = copy_then_die_after_first_chunk
+    blobs_local._copy_stream = copy_then_die_after_first_chunk
 elif point == "before_blobs":
-    kill_before(blobstore.BlobStore, "ingest")
+    kill_before(type(store.blobs), "ingest")
 elif point == "between_blobs":
-    kill_after(blobstore.BlobStore, "ingest", calls=1)
+    kill_after(type(store.blobs), "ingest", calls=1)
 elif point == "after_blobs":
     kill_after(type(store), "_stage_blobs")
 elif point == "after_manifest":
-    kill_after(blobstore.BlobStore, "write_manifest")
+    kill_after(type(store.blobs), "write_manifest")
 elif point == "mid_catalog_entries":
     from sqlalchemy import event
 

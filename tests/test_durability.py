@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import tracelet_core._blobstore as blobstore
+import tracelet_core._blobs_local as blobs_local
 from tracelet_core import ArtifactStore, StorageError, TraceletArtifact, TraceletSettings
 
 MakeFile = Callable[..., Path]
@@ -29,7 +29,7 @@ class FlushRecorder:
         self.paths: list[str] = []
         self.batches: list[str] = []
         self.fail = fail
-        real_fsync, real_syncfs = os.fsync, blobstore._syncfs
+        real_fsync, real_syncfs = os.fsync, blobs_local.syncfs
 
         def fsync(fd: int) -> None:
             self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
@@ -44,7 +44,7 @@ class FlushRecorder:
             return real_syncfs(path)
 
         monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(blobstore, "_syncfs", syncfs)
+        monkeypatch.setattr(blobs_local, "syncfs", syncfs)
 
     def clear(self) -> None:
         self.paths.clear()
@@ -117,7 +117,7 @@ def test_full_mode_flushes_a_large_batch_once(store_dir: Path, make_file: MakeFi
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     store_dir = Path(os.path.realpath(store_dir.parent)) / store_dir.name
     folder = make_file("many/f000.txt", b"0").parent
-    for i in range(1, blobstore.FSYNC_EACH_LIMIT + 4):
+    for i in range(1, blobs_local.FSYNC_EACH_LIMIT + 4):
         make_file(f"many/f{i:03d}.txt", str(i))
     with ArtifactStore.open(store_dir) as store:
         recorder = FlushRecorder(monkeypatch)
@@ -140,7 +140,7 @@ def test_full_mode_flushes_the_alias_journal(store: ArtifactStore, store_dir: Pa
 
 def test_none_mode_flushes_nothing(store_dir: Path, make_file: MakeFile, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_file("many/f000.txt", b"0").parent
-    for i in range(1, blobstore.FSYNC_EACH_LIMIT + 4):
+    for i in range(1, blobs_local.FSYNC_EACH_LIMIT + 4):
         make_file(f"many/f{i:03d}.txt", str(i))
     monkeypatch.setenv("TRACELET_DURABILITY", "none")
     with ArtifactStore.open(store_dir) as store:

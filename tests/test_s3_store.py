@@ -140,17 +140,18 @@ def test_persistent_s3_errors_fail_the_log_with_nothing_committed(
 
 def test_a_file_changing_during_upload_leaves_no_blob(s3_store: ArtifactStore, make_file: MakeFile,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracelet_core import InvalidArtifactError, _blobstore
+    from tracelet_core import InvalidArtifactError
 
     source = make_file("moving.bin", b"x" * 3_000_000)
-    real_copy = _blobstore._copy_stream
+    fs = s3_store.blobs.fs
+    real_open = fs.open
 
-    def copy_then_change(src: Any, dst: Any, size: int, progress: Any) -> tuple[str, int]:
-        source.write_bytes(b"y" * 3_000_000)  # fault injection: the file changes mid-upload
-        with source.open("rb") as changed:
-            return real_copy(changed, dst, size, progress)
+    def open_then_change(path: str, mode: str = "rb", **kwargs: Any) -> Any:  # fault injection:
+        if "w" in mode or "x" in mode:  # the file changes after it was hashed, as its upload starts
+            source.write_bytes(b"y" * 3_000_000)
+        return real_open(path, mode, **kwargs)
 
-    monkeypatch.setattr(_blobstore, "_copy_stream", copy_then_change)
+    monkeypatch.setattr(fs, "open", open_then_change)
     with pytest.raises(InvalidArtifactError, match="changed while it was being logged"):
         s3_store.log(TraceletArtifact("moving", "dataset").add_file(source))
     monkeypatch.undo()

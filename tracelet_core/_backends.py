@@ -81,9 +81,7 @@ def plan_upload(artifact: LoggedArtifact, staging: Path, threshold: int | None =
                   if force or e.size >= limit}
     uploads = [e.path for e in entries if e.path not in referenced]
     root = staging / "files"
-    if artifact.store.blobs.is_local:
-        _link_verified(artifact, root, [e for e in entries if e.path not in referenced])
-    else:
+    if not _link_verified(artifact, root, [e for e in entries if e.path not in referenced]):
         artifact.download(root, paths=uploads)
     manifest = staging / MANIFEST_NAME
     manifest.write_text(json.dumps({**artifact.to_dict(), "referenced": referenced}, indent=2, default=str))
@@ -91,18 +89,22 @@ def plan_upload(artifact: LoggedArtifact, staging: Path, threshold: int | None =
                       external=artifact.references)
 
 
-def _link_verified(artifact: LoggedArtifact, root: Path, entries: Sequence[ArtifactFile | ArtifactObject]) -> None:
+def _link_verified(artifact: LoggedArtifact, root: Path, entries: Sequence[ArtifactFile | ArtifactObject]) -> bool:
     """Stage a local store's blobs under ``root`` as hard links (a copy across devices),
     each verified against its digest first: trackers copy what they upload, so the bytes are
-    written once, by the tracker, as its own call would."""
+    written once, by the tracker, as its own call would. False (nothing staged) where the
+    store's blobs are not local files."""
     from ._errors import IntegrityError
     from ._hashing import hash_file
     from ._logged import LoggedArtifact as Logged
 
+    linkable = [(entry, artifact.store.blobs.linkable_blob(entry.digest or "")) for entry in entries]
+    sources = [(entry, source) for entry, source in linkable if source is not None]
+    if len(sources) < len(linkable):
+        return False
     root.mkdir(parents=True, exist_ok=True)
     real_root = root.resolve()
-    for entry in entries:
-        source = Path(artifact.store.blobs.blob_path(entry.digest or ""))
+    for entry, source in sources:
         try:
             digest, _size = hash_file(source)
         except FileNotFoundError as exc:
@@ -117,6 +119,7 @@ def _link_verified(artifact: LoggedArtifact, root: Path, entries: Sequence[Artif
             os.link(source, target)
         except OSError:  # another device, or links not allowed: copy
             shutil.copyfile(source, target)
+    return True
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._artifact import TraceletArtifact, coerce_type, validate_tag
-from ._blobstore import MANIFEST_PREFIX, PENDING_SUFFIX, BlobCache, BlobStore, modified_time, retrying
+from ._blobstore import PENDING_SUFFIX, BlobStore, open_blob_store
 from ._catalog import (
     AliasEventRecord,
     AliasJournal,
@@ -52,7 +52,6 @@ from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
 from ._settings import TraceletSettings
-from ._statcache import StatCache
 from ._storecache import MAX_SHARED_STORES, StoreCache
 from ._uris import redact_uri
 
@@ -89,16 +88,6 @@ class GcReport:
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "blobs": self.blobs, "manifests": self.manifests,
                 "temp_files": self.temp_files, "bytes_freed": self.bytes_freed}
-
-
-def _is_local_uri(uri: str) -> bool:
-    return "://" not in uri or uri.startswith(("file://", "local://"))
-
-
-def _local_root(uri: str) -> Path:
-    for prefix in ("file://", "local://"):
-        uri = uri.removeprefix(prefix)
-    return Path(uri).expanduser().resolve()
 
 
 def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
@@ -155,26 +144,15 @@ class ArtifactStore:
         options = storage_options if storage_options is not None else (settings.storage_options or {})
         catalog_url = catalog_url or settings.catalog_url
         durable = settings.durability != "none"
-        if _is_local_uri(store_uri):
-            root = _local_root(store_uri)
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigurationError(f"cannot create store folder {root}: {exc}") from exc
-            cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else root / "cache"
-            blobs = BlobStore(str(root), options, durable=durable,
-                              stat_cache=StatCache(cache_dir / "statcache.db"))
-            catalog_url = catalog_url or f"sqlite:///{root / 'catalog.db'}"
-        else:
-            if not catalog_url:
-                raise ConfigurationError(
-                    f"store {redact_uri(store_uri)!r} is remote: set TRACELET_CATALOG_URL (or catalog_url=) to a "
-                    "SQLAlchemy URL, e.g. postgresql://user@host/db"
-                )
-            cache_dir = Path(settings.cache_dir or "~/.cache/tracelet").expanduser()
-            blobs = BlobStore(store_uri, options, BlobCache(cache_dir / "blobs", settings.cache_max_bytes),
-                              durable=durable, stat_cache=StatCache(cache_dir / "statcache.db"))
-        return cls(blobs, Catalog(catalog_url, durable=durable), settings, cache_dir)
+        blobs = open_blob_store(store_uri, options, durable=durable, cache_dir=settings.cache_dir,
+                                cache_max_bytes=settings.cache_max_bytes)
+        catalog_url = catalog_url or blobs.default_catalog_url
+        if not catalog_url:
+            raise ConfigurationError(
+                f"store {redact_uri(store_uri)!r} is remote: set TRACELET_CATALOG_URL (or catalog_url=) to a "
+                "SQLAlchemy URL, e.g. postgresql://user@host/db"
+            )
+        return cls(blobs, Catalog(catalog_url, durable=durable), settings, blobs.cache_dir)
 
     @classmethod
     def shared(cls, uri: str | None = None, catalog_url: str | None = None) -> ArtifactStore:
@@ -195,7 +173,7 @@ class ArtifactStore:
         url = self.catalog.url_for_other_processes
         if url is None or url == self.settings.catalog_url:
             return self.uri, None
-        if self.blobs.is_local and url == f"sqlite:///{Path(self.blobs.root) / 'catalog.db'}":
+        if url == self.blobs.default_catalog_url:
             return self.uri, None
         return self.uri, url
 
@@ -445,13 +423,7 @@ class ArtifactStore:
         version digests recorded with each target (the previous target is used then)."""
         journal = {alias: [target] + ([before[alias]] if before.get(alias, target) != target else [])
                    for alias, target in after.items()}
-        data = json.dumps({"format": 2, "aliases": journal}, sort_keys=True).encode()
-        path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
-        if self.blobs.is_local:
-            with self.blobs.storage_errors(f"write of the alias journal of {name}"):
-                self.blobs.write_small_file(path, data)  # atomic, and flushed when durable
-        else:
-            retrying(lambda: self.blobs.fs.pipe_file(path, data), f"write of the alias journal of {name}")
+        self.blobs.write_alias_journal(name, {"format": 2, "aliases": journal})
 
     # -- reading ----------------------------------------------------------------------------
     def get(self, ref: str, version: str | None = None, *, partition: str | None = None) -> LoggedArtifact:
@@ -658,16 +630,8 @@ class ArtifactStore:
 
     def _collect_manifest(self, path: str, cutoff: float, report: GcReport) -> None:
         """Remove (unless a dry run) a stray manifest older than ``cutoff``."""
-        try:
-            written = modified_time(self.blobs.fs.info(path))
-        except FileNotFoundError:
-            return
-        if written is None or written > cutoff:
-            return
-        report.manifests.append(path)
-        if not report.dry_run:
-            with suppress(FileNotFoundError):
-                self.blobs.fs.rm(path)
+        if self.blobs.collect_manifest(path, cutoff, dry_run=report.dry_run):
+            report.manifests.append(path)
 
     def reindex(self) -> ReindexReport:
         """Rebuild missing catalog rows from the manifests in the store, oldest first; the
@@ -742,10 +706,8 @@ class ArtifactStore:
     def _read_alias_journal(self, name: str) -> dict[str, builtins.list[AliasTarget]]:
         """``{alias: [target, previous target]}``; a missing journal is empty, a corrupt
         one raises ``ValueError``."""
-        path = f"{self.blobs.manifest_dir(name)}/{MANIFEST_PREFIX}aliases.json"
-        try:
-            data = json.loads(self.blobs.fs.cat_file(path))
-        except FileNotFoundError:
+        data = self.blobs.read_alias_journal(name)
+        if data is None:
             return {}
         if isinstance(data, dict) and data.get("format") == 2:
             return {str(alias): builtins.list(targets) for alias, targets in data["aliases"].items()}

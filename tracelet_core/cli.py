@@ -41,6 +41,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from ._artifact import TraceletArtifact
+from ._blobstore import is_local_uri, local_root
 from ._delivery import exporter
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, TraceletError
 from ._hashing import hash_file
@@ -50,7 +51,7 @@ from ._logged import LoggedArtifact
 from ._model import RunInfo
 from ._names import parse_ref
 from ._settings import TraceletSettings
-from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport, _is_local_uri, _local_root
+from ._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport
 
 #: Errors that mean "the input or the environment is wrong", reported as one line, exit 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (TraceletError, OSError, SQLAlchemyError)
@@ -142,9 +143,9 @@ def missing_store_problem(uri: str | None, catalog_url: str | None) -> str | Non
     """
     settings = TraceletSettings.load()
     store_uri = uri if uri is not None else settings.resolved_store_uri()
-    if not store_uri.strip() or not _is_local_uri(store_uri):
+    if not store_uri.strip() or not is_local_uri(store_uri):
         return None
-    root = _local_root(store_uri)
+    root = local_root(store_uri)
     if catalog_url or settings.catalog_url:
         present = root.is_dir()
     else:
