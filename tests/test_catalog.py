@@ -55,7 +55,7 @@ def test_an_unreachable_catalog_is_a_configuration_error() -> None:
 
 
 def test_a_connection_dropped_mid_transaction_rolls_back(postgres_url: str, store_dir: Path,
-                                                         make_file: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         make_file: Any) -> None:
     """The server kills the writer's connection between manifest and commit: nothing is
     visible, the error is a ``StorageError``, and the next log works."""
     from sqlalchemy.engine import make_url
@@ -66,23 +66,21 @@ def test_a_connection_dropped_mid_transaction_rolls_back(postgres_url: str, stor
         store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.bin", b"1")))
         admin = create_engine(postgres_url.replace(make_url(postgres_url).database or "", "postgres"),
                               isolation_level="AUTOCOMMIT")
-        real_check = store._blob_check
+        from sqlalchemy import event
 
-        def check_then_drop(*args: Any) -> Any:  # fault injection: the connection dies mid-transaction
-            check = real_check(*args)
+        def drop(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            """The server kills the writer's connection as it inserts the version row (under
+            the lock, after the manifest was written)."""
+            if statement.lstrip().upper().startswith("INSERT INTO VERSIONS"):
+                with admin.connect() as other:
+                    other.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = :db AND pid <> pg_backend_pid()"),
+                                  {"db": make_url(postgres_url).database})
 
-            def drop() -> None:  # runs under the lock, after the manifest was written
-                check()
-                with admin.connect() as conn:
-                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                      "WHERE datname = :db AND pid <> pg_backend_pid()"),
-                                 {"db": make_url(postgres_url).database})
-            return drop
-
-        monkeypatch.setattr(store, "_blob_check", check_then_drop)
+        event.listen(store.catalog.engine, "before_cursor_execute", drop)
         with pytest.raises(StorageError, match="rolled back"):
             store.log(TraceletArtifact("ds", "dataset").add_file(make_file("b.bin", b"2")))
-        monkeypatch.undo()
+        event.remove(store.catalog.engine, "before_cursor_execute", drop)
         admin.dispose()
         assert [v.version for v in store.versions("ds")] == ["v1"]
         assert store.log(TraceletArtifact("ds", "dataset").add_file(make_file("c.bin", b"3"))).version == "v2"
