@@ -42,7 +42,8 @@ def history(any_store: ArtifactStore, make_file: MakeFile) -> list[VersionRecord
 
 
 @pytest.mark.parametrize("selector", ["latest", "v1", "v2", "prod", "best"])
-def test_hot_get_matches_the_general_path(any_store: ArtifactStore, history: list[VersionRecord], selector: str) -> None:
+def test_hot_get_matches_the_general_path(any_store: ArtifactStore, history: list[VersionRecord],
+                                         selector: str) -> None:
     assert any_store.catalog.get("model", selector) == general_get(any_store.catalog, "model", selector)
 
 

@@ -24,7 +24,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import tracelet_core._catalog as catalog_module
-from tracelet_core._catalog import Catalog, Contention
 from tracelet_core import (
     ArtifactNotFoundError,
     ArtifactStore,
@@ -32,6 +31,7 @@ from tracelet_core import (
     StorageError,
     TraceletArtifact,
 )
+from tracelet_core._catalog import Catalog, Contention
 from tracelet_core._hashing import hash_file
 
 MakeFile = Callable[..., Path]

@@ -373,12 +373,10 @@ class ArtifactStore:
             prepared = PreparedManifest(guess[0], guess[1], created_at,
                                         write_manifest(guess[0], created_at, guess[1], token))
         request = VersionRequest(
-            name=name, type=type_, digest=digest, size_bytes=size_bytes,
-            entry_rows=[_entry_row(e) for e in entry_dicts], description=description, metadata=metadata,
-            producer=producer, inputs=tuple(input_refs), aliases=tuple(aliases),
-            idempotency_key=idempotency_key, partition=partition,
-            deliveries=(*deliveries, *lineage_deliveries(self.settings)),
-            sealed_draft=sealed_draft, prepared=prepared)
+            name=name, type=type_, digest=digest, size_bytes=size_bytes, description=description, metadata=metadata,
+            entry_rows=[_entry_row(e) for e in entry_dicts], producer=producer, inputs=tuple(input_refs),
+            aliases=tuple(aliases), idempotency_key=idempotency_key, partition=partition, sealed_draft=sealed_draft,
+            deliveries=(*deliveries, *lineage_deliveries(self.settings)), prepared=prepared)
         try:
             with self._alias_journal_kept(name) as journal:
                 record, created = self.catalog.commit_version(request, CommitHooks(

@@ -28,13 +28,14 @@ import weakref
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, create_engine, event, func, insert, select
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from .._errors import (
     CatalogContentionError,
@@ -161,33 +162,36 @@ def _described(kind: type[TraceletError], exc: BaseException, url: str, opening:
 class Query:
     """One read statement, built with SQLAlchemy Core and compiled once per dialect."""
 
-    __slots__ = ("_compiled", "statement")
+    __slots__ = ("compiled", "statement")
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+        #: dialect name -> its compiled form
+        self.compiled: dict[str, Compiled] = {}
 
-    def compiled(self, engine: Engine) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-        """The SQL text, the order of the bound names (positional paramstyles only) and the
-        values bound in the statement itself (``LIMIT 1``)."""
-        found = self._compiled.get(engine.dialect.name)
-        if found is None:
-            compiled = self.statement.compile(dialect=engine.dialect)
-            order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            fixed = {k: v for k, v in compiled.params.items() if v is not None}
-            found = self._compiled[engine.dialect.name] = (str(compiled), order, fixed)
+    def compile(self, engine: Engine) -> Compiled:
+        compiled = cast(SQLCompiler, self.statement.compile(dialect=engine.dialect))
+        found = self.compiled[engine.dialect.name] = Compiled(
+            str(compiled), tuple(compiled.positiontup or ()) if compiled.positional else None,
+            {k: v for k, v in compiled.params.items() if v is not None})
         return found
 
 
-_row_classes: dict[tuple[str, ...], Any] = {}
+class Compiled:
+    """A ``Query`` compiled for one dialect: the SQL text, the order of the bound names
+    (positional paramstyles only), the values bound in the statement itself (``LIMIT 1``) and
+    the row class of its results (made on first use)."""
+
+    __slots__ = ("fixed", "order", "row", "sql")
+
+    def __init__(self, sql: str, order: tuple[str, ...] | None, fixed: dict[str, Any]) -> None:
+        self.sql, self.order, self.fixed = sql, order, fixed
+        self.row: Any = None
 
 
 def _row_class(description: Sequence[Any]) -> Any:
-    columns = tuple(d[0] for d in description)
-    cls = _row_classes.get(columns)
-    if cls is None:
-        cls = _row_classes[columns] = namedtuple("Row", columns, rename=True)  # noqa: PYI024
-    return cls
+    """A row read by column name as an attribute, like SQLAlchemy's rows."""
+    return namedtuple("Row", [d[0] for d in description], rename=True)  # noqa: PYI024
 
 
 def padded(values: Sequence[Any]) -> list[Any]:
@@ -294,13 +298,18 @@ class Database:
 
     def run(self, cursor: Any, query: Query, params: dict[str, Any] | None = None) -> list[Any]:
         """Execute ``query`` on ``cursor``; its rows, read by column name as attributes."""
-        sql, order, fixed = query.compiled(self.engine)
-        params = {**fixed, **params} if fixed else params or {}
-        cursor.execute(sql, tuple(params[name] for name in order) if order is not None else params)
-        if cursor.description is None:  # pragma: no cover - reads always return rows
-            return []
-        cls = _row_class(cursor.description)
-        return [cls._make(values) for values in cursor.fetchall()]
+        compiled = query.compiled.get(self.dialect) or query.compile(self.engine)
+        if params is None:
+            params = compiled.fixed
+        elif compiled.fixed:
+            params = {**compiled.fixed, **params}
+        order = compiled.order
+        cursor.execute(compiled.sql, [params[name] for name in order] if order is not None else params)
+        row = compiled.row
+        if row is None:
+            row = compiled.row = _row_class(cursor.description)
+        make = row._make
+        return [make(values) for values in cursor.fetchall()]
 
     def _thread_connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

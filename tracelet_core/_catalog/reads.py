@@ -86,8 +86,13 @@ def _in(count: int, prefix: str) -> list[Any]:
     return [bindparam(f"{prefix}{i}") for i in range(count)]
 
 
+@cache
+def _bind_names(prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(count))
+
+
 def _bound(values: Sequence[Any], prefix: str) -> dict[str, Any]:
-    return {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return dict(zip(_bind_names(prefix, len(values)), values, strict=True))
 
 
 @cache
@@ -228,9 +233,9 @@ def hydrate(db: Database, cur: Any, rows: Sequence[Any]) -> list[VersionRecord]:
 def _hydrate_chunk(db: Database, cur: Any, rows: Sequence[Any]) -> list[VersionRecord]:
     ids = padded([row.id for row in rows])
     artifact_ids = padded(sorted({row.artifact_id for row in rows}))  # the aliases key's prefix
-    alias_map: dict[int, list[str]] = {}
-    input_map: dict[int, list[str]] = {}
-    entry_map: dict[int, list[dict[str, Any]]] = {}
+    alias_map: dict[int, list[Any]] = {}
+    input_map: dict[int, list[Any]] = {}
+    entry_map: dict[int, list[Any]] = {}
     maps = (alias_map, input_map, entry_map)
     for r in db.run(cur, _relations(len(ids), len(artifact_ids)), {**_bound(ids, "v"), **_bound(artifact_ids, "a")}):
         kind = int(r.kind)
