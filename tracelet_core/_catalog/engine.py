@@ -32,7 +32,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, create_engine, event, func, insert, select
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -106,7 +106,8 @@ def classify(exc: BaseException, url: str, *, opening: bool = False) -> Tracelet
     means the URL is wrong: ``ConfigurationError``. Later the same failure is transient."""
     orig: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     message = str(orig).lower()
-    name = type(orig).__name__
+    operational = isinstance(exc, (OperationalError, InterfaceError)) or any(
+        c.__name__ in ("OperationalError", "InterfaceError") for c in type(orig).__mro__)
     kind: type[TraceletError]
     code = _sqlstate(orig)
     sqlite_code = getattr(orig, "sqlite_errorcode", None)
@@ -118,8 +119,7 @@ def classify(exc: BaseException, url: str, *, opening: bool = False) -> Tracelet
         elif _matches(code, _PG_TRANSIENT):
             kind = ConfigurationError if opening and code.startswith("08") else StorageError
         else:
-            kind = StorageError if name == "OperationalError" and code[:2] not in ("22", "23", "42", "XX") \
-                else CatalogError
+            kind = StorageError if operational and code[:2] not in ("22", "23", "42", "XX") else CatalogError
     elif isinstance(sqlite_code, int):
         primary = sqlite_code & 0xFF
         if primary in _SQLITE_CONTENTION:
@@ -128,7 +128,7 @@ def classify(exc: BaseException, url: str, *, opening: bool = False) -> Tracelet
             kind = ConfigurationError
         elif primary in _SQLITE_REFUSED:
             kind = CatalogError
-        elif primary in _SQLITE_TRANSIENT or name == "OperationalError":
+        elif primary in _SQLITE_TRANSIENT or operational:
             kind = StorageError
         else:
             kind = CatalogError
@@ -136,7 +136,7 @@ def classify(exc: BaseException, url: str, *, opening: bool = False) -> Tracelet
         kind = CatalogContentionError
     elif any(m in message for m in _PERMANENT_MESSAGES):
         kind = ConfigurationError
-    elif name in ("OperationalError", "InterfaceError") or any(m in message for m in _TRANSIENT_MESSAGES) or (
+    elif operational or any(m in message for m in _TRANSIENT_MESSAGES) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated):
         kind = ConfigurationError if opening else StorageError
     else:
