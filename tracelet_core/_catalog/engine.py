@@ -196,6 +196,8 @@ def _row_class(description: Sequence[Any]) -> Any:
 
 def padded(values: Sequence[Any]) -> list[Any]:
     """``values`` repeated up to the next power of two, so ``IN`` lists compile to few shapes."""
+    if len(values) <= 2:
+        return list(values)
     size = 1
     while size < len(values):
         size *= 2

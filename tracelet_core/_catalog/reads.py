@@ -224,6 +224,8 @@ def artifact_id(db: Database, cur: Any, name: str) -> int:
 def hydrate(db: Database, cur: Any, rows: Sequence[Any]) -> list[VersionRecord]:
     """Turn ``versions`` rows (with ``artifact_name``) into records, reading their aliases,
     inputs, entries and producers in batches."""
+    if len(rows) <= MAX_IN:
+        return _hydrate_chunk(db, cur, rows) if rows else []
     records: list[VersionRecord] = []
     for chunk in _chunks(rows):
         records.extend(_hydrate_chunk(db, cur, chunk))
@@ -237,15 +239,17 @@ def _hydrate_chunk(db: Database, cur: Any, rows: Sequence[Any]) -> list[VersionR
     input_map: dict[int, list[Any]] = {}
     entry_map: dict[int, list[Any]] = {}
     maps = (alias_map, input_map, entry_map)
-    for r in db.run(cur, _relations(len(ids), len(artifact_ids)), {**_bound(ids, "v"), **_bound(artifact_ids, "a")}):
+    bound = _bound(ids, "v")
+    bound.update(zip(_bind_names("a", len(artifact_ids)), artifact_ids, strict=True))
+    for r in db.run(cur, _relations(len(ids), len(artifact_ids)), bound):
         kind = int(r.kind)
         value = r.key if kind == 0 else f"{r.key}:{format_version(r.number)}" if kind == 1 else from_json(r.data)
         maps[kind].setdefault(r.version_id, []).append(value)
     run_ids = sorted({row.producer_run_id for row in rows if row.producer_run_id is not None})
     run_map: dict[int, RunInfo] = {}
     if run_ids:
-        bound = padded(run_ids)
-        run_map = {r.id: run_from_row(r) for r in db.run(cur, _runs(len(bound)), _bound(bound, "r"))}
+        padded_runs = padded(run_ids)
+        run_map = {r.id: run_from_row(r) for r in db.run(cur, _runs(len(padded_runs)), _bound(padded_runs, "r"))}
     return [VersionRecord(
         id=row.id, name=row.artifact_name, version=row.version, type=row.type,
         digest=row.digest, manifest_digest=row.manifest_digest,
