@@ -52,6 +52,7 @@ def test_hot_get_of_a_partition_and_by_ids(any_store: ArtifactStore, history: li
     assert catalog.get("model", "latest", "2024-01-01") == general_get(catalog, "model", "latest", "2024-01-01")
     ids = [r.id for r in reversed(history)] + [10**6]
     assert catalog.get_by_ids(ids) == [general_get(catalog, r.name, f"v{r.version}") for r in reversed(history)]
+    assert catalog.get_by_ids([10**6]) == [] and catalog.get_by_ids([]) == []
 
 
 def test_the_record_log_returns_is_what_get_reads_back(any_store: ArtifactStore, history: list[VersionRecord]) -> None:
