@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 import tracelet_core._blobs_local as blobs_local
 from tracelet_core import ArtifactStore, StorageError, TraceletArtifact, TraceletSettings
@@ -92,14 +93,8 @@ def test_full_mode_flushes_blobs_manifest_and_folders_before_the_commit(
         assert store.settings.durability == "full" and sqlite_synchronous(store) == 2  # FULL
         recorder = FlushRecorder(monkeypatch)
         committed_after: list[int] = []
-        commit = store.catalog.commit_version
-
-        def watched_commit(**kwargs: object) -> object:
-            result = commit(**kwargs)  # type: ignore[arg-type]
-            committed_after.append(len(recorder.paths))
-            return result
-
-        monkeypatch.setattr(store.catalog, "commit_version", watched_commit)
+        # the catalog's engine reports its commit (the only one a log without tags makes)
+        event.listen(store.catalog.engine, "commit", lambda conn: committed_after.append(len(recorder.paths)))
         logged = store.log(TraceletArtifact("model").add_file(source).add_object({"lr": 0.1}, "config"))
     blob_paths = {str(Path(store.blobs.blob_path(e.digest))) for e in [*logged.files, *logged.objects]}
     flushed = set(recorder.paths)

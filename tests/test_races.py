@@ -2,8 +2,10 @@
 see a wrong error.
 
 Each test runs a bounded loop of real operations from several threads through the public
-API and then checks the store as a whole; a correct implementation passes every time. The
-only patching is the catalog's backoff pause, to release a held lock at a known moment.
+API and then checks the store as a whole; a correct implementation passes every time. Lock
+contention comes from another connection holding the write lock; the catalog's public retry
+policy (``Contention``) shortens SQLite's busy timeout and counts the backoff pauses (one of
+them releases the held lock at a known moment).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tracelet_core import (
     StorageError,
     TraceletArtifact,
 )
+from tracelet_core._catalog import Catalog, Contention
 from tracelet_core._hashing import hash_file
 
 MakeFile = Callable[..., Path]
@@ -89,12 +92,19 @@ def test_an_upsert_landing_while_finish_seals_the_draft_is_never_lost(
 
 # -- 3. lock contention is transient and retried ----------------------------------------------
 @pytest.fixture
-def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """SQLite gives up waiting for a lock after 50 ms; the backoff pauses are counted, not slept."""
-    monkeypatch.setattr(catalog_module, "SQLITE_BUSY_TIMEOUT_S", 0.05)
-    pauses: list[int] = []
-    monkeypatch.setattr(catalog_module, "_pause", lambda seconds: pauses.append(1))
-    return pauses
+def short_busy_timeout() -> list[int]:
+    """The backoff pauses of ``contended`` stores, counted rather than slept."""
+    return []
+
+
+def contended(store_dir: Path, pause: Callable[[float], Any], catalog_url: str | None = None) -> ArtifactStore:
+    """The store at ``store_dir`` with a catalog whose SQLite gives up waiting for a lock after
+    50 ms and whose backoff pauses call ``pause``."""
+    opened = ArtifactStore.open(store_dir, catalog_url=catalog_url)
+    opened.catalog.dispose()
+    url = catalog_url or f"sqlite:///{store_dir / 'catalog.db'}"
+    catalog = Catalog(url, durable=opened.catalog.durable, contention=Contention(busy_timeout_s=0.05, pause=pause))
+    return ArtifactStore(opened.blobs, catalog, opened.settings, opened.cache_dir)
 
 
 @pytest.fixture
@@ -111,7 +121,7 @@ def sqlite_lock(store_dir: Path) -> Iterator[sqlite3.Connection]:
 def test_a_busy_sqlite_catalog_is_a_storage_error_with_nothing_committed(
         store_dir: Path, make_file: MakeFile, short_busy_timeout: list[int],
         sqlite_lock: sqlite3.Connection) -> None:
-    with ArtifactStore.open(store_dir) as store:
+    with contended(store_dir, lambda seconds: short_busy_timeout.append(1)) as store:
         store.log(TraceletArtifact("held").add_file(make_file("a.txt", "one")))
         sqlite_lock.execute("BEGIN IMMEDIATE")
         with pytest.raises(StorageError, match="busy") as caught:
@@ -124,11 +134,13 @@ def test_a_busy_sqlite_catalog_is_a_storage_error_with_nothing_committed(
 
 
 def test_a_lock_released_while_backing_off_lets_the_log_through(
-        store_dir: Path, make_file: MakeFile, monkeypatch: pytest.MonkeyPatch,
-        short_busy_timeout: list[int], sqlite_lock: sqlite3.Connection) -> None:
-    monkeypatch.setattr(catalog_module, "_pause", lambda seconds: (
-        short_busy_timeout.append(1), sqlite_lock.in_transaction and sqlite_lock.execute("ROLLBACK")))
-    with ArtifactStore.open(store_dir) as store:
+        store_dir: Path, make_file: MakeFile, short_busy_timeout: list[int], sqlite_lock: sqlite3.Connection) -> None:
+    def release(seconds: float) -> None:
+        short_busy_timeout.append(1)
+        if sqlite_lock.in_transaction:
+            sqlite_lock.execute("ROLLBACK")
+
+    with contended(store_dir, release) as store:
         sqlite_lock.execute("BEGIN IMMEDIATE")
         logged = store.log(TraceletArtifact("held").add_file(make_file("a.txt", "one")), aliases=["prod"])
         assert logged.version == "v1" and short_busy_timeout == [1]
@@ -143,7 +155,7 @@ def test_a_postgresql_lock_timeout_is_a_storage_error_with_nothing_committed(
 
     url = make_url(postgres_url).set(drivername=driver, query={"options": "-c lock_timeout=50"})
     url = url.render_as_string(hide_password=False)
-    with ArtifactStore.open(store_dir, catalog_url=url) as store:
+    with contended(store_dir, lambda seconds: short_busy_timeout.append(1), url) as store:
         store.log(TraceletArtifact("held").add_file(make_file("a.txt", "one")))
         other = create_engine(postgres_url)
         try:
@@ -165,7 +177,7 @@ def test_postgresql_contention_codes_are_transient(code: str) -> None:
     class Orig(Exception):
         pgcode = code
 
-    translated = catalog_module._translate(OperationalError("UPDATE ...", {}, Orig("contention")), "pg")
+    translated = catalog_module.classify(OperationalError("UPDATE ...", {}, Orig("contention")), "pg")
     assert isinstance(translated, StorageError) and not isinstance(translated, ConfigurationError)
 
 

@@ -88,3 +88,20 @@ class StorageError(TraceletError):
     """Transient: the store's filesystem or the catalog kept failing after retries (an object
     store's errors, a full disk, lock contention, a lost connection); the cause is chained and
     nothing was committed. Retrying later may succeed."""
+
+
+# -- the catalog's private errors (not in ``__all__``) ----------------------------------------
+class CatalogContentionError(StorageError):
+    """Another transaction held a lock this one needed (deadlock, lock timeout, serialization
+    failure, busy SQLite); the transaction was rolled back and is retried."""
+
+
+class CatalogError(TraceletError):
+    """The catalog database refused a statement for a reason that is neither transient nor a
+    setup problem: a constraint or SQL error (a catalog changed outside tracelet, a damaged
+    schema, or a tracelet bug). Retrying will not help and no setting fixes it, so it is
+    neither a ``StorageError`` nor a ``ConfigurationError``; the driver's error is chained."""
+
+
+class DraftChangedError(TraceletError):
+    """An entry was added to a draft between ``finish`` reading it and sealing it."""

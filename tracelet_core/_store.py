@@ -28,12 +28,14 @@ from ._catalog import (
     AliasJournal,
     AliasTarget,
     Catalog,
+    CommitHooks,
     DeliveryRecord,
     DeliverySpec,
     DraftChangedError,
     DraftRecord,
     PreparedManifest,
     VersionRecord,
+    VersionRequest,
     entries_digest,
     entry_order,
 )
@@ -357,17 +359,15 @@ class ArtifactStore:
             created_at = time.time()
             prepared = PreparedManifest(guess[0], guess[1], created_at,
                                         write_manifest(guess[0], created_at, guess[1], token))
+        request = VersionRequest(
+            name=name, type=type_, digest=digest, size_bytes=size_bytes, description=description, metadata=metadata,
+            entry_rows=[_entry_row(e) for e in entry_dicts], producer=producer, inputs=tuple(input_refs),
+            aliases=tuple(aliases), idempotency_key=idempotency_key, partition=partition, sealed_draft=sealed_draft,
+            deliveries=(*deliveries, *self.delivery.commit_specs()), prepared=prepared)
         try:
             with self._alias_journal_kept(name) as journal:
-                record, created = self.catalog.commit_version(
-                    name=name, type_=type_, digest=digest, description=description, metadata_=metadata,
-                    size_bytes=size_bytes, entry_rows=[_entry_row(e) for e in entry_dicts],
-                    producer=producer, input_refs=input_refs, aliases_=aliases,
-                    idempotency_key=idempotency_key, write_manifest=write_manifest,
-                    deliveries_=[*deliveries, *self.delivery.commit_specs()],
-                    partition=partition, sealed_draft=sealed_draft, check_blobs=self._blob_check(reused or {}),
-                    journal=journal, prepared=prepared,
-                )
+                record, created = self.catalog.commit_version(request, CommitHooks(
+                    write_manifest=write_manifest, check_blobs=self._blob_check(reused or {}), journal=journal))
         except BaseException:
             if prepared is not None:
                 self.blobs.discard_manifest(self.blobs.pending_manifest_path(name, prepared.version, token))
