@@ -4,16 +4,13 @@ what the general SQLAlchemy path (``_hydrate``) returns."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from support import MakeFile
 
 from tracelet_core import ArtifactNotFoundError, ArtifactStore, RunInfo, TraceletArtifact
 from tracelet_core._catalog import Catalog, VersionRecord
-
-MakeFile = Callable[..., Path]
 
 
 def general_get(catalog: Catalog, name: str, selector: str, partition: str | None = None) -> VersionRecord:

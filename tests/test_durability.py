@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import MakeFile
 
 import tracelet_core._blobstore as blobstore
 from tracelet_core import ArtifactStore, StorageError, TraceletArtifact, TraceletSettings
-
-MakeFile = Callable[..., Path]
 
 
 class FlushRecorder:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from support import MakeFile
 
 import tracelet_core._catalog as catalog_module
 from tracelet_core import (
@@ -30,8 +31,6 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._hashing import hash_file
-
-MakeFile = Callable[..., Path]
 
 
 def in_threads(*jobs: Callable[[], Any]) -> list[Any]:
