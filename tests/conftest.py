@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import MakeFile, StoreLocation, free_port
@@ -125,8 +126,18 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_admin(s3_endpoint: str) -> Any:
+    """An s3fs client of its own on moto's server (not the store's): makes buckets and reads
+    what landed in them. One for the session: a new botocore client costs about half a second."""
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing",
+                             skip_instance_cache=True)
+
+
 @pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def s3_env(s3_endpoint: str, s3_admin: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket; credentials and endpoint through the provider's own env vars."""
     import s3fs
 
@@ -134,8 +145,8 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}.items():
         monkeypatch.setenv(key, value)
     bucket = f"tracelet-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir(bucket)
-    s3fs.S3FileSystem.clear_instance_cache()
+    s3_admin.mkdir(bucket)
+    s3fs.S3FileSystem.clear_instance_cache()  # each test's store makes its own client
     return f"s3://{bucket}/store"
 
 
@@ -167,12 +178,9 @@ def _location(request: pytest.FixtureRequest, kind: str, catalog: str, tmp_path:
                              str(store_dir.resolve()))
     settings = TraceletSettings(cache_dir=str(tmp_path / "cache"))
     if kind == "s3":
-        import s3fs
-
         uri = str(request.getfixturevalue("s3_env"))
-        fs = s3fs.S3FileSystem(endpoint_url=request.getfixturevalue("s3_endpoint"), key="testing",
-                               secret="testing", skip_instance_cache=True)
-        return StoreLocation(kind, catalog, uri, catalog_url, fs, uri.removeprefix("s3://"), settings)
+        return StoreLocation(kind, catalog, uri, catalog_url, request.getfixturevalue("s3_admin"),
+                             uri.removeprefix("s3://"), settings)
     if kind == "memory":
         from fsspec.implementations.memory import MemoryFileSystem
 
