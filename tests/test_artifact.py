@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import MakeFile
 
 from tracelet_core import (
     ArtifactStore,
@@ -18,8 +18,6 @@ from tracelet_core import (
     TraceletArtifact,
     UnsafeDeserializationError,
 )
-
-MakeFile = Callable[..., Path]
 
 
 def test_artifact_types_are_the_thirteen_of_the_guide() -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from store_snapshots import snapshot_tree
+from support import MakeFile
 
 from tracelet_core import (
     ArtifactFile,
@@ -33,8 +34,6 @@ from tracelet_core import (
     TraceletError,
     UnsafeDeserializationError,
 )
-
-MakeFile = Callable[..., Path]
 
 #: Names and paths an attacker or a careless caller might hand us. None of them may ever
 #: become an artifact name or a path inside an artifact.

@@ -4,17 +4,14 @@ name's versions (another statement) finds, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from support import MakeFile
 
 from tracelet_core import ArtifactNotFoundError, ArtifactStore, RunInfo, TraceletArtifact
 from tracelet_core._catalog import Catalog, VersionRecord
 from tracelet_core._names import LATEST, version_number
-
-MakeFile = Callable[..., Path]
 
 
 def general_get(catalog: Catalog, name: str, selector: str, partition: str | None = None) -> VersionRecord:

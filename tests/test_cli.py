@@ -10,17 +10,16 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import MakeFile
 from typer.testing import CliRunner, Result
 
 from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
 from tracelet_core.cli import app, one_line
 
 runner = CliRunner()
-MakeFile = Callable[..., Path]
 BIG = 9 * 1024 * 1024  # above the store's progress-bar threshold
 
 

@@ -13,17 +13,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import MakeFile
 
 from tracelet_core import ArtifactStore, TraceletArtifact
 from tracelet_core._catalog import MIGRATIONS
-
-MakeFile = Callable[..., Path]
 
 WRITERS = 4
 

@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import MakeFile
 
 from tracelet_core import (
     ArtifactFile,
@@ -30,8 +30,6 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._hashing import CHUNK_SIZE, hash_file
-
-MakeFile = Callable[..., Path]
 
 NAME = "crash/model"
 BIG_SIZE = 3 * CHUNK_SIZE + 12345  # several chunks, so "mid-blob" really is in the middle

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from support import MakeFile
 from typer.testing import CliRunner
 
 from tracelet_core import ArtifactStore, IntegrityError, LoggedArtifact, TraceletArtifact
 from tracelet_core._hashing import hash_bytes
 from tracelet_core.cli import app
-
-MakeFile = Callable[..., Path]
 
 
 def run_sql(store: ArtifactStore, statement: str, **params: object) -> None:

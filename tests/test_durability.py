@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event
+from support import MakeFile
 
 import tracelet_core._blobs_local as blobs_local
 from tracelet_core import ArtifactStore, StorageError, TraceletArtifact, TraceletSettings
-
-MakeFile = Callable[..., Path]
 
 
 class FlushRecorder:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from backend_support import FolderBackend
+from support import MakeFile
 
 from tracelet_core import (
     ArtifactStore,
@@ -21,8 +22,6 @@ from tracelet_core import (
     route,
 )
 from tracelet_core._backends import BUILTIN_BACKENDS, unregister_backend
-
-MakeFile = Callable[..., Path]
 
 
 @pytest.fixture

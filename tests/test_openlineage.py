@@ -43,8 +43,7 @@ from openlineage.client.facet_v2 import (
 )
 from openlineage.client.generated.base import BaseFacet
 from prefect import flow
-from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
+from support import free_port
 from typer.testing import CliRunner
 from urllib3.exceptions import MaxRetryError
 
@@ -241,12 +240,6 @@ def lineage_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageServer]:
     monkeypatch.setenv("OPENLINEAGE_URL", server.url)
     yield server
     server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_abandoned_deliveries() -> None:
@@ -454,19 +447,6 @@ def test_dagster_materialize_emits_one_event_per_step_with_the_run_as_parent(
         assert (parent["job"]["namespace"], parent["job"]["name"]) == ("dagster", dagster_job)
     assert [d["facets"]["tracelet"]["ref"] for d in features_event["inputs"]] == ["ol_raw:v1"]
     assert [d["facets"]["tracelet"]["ref"] for d in features_event["outputs"]] == ["ol_features:v1"]
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    """A temporary Prefect server: the one tests/prefect started for the session, if it is up
-    (on loopback), else one for this module."""
-    running = PREFECT_API_URL.value()
-    if running and urlparse(running).hostname in ("127.0.0.1", "localhost"):
-        yield
-        return
-    with prefect_test_harness(server_startup_timeout=120), \
-            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 @tracelet_task("ol/numbers", "dataset")

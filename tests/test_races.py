@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from support import MakeFile
 
 import tracelet_core._catalog as catalog_module
 from tracelet_core import (
@@ -33,8 +34,6 @@ from tracelet_core import (
 )
 from tracelet_core._catalog import Catalog, Contention
 from tracelet_core._hashing import hash_file
-
-MakeFile = Callable[..., Path]
 
 
 def in_threads(*jobs: Callable[[], Any]) -> list[Any]:

@@ -5,18 +5,13 @@ versioning) and on a local folder."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-# moto's S3 server on loopback and a fresh bucket per test (fixtures shared with the store suite)
-from test_s3_store import s3_endpoint, s3_env  # noqa: F401
+from support import MakeFile
 
 from tracelet_core import ArtifactStore, InvalidArtifactError, TraceletArtifact
-
-MakeFile = Callable[..., Path]
 
 
 def s3_client(endpoint: str) -> Any:
@@ -27,7 +22,7 @@ def s3_client(endpoint: str) -> Any:
 
 
 @pytest.fixture
-def bucket(s3_env: str) -> str:  # noqa: F811 - pytest fixtures
+def bucket(s3_env: str) -> str:
     return s3_env.removeprefix("s3://").split("/", 1)[0]
 
 
@@ -41,7 +36,7 @@ IMAGES = {"raw/images/cat.png": b"cat" * 10, "raw/images/dog.png": b"dog" * 20,
 
 
 # -- S3 -------------------------------------------------------------------------------------
-def test_s3_prefix_expands_to_its_objects(s3_endpoint: str, bucket: str, store: ArtifactStore,  # noqa: F811 - pytest fixtures
+def test_s3_prefix_expands_to_its_objects(s3_endpoint: str, bucket: str, store: ArtifactStore,
                                           tmp_path: Path) -> None:
     client = s3_client(s3_endpoint)
     put(client, bucket, IMAGES)
@@ -64,7 +59,7 @@ def test_s3_prefix_expands_to_its_objects(s3_endpoint: str, bucket: str, store: 
     assert (fetched / "sub" / "mouse.png").read_bytes() == b"m"
 
 
-def test_s3_prefix_under_a_name_and_a_single_object(s3_endpoint: str, bucket: str) -> None:  # noqa: F811 - pytest fixtures
+def test_s3_prefix_under_a_name_and_a_single_object(s3_endpoint: str, bucket: str) -> None:
     put(s3_client(s3_endpoint), bucket, IMAGES)
     art = (TraceletArtifact("images", "dataset")
            .add_reference(f"s3://{bucket}/raw/images/", name="images")
@@ -75,7 +70,7 @@ def test_s3_prefix_under_a_name_and_a_single_object(s3_endpoint: str, bucket: st
 
 
 def test_versioned_bucket_records_each_objects_current_version(
-        s3_endpoint: str, bucket: str, store: ArtifactStore) -> None:  # noqa: F811 - pytest fixtures
+        s3_endpoint: str, bucket: str, store: ArtifactStore) -> None:
     client = s3_client(s3_endpoint)
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     old = put(client, bucket, {"raw/images/cat.png": b"old cat"})
@@ -96,7 +91,7 @@ def test_versioned_bucket_records_each_objects_current_version(
     assert again.version == "v2" and again.digest != logged.digest
 
 
-def test_missing_s3_prefix_is_refused(s3_endpoint: str, bucket: str) -> None:  # noqa: F811 - pytest fixtures
+def test_missing_s3_prefix_is_refused(s3_endpoint: str, bucket: str) -> None:
     art = TraceletArtifact("images", "dataset")
     with pytest.raises(InvalidArtifactError, match="no objects under"):
         art.add_reference(f"s3://{bucket}/nothing/here/")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from support import MakeFile
 
 from tracelet_core import ArtifactStore, TraceletArtifact, TraceletSettings
 
-MakeFile = Callable[..., Path]
 HOUR_NS = 3600 * 1_000_000_000
 
 

@@ -1,15 +1,18 @@
 """The store's contract: versions, dedup, aliases, refs, retrieval, drafts, gc and reindex.
 
-Every test here runs against the SQLite catalog and a PostgreSQL one (``any_store``).
+The contract tests (``contract_store``) run on every storage kind and catalog of the matrix in
+``conftest.py``: local disk, S3 (moto's server) and ``memory://``, with a SQLite or PostgreSQL
+catalog; ``blob_location`` runs a test on each storage kind with SQLite catalogs it opens itself.
+Tests of the local store only (its catalog file, its process cache) use ``store`` or ``store_dir``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import MakeFile, StoreLocation
 
 from tracelet_core import (
     ArtifactNotFoundError,
@@ -20,126 +23,124 @@ from tracelet_core import (
     TraceletArtifact,
 )
 
-MakeFile = Callable[..., Path]
-
 
 def file_artifact(name: str, path: Path, artifact_type: str = "dataset") -> TraceletArtifact:
     return TraceletArtifact(name, artifact_type).add_file(path)
 
 
-def test_versions_are_numbered_from_v1_and_immutable(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_versions_are_numbered_from_v1_and_immutable(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     data = make_file("data.csv", "a,b\n1,2\n")
-    v1 = any_store.log(file_artifact("data/train", data))
+    v1 = contract_store.log(file_artifact("data/train", data))
     data.write_text("a,b\n1,2\n3,4\n")
-    v2 = any_store.log(file_artifact("data/train", data))
+    v2 = contract_store.log(file_artifact("data/train", data))
     assert (v1.ref, v2.ref) == ("data/train:v1", "data/train:v2")
     assert v1.version == "v1" and v2.version == "v2"
     assert v1.digest != v2.digest
-    assert [v.ref for v in any_store.versions("data/train")] == ["data/train:v1", "data/train:v2"]
-    assert any_store.get("data/train:v1").path("data.csv").read_text() == "a,b\n1,2\n"
-    assert any_store.get("data/train").ref == "data/train:v2"
-    assert any_store.get("data/train", version="v1").digest == v1.digest
+    assert [v.ref for v in contract_store.versions("data/train")] == ["data/train:v1", "data/train:v2"]
+    assert contract_store.get("data/train:v1").path("data.csv").read_text() == "a,b\n1,2\n"
+    assert contract_store.get("data/train").ref == "data/train:v2"
+    assert contract_store.get("data/train", version="v1").digest == v1.digest
 
 
-def test_identical_content_returns_the_latest_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_identical_content_returns_the_latest_version(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     data = make_file("data.bin", b"x" * 100)
-    v1 = any_store.log(file_artifact("ds", data))
-    again = any_store.log(file_artifact("ds", data), aliases=["stable"])
+    v1 = contract_store.log(file_artifact("ds", data))
+    again = contract_store.log(file_artifact("ds", data), aliases=["stable"])
     assert again.ref == v1.ref
     assert again.aliases == ["stable"]
-    assert len(any_store.versions("ds")) == 1
+    assert len(contract_store.versions("ds")) == 1
 
 
-def test_reverting_to_older_content_makes_a_new_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_reverting_to_older_content_makes_a_new_version(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     data = make_file("data.bin", b"one")
-    any_store.log(file_artifact("ds", data))
+    contract_store.log(file_artifact("ds", data))
     data.write_bytes(b"two")
-    any_store.log(file_artifact("ds", data))
+    contract_store.log(file_artifact("ds", data))
     data.write_bytes(b"one")
-    v3 = any_store.log(file_artifact("ds", data))
+    v3 = contract_store.log(file_artifact("ds", data))
     assert v3.version == "v3"
-    assert v3.digest == any_store.get("ds:v1").digest
+    assert v3.digest == contract_store.get("ds:v1").digest
 
 
-def test_identical_files_are_stored_once_across_names(any_store: ArtifactStore, make_file: MakeFile,
-                                                      store_dir: Path) -> None:
+def test_identical_files_are_stored_once_across_names(contract_store: ArtifactStore, make_file: MakeFile,
+                                                      contract_location: StoreLocation) -> None:
     payload = b"shared" * 10_000
-    any_store.log(file_artifact("a", make_file("one/x.bin", payload)))
-    any_store.log(file_artifact("b", make_file("two/y.bin", payload)))
-    blobs = [p for p in (store_dir / "blobs").rglob("*") if p.is_file()]
+    contract_store.log(file_artifact("a", make_file("one/x.bin", payload)))
+    contract_store.log(file_artifact("b", make_file("two/y.bin", payload)))
+    blobs = contract_location.files("blobs")
     assert len(blobs) == 1
-    assert blobs[0].read_bytes() == payload
+    assert contract_location.read(blobs[0]) == payload
 
 
-def test_aliases_are_unique_per_name_and_movable(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_aliases_are_unique_per_name_and_movable(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     data = make_file("m.bin", b"1")
-    any_store.log(file_artifact("model", data, "model"), aliases=["production"])
+    contract_store.log(file_artifact("model", data, "model"), aliases=["production"])
     data.write_bytes(b"2")
-    any_store.log(file_artifact("model", data, "model"))
-    moved = any_store.set_alias("model:v2", "production")
+    contract_store.log(file_artifact("model", data, "model"))
+    moved = contract_store.set_alias("model:v2", "production")
     assert moved.ref == "model:v2" and "production" in moved.aliases
-    assert any_store.get("model:production").ref == "model:v2"
-    assert any_store.get("model:v1").aliases == []
-    any_store.set_alias("model:v1", "v1.2.0")
-    assert any_store.get("model:v1.2.0").ref == "model:v1"
-    any_store.remove_alias("model", "production")
+    assert contract_store.get("model:production").ref == "model:v2"
+    assert contract_store.get("model:v1").aliases == []
+    contract_store.set_alias("model:v1", "v1.2.0")
+    assert contract_store.get("model:v1.2.0").ref == "model:v1"
+    contract_store.remove_alias("model", "production")
     with pytest.raises(ArtifactNotFoundError):
-        any_store.get("model:production")
+        contract_store.get("model:production")
     with pytest.raises(ArtifactNotFoundError):
-        any_store.remove_alias("model", "production")
+        contract_store.remove_alias("model", "production")
 
 
-def test_latest_is_not_settable_and_always_newest(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_latest_is_not_settable_and_always_newest(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     data = make_file("m.bin", b"1")
-    any_store.log(file_artifact("m", data))
+    contract_store.log(file_artifact("m", data))
     with pytest.raises(InvalidArtifactError):
-        any_store.set_alias("m:v1", "latest")
+        contract_store.set_alias("m:v1", "latest")
     data.write_bytes(b"2")
-    any_store.log(file_artifact("m", data))
-    assert any_store.get("m:latest").version == "v2"
+    contract_store.log(file_artifact("m", data))
+    assert contract_store.get("m:latest").version == "v2"
 
 
-def test_list_returns_latest_of_each_name_with_filters(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_list_returns_latest_of_each_name_with_filters(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     f = make_file("f.bin", b"1")
-    any_store.log(file_artifact("team/a", f, "dataset"))
+    contract_store.log(file_artifact("team/a", f, "dataset"))
     f.write_bytes(b"2")
-    any_store.log(file_artifact("team/a", f, "dataset"))
-    any_store.log(file_artifact("team/b", f, "model"))
-    any_store.log(file_artifact("other", f, "model"))
-    assert [a.ref for a in any_store.list()] == ["other:v1", "team/a:v2", "team/b:v1"]
-    assert [a.ref for a in any_store.list(type=ArtifactType.MODEL)] == ["other:v1", "team/b:v1"]
-    assert [a.ref for a in any_store.list(name="team")] == ["team/a:v2", "team/b:v1"]
-    assert [a.ref for a in any_store.list(type="dataset")] == ["team/a:v2"]
+    contract_store.log(file_artifact("team/a", f, "dataset"))
+    contract_store.log(file_artifact("team/b", f, "model"))
+    contract_store.log(file_artifact("other", f, "model"))
+    assert [a.ref for a in contract_store.list()] == ["other:v1", "team/a:v2", "team/b:v1"]
+    assert [a.ref for a in contract_store.list(type=ArtifactType.MODEL)] == ["other:v1", "team/b:v1"]
+    assert [a.ref for a in contract_store.list(name="team")] == ["team/a:v2", "team/b:v1"]
+    assert [a.ref for a in contract_store.list(type="dataset")] == ["team/a:v2"]
 
 
-def test_list_under_a_name_is_an_exact_case_sensitive_prefix(any_store: ArtifactStore,
+def test_list_under_a_name_is_an_exact_case_sensitive_prefix(contract_store: ArtifactStore,
                                                              make_file: MakeFile) -> None:
     f = make_file("f.bin", b"1")
     for name in ("team_a", "team_a/model", "teamXa/model", "TEAM_A/data", "team_ab/x", "team_a.b/y"):
-        any_store.log(file_artifact(name, f))
-    assert [a.name for a in any_store.list("team_a")] == ["team_a", "team_a/model"]
-    assert [a.name for a in any_store.list("TEAM_A")] == ["TEAM_A/data"]
-    assert [a.name for a in any_store.list("team_a.b")] == ["team_a.b/y"]
+        contract_store.log(file_artifact(name, f))
+    assert [a.name for a in contract_store.list("team_a")] == ["team_a", "team_a/model"]
+    assert [a.name for a in contract_store.list("TEAM_A")] == ["TEAM_A/data"]
+    assert [a.name for a in contract_store.list("team_a.b")] == ["team_a.b/y"]
 
 
-def test_missing_refs_raise_not_found(any_store: ArtifactStore, make_file: MakeFile) -> None:
-    any_store.log(file_artifact("ds", make_file("a.bin")))
+def test_missing_refs_raise_not_found(contract_store: ArtifactStore, make_file: MakeFile) -> None:
+    contract_store.log(file_artifact("ds", make_file("a.bin")))
     for ref in ("nope", "ds:v9", "ds:staging", "ds:v2147483648", "ds:v99999999999999999999"):
         with pytest.raises(ArtifactNotFoundError) as info:
-            any_store.get(ref)
+            contract_store.get(ref)
         assert isinstance(info.value, KeyError)
     with pytest.raises(ArtifactNotFoundError):
-        any_store.versions("nope")
+        contract_store.versions("nope")
 
 
-def test_logged_artifact_exposes_entries_and_metadata(any_store: ArtifactStore, make_file: MakeFile,
+def test_logged_artifact_exposes_entries_and_metadata(contract_store: ArtifactStore, make_file: MakeFile,
                                                       tmp_path: Path) -> None:
     art = TraceletArtifact("report", ArtifactType.REPORT, description="weekly",
                            metadata={"owner": "ml-platform"})
     art.add_file(make_file("r.html", "<h1>hi</h1>"), "html/index.html", description="page")
     art.add_object({"acc": 0.9}, "metrics")
     art.add_reference("file://" + str(make_file("big.bin", b"z" * 1234)), description="raw")
-    logged = any_store.log(art, producer=RunInfo("tracelet", "run-1", name="nightly"))
+    logged = contract_store.log(art, producer=RunInfo("tracelet", "run-1", name="nightly"))
     assert logged.type is ArtifactType.REPORT
     assert logged.description == "weekly"
     assert logged.metadata == {"owner": "ml-platform"}
@@ -159,9 +160,9 @@ def test_logged_artifact_exposes_entries_and_metadata(any_store: ArtifactStore, 
 
 
 def test_download_defaults_to_artifacts_folder_and_skips_intact_files(
-        any_store: ArtifactStore, make_file: MakeFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        contract_store: ArtifactStore, make_file: MakeFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    logged = any_store.log(file_artifact("data/x", make_file("a.txt", "hello")))
+    logged = contract_store.log(file_artifact("data/x", make_file("a.txt", "hello")))
     dest = logged.download()
     assert dest == tmp_path / "artifacts" / "data/x" / "v1"
     assert (dest / "a.txt").read_text() == "hello"
@@ -170,75 +171,86 @@ def test_download_defaults_to_artifacts_folder_and_skips_intact_files(
     assert (dest / "a.txt").read_text() == "hello"
 
 
-def test_new_draft_builds_the_next_version_from_an_old_one(any_store: ArtifactStore, make_file: MakeFile) -> None:
-    v1 = any_store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.txt", "a"))
+def test_new_draft_builds_the_next_version_from_an_old_one(contract_store: ArtifactStore, make_file: MakeFile) -> None:
+    v1 = contract_store.log(TraceletArtifact("ds", "dataset").add_file(make_file("a.txt", "a"))
                        .add_object([1, 2], "rows"))
     draft = v1.new_draft()
     draft.add_file(make_file("b.txt", "b"))
-    v2 = any_store.log(draft)
+    v2 = contract_store.log(draft)
     assert v2.version == "v2"
     assert sorted(f.path for f in v2.files) == ["a.txt", "b.txt"]
     assert v2.load("rows") == [1, 2]
-    assert any_store.log(v2.new_draft()).ref == "ds:v2"
+    assert contract_store.log(v2.new_draft()).ref == "ds:v2"
 
 
-def test_upsert_from_several_writers_then_finish(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_upsert_from_several_writers_then_finish(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     for shard in range(3):
         part = TraceletArtifact("shards", "dataset").add_file(make_file(f"s{shard}.bin", f"{shard}"),
                                                               f"part-{shard}.bin")
-        any_store.upsert(part, group="job-7")
-    assert [d.name for d in any_store.drafts()] == ["shards"]
+        contract_store.upsert(part, group="job-7")
+    assert [d.name for d in contract_store.drafts()] == ["shards"]
     # the same entry again is idempotent; different bytes at the same path are refused
-    any_store.upsert(TraceletArtifact("shards", "dataset").add_file(make_file("s0.bin", "0"), "part-0.bin"),
+    contract_store.upsert(TraceletArtifact("shards", "dataset").add_file(make_file("s0.bin", "0"), "part-0.bin"),
                      group="job-7")
     with pytest.raises(InvalidArtifactError):
-        any_store.upsert(TraceletArtifact("shards", "dataset")
+        contract_store.upsert(TraceletArtifact("shards", "dataset")
                          .add_file(make_file("other.bin", "X"), "part-0.bin"), group="job-7")
     with pytest.raises(ArtifactNotFoundError):
-        any_store.get("shards")
-    sealed = any_store.finish("shards", group="job-7", aliases=["complete"])
+        contract_store.get("shards")
+    sealed = contract_store.finish("shards", group="job-7", aliases=["complete"])
     assert sealed.ref == "shards:v1" and sealed.aliases == ["complete"]
     assert sorted(f.path for f in sealed.files) == ["part-0.bin", "part-1.bin", "part-2.bin"]
-    assert any_store.drafts() == []
+    assert contract_store.drafts() == []
     with pytest.raises(ArtifactNotFoundError):
-        any_store.finish("shards", group="job-7")
+        contract_store.finish("shards", group="job-7")
 
 
-def test_idempotency_key_returns_the_same_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_idempotency_key_returns_the_same_version(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     f = make_file("a.bin", b"1")
-    first = any_store.log(file_artifact("ds", f), idempotency_key="run-1/step-a")
+    first = contract_store.log(file_artifact("ds", f), idempotency_key="run-1/step-a")
     f.write_bytes(b"2")
-    retried = any_store.log(file_artifact("ds", f), idempotency_key="run-1/step-a")
+    retried = contract_store.log(file_artifact("ds", f), idempotency_key="run-1/step-a")
     assert retried.ref == first.ref == "ds:v1"
 
 
-def test_gc_removes_only_unreferenced_blobs_after_grace(any_store: ArtifactStore, make_file: MakeFile,
-                                                        store_dir: Path) -> None:
-    kept = any_store.log(file_artifact("ds", make_file("a.bin", b"keep")))
+def test_inputs_are_pinned_and_lineage_walks_both_ways(contract_store: ArtifactStore,
+                                                       make_file: MakeFile) -> None:
+    raw = contract_store.log(file_artifact("raw", make_file("r.csv", "1")))
+    model = contract_store.log(TraceletArtifact("model", "model").add_object({"w": 1}, "weights"),
+                               producer=RunInfo("dagster", "run-9", step="train"), inputs=[raw])
+    assert contract_store.get("model").inputs == ["raw:v1"]
+    assert set(contract_store.lineage(model).artifact_refs) == {"raw:v1", "model:v1"}
+    assert set(contract_store.lineage(raw, direction="downstream").artifact_refs) == {"raw:v1", "model:v1"}
+
+
+def test_gc_removes_only_unreferenced_blobs_after_grace(contract_store: ArtifactStore,
+                                                        make_file: MakeFile) -> None:
+    kept = contract_store.log(file_artifact("ds", make_file("a.bin", b"keep")))
     orphan_source = make_file("orphan.bin", b"orphan")
     from tracelet_core._hashing import hash_file
 
     digest, size = hash_file(orphan_source)
-    any_store.blobs.put_file(orphan_source, digest, size)  # what a crashed log leaves behind
-    assert any_store.gc(dry_run=True, grace_seconds=3600).blobs == []  # too young
-    report = any_store.gc(dry_run=True, grace_seconds=0)
-    assert report.blobs == [digest] and any_store.blobs.has_blob(digest)
+    contract_store.blobs.put_file(orphan_source, digest, size)  # what a crashed log leaves behind
+    assert contract_store.gc(dry_run=True, grace_seconds=3600).blobs == []  # too young
+    report = contract_store.gc(dry_run=True, grace_seconds=0)
+    assert report.blobs == [digest] and contract_store.blobs.has_blob(digest)
     assert report.bytes_freed == size
-    any_store.gc(dry_run=False, grace_seconds=0)
-    assert not any_store.blobs.has_blob(digest)
-    assert any_store.verify() == [kept.ref]
+    contract_store.gc(dry_run=False, grace_seconds=0)
+    assert not contract_store.blobs.has_blob(digest)
+    assert contract_store.verify() == [kept.ref]
     assert kept.path("a.bin").read_bytes() == b"keep"
 
 
-def test_reindex_rebuilds_a_lost_catalog(store_dir: Path, make_file: MakeFile, tmp_path: Path) -> None:
+def test_reindex_rebuilds_a_lost_catalog(blob_location: StoreLocation, make_file: MakeFile,
+                                        tmp_path: Path) -> None:
     catalog = f"sqlite:///{tmp_path / 'lost.db'}"
-    with ArtifactStore.open(store_dir, catalog_url=catalog) as store:
+    with blob_location.open(catalog_url=catalog) as store:
         raw = store.log(file_artifact("raw", make_file("r.csv", "1")), aliases=["golden"])
         model = store.log(TraceletArtifact("model", "model").add_object({"w": 1}, "weights"),
                           producer=RunInfo("dagster", "run-9", step="train"), inputs=[raw])
         store.set_alias(model.ref, "production")
     (tmp_path / "lost.db").unlink()
-    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'new.db'}") as fresh:
+    with blob_location.open(catalog_url=f"sqlite:///{tmp_path / 'new.db'}") as fresh:
         assert fresh.reindex() == ["raw:v1", "model:v1"]
         rebuilt = fresh.get("model:production")
         assert rebuilt.inputs == ["raw:v1"] and rebuilt.producer is not None
@@ -259,12 +271,9 @@ def test_store_open_uses_settings_and_requires_catalog_for_remote(tmp_path: Path
         ArtifactStore.open("memory://bucket/prefix")
 
 
-def test_remote_fsspec_store_with_sql_catalog(make_file: MakeFile, tmp_path: Path) -> None:
+def test_remote_fsspec_store_with_sql_catalog(memory_uri: str, make_file: MakeFile, tmp_path: Path) -> None:
     """Any fsspec filesystem works; the in-process memory filesystem stands in for a bucket."""
-    import uuid
-
-    uri = f"memory://tracelet-{uuid.uuid4().hex}/store"
-    with ArtifactStore.open(uri, catalog_url=f"sqlite:///{tmp_path / 'c.db'}") as store:
+    with ArtifactStore.open(memory_uri, catalog_url=f"sqlite:///{tmp_path / 'c.db'}") as store:
         logged = store.log(file_artifact("ds", make_file("a.txt", "remote bytes")))
         assert store.blobs.blob_uri(logged.files[0].digest or "").startswith("memory://")
         assert store.get("ds").download(tmp_path / "dl").joinpath("a.txt").read_text() == "remote bytes"
@@ -299,27 +308,27 @@ def test_verify_notices_catalog_entries_that_disagree_with_the_manifest(
     assert [a.ref for a in store.list()] == ["ds:v1", "other:v1"]  # listing still works
 
 
-def test_partitions_keep_their_own_latest_and_dedup(any_store: ArtifactStore, make_file: MakeFile,
+def test_partitions_keep_their_own_latest_and_dedup(contract_store: ArtifactStore, make_file: MakeFile,
                                                     tmp_path: Path) -> None:
     same = make_file("day.csv", "a,b\n1,2\n")
-    day1 = any_store.log(file_artifact("events", same), partition="2024-01-01")
-    day2 = any_store.log(file_artifact("events", same), partition="2024-01-02")
+    day1 = contract_store.log(file_artifact("events", same), partition="2024-01-01")
+    day2 = contract_store.log(file_artifact("events", same), partition="2024-01-02")
     assert (day1.version, day2.version) == ("v1", "v2")  # equal content, two partitions: two versions
-    assert any_store.log(file_artifact("events", same), partition="2024-01-01").ref == "events:v1"
-    multi = any_store.log(file_artifact("events", make_file("m.csv", "x")), partition="us|2024-01-01/b")
+    assert contract_store.log(file_artifact("events", same), partition="2024-01-01").ref == "events:v1"
+    multi = contract_store.log(file_artifact("events", make_file("m.csv", "x")), partition="us|2024-01-01/b")
     assert multi.partition == "us|2024-01-01/b"  # multi-partition keys are kept verbatim
-    assert any_store.get("events", partition="2024-01-01").ref == "events:v1"
-    assert any_store.get("events").ref == multi.ref
-    assert [v.version for v in any_store.versions("events", partition="2024-01-02")] == ["v2"]
+    assert contract_store.get("events", partition="2024-01-01").ref == "events:v1"
+    assert contract_store.get("events").ref == multi.ref
+    assert [v.version for v in contract_store.versions("events", partition="2024-01-02")] == ["v2"]
     with pytest.raises(ArtifactNotFoundError, match="partition '2024-12-31'"):
-        any_store.get("events", partition="2024-12-31")
-    assert any_store.get("events:v2").to_dict()["partition"] == "2024-01-02"
+        contract_store.get("events", partition="2024-12-31")
+    assert contract_store.get("events:v2").to_dict()["partition"] == "2024-01-02"
 
 
-def test_reindex_restores_partitions(store_dir: Path, make_file: MakeFile, tmp_path: Path) -> None:
-    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'a.db'}") as store:
+def test_reindex_restores_partitions(blob_location: StoreLocation, make_file: MakeFile, tmp_path: Path) -> None:
+    with blob_location.open(catalog_url=f"sqlite:///{tmp_path / 'a.db'}") as store:
         store.log(file_artifact("p", make_file("a.csv", "1")), partition="k1")
-    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'b.db'}") as fresh:
+    with blob_location.open(catalog_url=f"sqlite:///{tmp_path / 'b.db'}") as fresh:
         fresh.reindex()
         assert fresh.get("p", partition="k1").partition == "k1"
 

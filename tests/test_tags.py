@@ -1,21 +1,20 @@
-"""Version tags (the Comet guide's): non-unique labels on a version, outside its digest, on a
-SQLite and a PostgreSQL catalog, through the API and ``tracelet ls --tag``."""
+"""Version tags (the Comet guide's): non-unique labels on a version, outside its digest, on every
+store of the contract matrix (local disk, S3, ``memory://``; SQLite and PostgreSQL catalogs),
+through the API and ``tracelet ls --tag``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from support import MakeFile
 from typer.testing import CliRunner
 
 from tracelet_core import ArtifactStore, Experiment, InvalidArtifactError, TraceletArtifact
 from tracelet_core._catalog import SCHEMA_VERSION
 from tracelet_core.cli import app
-
-MakeFile = Callable[..., Path]
 
 
 def dataset(make_file: MakeFile, content: str, tags: list[str] | None = None,
@@ -23,53 +22,53 @@ def dataset(make_file: MakeFile, content: str, tags: list[str] | None = None,
     return TraceletArtifact(name, "dataset", tags=tags).add_file(make_file("train.csv", content))
 
 
-def test_tags_label_the_version(any_store: ArtifactStore, make_file: MakeFile) -> None:
-    logged = any_store.log(dataset(make_file, "a,b\n", tags=["raw", "needs review", "raw"]))
+def test_tags_label_the_version(contract_store: ArtifactStore, make_file: MakeFile) -> None:
+    logged = contract_store.log(dataset(make_file, "a,b\n", tags=["raw", "needs review", "raw"]))
     assert logged.tags == ["needs review", "raw"]
-    assert any_store.get("data/train:v1").tags == ["needs review", "raw"]
-    assert any_store.get("data/train:v1").aliases == []  # tags are not aliases
+    assert contract_store.get("data/train:v1").tags == ["needs review", "raw"]
+    assert contract_store.get("data/train:v1").aliases == []  # tags are not aliases
 
 
-def test_tags_are_outside_the_digest_and_dedup(any_store: ArtifactStore, make_file: MakeFile) -> None:
-    first = any_store.log(dataset(make_file, "a,b\n", tags=["raw"]))
-    again = any_store.log(dataset(make_file, "a,b\n", tags=["reviewed"]))  # identical content
-    untagged = any_store.log(dataset(make_file, "a,b\n"))
+def test_tags_are_outside_the_digest_and_dedup(contract_store: ArtifactStore, make_file: MakeFile) -> None:
+    first = contract_store.log(dataset(make_file, "a,b\n", tags=["raw"]))
+    again = contract_store.log(dataset(make_file, "a,b\n", tags=["reviewed"]))  # identical content
+    untagged = contract_store.log(dataset(make_file, "a,b\n"))
     assert again.ref == untagged.ref == first.ref == "data/train:v1"
     assert again.digest == first.digest
     assert first.tags == ["raw", "reviewed"]  # added to the existing version, none removed
-    assert [v.version for v in any_store.versions("data/train")] == ["v1"]
+    assert [v.version for v in contract_store.versions("data/train")] == ["v1"]
 
 
-def test_tags_are_not_unique_and_filter_versions(any_store: ArtifactStore, make_file: MakeFile) -> None:
+def test_tags_are_not_unique_and_filter_versions(contract_store: ArtifactStore, make_file: MakeFile) -> None:
     for content, tags in [("1\n", ["candidate"]), ("2\n", []), ("3\n", ["candidate", "best-f1"])]:
-        any_store.log(dataset(make_file, content, tags=tags))
-    assert [v.ref for v in any_store.versions("data/train", tag="candidate")] == [
+        contract_store.log(dataset(make_file, content, tags=tags))
+    assert [v.ref for v in contract_store.versions("data/train", tag="candidate")] == [
         "data/train:v1", "data/train:v3"]
-    assert [v.version for v in any_store.versions("data/train", tag="best-f1")] == ["v3"]
-    assert any_store.versions("data/train", tag="nobody") == []
-    assert [v.version for v in any_store.versions("data/train")] == ["v1", "v2", "v3"]
+    assert [v.version for v in contract_store.versions("data/train", tag="best-f1")] == ["v3"]
+    assert contract_store.versions("data/train", tag="nobody") == []
+    assert [v.version for v in contract_store.versions("data/train")] == ["v1", "v2", "v3"]
 
 
 def test_list_by_tag_gives_the_newest_tagged_version_of_each_name(
-        any_store: ArtifactStore, make_file: MakeFile) -> None:
-    any_store.log(dataset(make_file, "1\n", tags=["gold"]))
-    any_store.log(dataset(make_file, "2\n", tags=["gold"]))
-    any_store.log(dataset(make_file, "3\n"))  # newest, but untagged
-    any_store.log(TraceletArtifact("models/clf", "model", tags=["gold"]).add_object({"w": 1}, "weights"))
-    any_store.log(TraceletArtifact("other", "dataset").add_object([1], "rows"))
-    assert [a.ref for a in any_store.list(tag="gold")] == ["data/train:v2", "models/clf:v1"]
-    assert [a.ref for a in any_store.list("data", tag="gold")] == ["data/train:v2"]
-    assert [a.ref for a in any_store.list(type="model", tag="gold")] == ["models/clf:v1"]
-    assert any_store.list(tag="silver") == []
+        contract_store: ArtifactStore, make_file: MakeFile) -> None:
+    contract_store.log(dataset(make_file, "1\n", tags=["gold"]))
+    contract_store.log(dataset(make_file, "2\n", tags=["gold"]))
+    contract_store.log(dataset(make_file, "3\n"))  # newest, but untagged
+    contract_store.log(TraceletArtifact("models/clf", "model", tags=["gold"]).add_object({"w": 1}, "weights"))
+    contract_store.log(TraceletArtifact("other", "dataset").add_object([1], "rows"))
+    assert [a.ref for a in contract_store.list(tag="gold")] == ["data/train:v2", "models/clf:v1"]
+    assert [a.ref for a in contract_store.list("data", tag="gold")] == ["data/train:v2"]
+    assert [a.ref for a in contract_store.list(type="model", tag="gold")] == ["models/clf:v1"]
+    assert contract_store.list(tag="silver") == []
 
 
-def test_experiment_logs_the_artifacts_tags(any_store: ArtifactStore) -> None:
-    with Experiment("tagging", store=any_store) as exp:
+def test_experiment_logs_the_artifacts_tags(contract_store: ArtifactStore) -> None:
+    with Experiment("tagging", store=contract_store) as exp:
         artifact = exp.create_artifact("report", "report")
         artifact.tags = ["weekly", "draft"]
         artifact.add_object({"acc": 0.9}, "summary")
         exp.log_artifact(artifact)
-    assert any_store.get("report").tags == ["draft", "weekly"]
+    assert contract_store.get("report").tags == ["draft", "weekly"]
     assert artifact.to_dict()["tags"] == ["weekly", "draft"]
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from support import MakeFile
 
 from tracelet_core import (
     ArtifactStore,
@@ -19,8 +19,6 @@ from tracelet_core import (
     UnsafeDeserializationError,
 )
 from tracelet_core._hashing import hash_file
-
-MakeFile = Callable[..., Path]
 
 
 class Exploit:

@@ -12,7 +12,6 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 import json  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -31,6 +30,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository  # noqa: E402
 from suite import BackendSuite, TrackerView  # noqa: E402
+from support import free_port  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from tracelet_core import (  # noqa: E402
@@ -304,12 +304,6 @@ class TestMlflowBackend(BackendSuite):
 
 
 # -- a real tracking server ------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[Callable[[int], str]]:
     """``start(port)`` runs ``mlflow server`` (SQLite store, proxied artifacts) on 127.0.0.1 and

@@ -20,7 +20,6 @@ from dagster import (
     op,
 )
 from dagster_dask import dask_executor
-from test_s3_store import s3_endpoint, s3_env  # noqa: F401 - moto's S3 server and a fresh bucket
 
 from tracelet_core import ArtifactStore
 from tracelet_dagster import TraceletIOManager

@@ -1,37 +1,24 @@
-"""Prefect fixtures: one temporary Prefect server for the session, and readers for what the
-tracelet tasks published to it (markdown artifacts through the client, events through the
-server's event stream).
-
-``PREFECT_HOME`` and the analytics switch are set here, at import, because Prefect reads its
-settings when it is first imported (test modules import it during collection).
+"""Prefect fixtures: every test in this folder runs against the session's Prefect server
+(``prefect_server`` in ``tests/conftest.py``, which also points ``PREFECT_HOME`` at a scratch
+folder), with readers for what the tracelet tasks published to it (markdown artifacts through
+the client, events through the server's event stream).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
-_PREFECT_HOME = tempfile.mkdtemp(prefix="tracelet-prefect-home-")
-atexit.register(shutil.rmtree, _PREFECT_HOME, True)
-os.environ["PREFECT_HOME"] = _PREFECT_HOME
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # otherwise the server calls an outside host
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.objects import Artifact
+from prefect.events import Event
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
 
-import pytest  # noqa: E402
-from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey  # noqa: E402
-from prefect.client.schemas.objects import Artifact  # noqa: E402
-from prefect.events import Event  # noqa: E402
-from prefect.events.clients import get_events_subscriber  # noqa: E402
-from prefect.events.filters import EventFilter, EventNameFilter  # noqa: E402
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
-
-from tracelet_core import ArtifactStore  # noqa: E402
+from tracelet_core import ArtifactStore
 
 
 class EventLog:
@@ -104,18 +91,8 @@ class EventLog:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server() -> Iterator[None]:
-    """One temporary Prefect server (SQLite, subprocess) for every test in this folder.
-
-    Flow-run heartbeats are off: their thread is joined in one-second steps when a flow ends,
-    which would add a second to every flow run here and tests nothing of ours.
-    """
-    from tracelet_prefect._ui import drain
-
-    with prefect_test_harness(server_startup_timeout=120), \
-            temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-        drain(60)  # what the last tests published reaches the server before it stops
+def on_the_prefect_server(prefect_server: None) -> None:
+    """Every test here talks to the session's temporary Prefect server."""
 
 
 @pytest.fixture(scope="session")

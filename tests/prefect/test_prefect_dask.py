@@ -12,7 +12,6 @@ import pytest
 from distributed import Client, LocalCluster
 from prefect import flow
 from prefect_dask import DaskTaskRunner
-from test_s3_store import s3_endpoint, s3_env  # noqa: F401 - the moto S3 fixtures
 
 from tracelet_core import ArtifactStore, LoggedArtifact, TraceletArtifact
 from tracelet_prefect import load_artifact, tracelet_task

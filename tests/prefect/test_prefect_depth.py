@@ -5,7 +5,6 @@ back through ``get_client()`` and the server's event stream."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -13,18 +12,17 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
-from uuid import UUID
 
 import pytest
 from prefect import flow, task
 from prefect.cache_policies import INPUTS
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import FlowRunContext
 from prefect.events import Event
 from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.transactions import transaction
+from prefect_support import read_task_run
 from pydantic import BaseModel
 
 from tracelet_core import (
@@ -38,14 +36,6 @@ from tracelet_core import (
 from tracelet_core._json_form import logged_from_json, logged_to_json
 from tracelet_prefect import load_artifact, log_artifact, tracelet_task
 from tracelet_prefect._tasks import TraceletTask
-
-
-def read_task_run(task_run_id: str) -> TaskRun:
-    async def read() -> TaskRun:
-        async with get_client() as client:
-            return await client.read_task_run(UUID(task_run_id))
-
-    return asyncio.run(read())
 
 
 def upstream_ids(task_run: TaskRun, parameter: str) -> set[str]:

@@ -6,14 +6,12 @@ import asyncio
 import pickle
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID
 
 import pytest
 from prefect import Task, flow, task
 from prefect.cache_policies import INPUTS
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
+from prefect_support import read_task_run
 
 import tracelet_prefect._tasks as tasks_module
 from tracelet_core import (
@@ -28,14 +26,6 @@ from tracelet_core import (
 )
 from tracelet_core._backends import unregister_backend
 from tracelet_prefect import load_artifact, log_artifact, tracelet_task
-
-
-def read_task_run(task_run_id: str) -> TaskRun:
-    async def read() -> TaskRun:
-        async with get_client() as client:
-            return await client.read_task_run(UUID(task_run_id))
-
-    return asyncio.run(read())
 
 
 def test_the_package_exports_exactly_its_public_names() -> None:
