@@ -17,7 +17,8 @@ from support import MakeFile
 from typer.testing import CliRunner, Result
 
 from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
-from tracelet_core.cli import app, one_line
+from tracelet_core.cli import app
+from tracelet_core.cli._app import one_line
 
 runner = CliRunner()
 BIG = 9 * 1024 * 1024  # above the store's progress-bar threshold

@@ -1,0 +1,290 @@
+"""The ``tracelet`` command line's frame: the app, the common options, the store handle, errors
+as one line, and the output helpers every command uses.
+
+A command that works on a store is a function decorated with ``@store_command(name,
+read_only=...)`` (it gets ``--store`` / ``--catalog`` before or after the command, and read-only
+commands never create a store); it takes ``ctx: typer.Context`` first and opens the store with
+``open_store(ctx, as_json=...)``. Commands live in the sibling modules by what they do
+(``_read``: look at a store; ``_manage``: change and maintain it); ``tracelet_core.cli``
+imports them, which registers them on ``app``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperGroup
+
+from .. import __version__
+from .._blobstore import is_local_uri, local_root
+from .._errors import ConfigurationError, TraceletError
+from .._logged import LoggedArtifact
+from .._model import RunInfo
+from .._settings import TraceletSettings
+from .._store import ArtifactStore
+
+#: Errors that mean "the input or the environment is wrong", reported as one line, exit 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (TraceletError, OSError, SQLAlchemyError)
+
+
+# -- errors -----------------------------------------------------------------------------------
+def one_line(message: str) -> str:
+    """Fold a (possibly multi-line) message into one line: ``first rest1; rest2``."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, SQLAlchemyError):
+        return f"catalog error: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` as one stderr line and exit with code 1."""
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(1)
+
+
+class OneLineErrorGroup(TyperGroup):
+    """Turns expected errors from any command into one stderr line and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # typer exits quietly when the reader of stdout went away
+        except USER_ERRORS as exc:
+            fail(describe_error(exc))
+
+
+# -- the store --------------------------------------------------------------------------------
+@dataclass
+class StoreHandle:
+    """The store named on the command line, opened on first use and closed at exit.
+
+    ``--store`` / ``--catalog`` given after the subcommand win over those given before it.
+    A read-only command (``must_exist``) refuses a local store that is not there instead of
+    creating it.
+    """
+
+    uri: str | None
+    catalog_url: str | None
+    must_exist: bool = False
+    _store: ArtifactStore | None = None
+
+    def choose(self, uri: str | None, catalog_url: str | None, *, must_exist: bool) -> None:
+        if uri is not None:
+            self.uri = checked_store_option(uri)
+        if catalog_url:
+            self.catalog_url = catalog_url
+        self.must_exist = must_exist
+
+    def open(self, *, progress: bool) -> ArtifactStore:
+        if self._store is None:
+            if self.must_exist:
+                problem = missing_store_problem(self.uri, self.catalog_url)
+                if problem:
+                    fail(problem)
+            self._store = ArtifactStore.open(self.uri, self.catalog_url)
+        self._store.show_progress = progress
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def checked_store_option(uri: str) -> str:
+    if not uri.strip():
+        raise ConfigurationError("--store needs a path or URL, got an empty string")
+    return uri
+
+
+def missing_store_problem(uri: str | None, catalog_url: str | None) -> str | None:
+    """Why a read-only command must not open this store (it would create it), or ``None``.
+
+    Only local stores are checked: opening a remote one writes nothing to its bucket.
+    """
+    settings = TraceletSettings.load()
+    store_uri = uri if uri is not None else settings.resolved_store_uri()
+    if not store_uri.strip() or not is_local_uri(store_uri):
+        return None
+    root = local_root(store_uri)
+    if catalog_url or settings.catalog_url:
+        present = root.is_dir()
+    else:
+        present = (root / "catalog.db").is_file()
+        if not present and holds_manifests(root):
+            return (f"the catalog of {root} is missing but the store holds versions; "
+                    f"run `tracelet --store {root} reindex` to rebuild it")
+    if not present:
+        return f"no tracelet store at {root} (check --store or TRACELET_STORE_URI; logging creates one)"
+    return None
+
+
+def holds_manifests(root: Path) -> bool:
+    """Whether a local store folder holds version manifests (what ``reindex`` reads)."""
+    manifests = root / "manifests"
+    return manifests.is_dir() and next(manifests.rglob("@v*.json"), None) is not None
+
+
+def open_store(ctx: typer.Context, *, as_json: bool = False) -> ArtifactStore:
+    """The command's store; progress bars only when stdout is not carrying JSON."""
+    handle = ctx.find_object(StoreHandle)
+    if handle is None:  # a command invoked without the app's callback (not via the CLI)
+        handle = StoreHandle(None, None)
+        ctx.call_on_close(handle.close)
+    return handle.open(progress=not as_json)
+
+
+# -- output helpers ---------------------------------------------------------------------------
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def plain(value: object) -> Text:
+    """User data as literal text (never parsed as rich markup)."""
+    return Text("" if value is None else str(value))
+
+
+def local_time(artifact: LoggedArtifact) -> str:
+    return artifact.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe_run(run: RunInfo) -> str:
+    title = f"{run.orchestrator} run {run.run_id}"
+    if run.step:
+        title += f" / {run.step}"
+    if run.name:
+        title += f" ({run.name})"
+    return title + (f" [partition {run.partition}]" if run.partition else "")
+
+
+def summary(artifact: LoggedArtifact) -> dict[str, Any]:
+    """What ``ls --json`` reports per name."""
+    data = artifact.to_dict()
+    keys = ("name", "version", "ref", "type", "digest", "aliases", "size_bytes", "created_at",
+            "description")
+    return {key: data[key] for key in keys}
+
+
+def version_json(artifact: LoggedArtifact, *, created: bool) -> dict[str, Any]:
+    """What ``show --json`` and ``log --json`` print: the version, and whether this command
+    created it (``log`` of unchanged content returns the existing version: ``false``)."""
+    return {**artifact.to_dict(), "created": created}
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 file``, ``2 files``; ``plural`` for irregular nouns."""
+    return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"
+
+
+# -- the app ----------------------------------------------------------------------------------
+app = typer.Typer(
+    name="tracelet",
+    cls=OneLineErrorGroup,
+    help="Versioned, content-addressed ML artifacts with lineage.\n\n"
+         "--store and --catalog go before or after the command: tracelet ls --store ./s",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no "<bool>" type placeholders beside flags
+)
+
+StoreOption = Annotated[str | None, typer.Option(
+    "--store", metavar="URI", show_default=False,
+    help="Store path or fsspec URL (default: $TRACELET_STORE_URI or ~/.tracelet/store).")]
+CatalogOption = Annotated[str | None, typer.Option(
+    "--catalog", metavar="URL", show_default=False,
+    help="SQLAlchemy URL of the catalog (default: $TRACELET_CATALOG_URL, or SQLite inside a "
+         "local store).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+RefArgument = Annotated[str, typer.Argument(
+    metavar="REF", help="name, name:vN, name:latest or name:ALIAS.", show_default=False)]
+
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., Any])
+
+
+def store_command(name: str | None = None, *, read_only: bool = False
+                  ) -> Callable[[CommandFunction], CommandFunction]:
+    """Register a command that works on a store.
+
+    It gets the common options (``--store``, ``--catalog``) so they work after the subcommand
+    as well as before it; ``read_only`` commands never create a store that is not there. The
+    decorated function takes ``ctx: typer.Context`` first and opens the store with
+    ``open_store(ctx)``. A new common option is added here, once, for every command.
+    """
+
+    def register(func: CommandFunction) -> CommandFunction:
+        signature = inspect.signature(func, eval_str=True)
+        common = [
+            inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=StoreOption),
+            inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=CatalogOption),
+        ]
+
+        @functools.wraps(func)
+        def command(ctx: typer.Context, *args: Any, store: str | None = None, catalog: str | None = None,
+                    **kwargs: Any) -> Any:
+            handle = ctx.find_object(StoreHandle)
+            if handle is None:  # invoked without the app's callback
+                handle = StoreHandle(None, None)
+                ctx.obj = handle
+                ctx.call_on_close(handle.close)
+            handle.choose(store, catalog, must_exist=read_only)
+            return func(ctx, *args, **kwargs)
+
+        parameters = list(signature.parameters.values())
+        command.__signature__ = signature.replace(parameters=[*parameters, *common])  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in [*parameters, *common]}
+        app.command(name)(command)
+        return func
+
+    return register
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tracelet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    store: StoreOption = None,
+    catalog: CatalogOption = None,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=show_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Versioned, content-addressed ML artifacts with lineage."""
+    handle = StoreHandle(checked_store_option(store) if store is not None else None, catalog or None)
+    ctx.obj = handle
+    ctx.call_on_close(handle.close)
+
+
+
+def main() -> None:
+    """Console-script entry point (``tracelet``)."""
+    app(prog_name="tracelet")
+
