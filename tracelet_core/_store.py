@@ -317,6 +317,7 @@ class ArtifactStore:
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
         input_refs = self._input_refs(inputs)
         metadata = self._checked_metadata(artifact.metadata)
+        self.catalog.check_type(artifact.name, artifact.type.value)  # before any blob is written
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows, reused = self._stage_blobs(artifact, rehash)
@@ -719,6 +720,7 @@ class ArtifactStore:
         if not isinstance(group, str) or not group:
             raise InvalidArtifactError("upsert needs a non-empty group key")
         metadata = self._checked_metadata(artifact.metadata)
+        self.catalog.check_type(artifact.name, artifact.type.value)
         rows, reused = self._stage_blobs(artifact)
         return self.catalog.draft_add(name=artifact.name, group=group, type_=artifact.type.value,
                                       description=artifact.description, metadata_=metadata,
