@@ -117,8 +117,8 @@ class WritePath:
         cur = db.cursor(conn)
         self._share_blob_lock(conn)
         artifact = self._lock_artifact(conn, r.name, r.type)
-        refuse_other_type(r.name, conn.execute(_NEWEST_TYPE.statement.params(
-            name=r.name)).scalar(), r.type)  # under the lock: no racing writer slips through
+        newest_type = db.run(cur, _NEWEST_TYPE, {"name": r.name})  # under the lock: no race slips through
+        refuse_other_type(r.name, newest_type[0].type if newest_type else None, r.type)
         if r.sealed_draft is not None:
             self._take_draft(conn, r.sealed_draft)
         before = alias_targets(db, cur, artifact) if r.aliases else {}
