@@ -353,3 +353,12 @@ def test_the_commit_checks_the_type_again_under_its_lock(any_store: ArtifactStor
         any_store.finish("churn", "g")
     assert [v.version for v in any_store.versions("churn")] == ["v1"]
     assert any_store.get("churn").type is ArtifactType.DATASET
+
+
+def test_exists_answers_for_names_numbers_and_aliases(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    assert not any_store.exists("churn")
+    any_store.log(TraceletArtifact("churn", "dataset").add_file(make_file("a.csv", "x\n1\n")), aliases=["golden"])
+    assert [any_store.exists(r) for r in ("churn", "churn:latest", "churn:v1", "churn:golden")] == [True] * 4
+    assert [any_store.exists(r) for r in ("churn:v2", "churn:production", "churns", "team/churn")] == [False] * 4
+    with pytest.raises(InvalidArtifactError):
+        any_store.exists("churn:v1:extra")  # a malformed ref is an error, not "no"

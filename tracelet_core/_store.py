@@ -433,6 +433,15 @@ class ArtifactStore:
         name, selector = parse_ref(ref, version)
         return LoggedArtifact(self.catalog.get(name, selector, partition), self)
 
+    def exists(self, ref: str) -> bool:
+        """Whether ``ref`` (``name``, ``name:vN``, ``name:alias``) names a version here; a
+        malformed ref still raises ``InvalidArtifactError``."""
+        try:
+            self.get(ref)
+        except ArtifactNotFoundError:
+            return False
+        return True
+
     def list(self, name: str | None = None, type: Any = None, *,
              tag: str | None = None) -> builtins.list[LoggedArtifact]:
         """The latest version of every name (or of ``name`` and the names under it); with
