@@ -104,7 +104,8 @@ def test_objects_are_a_snapshot_taken_when_added(store: ArtifactStore) -> None:
         (np.zeros(3), "auto", "numpy"),
         (torch.zeros(2), "auto", "torch"),
         ({"plain": [1, 2]}, "auto", "json"),
-        ({1, 2, 3}, "auto", "pickle"),
+        ({1, 2, 3}, "auto", "json-tagged"),  # round 3: sets need no pickle
+        (complex(1, 2), "auto", "pickle"),  # what no safe format holds
     ],
 )
 def test_serializers_round_trip_and_record_their_key(store: ArtifactStore, obj: Any, serializer: str,
@@ -319,3 +320,46 @@ def test_equal_torch_objects_dedup_across_processes(store_dir: Path) -> None:
     refs = [subprocess.run([sys.executable, "-c", script, str(store_dir)], capture_output=True, text=True,
                            check=True).stdout.strip() for _ in range(2)]
     assert refs == ["w:v1", "w:v1"]
+
+
+# -- one type per name ------------------------------------------------------------------------------
+def _blob_files(store_dir: Path) -> list[Path]:
+    return sorted(p for p in (store_dir / "blobs").rglob("*") if p.is_file())
+
+
+def test_a_version_of_another_type_is_refused_naming_both(any_store: ArtifactStore, store_dir: Path,
+                                                          make_file: MakeFile) -> None:
+    first = any_store.log(TraceletArtifact("churn", "dataset").add_file(make_file("a.csv", "x\n1\n")))
+    blobs = _blob_files(store_dir)
+    other = TraceletArtifact("churn", "model").add_file(make_file("m.bin", b"weights"))
+    with pytest.raises(InvalidArtifactError, match=r"'dataset'.*'model'"):
+        any_store.log(other)
+    with pytest.raises(InvalidArtifactError, match=r"'dataset'.*'model'"):
+        any_store.upsert(other, "g")
+    assert _blob_files(store_dir) == blobs  # refused before any blob was written
+    assert [v.ref for v in any_store.versions("churn")] == [first.ref] and any_store.drafts() == []
+    assert any_store.log(TraceletArtifact("churn", "dataset").add_file(make_file("b.csv", "x\n2\n"))).version == "v2"
+
+
+def test_the_commit_checks_the_type_again_under_its_lock(any_store: ArtifactStore, make_file: MakeFile,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # a writer that read the name before another committed its first version: the pre-check saw
+    # nothing (simulated here), the commit transaction still refuses the other type
+    any_store.log(TraceletArtifact("churn", "dataset").add_file(make_file("a.csv", "x\n1\n")))
+    monkeypatch.setattr(any_store.catalog, "check_type", lambda name, type_: None)
+    with pytest.raises(InvalidArtifactError, match=r"'dataset'.*'model'"):
+        any_store.log(TraceletArtifact("churn", "model").add_file(make_file("m.bin", b"weights")))
+    any_store.upsert(TraceletArtifact("churn", "model").add_file(make_file("m.bin", b"weights")), "g")
+    with pytest.raises(InvalidArtifactError, match=r"'dataset'.*'model'"):
+        any_store.finish("churn", "g")
+    assert [v.version for v in any_store.versions("churn")] == ["v1"]
+    assert any_store.get("churn").type is ArtifactType.DATASET
+
+
+def test_exists_answers_for_names_numbers_and_aliases(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    assert not any_store.exists("churn")
+    any_store.log(TraceletArtifact("churn", "dataset").add_file(make_file("a.csv", "x\n1\n")), aliases=["golden"])
+    assert [any_store.exists(r) for r in ("churn", "churn:latest", "churn:v1", "churn:golden")] == [True] * 4
+    assert [any_store.exists(r) for r in ("churn:v2", "churn:production", "churns", "team/churn")] == [False] * 4
+    with pytest.raises(InvalidArtifactError):
+        any_store.exists("churn:v1:extra")  # a malformed ref is an error, not "no"

@@ -708,8 +708,9 @@ def test_add_dir_over_a_latin1_file_name_is_refused_and_reindex_skips_a_planted_
         assert len(refs.skipped) == 1 and "planted" in refs.skipped[0] and "Unicode" in refs.skipped[0]
     result = CliRunner().invoke(app, ["--store", str(store_dir), "reindex"],
                                 env={"TRACELET_CATALOG_URL": f"sqlite:///{tmp_path / 'cli.db'}"})
-    assert result.exit_code == 0 and result.exception is None, result.stderr
-    assert good.ref in result.stdout and result.stderr.startswith("skipped ")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.stderr  # not clean
+    assert good.ref in result.stdout and "skipped " in result.stdout and "planted" in result.stdout
+    assert result.stderr.startswith("error: the catalog was not clean") and len(result.stderr.splitlines()) == 1
 
 
 def test_path_segments_are_limited_to_255_bytes_and_the_longest_ones_download(

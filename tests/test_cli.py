@@ -375,7 +375,7 @@ def test_gc_dry_run_then_delete(store_dir: Path, pipeline: dict[str, str]) -> No
     assert ok(run_cli(store_dir, "gc", "--grace", "0")).startswith("removed 0 blobs")
 
 
-def test_gc_json_dry_run(store_dir: Path) -> None:
+def test_gc_json_dry_run(store_dir: Path, store: ArtifactStore) -> None:
     orphan = make_orphan_blob(store_dir)
     report = ok_json(run_cli(store_dir, "gc", "--dry-run", "--grace", "0", "--json"))
     assert isinstance(report, dict)
@@ -388,7 +388,7 @@ def test_gc_refuses_a_negative_grace(store_dir: Path) -> None:
 
 
 # -- sync, reindex ----------------------------------------------------------------------------
-def test_sync_reports_retried_deliveries(store_dir: Path) -> None:
+def test_sync_reports_retried_deliveries(store_dir: Path, store: ArtifactStore) -> None:
     assert ok(run_cli(store_dir, "sync")) == "retried 0 deliveries\n"
     assert ok_json(run_cli(store_dir, "sync", "--json")) == {"retried": 0, "delivered": 0, "results": []}
 
@@ -402,7 +402,9 @@ def test_reindex_rebuilds_a_lost_catalog(store_dir: Path, make_file: MakeFile) -
     assert_one_line_error(run_cli(store_dir, "ls"), "catalog", "tracelet --store", "reindex")
     assert not (store_dir / "catalog.db").exists()  # ls created no empty catalog
 
-    assert ok(run_cli(store_dir, "reindex")) == "a:v1\nb:v1\nadded 2 versions\n"
+    rebuilt = run_cli(store_dir, "reindex")  # it found versions the catalog lacked: exit 1
+    assert rebuilt.stdout == "a:v1\nb:v1\nadded 2 versions\n"
+    assert_one_line_error(rebuilt, "the catalog was not clean", "2 missing versions")
     shown = ok_json(run_cli(store_dir, "show", "a:best", "--json"))
     assert isinstance(shown, dict) and shown["ref"] == "a:v1"
     assert ok_json(run_cli(store_dir, "reindex", "--json")) == {"added": []}
@@ -540,7 +542,8 @@ def test_console_script_round_trip_and_exit_codes(store_dir: Path, make_file: Ma
                              capture_output=True, text=True, check=False)
     assert missing.returncode == 1
     assert missing.stdout == ""
-    assert missing.stderr.splitlines() == ["error: artifact 'real' has no version or alias 'v2'"]
+    assert missing.stderr.splitlines() == [
+        "error: artifact 'real' has no version or alias 'v2'; real has 1 version (v1), no aliases"]
 
 
 def test_python_dash_m_runs_the_cli(store_dir: Path) -> None:
@@ -612,7 +615,8 @@ def test_an_empty_catalog_beside_manifests_says_to_reindex(store_dir: Path, tmp_
                                                            pipeline: dict[str, str]) -> None:
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     assert_one_line_error(run_cli(store_dir, "--catalog", fresh, "ls"), "catalog", "empty", "tracelet reindex")
-    ok(run_cli(store_dir, "--catalog", fresh, "reindex"))
+    assert run_cli(store_dir, "--catalog", fresh, "reindex").exit_code == 1  # it added the versions
+    assert ok(run_cli(store_dir, "--catalog", fresh, "reindex")) == "added 0 versions\n"
     assert "clf:v1" in ok(run_cli(store_dir, "--catalog", fresh, "ls"))
 
 
@@ -718,3 +722,116 @@ def test_lineage_html_and_svg_go_to_a_file(store_dir: Path, tmp_path: Path, pipe
     tree = tmp_path / "tree.txt"
     ok(run_cli(store_dir, "lineage", "report", "-o", str(tree)))
     assert tree.read_text().startswith("report:v1 (report)") and "\x1b[" not in tree.read_text()
+
+
+# -- round 3: stores that are not there, versions, --json anywhere, hints, digests, exit codes ----
+@pytest.mark.parametrize("args", [["gc"], ["gc", "--dry-run"], ["sync"], ["reindex"], ["alias", "clf:v1", "best"],
+                                  ["alias", "clf", "best", "--remove"], ["versions", "clf"], ["export-lineage"]])
+@pytest.mark.parametrize("where", ["missing", "empty folder"])
+def test_every_command_but_log_on_a_missing_store_exits_1_and_creates_nothing(
+        tmp_path: Path, args: list[str], where: str) -> None:
+    store_dir = tmp_path / "nowhere" / "store"
+    if where == "empty folder":
+        store_dir.mkdir(parents=True)
+    result = run_cli(store_dir, *args)
+    assert_one_line_error(result, "no tracelet store at", str(store_dir))
+    assert result.stdout == ""
+    if where == "missing":
+        assert not (tmp_path / "nowhere").exists()
+    else:
+        assert list(store_dir.iterdir()) == []
+
+
+def test_reindex_opens_a_store_whose_catalog_is_missing_but_nothing_else(store_dir: Path, tmp_path: Path,
+                                                                        make_file: MakeFile) -> None:
+    ok(run_cli(store_dir, "log", str(make_file("a.txt", "a")), "--name", "a"))
+    for leftover in store_dir.glob("catalog.db*"):
+        leftover.unlink()
+    assert_one_line_error(run_cli(store_dir, "gc"), "catalog", "reindex")
+    assert run_cli(store_dir, "reindex").stdout == "a:v1\nadded 1 version\n"
+    assert ok(run_cli(store_dir, "reindex")) == "added 0 versions\n"  # clean now: exit 0
+
+
+def test_versions_lists_every_version_oldest_first(store_dir: Path, store: ArtifactStore) -> None:
+    for rows in ([1], [1, 2], [1, 2, 3]):
+        store.log(TraceletArtifact("clf", "model").add_object(rows, "w"), aliases=["production"] if len(rows) == 2
+                  else ())
+    # identical content: only the tag lands on v3
+    store.log(TraceletArtifact("clf", "model", tags=["reviewed"]).add_object([1, 2, 3], "w"))
+    lines = ok(run_cli(store_dir, "versions", "clf")).splitlines()
+    assert lines[0].split() == ["VERSION", "CREATED", "SIZE", "ALIASES", "TAGS"]
+    assert [line.split()[0] for line in lines[1:]] == ["v1", "v2", "v3"]
+    assert "production" in lines[2] and lines[3].rstrip().endswith("reviewed")
+    data = ok_json(run_cli(store_dir, "versions", "clf", "--json"))
+    assert isinstance(data, list)
+    assert [(v["ref"], v["aliases"], v["tags"]) for v in data] == [
+        ("clf:v1", [], []), ("clf:v2", ["production"], []), ("clf:v3", [], ["reviewed"])]
+    assert all({"created_at", "size_bytes", "digest"} <= set(v) for v in data)
+
+
+@pytest.mark.parametrize("args", [["versions", "clf"], ["ls"], ["show", "clf"], ["verify"],
+                                  ["alias", "clf:v1", "best"], ["gc", "--dry-run"], ["sync"]])
+def test_json_works_before_or_after_the_command(store_dir: Path, pipeline: dict[str, str], args: list[str]) -> None:
+    after = ok_json(runner.invoke(app, ["--store", str(store_dir), *args, "--json"]))
+    before = ok_json(runner.invoke(app, ["--json", "--store", str(store_dir), *args]))
+    assert before == after
+
+
+def test_json_before_a_command_without_json_output_says_so(store_dir: Path, pipeline: dict[str, str]) -> None:
+    assert_one_line_error(runner.invoke(app, ["--json", "--store", str(store_dir), "lineage", "clf"]),
+                          "`tracelet lineage` has no --json output")
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["show", "clf@production"], ["did you mean clf:production?"]),
+    (["show", "clf:1"], ["did you mean clf:v1?", "clf has 1 version (v1)", "production"]),
+    (["get", "clf:7"], ["a version number is written clf:v7", "clf has 1 version (v1)"]),
+    (["show", "clf:v9"], ["no version or alias 'v9'", "clf has 1 version (v1) and the aliases production"]),
+    (["show", "data/featurs"], ["no artifact named 'data/featurs'", "did you mean data/features"]),
+    (["lineage", "reprot"], ["did you mean report?"]),
+    (["verify", "clf:staging"], ["clf has 1 version"]),
+    (["alias", "clf:v2", "best"], ["clf has 1 version (v1)"]),
+    (["alias", "clf", "staging", "--remove"], ["has no alias 'staging'", "the aliases production"]),
+    (["versions", "clff"], ["did you mean clf?"]),
+    (["show", "zzz"], ["no artifact named 'zzz'", "`tracelet ls` lists the names"]),
+])
+def test_a_bad_ref_gets_a_hint(store_dir: Path, pipeline: dict[str, str], args: list[str],
+                               fragments: list[str]) -> None:
+    result = run_cli(store_dir, *args)
+    assert_one_line_error(result, *fragments)
+    assert result.stdout == ""
+
+
+def test_many_versions_are_abbreviated_in_a_hint(store_dir: Path, store: ArtifactStore) -> None:
+    for i in range(8):
+        store.log(TraceletArtifact("many", "dataset").add_object([i], "rows"))
+    assert_one_line_error(run_cli(store_dir, "show", "many:v9"), "many has 8 versions (v1, v2, v3, ..., v6, v7, v8)")
+
+
+def test_show_never_folds_a_digest(store_dir: Path, store: ArtifactStore, make_file: MakeFile) -> None:
+    logged = store.log(TraceletArtifact("wide", "model", description="a long description " * 8)
+                       .add_file(make_file("w.bin", b"123"), "weights/a/rather/deep/path/w.bin"))
+    for columns in ("40", "80", "200"):
+        shown = ok(run_cli(store_dir, "show", "wide", env={"COLUMNS": columns}))
+        lines = shown.splitlines()
+        assert any(line.split() == ["digest", logged.digest] for line in lines), shown
+        assert any(logged.files[0].digest in line.split() for line in lines), shown
+        assert "weights/a/rather/deep/path/w.bin" in shown
+
+
+def test_verify_and_reindex_exit_0_only_when_clean(store_dir: Path, store: ArtifactStore,
+                                                   make_file: MakeFile) -> None:
+    logged = store.log(TraceletArtifact("d", "dataset").add_file(make_file("a.txt", "a")))
+    assert ok(run_cli(store_dir, "verify")) == "ok: 1 version verified\n"
+    assert ok(run_cli(store_dir, "reindex")) == "added 0 versions\n"
+    # a manifest reindex cannot read: it is skipped, named, and the exit code says so
+    stray = Path(store.blobs.manifest_path("stray", 1))
+    stray.parent.mkdir(parents=True)
+    stray.write_text("{not json")
+    skipped = run_cli(store_dir, "reindex", "--json")
+    assert skipped.exit_code == 1
+    report = json.loads(skipped.stdout)
+    assert report["added"] == [] and len(report["skipped"]) == 1 and "stray" in report["skipped"][0]
+    assert_one_line_error(skipped, "the catalog was not clean", "skipped 1 manifest or journal")
+    blob_file(store_dir, logged.files[0].digest).write_bytes(b"b")
+    assert_one_line_error(run_cli(store_dir, "verify"), "1 problem found")

@@ -1,6 +1,9 @@
 """Serializers keep what they are given: tagged JSON for tuples, parquet for Series and arrow
 tables, and ``auto`` picks the safest format (pickle only when nothing safe holds the value)."""
 
+import datetime
+import decimal
+import uuid
 from collections import namedtuple
 from pathlib import Path
 from typing import Any
@@ -74,3 +77,68 @@ def test_parquet_refuses_what_it_cannot_hold(tmp_path: Path) -> None:
         get_serializer("parquet").dump([1, 2], tmp_path / "x.parquet")
     with pytest.raises(InvalidArtifactError, match="cannot be written as parquet"):
         get_serializer("parquet").dump(pd.Series([object()]), tmp_path / "y.parquet")
+
+
+# -- round 3: values plain JSON cannot hold, without pickle ---------------------------------------
+WHEN = datetime.datetime(2024, 5, 1, 12, 30, 15, 250, tzinfo=datetime.timezone.utc)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with every type spelt out, nested: equal values of other types differ here."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_typed(v) for v in value])
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, sorted((_typed(v) for v in value), key=repr))
+    return (type(value).__name__, repr(value))
+
+
+@pytest.mark.parametrize("value", [
+    {1, 2, 3},
+    frozenset({"a", "b"}),
+    {(1, "x"), frozenset({2})},
+    {1: "one", 2: "two"},
+    {1.5: "x", True: "t", (1, 2): [3]},
+    {"a": {3: {4: (5,)}}},
+    b"\x00\xffbytes",
+    WHEN,
+    WHEN.replace(tzinfo=None),
+    datetime.date(2024, 5, 1),
+    decimal.Decimal("1.10"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    {"when": WHEN, "ids": [uuid.UUID(int=7)], "raw": b"x", "price": decimal.Decimal("-0.5")},
+    [{"__set__": [1]}, {"__items__": []}, {"__bytes__": "AA=="}, (1,)],  # tag-shaped dicts stay dicts
+])
+def test_sets_odd_keys_bytes_dates_decimals_and_uuids_round_trip_equal_and_of_the_same_type(
+        value: Any, tmp_path: Path) -> None:
+    assert resolve_auto(value) == "json-tagged"
+    back = _round_trip(value, tmp_path)
+    assert back == value and _typed(back) == _typed(value)
+
+
+def test_equal_sets_give_equal_bytes(tmp_path: Path) -> None:
+    serializer = get_serializer("json-tagged")
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    serializer.dump({"s": {3, 1, 2, (0, 1)}}, first)
+    serializer.dump({"s": {(0, 1), 2, 1, 3}}, second)
+    assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize("value", [
+    {float("nan"): 1}, decimal.Decimal("NaN"), {object(): 1}, {frozenset({1}): 2},
+    pd.Timestamp("2024-01-01"),  # a datetime subclass would come back as a plain datetime
+])
+def test_what_tagged_json_cannot_bring_back_is_not_chosen(value: Any) -> None:
+    assert resolve_safe(value) is None
+
+
+def test_tagged_values_through_a_store_need_no_pickle(tmp_path: Path) -> None:
+    from tracelet_core import ArtifactStore, TraceletArtifact
+
+    value = {"when": WHEN, "seen": {1, 2}, 3: frozenset({"x"})}
+    with ArtifactStore.open(tmp_path / "store") as store:
+        logged = store.log(TraceletArtifact("odd").add_object(value, "value", "auto"))
+        assert logged.objects[0].serializer == "json-tagged"
+        back = logged.load(allow_pickle=False)
+    assert back == value and _typed(back) == _typed(value)

@@ -10,18 +10,27 @@ an object (DataFrame, Series, arrow Table -> parquet, ndarray -> numpy, tensors 
 JSON-able -> json, JSON-able holding tuples -> json-tagged, else pickle), and that concrete key
 is what gets recorded. :func:`resolve_safe` is the same choice without the pickle fallback.
 
-``json-tagged`` is JSON in which a tuple is written ``{"__tuple__": [...]}`` (and a dict whose
-only key is a tag is wrapped ``{"__dict__": {...}}``), so tuples come back as tuples, nested at
-any depth, without pickle. Parquet holds a pandas Series (name and index kept) or a pyarrow
+``json-tagged`` is JSON in which each value plain JSON cannot hold is one tagged object:
+``{"__tuple__": [...]}``, ``{"__set__": [...]}`` and ``{"__frozenset__": [...]}`` (items in a
+fixed order, so equal sets give equal bytes), ``{"__items__": [[key, value], ...]}`` for a dict
+with int, float, bool or tuple keys, ``{"__bytes__": "<base64>"}``, ``{"__datetime__": iso}``,
+``{"__date__": iso}``, ``{"__decimal__": "1.10"}`` and ``{"__uuid__": "..."}`` (a dict whose
+only key is a tag is wrapped ``{"__dict__": {...}}``), so these come back equal and of the same
+type, nested at any depth, without pickle. Parquet holds a pandas Series (name and index kept) or a pyarrow
 Table as well as a DataFrame; which one it was is saved in the file's schema metadata.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import json
 import math
 import pickle
+import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,30 +75,72 @@ class JsonSerializer(Serializer):
 
 _TUPLE_TAG = "__tuple__"
 _DICT_TAG = "__dict__"
+_ITEMS_TAG = "__items__"
+#: scalar types plain JSON cannot hold -> (tag, encode); exact types only (a pandas Timestamp,
+#: a datetime subclass, would not come back as itself)
+_SCALAR_TAGS: dict[type, tuple[str, Callable[[Any], str]]] = {
+    bytes: ("__bytes__", lambda b: base64.b64encode(b).decode("ascii")),
+    datetime.datetime: ("__datetime__", lambda d: d.isoformat()),
+    datetime.date: ("__date__", lambda d: d.isoformat()),
+    decimal.Decimal: ("__decimal__", str),
+    uuid.UUID: ("__uuid__", str),
+}
+_SCALAR_DECODERS: dict[str, Callable[[str], Any]] = {
+    "__bytes__": lambda text: base64.b64decode(text.encode("ascii"), validate=True),
+    "__datetime__": datetime.datetime.fromisoformat,
+    "__date__": datetime.date.fromisoformat,
+    "__decimal__": decimal.Decimal,
+    "__uuid__": uuid.UUID,
+}
+_SET_TAGS: dict[type, str] = {set: "__set__", frozenset: "__frozenset__"}
+_TAGS = frozenset({_TUPLE_TAG, _DICT_TAG, _ITEMS_TAG, *_SCALAR_DECODERS, *_SET_TAGS.values()})
+#: dict keys ``__items__`` keeps (besides str, which plain JSON keeps)
+_KEY_TYPES = (int, float, bool, tuple)
+
+
+def _canonical(encoded: Any) -> str:
+    return json.dumps(encoded, sort_keys=True, ensure_ascii=False)
 
 
 def _tagged(obj: Any) -> Any:
-    """``obj`` with tuples as ``{"__tuple__": [...]}`` and tag-shaped dicts wrapped."""
-    if isinstance(obj, tuple):
+    """``obj`` with every value plain JSON cannot hold tagged, and tag-shaped dicts wrapped."""
+    kind = type(obj)
+    if kind is tuple:
         return {_TUPLE_TAG: [_tagged(item) for item in obj]}
     if isinstance(obj, list):
         return [_tagged(item) for item in obj]
+    if kind in _SET_TAGS:
+        return {_SET_TAGS[kind]: sorted((_tagged(item) for item in obj), key=_canonical)}
+    if kind in _SCALAR_TAGS:
+        tag, encode = _SCALAR_TAGS[kind]
+        return {tag: encode(obj)}
     if isinstance(obj, dict):
+        if not all(isinstance(key, str) for key in obj):
+            return {_ITEMS_TAG: [[_tagged(key), _tagged(value)] for key, value in obj.items()]}
         encoded = {key: _tagged(value) for key, value in obj.items()}
-        return {_DICT_TAG: encoded} if set(obj) in ({_TUPLE_TAG}, {_DICT_TAG}) else encoded
+        return {_DICT_TAG: encoded} if len(obj) == 1 and next(iter(obj)) in _TAGS else encoded
     return obj
 
 
 def _untagged(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_untagged(item) for item in obj]
-    if isinstance(obj, dict):
-        if set(obj) == {_TUPLE_TAG}:
-            return tuple(_untagged(item) for item in obj[_TUPLE_TAG])
-        if set(obj) == {_DICT_TAG}:
-            return {key: _untagged(value) for key, value in obj[_DICT_TAG].items()}
-        return {key: _untagged(value) for key, value in obj.items()}
-    return obj
+    if not isinstance(obj, dict):
+        return obj
+    tag = next(iter(obj)) if len(obj) == 1 else None
+    if tag == _TUPLE_TAG:
+        return tuple(_untagged(item) for item in obj[tag])
+    if tag == _DICT_TAG:
+        return {key: _untagged(value) for key, value in obj[tag].items()}
+    if tag == _ITEMS_TAG:
+        return {_untagged(key): _untagged(value) for key, value in obj[tag]}
+    if tag == "__set__":
+        return {_untagged(item) for item in obj[tag]}
+    if tag == "__frozenset__":
+        return frozenset(_untagged(item) for item in obj[tag])
+    if tag in _SCALAR_DECODERS:
+        return _SCALAR_DECODERS[tag](obj[tag])
+    return {key: _untagged(value) for key, value in obj.items()}
 
 
 class TaggedJsonSerializer(JsonSerializer):
@@ -328,24 +379,37 @@ def get_serializer(key: str) -> Serializer:
 
 
 def _json_kind(obj: Any, depth: int = 0) -> str | None:
-    """``json`` for plain JSON, ``json-tagged`` when it holds (plain) tuples, None otherwise."""
+    """``json`` for plain JSON, ``json-tagged`` when it holds what only tagged JSON keeps
+    (tuples, sets, non-str keys, bytes, dates, decimals, UUIDs), None otherwise."""
     if depth > 100:
         return None
-    if obj is None or isinstance(obj, (bool, int, str)):
+    kind = type(obj)
+    if obj is None or kind in (bool, int, str):
         return JsonSerializer.key
-    if isinstance(obj, float):
+    if kind is float:
         return JsonSerializer.key if math.isfinite(obj) else None
-    if type(obj) in (list, tuple):  # named tuples and other subclasses would not come back as themselves
+    if kind in _SCALAR_TAGS:
+        return TaggedJsonSerializer.key if kind is not decimal.Decimal or obj.is_finite() else None
+    tagged = kind is tuple or kind in _SET_TAGS
+    if kind in (list, tuple, set, frozenset):  # named tuples and other subclasses would not come back
         items: list[Any] = list(obj)
     elif isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
         items = list(obj.values())
+    elif kind is dict and all(isinstance(k, str) or _is_key(k) for k in obj):
+        items, tagged = [*obj.keys(), *obj.values()], True
     else:
         return None
     kinds = {_json_kind(item, depth + 1) for item in items}
     if None in kinds:
         return None
-    tagged = type(obj) is tuple or TaggedJsonSerializer.key in kinds
-    return TaggedJsonSerializer.key if tagged else JsonSerializer.key
+    return TaggedJsonSerializer.key if tagged or TaggedJsonSerializer.key in kinds else JsonSerializer.key
+
+
+def _is_key(key: Any) -> bool:
+    """A dict key ``__items__`` brings back as itself (int, finite float, bool, tuples of these)."""
+    if type(key) is tuple:
+        return all(isinstance(k, str) or _is_key(k) for k in key)
+    return type(key) in _KEY_TYPES and (type(key) is not float or math.isfinite(key))
 
 
 def _module_root(obj: Any) -> str:

@@ -317,6 +317,7 @@ class ArtifactStore:
         alias_list = [validate_alias(a) for a in dict.fromkeys(aliases)]
         input_refs = self._input_refs(inputs)
         metadata = self._checked_metadata(artifact.metadata)
+        self.catalog.check_type(artifact.name, artifact.type.value)  # before any blob is written
         if input_refs:
             self.catalog.resolve_refs(input_refs)  # fail before writing any blob
         rows, reused = self._stage_blobs(artifact, rehash)
@@ -431,6 +432,15 @@ class ArtifactStore:
         with ``partition``, ``latest`` means the newest version of that partition."""
         name, selector = parse_ref(ref, version)
         return LoggedArtifact(self.catalog.get(name, selector, partition), self)
+
+    def exists(self, ref: str) -> bool:
+        """Whether ``ref`` (``name``, ``name:vN``, ``name:alias``) names a version here; a
+        malformed ref still raises ``InvalidArtifactError``."""
+        try:
+            self.get(ref)
+        except ArtifactNotFoundError:
+            return False
+        return True
 
     def list(self, name: str | None = None, type: Any = None, *,
              tag: str | None = None) -> builtins.list[LoggedArtifact]:
@@ -719,6 +729,7 @@ class ArtifactStore:
         if not isinstance(group, str) or not group:
             raise InvalidArtifactError("upsert needs a non-empty group key")
         metadata = self._checked_metadata(artifact.metadata)
+        self.catalog.check_type(artifact.name, artifact.type.value)
         rows, reused = self._stage_blobs(artifact)
         return self.catalog.draft_add(name=artifact.name, group=group, type_=artifact.type.value,
                                       description=artifact.description, metadata_=metadata,

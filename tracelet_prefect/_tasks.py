@@ -408,18 +408,35 @@ def log_artifact(artifact: TraceletArtifact | LoggedArtifact, aliases: Sequence[
     return outcome.logged
 
 
+class _NoDefault:
+    """``load_artifact``'s ``default`` when none is given (a missing ref then raises)."""
+
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+_NO_DEFAULT: Any = _NoDefault()
+
+
 @task(name="load_artifact", cache_policy=NO_CACHE)
 def load_artifact(ref: str | LoggedArtifact, object_name: str | None = None, *,
-                  allow_pickle: bool | None = None, store: StoreLike = None) -> Any:
+                  allow_pickle: bool | None = None, store: StoreLike = None, default: Any = _NO_DEFAULT) -> Any:
     """Load ``name:alias`` (or ``name:vN``, ``name:latest``) into a value: the version's only
     object, or ``object_name``. The version read is recorded under this task run, so a tracelet
-    task that receives the value records it as an input."""
+    task that receives the value records it as an input. With ``default``, a ref that names no
+    version (no such name, number or alias: "no production model yet") returns ``default``
+    instead of raising ``ArtifactNotFoundError``."""
     if isinstance(ref, LoggedArtifact):
         logged = ref
         opened = logged.store if store is None else StoreSpec.of(store).open()
     else:
         opened = StoreSpec.of(store).open()
-        logged = opened.get(ref)
+        try:
+            logged = opened.get(ref)
+        except ArtifactNotFoundError:
+            if default is _NO_DEFAULT:
+                raise
+            return default
     run = TaskRun.current("load_artifact")
     producer = run.producer
     if producer is not None:

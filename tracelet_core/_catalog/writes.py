@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from .._errors import ArtifactNotFoundError, DraftChangedError, InvalidArtifactError
 from .._model import RunInfo
 from .._names import format_version, parse_ref
-from .engine import Database
+from .engine import Database, Query
 from .outbox import enqueue_alias_events, enqueue_deliveries
 from .reads import (
     VERSION_ROWS,
@@ -67,6 +67,19 @@ from .schema import (
 #: Blobs ``gc`` deletes per catalog transaction (writers wait at most one batch).
 COLLECT_BATCH = 200
 
+# -- one type per name: a version whose type differs from the name's is refused ----------------
+_NEWEST_TYPE = Query(select(versions.c.type).join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                     .where(artifacts.c.name == bindparam("name")).order_by(versions.c.version.desc()).limit(1))
+
+
+def refuse_other_type(name: str, existing: str | None, type_: str) -> None:
+    """Raise ``InvalidArtifactError`` naming both types when ``name``'s versions are of
+    type ``existing`` and a version of ``type_`` is being added."""
+    if existing is not None and existing != type_:
+        raise InvalidArtifactError(
+            f"artifact {name!r} holds versions of type {existing!r}; a version of type {type_!r} "
+            f"cannot be added to it (log it under another name)")
+
 
 class WritePath:
     """The catalog's writes (mixed into ``Catalog``)."""
@@ -104,6 +117,8 @@ class WritePath:
         cur = db.cursor(conn)
         self._share_blob_lock(conn)
         artifact = self._lock_artifact(conn, r.name, r.type)
+        newest_type = db.run(cur, _NEWEST_TYPE, {"name": r.name})  # under the lock: no race slips through
+        refuse_other_type(r.name, newest_type[0].type if newest_type else None, r.type)
         if r.sealed_draft is not None:
             self._take_draft(conn, r.sealed_draft)
         before = alias_targets(db, cur, artifact) if r.aliases else {}
@@ -167,6 +182,12 @@ class WritePath:
             entries=json.loads(json.dumps([row["data"] for row in sorted(r.entry_rows, key=lambda e: e["path"])])),
             partition=r.partition,
         ), True
+
+    def check_type(self, name: str, type_: str) -> None:
+        """Refuse, before anything is written, a version of ``name`` whose type differs from
+        its newest version's (``commit_version`` checks again under the lock)."""
+        found = self._db.read(lambda cur: self._db.run(cur, _NEWEST_TYPE, {"name": name}))
+        refuse_other_type(name, found[0].type if found else None, type_)
 
     def record_consumption(self, run: RunInfo, refs: Sequence[tuple[str, str]]) -> None:
         db = self._db

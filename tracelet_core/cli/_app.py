@@ -2,22 +2,25 @@
 as one line, and the output helpers every command uses.
 
 A command that works on a store is a function decorated with ``@store_command(name,
-read_only=...)`` (it gets ``--store`` / ``--catalog`` before or after the command, and read-only
-commands never create a store); it takes ``ctx: typer.Context`` first and opens the store with
-``open_store(ctx, as_json=...)``. Commands live in the sibling modules by what they do
+read_only=...)`` (it gets ``--store`` / ``--catalog`` and its ``--json`` before or after the
+command, and only ``log`` creates a store that is not there); it takes ``ctx: typer.Context``
+first and opens the store with ``open_store(ctx, as_json=...)``; ``find_version`` reads a ref
+and answers a bad one with a hint. Commands live in the sibling modules by what they do
 (``_read``: look at a store; ``_manage``: change and maintain it); ``tracelet_core.cli``
 imports them, which registers them on ``app``.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,9 +30,10 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from .._blobstore import is_local_uri, local_root
-from .._errors import ConfigurationError, TraceletError
+from .._errors import ArtifactNotFoundError, ConfigurationError, InvalidArtifactError, TraceletError
 from .._logged import LoggedArtifact
 from .._model import RunInfo
+from .._names import parse_ref
 from .._settings import TraceletSettings
 from .._store import ArtifactStore
 
@@ -73,31 +77,39 @@ class OneLineErrorGroup(TyperGroup):
 
 
 # -- the store --------------------------------------------------------------------------------
+#: What a command needs to find before it opens a store: ``"store"`` (every command but two),
+#: ``"manifests"`` (``reindex``: a store folder whose catalog may be missing) or ``"nothing"``
+#: (``log``, the one command that creates a store).
+Needs = Literal["store", "manifests", "nothing"]
+
+
 @dataclass
 class StoreHandle:
     """The store named on the command line, opened on first use and closed at exit.
 
     ``--store`` / ``--catalog`` given after the subcommand win over those given before it.
-    A read-only command (``must_exist``) refuses a local store that is not there instead of
-    creating it.
+    A command refuses a local store that is not there instead of creating it, unless it
+    ``needs`` nothing (``log``).
     """
 
     uri: str | None
     catalog_url: str | None
-    must_exist: bool = False
+    needs: Needs = "store"
+    #: ``--json`` given before the subcommand
+    as_json: bool = False
     _store: ArtifactStore | None = None
 
-    def choose(self, uri: str | None, catalog_url: str | None, *, must_exist: bool) -> None:
+    def choose(self, uri: str | None, catalog_url: str | None, *, needs: Needs) -> None:
         if uri is not None:
             self.uri = checked_store_option(uri)
         if catalog_url:
             self.catalog_url = catalog_url
-        self.must_exist = must_exist
+        self.needs = needs
 
     def open(self, *, progress: bool) -> ArtifactStore:
         if self._store is None:
-            if self.must_exist:
-                problem = missing_store_problem(self.uri, self.catalog_url)
+            if self.needs != "nothing":
+                problem = missing_store_problem(self.uri, self.catalog_url, rebuilding=self.needs == "manifests")
                 if problem:
                     fail(problem)
             self._store = ArtifactStore.open(self.uri, self.catalog_url)
@@ -116,8 +128,9 @@ def checked_store_option(uri: str) -> str:
     return uri
 
 
-def missing_store_problem(uri: str | None, catalog_url: str | None) -> str | None:
-    """Why a read-only command must not open this store (it would create it), or ``None``.
+def missing_store_problem(uri: str | None, catalog_url: str | None, *, rebuilding: bool = False) -> str | None:
+    """Why a command must not open this store (it would create it), or ``None``; when
+    ``rebuilding`` (``reindex``), a store folder holding manifests may lack its catalog.
 
     Only local stores are checked: opening a remote one writes nothing to its bucket.
     """
@@ -131,6 +144,8 @@ def missing_store_problem(uri: str | None, catalog_url: str | None) -> str | Non
     else:
         present = (root / "catalog.db").is_file()
         if not present and holds_manifests(root):
+            if rebuilding:
+                return None
             return (f"the catalog of {root} is missing but the store holds versions; "
                     f"run `tracelet --store {root} reindex` to rebuild it")
     if not present:
@@ -151,6 +166,60 @@ def open_store(ctx: typer.Context, *, as_json: bool = False) -> ArtifactStore:
         handle = StoreHandle(None, None)
         ctx.call_on_close(handle.close)
     return handle.open(progress=not as_json)
+
+
+# -- refs, with a hint when they name nothing ---------------------------------------------------
+def find_version(store: ArtifactStore, ref: str) -> LoggedArtifact:
+    """``store.get(ref)``; a ref that names nothing fails with a hint at what exists."""
+    with hinted(store, ref):
+        return store.get(ref)
+
+
+@contextmanager
+def hinted(store: ArtifactStore, ref: str) -> Iterator[None]:
+    """Fail with a hint (``ref_hint``) when the body finds that ``ref`` names nothing."""
+    try:
+        yield
+    except (ArtifactNotFoundError, InvalidArtifactError) as exc:
+        hint = ref_hint(store, ref)
+        if hint is None:
+            raise
+        fail(f"{describe_error(exc)}; {hint}")
+
+
+def ref_hint(store: ArtifactStore, ref: str) -> str | None:
+    """What the user probably meant by a ``ref`` that names nothing: ``name:alias`` for
+    ``name@alias``, the versions and aliases a name has, the closest existing names."""
+    if "@" in ref and ":" not in ref:
+        name, _, alias = ref.partition("@")
+        return f"did you mean {name}:{alias}?"
+    try:
+        name, selector = parse_ref(ref)
+    except InvalidArtifactError:
+        return None
+    if name not in (names := store.catalog.names()):
+        return name_hint(name, names)
+    versions = store.versions(name)
+    if not versions:
+        return None
+    numbers = [v.version for v in versions]
+    shown = ", ".join(numbers if len(numbers) <= 6 else [*numbers[:3], "...", *numbers[-3:]])
+    aliases = sorted({a for v in versions for a in v.aliases})
+    hint = f"{name} has {count(len(numbers), 'version')} ({shown})"
+    hint += f" and the aliases {', '.join(aliases)}" if aliases else ", no aliases"
+    if selector.isdigit():  # name:2
+        wanted = f"v{int(selector)}"
+        return (f"did you mean {name}:{wanted}? " if wanted in numbers else
+                f"a version number is written {name}:{wanted}; ") + hint
+    return hint
+
+
+def name_hint(name: str, names: list[str]) -> str:
+    """The existing names closest to ``name`` (difflib), or where to look."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {' or '.join(close)}?"
+    return "`tracelet ls` lists the names" if names else "the store holds no artifacts yet"
 
 
 # -- output helpers ---------------------------------------------------------------------------
@@ -225,18 +294,23 @@ RefArgument = Annotated[str, typer.Argument(
 CommandFunction = TypeVar("CommandFunction", bound=Callable[..., Any])
 
 
-def store_command(name: str | None = None, *, read_only: bool = False
+def store_command(name: str | None = None, *, read_only: bool = False, needs: Needs = "store"
                   ) -> Callable[[CommandFunction], CommandFunction]:
     """Register a command that works on a store.
 
     It gets the common options (``--store``, ``--catalog``) so they work after the subcommand
-    as well as before it; ``read_only`` commands never create a store that is not there. The
-    decorated function takes ``ctx: typer.Context`` first and opens the store with
-    ``open_store(ctx)``. A new common option is added here, once, for every command.
+    as well as before it, and ``--json`` given before the subcommand reaches its ``as_json``.
+    ``read_only`` says the command changes nothing; whatever it does, it never creates a store
+    that is not there (exit 1) unless it ``needs`` ``"nothing"`` (``log``). The decorated
+    function takes ``ctx: typer.Context`` first and opens the store with ``open_store(ctx)``.
+    A new common option is added here, once, for every command.
     """
+    del read_only  # every command but log refuses a missing store: reading or not
 
     def register(func: CommandFunction) -> CommandFunction:
         signature = inspect.signature(func, eval_str=True)
+        takes_json = "as_json" in signature.parameters
+        command_name = name or func.__name__.replace("_", "-")
         common = [
             inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=StoreOption),
             inspect.Parameter("catalog", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=CatalogOption),
@@ -250,7 +324,11 @@ def store_command(name: str | None = None, *, read_only: bool = False
                 handle = StoreHandle(None, None)
                 ctx.obj = handle
                 ctx.call_on_close(handle.close)
-            handle.choose(store, catalog, must_exist=read_only)
+            handle.choose(store, catalog, needs=needs)
+            if handle.as_json:
+                if not takes_json:
+                    fail(f"`tracelet {command_name}` has no --json output")
+                kwargs["as_json"] = True
             return func(ctx, *args, **kwargs)
 
         parameters = list(signature.parameters.values())
@@ -276,9 +354,11 @@ def main_options(
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=show_version, help="Print the version and exit."),
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Versioned, content-addressed ML artifacts with lineage."""
-    handle = StoreHandle(checked_store_option(store) if store is not None else None, catalog or None)
+    handle = StoreHandle(checked_store_option(store) if store is not None else None, catalog or None,
+                         as_json=as_json)
     ctx.obj = handle
     ctx.call_on_close(handle.close)
 

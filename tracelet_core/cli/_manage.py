@@ -16,6 +16,7 @@ from ._app import (
     JsonFlag,
     count,
     fail,
+    hinted,
     open_store,
     print_json,
     store_command,
@@ -39,11 +40,13 @@ def alias(
     store = open_store(ctx, as_json=as_json)
     if remove:
         name, _selector = parse_ref(ref)
-        store.remove_alias(name, alias_name)
+        with hinted(store, f"{name}:{alias_name}"):
+            store.remove_alias(name, alias_name)
         result: dict[str, Any] = {"name": name, "alias": alias_name, "removed": True}
         message = f"removed alias {alias_name!r} from {name}"
     else:
-        artifact = store.set_alias(ref, alias_name)
+        with hinted(store, ref):
+            artifact = store.set_alias(ref, alias_name)
         result = {"name": artifact.name, "alias": alias_name, "ref": artifact.ref,
                   "aliases": artifact.aliases}
         message = f"{artifact.name}:{alias_name} -> {artifact.ref}"
@@ -62,8 +65,13 @@ def verify(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-hash manifests and blobs; exit 1 naming every problem found."""
+    store = open_store(ctx, as_json=as_json)
     try:
-        checked = open_store(ctx, as_json=as_json).verify(ref)
+        if ref is None:
+            checked = store.verify()
+        else:
+            with hinted(store, ref):
+                checked = store.verify(ref)
     except IntegrityError as exc:
         report_problems(exc.problems or [str(exc)], as_json)
     if as_json:
@@ -132,7 +140,7 @@ def sync(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 
 # -- log --------------------------------------------------------------------------------------
-@store_command("log")
+@store_command("log", needs="nothing")
 def log_path(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(
@@ -170,17 +178,23 @@ def build_artifact(path: Path, name: str, artifact_type: str,
 
 
 # -- reindex ----------------------------------------------------------------------------------
-@store_command()
+@store_command(needs="manifests")
 def reindex(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Rebuild missing catalog rows from the manifests in the store."""
+    """Rebuild missing catalog rows from the manifests in the store; exit 1 when it added or
+    skipped anything (the catalog was not clean), 0 when nothing was missing."""
     added = open_store(ctx, as_json=as_json).reindex()
     if as_json:
         print_json({"added": added, **({"skipped": added.skipped} if added.skipped else {})})
-        return
-    for ref in added:
-        typer.echo(ref)
-    for problem in added.skipped:
-        typer.echo(f"skipped {problem}", err=True)
-    typer.echo(f"added {count(len(added), 'version')}")
+    else:
+        for ref in added:
+            typer.echo(ref)
+        for problem in added.skipped:
+            typer.echo(f"skipped {problem}")
+        typer.echo(f"added {count(len(added), 'version')}")
+    if added or added.skipped:
+        found = [count(len(added), "missing version")] + (
+            [f"skipped {count(len(added.skipped), 'manifest or journal', 'manifests or journals')}"]
+            if added.skipped else [])
+        fail(f"the catalog was not clean: {', '.join(found)}")
 
 

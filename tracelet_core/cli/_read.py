@@ -1,4 +1,5 @@
-"""Commands that look at a store: ``ls``, ``show``, ``get``, ``lineage``, ``export-lineage``."""
+"""Commands that look at a store: ``ls``, ``versions``, ``show``, ``get``, ``lineage``,
+``export-lineage``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console, RenderableType
 from rich.filesize import decimal as human_size
+from rich.measure import Measurement
 from rich.table import Column, Table
 from rich.text import Text
 from rich.tree import Tree
@@ -29,6 +31,8 @@ from ._app import (
     count,
     describe_run,
     fail,
+    find_version,
+    hinted,
     local_time,
     open_store,
     plain,
@@ -78,6 +82,28 @@ def artifacts_table(artifacts: Iterable[LoggedArtifact]) -> Table:
     return table
 
 
+# -- versions ---------------------------------------------------------------------------------
+@store_command(read_only=True)
+def versions(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The artifact name.", show_default=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """List every version of NAME, oldest first: number, created, size, aliases, tags."""
+    store = open_store(ctx, as_json=as_json)
+    with hinted(store, name):
+        found = store.versions(name)
+    rows = [(v, v.tags) for v in found]
+    if as_json:
+        print_json([{**summary(v), "tags": tags} for v, tags in rows])
+        return
+    table = Table("VERSION", "CREATED", "SIZE", "ALIASES", "TAGS", box=None, header_style="bold")
+    for v, tags in rows:
+        table.add_row(plain(v.version), local_time(v), human_size(v.size_bytes), plain(", ".join(v.aliases)),
+                      plain(", ".join(tags)))
+    console().print(table)
+
+
 # -- show -------------------------------------------------------------------------------------
 @store_command(read_only=True)
 def show(
@@ -86,16 +112,27 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one version: files, objects, references, producer, inputs and aliases."""
-    artifact = open_store(ctx, as_json=as_json).get(ref)
+    artifact = find_version(open_store(ctx, as_json=as_json), ref)
     if as_json:
         print_json(version_json(artifact, created=False))
         return
-    out = console()
+    grid, tables = details_grid(artifact), entry_tables(artifact)
+    out = unwrapped_console([grid, *tables])
     out.print(Text.assemble((artifact.ref, "bold"), f"  ({artifact.type.value})"))
-    out.print(details_grid(artifact))
-    for table in entry_tables(artifact):
+    out.print(grid)
+    for table in tables:
         out.print()
         out.print(table)
+
+
+def unwrapped_console(renderables: list[Table]) -> Console:
+    """A console as wide as the terminal, or as wide as the widest of ``renderables`` needs to
+    fold nothing: a digest stays whole on one line (the terminal may fold it on screen; copied,
+    it is one string)."""
+    out = console()
+    unbounded = out.options.update_width(1_000_000)
+    needed = max((Measurement.get(out, unbounded, r).maximum for r in renderables), default=0)
+    return out if needed <= out.width else Console(highlight=False, width=needed)
 
 
 def details_grid(artifact: LoggedArtifact) -> Table:
@@ -120,7 +157,7 @@ def details_grid(artifact: LoggedArtifact) -> Table:
 def entry_tables(artifact: LoggedArtifact) -> list[Table]:
     tables: list[Table] = []
     if artifact.files:
-        files = Table("PATH", "SIZE", Column("DIGEST", overflow="fold"), title="files",
+        files = Table("PATH", "SIZE", Column("DIGEST", no_wrap=True), title="files",
                       title_justify="left", box=None)
         for f in artifact.files:
             files.add_row(plain(f.path), human_size(f.size), plain(f.digest))
@@ -159,7 +196,7 @@ def get(
     The folder must be empty (or hold exactly this version) unless --force is given; a failed
     download leaves nothing behind.
     """
-    artifact = open_store(ctx, as_json=as_json).get(ref)
+    artifact = find_version(open_store(ctx, as_json=as_json), ref)
     root = output if output is not None else Path("artifacts", artifact.name, artifact.version)
     written = [f.path for f in artifact.files] + [o.path for o in artifact.objects]
     if not (root.is_dir() and holds_exactly(artifact, root)):
@@ -301,7 +338,7 @@ def lineage(
     """
     direction = "downstream" if downstream else "upstream"
     store = open_store(ctx, as_json=output is None and output_format != "text")
-    graph = store.lineage(ref, direction=direction, depth=depth)
+    graph = store.lineage(find_version(store, ref), direction=direction, depth=depth)
     rendered = LINEAGE_FORMATS[output_format](graph, store)
     if output is None:
         if isinstance(rendered, str):

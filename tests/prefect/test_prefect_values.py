@@ -1,0 +1,66 @@
+"""Values through Prefect: a missing ref with a default, safe containers, pickle refused in the
+producing task unless allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from tracelet_core import ArtifactNotFoundError, ArtifactStore, TraceletArtifact
+from tracelet_prefect import load_artifact
+
+
+# -- load_artifact(default=...) ---------------------------------------------------------------------
+def test_load_artifact_returns_the_default_when_the_ref_does_not_exist(store: ArtifactStore) -> None:
+    store.log(TraceletArtifact("v1/model", "model").add_object({"w": 1}, "value", "json"))
+
+    @flow
+    def champion(ref: str) -> Any:
+        return load_artifact(ref, default=None)
+
+    assert champion("v1/model:production") is None  # no such alias (yet)
+    assert champion("v1/model:v7") is None
+    assert champion("v1/nothing:latest") is None
+    assert champion("v1/model:latest") == {"w": 1}
+    assert not store.exists("v1/model:production") and store.exists("v1/model")
+
+
+def test_load_artifact_without_a_default_still_fails_the_task(store: ArtifactStore) -> None:
+    @flow
+    def champion() -> Any:
+        return load_artifact("v1/nothing:production")
+
+    with pytest.raises(ArtifactNotFoundError, match="v1/nothing"):
+        champion()
+
+
+# -- values plain JSON cannot hold, without pickle ----------------------------------------------------
+def test_sets_dates_and_odd_keys_pass_between_tasks_without_pickle(store: ArtifactStore) -> None:
+    import datetime
+    import decimal
+    import uuid
+
+    from tracelet_prefect import tracelet_task
+
+    value = {"when": datetime.datetime(2024, 5, 1, 9, 30), "day": datetime.date(2024, 5, 1),
+             "seen": {1, 2, 3}, "frozen": frozenset({"a"}), 7: b"\x00raw", (1, 2): decimal.Decimal("1.10"),
+             "id": uuid.UUID(int=42)}
+
+    @tracelet_task("v2/odd")
+    def produce() -> dict[Any, Any]:
+        return value
+
+    @tracelet_task("v2/echo")
+    def echo(received: dict[Any, Any]) -> bool:
+        return received == value and all(type(received[k]) is type(v) for k, v in value.items())
+
+    @flow
+    def pipeline() -> Any:
+        return echo(produce())
+
+    assert pipeline().load() is True
+    logged = store.get("v2/odd")
+    assert logged.objects[0].serializer == "json-tagged"
+    assert logged.load(allow_pickle=False) == value
