@@ -23,8 +23,9 @@ def diff(ctx: typer.Context, a: BeforeArgument, b: AfterArgument, as_json: JsonF
     if as_json:
         print_json(result.to_dict())
         return
-    for line in diff_lines(result):
-        console().print(plain(line) if not isinstance(line, Text) else line)
+    out = console()
+    for line in diff_lines(result):  # one line each, never wrapped (like git diff)
+        out.print(plain(line) if not isinstance(line, Text) else line, soft_wrap=True)
 
 
 def _pair(values: list[Any]) -> str:
@@ -86,7 +87,7 @@ def _content_lines(found: dict[str, Any]) -> list[str]:
     if kind == "text":
         return str(found["diff"]).splitlines()
     if kind == "object":
-        return ([f"{key}: {_pair(values)}" for key, values in found["changed"].items()]
+        return ([f"{key or '(the value)'}: {_pair(values)}" for key, values in found["changed"].items()]
                 + [f"+ {key}" for key in found["added"]] + [f"- {key}" for key in found["removed"]])
     if kind == "tensors":
         return ([f"+ {key}" for key in found["added"]] + [f"- {key}" for key in found["removed"]]
