@@ -157,3 +157,13 @@ def test_show_prints_and_diff_compares_it(store_dir: Path, tmp_path: Path, monke
     assert "tracelet-artifacts 0.1.0" in shown.stdout
     diffed = runner.invoke(app, ["--store", str(store_dir), "diff", "m:v1", "m:v2"])
     assert f"git commit: {first!r} -> {second!r}" in diffed.stdout
+
+
+def test_a_removed_working_directory_still_logs(store: ArtifactStore, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    extra = log(store, 1).extra
+    assert "git" not in extra and extra["python"] == platform.python_version()

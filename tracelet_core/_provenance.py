@@ -59,7 +59,11 @@ def provenance(orchestrator: str | None = None) -> dict[str, Any]:
     """``{"git": ..., "python": ..., "packages": ...}`` for this process (``git`` only inside
     a repository)."""
     result: dict[str, Any] = {}
-    git = git_state(Path.cwd())
+    try:
+        cwd = Path.cwd()
+    except OSError:  # the working directory was removed
+        cwd = None
+    git = git_state(cwd) if cwd is not None else None
     if git is not None:
         result["git"] = dict(git)
     result["python"] = platform.python_version()
