@@ -149,18 +149,23 @@ def test_text_is_a_bounded_unified_diff(store: ArtifactStore, make_file: MakeFil
     a = store.log(TraceletArtifact("notes", "report").add_file(make_file("a/r.md", "title\nold line\nend\n"), "r.md")
                   .add_file(make_file("a/long.txt", "".join(f"a{i}\n" for i in range(500))), "long.txt")
                   .add_file(make_file("a/big.txt", "x" * (1 << 20)), "big.txt")
-                  .add_file(make_file("a/blob.txt", b"\0\1binary"), "blob.txt"))
+                  .add_file(make_file("a/blob.txt", b"\0\1binary"), "blob.txt")
+                  .add_file(make_file("a/bad.json", "{not json\n"), "bad.json"))
     b = store.log(TraceletArtifact("notes", "report").add_file(make_file("b/r.md", "title\nnew line\nend\n"), "r.md")
                   .add_file(make_file("b/long.txt", "".join(f"b{i}\n" for i in range(500))), "long.txt")
                   .add_file(make_file("b/big.txt", "y" * (1 << 20)), "big.txt")
-                  .add_file(make_file("b/blob.txt", b"\0\2binary"), "blob.txt"))
+                  .add_file(make_file("b/blob.txt", b"\0\2binary"), "blob.txt")
+                  .add_file(make_file("b/bad.json", "{still not json\n"), "bad.json"))
     content = store.diff(a, b).content
     assert content["r.md"] == {"kind": "text", "diff": "--- notes:v1/r.md\n+++ notes:v2/r.md\n@@ -1,3 +1,3 @@\n"
                                                         " title\n-old line\n+new line\n end"}
     lines = content["long.txt"]["diff"].splitlines()
     assert len(lines) == 200 and lines[-1] == "... (804 more lines)"  # 3 header lines + 1000 changes
     assert "big.txt" not in content and "blob.txt" not in content  # 1 MiB or more, binary: sizes only
-    assert {c["path"] for c in store.diff(a, b).files["changed"]} == {"r.md", "long.txt", "big.txt", "blob.txt"}
+    assert not (store.cache_dir / "notes" / "v1" / "big.txt").exists()  # too large: never fetched
+    assert content["bad.json"]["kind"] == "text"  # not the JSON its name says: diffed as text
+    changed = {c["path"] for c in store.diff(a, b).files["changed"]}
+    assert changed == {"r.md", "long.txt", "big.txt", "blob.txt", "bad.json"}
 
 
 def test_pickle_is_compared_by_digest_unless_allowed(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:

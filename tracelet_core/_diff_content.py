@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._errors import TraceletError
 from ._serializers import load_with
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ _TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv
 _OBJECT_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 _TENSOR_SUFFIXES = {".npy", ".npz", ".safetensors", ".pt", ".pth"}
 _OBJECT_SERIALIZERS = {"json", "json-tagged", "yaml"}
+_KNOWN_SUFFIXES = {*_TABLE_SUFFIXES, *_OBJECT_SUFFIXES, *_TENSOR_SUFFIXES}
 
 
 def content_diff(a: LoggedArtifact, entry_a: dict[str, Any], b: LoggedArtifact, entry_b: dict[str, Any],
@@ -40,21 +42,39 @@ def content_diff(a: LoggedArtifact, entry_a: dict[str, Any], b: LoggedArtifact, 
     kind = entry_a.get("kind")
     if kind != entry_b.get("kind") or kind == "reference":
         return None
-    if kind == "object":
-        serializer = entry_a.get("serializer")
-        if serializer != entry_b.get("serializer"):
-            return None
-        return _object_entry(a.path(entry_a["path"]), b.path(entry_b["path"]), str(serializer),
-                             str(entry_a["name"]), allow_pickle)
     suffix = Path(entry_a["path"]).suffix.lower()
-    path_a, path_b = a.path(entry_a["path"]), b.path(entry_b["path"])
-    if suffix in _TABLE_SUFFIXES:
-        return table_diff(path_a, path_b, _TABLE_SUFFIXES[suffix])
-    if suffix in _OBJECT_SUFFIXES:
-        return object_diff(_read_object(path_a, suffix), _read_object(path_b, suffix))
-    if suffix in _TENSOR_SUFFIXES:
-        return tensor_diff(_tensor_file(path_a), _tensor_file(path_b))
+    if kind == "object":
+        serializer = str(entry_a.get("serializer"))
+        if serializer != entry_b.get("serializer") or (serializer == "pickle" and not allow_pickle):
+            return None
+    elif suffix not in _KNOWN_SUFFIXES and max(int(e.get("size") or 0) for e in (entry_a, entry_b)) >= TEXT_MAX_BYTES:
+        return None  # not a format it reads, and too large for a text diff: never fetched
+    path_a, path_b = a.path(entry_a["path"]), b.path(entry_b["path"])  # verified local copies
+    try:
+        if kind == "object":
+            return _object_entry(path_a, path_b, serializer, str(entry_a["name"]), allow_pickle)
+        if suffix in _TABLE_SUFFIXES:
+            return table_diff(path_a, path_b, _TABLE_SUFFIXES[suffix])
+        if suffix in _OBJECT_SUFFIXES:
+            return object_diff(_read_object(path_a, suffix), _read_object(path_b, suffix))
+        if suffix in _TENSOR_SUFFIXES:
+            return tensor_diff(_tensor_file(path_a), _tensor_file(path_b))
+    except _unreadable():  # not the format its name or serializer says: diffed as text, if it is
+        if kind == "object":
+            return None
     return text_diff(path_a, path_b, f"{a.ref}/{entry_a['path']}", f"{b.ref}/{entry_b['path']}")
+
+
+def _unreadable() -> tuple[type[BaseException], ...]:
+    """What a parser raises on bytes that are not the format it expected."""
+    errors: list[type[BaseException]] = [ValueError, OSError, TypeError, KeyError, RuntimeError, TraceletError]
+    try:
+        import yaml  # Deferred for import perf
+
+        errors.append(yaml.YAMLError)
+    except ImportError:  # pragma: no cover - yaml is a dependency
+        pass
+    return tuple(errors)
 
 
 def _object_entry(path_a: Path, path_b: Path, serializer: str, name: str,
