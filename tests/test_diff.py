@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from support import MakeFile
+from support import MakeFile, StoreLocation
 from typer.testing import CliRunner
 
 from tracelet_core import (
@@ -128,14 +128,22 @@ def test_arrays_tensors_and_state_dicts(store: ArtifactStore, tmp_path: Path) ->
     before = {"layer.weight": torch.zeros(2, 3), "layer.bias": torch.tensor([1.0, 2.0]), "old": torch.ones(1)}
     after = {"layer.weight": torch.full((2, 3), 0.25), "layer.bias": torch.tensor([1.0, 2.0, 3.0]),
              "new": torch.ones(1)}
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(tmp_path / "a.safetensors"))
+    save_file({"w": np.full((2, 2), -1.5, dtype=np.float32)}, str(tmp_path / "b.safetensors"))
+    torch.save({"step": 1, "w": torch.ones(3)}, tmp_path / "a.pt")
+    torch.save({"step": 2, "w": torch.ones(3) * 3}, tmp_path / "b.pt")
     np.savez(tmp_path / "a.npz", w=np.arange(6.0).reshape(2, 3), gone=np.zeros(2))
     np.savez(tmp_path / "b.npz", w=np.arange(6.0).reshape(2, 3) * -1, extra=np.zeros(2))
     a = store.log(TraceletArtifact("net", "weights").add_object(before, "state", serializer="torch")
                   .add_object(np.array([1.0, 2.0, 3.0]), "vector", serializer="numpy")
-                  .add_file(tmp_path / "a.npz", "arrays.npz"))
+                  .add_file(tmp_path / "a.npz", "arrays.npz").add_file(tmp_path / "a.safetensors", "w.safetensors")
+                  .add_file(tmp_path / "a.pt", "ckpt.pt"))
     b = store.log(TraceletArtifact("net", "weights").add_object(after, "state", serializer="torch")
                   .add_object(np.array([1.0, 2.5, 1.0]), "vector", serializer="numpy")
-                  .add_file(tmp_path / "b.npz", "arrays.npz"))
+                  .add_file(tmp_path / "b.npz", "arrays.npz").add_file(tmp_path / "b.safetensors", "w.safetensors")
+                  .add_file(tmp_path / "b.pt", "ckpt.pt"))
     content = store.diff(a, b).content
     assert content["state"] == {"kind": "tensors", "added": ["new"], "removed": ["old"],
                                 "shape_changed": {"layer.bias": [[2], [3]]}, "max_abs_diff": {"layer.weight": 0.25}}
@@ -143,6 +151,16 @@ def test_arrays_tensors_and_state_dicts(store: ArtifactStore, tmp_path: Path) ->
                                  "max_abs_diff": {"vector": 2.0}}
     assert content["arrays.npz"] == {"kind": "tensors", "added": ["extra"], "removed": ["gone"],
                                      "shape_changed": {}, "max_abs_diff": {"w": 10.0}}
+    assert content["w.safetensors"]["max_abs_diff"] == {"w": 1.5}
+    assert content["ckpt.pt"]["max_abs_diff"] == {"w": 2.0}  # read with weights_only: no code runs
+
+
+def test_diff_reads_content_from_every_kind_of_storage(blob_location: StoreLocation) -> None:
+    with blob_location.open() as store:
+        a = store.log(TraceletArtifact("cfg", "config").add_object({"lr": 0.1, "seed": 1}, "params"))
+        b = store.log(TraceletArtifact("cfg", "config").add_object({"lr": 0.3, "seed": 1}, "params"))
+        assert store.diff(a.ref, b.ref).content == {
+            "params": {"kind": "object", "changed": {"lr": [0.1, 0.3]}, "added": [], "removed": []}}
 
 
 def test_text_is_a_bounded_unified_diff(store: ArtifactStore, make_file: MakeFile) -> None:
