@@ -265,3 +265,11 @@ def test_cli_diff_plain_and_json(store_dir: Path, make_file: MakeFile) -> None:
     assert missing.exit_code == 1 and missing.stderr.startswith("error:")
     nowhere = runner.invoke(app, ["--store", str(store_dir.parent / "none"), "diff", "a:v1", "a:v2"])
     assert nowhere.exit_code == 1 and not (store_dir.parent / "none").exists()
+
+
+def test_values_differ_by_type_too(store: ArtifactStore) -> None:
+    a = store.log(TraceletArtifact("c", "config", metadata={"flag": 1, "n": 2}).add_object({"x": 1, "y": 0}, "v"))
+    b = store.log(TraceletArtifact("c", "config", metadata={"flag": True, "n": 2}).add_object({"x": 1.0, "y": 1}, "v"))
+    found = store.diff(a, b)
+    assert found.metadata == {"flag": [1, True]}
+    assert found.content["v"]["changed"] == {"x": [1, 1.0], "y": [0, 1]}

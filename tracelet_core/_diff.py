@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._diff_content import content_diff, flatten
+from ._diff_content import content_diff, flatten, same_value
 
 if TYPE_CHECKING:
     from ._logged import LoggedArtifact
@@ -80,7 +80,7 @@ def diff_versions(a: LoggedArtifact, b: LoggedArtifact, *, content: bool = True,
              "changed": changed, "unchanged": unchanged}
     meta_a, meta_b = flatten(a.metadata), flatten(b.metadata)
     metadata = {key: [meta_a.get(key), meta_b.get(key)] for key in sorted(set(meta_a) | set(meta_b))
-                if meta_a.get(key) != meta_b.get(key) or (key in meta_a) != (key in meta_b)}
+                if (key in meta_a) != (key in meta_b) or not same_value(meta_a[key], meta_b[key])}
     producers = [p.to_dict() if p is not None else None for p in (a.producer, b.producer)]
     contents: dict[str, dict[str, Any]] = {}
     if content and a.digest != b.digest:

@@ -125,12 +125,12 @@ def object_diff(before: Any, after: Any) -> dict[str, Any]:
     """``{"kind": "object", "changed": {path: [b, a]}, "added": [...], "removed": [...]}``."""
     flat_a, flat_b = flatten(before), flatten(after)
     changed = {key: [_jsonable(flat_a[key]), _jsonable(flat_b[key])]
-               for key in sorted(set(flat_a) & set(flat_b)) if not _equal(flat_a[key], flat_b[key])}
+               for key in sorted(set(flat_a) & set(flat_b)) if not same_value(flat_a[key], flat_b[key])}
     return {"kind": "object", "changed": changed, "added": sorted(set(flat_b) - set(flat_a)),
             "removed": sorted(set(flat_a) - set(flat_b))}
 
 
-def _equal(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     try:
         return type(a) is type(b) and bool(a == b)
     except (TypeError, ValueError):  # arrays and the like: compare their text
