@@ -57,6 +57,7 @@ def test_entries_labels_inputs_and_producer(any_store: ArtifactStore, make_file:
     assert data["content"] == {}  # binary: no format it reads, sizes only
     json.dumps(data, allow_nan=False)
 
+    assert any_store.diff(a, b, content=False).content == {}
     same = any_store.diff(a, a)
     assert same.identical and same.files["changed"] == [] and same.files["unchanged"] == 3
     assert same.producer is None and same.metadata == {} and same.content == {}
@@ -273,3 +274,13 @@ def test_values_differ_by_type_too(store: ArtifactStore) -> None:
     found = store.diff(a, b)
     assert found.metadata == {"flag": [1, True]}
     assert found.content["v"]["changed"] == {"x": [1, 1.0], "y": [0, 1]}
+
+
+def test_references_are_compared_by_their_recorded_checksum(store: ArtifactStore, make_file: MakeFile) -> None:
+    remote = make_file("remote/data.csv", "a\n1\n")
+    a = store.log(TraceletArtifact("ext", "dataset").add_reference(str(remote), name="data.csv"))
+    remote.write_text("a\n1\n2\n")
+    b = store.log(TraceletArtifact("ext", "dataset").add_reference(str(remote), name="data.csv"))
+    found = store.diff(a, b)
+    assert found.files["changed"] == [{"path": "data.csv", "size_before": 4, "size_after": 6}]
+    assert found.content == {}  # a reference's bytes are not in the store: never fetched

@@ -167,3 +167,29 @@ def test_a_removed_working_directory_still_logs(store: ArtifactStore, tmp_path: 
     gone.rmdir()
     extra = log(store, 1).extra
     assert "git" not in extra and extra["python"] == platform.python_version()
+
+
+def test_dagster_steps_record_provenance(store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real Dagster run: the step that reads (its run row is made by the read) and logs."""
+    from dagster import asset, materialize
+
+    from tracelet_dagster import TraceletIOManager
+
+    commit = make_repo(tmp_path / "repo")
+    monkeypatch.chdir(tmp_path / "repo")
+
+    @asset
+    def raw() -> dict[str, int]:
+        return {"a": 1}
+
+    @asset
+    def doubled(raw: dict[str, int]) -> dict[str, int]:
+        return {key: value * 2 for key, value in raw.items()}
+
+    assert materialize([raw, doubled], resources={"io_manager": TraceletIOManager(store_uri=str(store_dir))}).success
+    with ArtifactStore.open(store_dir) as store:
+        for name in ("raw", "doubled"):
+            producer = store.get(name).producer
+            assert producer is not None and producer.orchestrator == "dagster"
+            assert producer.extra["git"] == {"commit": commit, "branch": "main", "dirty": False}
+            assert "dagster" in producer.extra["packages"] and producer.extra["python"] == platform.python_version()
