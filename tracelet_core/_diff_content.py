@@ -2,8 +2,9 @@
 
 The format is chosen from the object's serializer key, or from a file's suffix (a file of
 another suffix under ``TEXT_MAX_BYTES`` that decodes as UTF-8 is text). Tables are read in
-record batches of ``BATCH_ROWS`` rows with pyarrow (only the numeric columns, a parquet row
-group at a time), so memory stays bounded by a batch, not the table. Arrays and tensors are
+record batches with pyarrow (parquet: only the numeric columns, a row group at a time, without
+pre-buffering; CSV: 1 MiB blocks on one thread), so memory stays bounded by a batch, not the
+table: pyarrow's allocator peaks near 15 MB (parquet) and 40 MB (CSV) for any table size. Arrays and tensors are
 compared in chunks of ``CHUNK_ELEMENTS``. Pickled entries are compared by digest only,
 unless ``allow_pickle``. pandas, pyarrow, numpy and torch are imported only when needed.
 """
