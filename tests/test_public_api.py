@@ -14,7 +14,7 @@ CONTRACT_NAMES = {
     "ArtifactType", "TraceletArtifact", "ArtifactStore", "LoggedArtifact", "RunInfo", "Experiment",
     "ExperimentConfig", "ArtifactResult", "TraceletSettings", "LineageGraph", "TraceletError",
     "InvalidArtifactError", "ArtifactNotFoundError", "IntegrityError", "UnsafeDeserializationError",
-    "BackendError", "ConfigurationError",
+    "BackendError", "ConfigurationError", "VersionDiff",
 }
 
 

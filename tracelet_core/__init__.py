@@ -8,6 +8,7 @@ from . import _json_form
 from ._artifact import TraceletArtifact
 from ._catalog import DraftRecord
 from ._delivery import route
+from ._diff import VersionDiff
 from ._errors import (
     ArtifactNotFoundError,
     BackendError,
@@ -63,6 +64,7 @@ __all__ = [
     "TraceletSettings",
     "TransientBackendError",
     "UnsafeDeserializationError",
+    "VersionDiff",
     "__version__",
     "add_value",
     "available_backends",

@@ -38,7 +38,8 @@ class RunInfo:
     name: str | None = None
     partition: str | None = None
     code_version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Descriptive (provenance, names), not identity: left out of equality, like the hash.
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:

@@ -40,6 +40,7 @@ from ._catalog import (
     entry_order,
 )
 from ._delivery import Delivery
+from ._diff import VersionDiff, diff_versions
 from ._errors import (
     ArtifactNotFoundError,
     ConfigurationError,
@@ -53,6 +54,7 @@ from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
+from ._provenance import with_provenance
 from ._settings import TraceletSettings
 from ._storecache import MAX_SHARED_STORES, StoreCache
 from ._uris import redact_uri
@@ -339,6 +341,7 @@ class ArtifactStore:
                 partition: str | None = None, sealed_draft: DraftRecord | None = None,
                 reused: ReusedBlobs | None = None) -> LoggedArtifact:
         digest = entries_digest(entry_dicts)
+        producer = with_provenance(producer) if producer is not None else None
         size_bytes = sum(int(e.get("size") or 0) for e in entry_dicts)
 
         def write_manifest(version: int, created_at: float, input_labels: list[str], token: str | None = None) -> str:
@@ -480,13 +483,21 @@ class ArtifactStore:
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
         """Note that ``run`` read these versions (lineage of runs that log nothing)."""
         refs = self._input_refs(inputs)
-        if refs:
-            self.catalog.record_consumption(run, refs)
+        if refs:  # the run's row may be made here, before it logs: it carries the provenance
+            self.catalog.record_consumption(with_provenance(run), refs)
 
     def consumed(self, run: RunInfo) -> builtins.list[LoggedArtifact]:
         """The versions ``run`` recorded reading (``record_consumption`` or logged inputs)."""
         ids = self.catalog.consumed_by_run(run)
         return [LoggedArtifact(r, self) for r in self.catalog.get_by_ids(ids)] if ids else []
+
+    def diff(self, a: str | LoggedArtifact, b: str | LoggedArtifact, *, content: bool = True,
+             allow_pickle: bool | None = None) -> VersionDiff:
+        """What changed from version ``a`` to ``b`` (``_diff``): entries, metadata, tags, aliases,
+        inputs, producer and, unless ``content=False``, the content of changed entries."""
+        before, after = (v if isinstance(v, LoggedArtifact) else self.get(v) for v in (a, b))
+        allowed = self.settings.allow_pickle if allow_pickle is None else allow_pickle
+        return diff_versions(before, after, content=content, allow_pickle=allowed)
 
     # -- lineage ----------------------------------------------------------------------------
     def lineage(self, ref: str | LoggedArtifact, direction: str = "upstream",

@@ -62,7 +62,7 @@ def test_return_value_is_logged_as_one_version_with_the_task_run_as_producer(sto
     task_run = read_task_run(str(producer.step))
     assert str(task_run.flow_run_id) == producer.run_id
     assert task_run.tags == ["tracelet-test"]
-    assert producer.extra == {"task_run_name": task_run.name}
+    assert producer.extra["task_run_name"] == task_run.name and "python" in producer.extra  # + provenance
     assert store.get("t1/numbers:fresh") == logged
 
 

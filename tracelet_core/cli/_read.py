@@ -23,6 +23,7 @@ from .._hashing import hash_file
 from .._lineage import LineageGraph, run_label
 from .._lineage_html import render_html, render_svg
 from .._logged import LoggedArtifact
+from .._provenance import describe_provenance
 from .._store import ArtifactStore
 from ._app import (
     JsonFlag,
@@ -148,6 +149,7 @@ def details_grid(artifact: LoggedArtifact) -> Table:
         ("producer", describe_run(artifact.producer) if artifact.producer else "-"),
         ("inputs", ", ".join(artifact.inputs) or "-"),
         ("metadata", json.dumps(artifact.metadata, sort_keys=True) if artifact.metadata else "-"),
+        *describe_provenance(artifact.producer.extra if artifact.producer else {}),
     ]
     for key, value in rows:
         grid.add_row(key, plain(value))
