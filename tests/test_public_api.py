@@ -15,6 +15,8 @@ CONTRACT_NAMES = {
     "ExperimentConfig", "ArtifactResult", "TraceletSettings", "LineageGraph", "TraceletError",
     "InvalidArtifactError", "ArtifactNotFoundError", "IntegrityError", "UnsafeDeserializationError",
     "BackendError", "ConfigurationError",
+    # round 3, lifecycle
+    "ArtifactDeletedError", "ProtectedVersionError", "PruneReport",
 }
 
 

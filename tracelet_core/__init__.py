@@ -8,12 +8,14 @@ from ._artifact import TraceletArtifact
 from ._catalog import DraftRecord
 from ._delivery import route
 from ._errors import (
+    ArtifactDeletedError,
     ArtifactNotFoundError,
     BackendError,
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
     PermanentBackendError,
+    ProtectedVersionError,
     StorageError,
     TraceletError,
     TransientBackendError,
@@ -21,6 +23,7 @@ from ._errors import (
 )
 from ._experiment import Experiment, ExperimentConfig
 from ._json_form import attach_json_form
+from ._lifecycle import PruneReport
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
@@ -35,6 +38,7 @@ __version__ = "0.1.0"
 attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
 
 __all__ = [
+    "ArtifactDeletedError",
     "ArtifactFile",
     "ArtifactNotFoundError",
     "ArtifactObject",
@@ -55,6 +59,8 @@ __all__ = [
     "LineageGraph",
     "LoggedArtifact",
     "PermanentBackendError",
+    "ProtectedVersionError",
+    "PruneReport",
     "RunInfo",
     "Serializer",
     "StorageError",

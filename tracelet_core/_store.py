@@ -49,6 +49,7 @@ from ._errors import (
     TraceletError,
 )
 from ._hashing import hash_bytes
+from ._lifecycle import Lifecycle
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
@@ -98,8 +99,6 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
             "size": data.get("size"), "data": data}
 
 
-
-
 class ContentScopedKey(str):
     """An idempotency key that holds for one content only: ``ArtifactStore.log`` appends the
     version's digest to it, so a retry that logs the same entries finds the version it logged
@@ -115,8 +114,9 @@ def content_scoped_key(key: str) -> ContentScopedKey:
 _shared: StoreCache[ArtifactStore] = StoreCache(MAX_SHARED_STORES)
 
 
-class ArtifactStore:
-    """Versioned, content-addressed artifacts on fsspec with a SQL catalog."""
+class ArtifactStore(Lifecycle):
+    """Versioned, content-addressed artifacts on fsspec with a SQL catalog (``delete``,
+    ``prune`` and retention policies come from ``_lifecycle.Lifecycle``)."""
 
     def __init__(self, blobs: BlobStore, catalog: Catalog, settings: TraceletSettings,
                  cache_dir: Path) -> None:
@@ -508,7 +508,8 @@ class ArtifactStore:
     @staticmethod
     def _add_version_node(graph: LineageGraph, record: VersionRecord) -> str:
         graph.add_node(record.ref, kind="artifact", name=record.name, version=f"v{record.version}",
-                       type=record.type, digest=record.digest, aliases=record.aliases)
+                       type=record.type, digest=record.digest, aliases=record.aliases,
+                       **({"deleted": True} if record.deleted_at is not None else {}))
         return record.ref
 
     @staticmethod
@@ -590,10 +591,12 @@ class ArtifactStore:
 
     def gc(self, dry_run: bool = True, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
         """Remove blobs no version or draft needs, older than ``grace_seconds`` (in-flight logs
-        are younger), stray manifests of uncommitted versions, and leftovers of killed writers."""
+        are younger) or used by a deleted version, stray manifests of uncommitted versions, and
+        leftovers of killed writers."""
         report = GcReport(dry_run=dry_run)
         cutoff = time.time() - grace_seconds
-        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if m is not None and m <= cutoff}
+        deleted = self.catalog.deleted_digests()  # the grace period protects never-used blobs only
+        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if (m is not None and m <= cutoff) or d in deleted}
         candidates = sorted(set(sizes) - self.catalog.referenced_digests())
         if not dry_run:  # deleted under the catalog's lock, which logs re-check their blobs under
             candidates = self.catalog.collect_blobs(candidates, self.blobs.delete_blob)
@@ -635,7 +638,8 @@ class ArtifactStore:
 
     def reindex(self) -> ReindexReport:
         """Rebuild missing catalog rows from the manifests in the store, oldest first; the
-        refs added. Lineage edges and aliases (from each name's alias journal) follow.
+        refs added. Lineage edges and aliases (from each name's alias journal) follow; a version
+        in its name's tombstone file comes back deleted.
 
         A manifest that cannot be read, and a pending one (its version's commit was never
         seen) whose blobs are not all stored, is skipped and named in ``skipped`` of the
@@ -667,10 +671,12 @@ class ArtifactStore:
             found.append((manifest, data, entry_dicts, path))
         found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
         added: builtins.list[tuple[str, int, builtins.list[str]]] = []
+        stones = {name: self._tombstones(name, result) for name in dict.fromkeys(m["name"] for m, *_ in found)}
         for manifest, data, entry_dicts, path in found:
             try:
+                stone = stones[manifest["name"]].get((int(manifest["version"]), manifest["digest"]))
                 inserted = self.catalog.insert_reindexed(manifest, hash_bytes(data),
-                                                         [_entry_row(e) for e in entry_dicts])
+                                                         [_entry_row(e) for e in entry_dicts], stone)
             except (ValueError, KeyError, TypeError, InvalidArtifactError) as exc:
                 result.skipped.append(f"{path}: {exc}")
                 continue
@@ -683,6 +689,14 @@ class ArtifactStore:
             self.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
         result.extend(f"{name}:v{version}" for name, version, _ in added)
         return result
+
+    def _tombstones(self, name: str, result: ReindexReport) -> dict[tuple[int, str], dict[str, Any]]:
+        """``name``'s deleted versions by (number, version digest); an unreadable file is skipped."""
+        try:
+            return {(int(t["version"]), t["digest"]): t for t in self.blobs.read_tombstones(name)}
+        except (ValueError, TypeError, KeyError) as exc:
+            result.skipped.append(f"tombstones of {name}: {exc}")
+            return {}
 
     def _journal_targets(self, name: str, result: ReindexReport) -> dict[str, int]:
         """Each alias of ``name``'s journal resolved to the first recorded target whose

@@ -28,6 +28,7 @@ from .._names import format_version, parse_ref
 from .engine import Database
 from .outbox import enqueue_alias_events, enqueue_deliveries
 from .reads import (
+    LIVE,
     VERSION_ROWS,
     alias_targets,
     artifact_id,
@@ -115,8 +116,11 @@ class WritePath:
         if existing is None:
             newest = named if r.partition is None else named.where(versions.c.partition_key == r.partition)
             latest = conn.execute(newest.order_by(versions.c.version.desc()).limit(1)).first()
-            if latest is not None and latest.digest == r.digest and latest.type == r.type:
-                existing = latest
+            live = latest  # the newest version may be deleted: compare with the newest live one
+            if live is not None and live.deleted_at is not None:
+                live = conn.execute(newest.where(LIVE).order_by(versions.c.version.desc()).limit(1)).first()
+            if live is not None and live.digest == r.digest and live.type == r.type:
+                existing = live
         input_ids = resolve_ids(db, cur, r.inputs)
         if existing is not None:
             self._move_aliases(conn, artifact, existing.id, r.aliases)
@@ -287,8 +291,9 @@ class WritePath:
 
     # -- reindex ----------------------------------------------------------------------------
     def insert_reindexed(self, manifest: dict[str, Any], manifest_digest: str,
-                         entry_rows: list[dict[str, Any]]) -> bool:
-        """Insert a version read back from its manifest; False if it is already present."""
+                         entry_rows: list[dict[str, Any]], tombstone: dict[str, Any] | None = None) -> bool:
+        """Insert a version read back from its manifest (deleted, when its ``tombstone`` is
+        given); False if it is already present."""
         name, number = manifest["name"], int(manifest["version"])
 
         def body(conn: Connection) -> bool:
@@ -303,8 +308,11 @@ class WritePath:
                 digest=manifest["digest"], manifest_digest=manifest_digest,
                 description=manifest.get("description"), metadata=manifest.get("metadata") or {},
                 size_bytes=int(manifest.get("size_bytes") or 0), created_at=float(manifest["created_at"]),
-                producer_run_id=run_id, idempotency_key=manifest.get("idempotency_key"),
+                producer_run_id=run_id,
+                idempotency_key=manifest.get("idempotency_key") if tombstone is None else None,
                 partition_key=manifest.get("partition"),
+                deleted_at=float(tombstone["deleted_at"]) if tombstone is not None else None,
+                deleted_reason=tombstone.get("reason") if tombstone is not None else None,
             )))
             if entry_rows:
                 conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
@@ -318,10 +326,10 @@ class WritePath:
 
         def body(conn: Connection) -> None:
             cur = db.cursor(conn)
-            row = version_row(db, cur, name, format_version(number))
+            row = version_row(db, cur, name, format_version(number), include_deleted=True)
             for ref in input_refs:
-                try:
-                    input_id = resolve_ids(db, cur, [parse_ref(ref)])[0]
+                try:  # a deleted input keeps its edge: lineage keeps deleted nodes
+                    input_id = version_row(db, cur, *parse_ref(ref), include_deleted=True).id
                 except ArtifactNotFoundError:
                     continue
                 db.insert_ignore(conn, version_inputs, {"version_id": row.id, "input_version_id": input_id},
