@@ -152,6 +152,11 @@ class Lifecycle:
             store.delivery.after_alias_change(name)
         return LoggedArtifact(record, store)
 
+    def _including_deleted(self, ref: str) -> LoggedArtifact:
+        """The version ``ref`` names even when it was deleted (alias events about a deleted
+        version still reach the trackers that hold it)."""
+        return LoggedArtifact(_store(self).catalog.get(*parse_ref(ref), include_deleted=True), _store(self))
+
     def prune(self, name: str | None = None, *, keep_last: int | None = None,
               older_than: timedelta | str | None = None, dry_run: bool = True) -> PruneReport:
         """Delete the versions of ``name`` (a name, a ``prefix*`` pattern, or every name) beyond

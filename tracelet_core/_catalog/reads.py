@@ -341,9 +341,11 @@ class ReadPath:
 
     _db: Database
 
-    def get(self, name: str, selector: str, partition: str | None = None) -> VersionRecord:
+    def get(self, name: str, selector: str, partition: str | None = None, *,
+            include_deleted: bool = False) -> VersionRecord:
         db = self._db
-        return db.read(lambda cur: hydrate(db, cur, [version_row(db, cur, name, selector, partition)])[0])
+        return db.read(lambda cur: hydrate(db, cur, [version_row(db, cur, name, selector, partition,
+                                                                 include_deleted=include_deleted)])[0])
 
     def get_by_ids(self, version_ids: Sequence[int]) -> list[VersionRecord]:
         """The records of ``version_ids``, in that order (unknown ids left out)."""
