@@ -22,7 +22,7 @@ from ._errors import (
     UnsafeDeserializationError,
 )
 from ._experiment import Experiment, ExperimentConfig
-from ._json_form import attach_json_form
+from ._json_form import attach_json_form as _attach_json_form
 from ._lifecycle import PruneReport
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
@@ -35,7 +35,7 @@ from ._values import add_value
 
 __version__ = "0.1.0"
 
-attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
+_attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
 
 __all__ = [
     "ArtifactDeletedError",
