@@ -234,6 +234,8 @@ def test_prune_refuses_bad_rules(any_store: ArtifactStore, make_file: MakeFile) 
         any_store.prune("da*ta", keep_last=1)
     assert len(any_store.versions("data")) == 2
     assert any_store.prune("data").deleted == []  # no rule and no policy: nothing
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.prune("dta", keep_last=1)  # a typo is not "nothing to prune"
 
 
 # -- stored policies --------------------------------------------------------------------------
@@ -291,3 +293,27 @@ def test_cli_delete_prune_and_retention(store_dir: Path, make_file: MakeFile) ->
     assert code == 1 and "was deleted at" in out
     with ArtifactStore.open(store_dir) as store:
         assert [v.ref for v in store.versions("ckpt")] == ["ckpt:v3", "ckpt:v4"]
+
+
+# -- schema -----------------------------------------------------------------------------------
+def test_a_catalog_from_before_deletions_gains_them(catalog_url: str) -> None:
+    """A schema 6 catalog (no tombstones, no policies) is upgraded in place by migration 7."""
+    from sqlalchemy import delete as sql_delete
+    from sqlalchemy import inspect, text
+
+    from tracelet_core._catalog import Catalog, schema_table
+
+    catalog = Catalog(catalog_url)
+    with catalog.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE versions DROP COLUMN deleted_at"))
+        conn.execute(text("ALTER TABLE versions DROP COLUMN deleted_reason"))
+        conn.execute(text("DROP TABLE retention_policies"))
+        conn.execute(sql_delete(schema_table).where(schema_table.c.version == 7))
+    catalog.dispose()
+    upgraded = Catalog(catalog_url)
+    with upgraded.engine.connect() as conn:
+        assert {"deleted_at", "deleted_reason"} <= {c["name"] for c in inspect(conn).get_columns("versions")}
+        assert "retention_policies" in inspect(conn).get_table_names()
+    upgraded.set_retention("*", 3, None)
+    assert upgraded.retention_policies() == {"*": (3, None)}
+    upgraded.dispose()

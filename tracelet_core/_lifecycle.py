@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from ._errors import InvalidArtifactError
+from ._errors import ArtifactNotFoundError, InvalidArtifactError
 from ._logged import LoggedArtifact
 from ._names import parse_ref, validate_name
 
@@ -167,6 +167,8 @@ class Lifecycle:
         keep = check_keep_last(keep_last)
         seconds = parse_older_than(older_than)
         target = check_pattern(name) if name is not None else "*"
+        if not target.endswith("*") and target not in _store(self).catalog.names():
+            raise ArtifactNotFoundError(f"no artifact named {target!r}")
         rule: Rule
         if keep is not None or seconds is not None:
             def rule(candidate: str) -> tuple[int | None, float | None] | None:
