@@ -317,3 +317,24 @@ def test_a_catalog_from_before_deletions_gains_them(catalog_url: str) -> None:
     upgraded.set_retention("*", 3, None)
     assert upgraded.retention_policies() == {"*": (3, None)}
     upgraded.dispose()
+
+
+def test_a_delete_whose_commit_fails_leaves_no_tombstone(store: ArtifactStore, make_file: MakeFile) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    first = log_text(store, "data", "1", make_file)
+    second = log_text(store, "data", "2", make_file)
+    store.delete(first.ref, reason="kept in the file")
+
+    def fail(_conn: object) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionError("the connection dropped at commit"))
+
+    event.listen(store.catalog.engine, "commit", fail)
+    try:
+        with pytest.raises(TraceletError):
+            store.delete(second.ref)
+    finally:
+        event.remove(store.catalog.engine, "commit", fail)
+    assert store.get(second.ref).digest == second.digest
+    assert [(t["version"], t["reason"]) for t in store.blobs.read_tombstones("data")] == [(1, "kept in the file")]

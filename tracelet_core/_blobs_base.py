@@ -326,11 +326,12 @@ class BlobStore(ABC):
         return json.loads(data)
 
     # -- tombstones (deleted versions) ----------------------------------------------------------
-    def write_tombstones(self, name: str, tombstones: list[dict[str, Any]]) -> None:
+    def write_tombstones(self, name: str, tombstones: list[dict[str, Any]], *, replace: bool = False) -> None:
         """Add deleted versions of ``name`` (``{"version", "digest", "deleted_at", "reason"}``
-        each) to its tombstone file, atomically and durably; ``reindex`` reads it back. The
-        caller holds the catalog's lock on ``name`` (no two writers merge at once)."""
-        merged = {str(t["version"]): t for t in self.read_tombstones(name)}
+        each) to its tombstone file (or, with ``replace``, make them its whole content),
+        atomically and durably; ``reindex`` reads it back. The caller holds the catalog's lock
+        on ``name`` (no two writers merge at once)."""
+        merged = {} if replace else {str(t["version"]): t for t in self.read_tombstones(name)}
         merged.update((str(t["version"]), t) for t in tombstones)
         data = json.dumps({"format": 1, "deleted": [merged[k] for k in sorted(merged, key=int)]},
                           sort_keys=True).encode()

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from ._errors import ArtifactNotFoundError, InvalidArtifactError
+from ._errors import ArtifactNotFoundError, InvalidArtifactError, TraceletError
 from ._logged import LoggedArtifact
 from ._names import parse_ref, validate_name
 
@@ -129,6 +130,27 @@ def format_seconds(seconds: float) -> str:
 Rule = Callable[[str], "tuple[int | None, float | None] | None"]
 
 
+@contextmanager
+def _tombstones_kept(store: ArtifactStore) -> Iterator[Callable[[str, list[dict[str, Any]]], None]]:
+    """The tombstone writer to hand the catalog: it writes inside the transaction, just before
+    the commit. If the transaction fails after it wrote, each file it touched is rewritten from
+    what did commit (best effort: the original error is what the caller sees), so ``reindex``
+    never deletes a version whose deletion did not commit."""
+    written: list[str] = []
+
+    def write(name: str, tombstones: list[dict[str, Any]]) -> None:
+        written.append(name)
+        store.blobs.write_tombstones(name, tombstones)
+
+    try:
+        yield write
+    except BaseException:
+        for name in dict.fromkeys(written):
+            with suppress(TraceletError):
+                store.blobs.write_tombstones(name, store.catalog.tombstones_of(name), replace=True)
+        raise
+
+
 def _store(mixin: Lifecycle) -> ArtifactStore:
     """The store a ``Lifecycle`` method runs on (``ArtifactStore`` is its only subclass)."""
     return cast("ArtifactStore", mixin)
@@ -145,9 +167,9 @@ class Lifecycle:
         if reason is not None and not isinstance(reason, str):
             raise InvalidArtifactError(f"reason must be a string, not {type(reason).__name__}")
         store, (name, selector) = _store(self), parse_ref(ref)
-        with store._alias_journal_kept(name) as journal:
+        with store._alias_journal_kept(name) as journal, _tombstones_kept(store) as tombstones:
             record, removed = store.catalog.delete_version(name, selector, reason=reason, force=bool(force),
-                                                           journal=journal, tombstones=store.blobs.write_tombstones)
+                                                           journal=journal, tombstones=tombstones)
         if removed:
             store.delivery.after_alias_change(name)
         return LoggedArtifact(record, store)
@@ -178,8 +200,9 @@ class Lifecycle:
 
             def rule(candidate: str) -> tuple[int | None, float | None] | None:
                 return policy_for(policies, candidate) if matches(target, candidate) else None
-        plan = _store(self).catalog.prune(rule, now=time.time(), dry_run=bool(dry_run), reason=PRUNE_REASON,
-                                  tombstones=_store(self).blobs.write_tombstones)
+        with _tombstones_kept(_store(self)) as tombstones:
+            plan = _store(self).catalog.prune(rule, now=time.time(), dry_run=bool(dry_run), reason=PRUNE_REASON,
+                                              tombstones=tombstones)
         return PruneReport(dry_run=bool(dry_run), deleted=plan.deleted, kept=plan.kept,
                            bytes_freed=plan.bytes_freed)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from .._errors import ArtifactNotFoundError, ProtectedVersionError
@@ -57,6 +57,8 @@ def _protection_query() -> Any:
 
 
 _PROTECTION = _protection_query()
+_DELETED_OF = Query(VERSION_ROWS.where(artifacts.c.name == bindparam("name"), versions.c.deleted_at.is_not(None))
+                    .order_by(versions.c.version))
 _POLICIES = Query(select(retention_policies).order_by(retention_policies.c.pattern))
 
 
@@ -211,6 +213,12 @@ class LifecyclePath:
             still.update(d for (d,) in conn.execute(select(draft_entries.c.digest)
                                                     .where(draft_entries.c.digest.in_(chunk))))
         return sum(size for digest, size in sizes.items() if digest not in still)
+
+    def tombstones_of(self, name: str) -> list[dict[str, Any]]:
+        """The committed deletions of ``name``, as its tombstone file holds them."""
+        db = self._db
+        return db.read(lambda cur: [_tombstone(r, r.deleted_at, r.deleted_reason)
+                                    for r in db.run(cur, _DELETED_OF, {"name": name})])
 
     # -- retention policies ----------------------------------------------------------------------
     def set_retention(self, pattern: str, keep_last: int | None, older_than_s: float | None) -> None:
