@@ -338,3 +338,28 @@ def test_a_delete_whose_commit_fails_leaves_no_tombstone(store: ArtifactStore, m
         event.remove(store.catalog.engine, "commit", fail)
     assert store.get(second.ref).digest == second.digest
     assert [(t["version"], t["reason"]) for t in store.blobs.read_tombstones("data")] == [(1, "kept in the file")]
+
+
+def test_a_prune_racing_a_writer_loses_nothing_new(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    import threading
+
+    logged: list[str] = []
+    paths = [make_file(f"race-{i}.txt", f"content {i}") for i in range(12)]
+
+    def writer() -> None:
+        for path in paths:
+            logged.append(any_store.log(TraceletArtifact("ckpt", "dataset").add_file(path, "data.txt")).ref)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reports = []
+    while thread.is_alive() or not reports:
+        reports.append(any_store.prune("ckpt", keep_last=2, dry_run=False) if logged else None)
+    thread.join()
+    pruned = {ref for report in reports if report is not None for ref in report.deleted}
+    live = [v.ref for v in any_store.versions("ckpt")]
+    assert set(logged) == pruned | set(live) and not pruned & set(live)  # every version is one or the other
+    assert logged[-2:] == live[-2:]  # the newest ones were never pruned
+    for report in reports:
+        if report is not None and report.deleted:  # each prune kept the two newest it saw
+            assert len(report.deleted) <= len(logged) - 2
