@@ -363,3 +363,35 @@ def test_a_prune_racing_a_writer_loses_nothing_new(any_store: ArtifactStore, mak
     for report in reports:
         if report is not None and report.deleted:  # each prune kept the two newest it saw
             assert len(report.deleted) <= len(logged) - 2
+
+
+# -- alias history ----------------------------------------------------------------------------
+def test_every_alias_change_is_recorded(any_store: ArtifactStore, make_file: MakeFile) -> None:
+    from datetime import timezone
+
+    run = RunInfo("dagster", "run-7", step="train")
+    log_text(any_store, "model", "a", make_file, aliases=["prod"], producer=run)
+    log_text(any_store, "model", "b", make_file)
+    any_store.set_alias("model:v2", "prod", reason="better AUC")
+    any_store.set_alias("model:v2", "prod")  # nothing moves: nothing recorded
+    any_store.set_alias("model:v1", "staging")
+    any_store.remove_alias("model", "staging", reason="done")
+    again = log_text(any_store, "model", "b", make_file, aliases=["canary"], producer=run)  # the same content
+    assert again.created is False
+    any_store.delete("model:v2", force=True, reason="leak")
+    history = any_store.alias_history("model")
+    assert [(c.alias, c.before, c.after, c.reason) for c in history] == [
+        ("prod", None, "model:v1", None), ("prod", "model:v1", "model:v2", "better AUC"),
+        ("staging", None, "model:v1", None), ("staging", "model:v1", None, "done"),
+        ("canary", None, "model:v2", None),
+        ("canary", "model:v2", None, "model:v2 deleted: leak"), ("prod", "model:v2", None, "model:v2 deleted: leak")]
+    assert history[0].by is not None and history[0].by.run_id == "run-7" and history[1].by is None
+    assert history[4].by == history[0].by
+    assert history[0].at.tzinfo == timezone.utc and history[0].at <= history[-1].at
+    assert [c.after for c in any_store.alias_history("model", "staging")] == ["model:v1", None]
+    assert json.loads(json.dumps([c.to_dict() for c in history]))[1]["reason"] == "better AUC"
+    with pytest.raises(ArtifactNotFoundError):
+        any_store.alias_history("nothing")
+    with pytest.raises(InvalidArtifactError):
+        any_store.set_alias("model:v1", "prod", reason=1)  # type: ignore[arg-type]
+    assert [c.alias for c in any_store.alias_history("model")][-1] == "prod"  # the refused move left no trace

@@ -16,7 +16,7 @@ CONTRACT_NAMES = {
     "InvalidArtifactError", "ArtifactNotFoundError", "IntegrityError", "UnsafeDeserializationError",
     "BackendError", "ConfigurationError",
     # round 3, lifecycle
-    "ArtifactDeletedError", "ProtectedVersionError", "PruneReport",
+    "AliasChange", "ArtifactDeletedError", "ProtectedVersionError", "PruneReport",
 }
 
 

@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._experiment import Experiment, ExperimentConfig
 from ._json_form import attach_json_form as _attach_json_form
-from ._lifecycle import PruneReport
+from ._lifecycle import AliasChange, PruneReport
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 _attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
 
 __all__ = [
+    "AliasChange",
     "ArtifactDeletedError",
     "ArtifactFile",
     "ArtifactNotFoundError",

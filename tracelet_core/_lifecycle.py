@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import ArtifactNotFoundError, InvalidArtifactError, TraceletError
 from ._logged import LoggedArtifact
-from ._names import parse_ref, validate_name
+from ._model import RunInfo
+from ._names import parse_ref, validate_alias, validate_name
 
 if TYPE_CHECKING:
     from ._store import ArtifactStore
@@ -41,6 +42,24 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 #: The reason a prune records on each version it deletes.
 PRUNE_REASON = "pruned by retention rule"
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One recorded alias change: ``alias`` moved from ``before`` to ``after`` (refs; ``None``
+    where it was not set, or was removed) at ``at`` (UTC), by the producing run ``by`` (a log
+    with ``aliases=``; ``None`` for ``set_alias`` and ``remove_alias``), for ``reason``."""
+
+    alias: str
+    before: str | None
+    after: str | None
+    at: datetime
+    by: RunInfo | None
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "before": self.before, "after": self.after, "at": self.at.isoformat(),
+                "by": self.by.to_dict() if self.by is not None else None, "reason": self.reason}
 
 
 @dataclass
@@ -80,6 +99,13 @@ def parse_older_than(value: timedelta | str | float | None) -> float | None:
     if seconds <= 0:
         raise InvalidArtifactError(f"older_than must be positive, not {value!r}")
     return seconds
+
+
+def checked_reason(reason: str | None) -> str | None:
+    """A reason (for a delete or an alias change) is a string or ``None``."""
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidArtifactError(f"reason must be a string, not {type(reason).__name__}")
+    return reason
 
 
 def check_keep_last(value: int | None) -> int | None:
@@ -164,8 +190,7 @@ class Lifecycle:
         of the deleted version. ``ProtectedVersionError`` (nothing changed) when an alias points
         at it or it is upstream of an aliased version, unless ``force`` (which removes its
         aliases); ``ArtifactDeletedError`` when it is deleted already."""
-        if reason is not None and not isinstance(reason, str):
-            raise InvalidArtifactError(f"reason must be a string, not {type(reason).__name__}")
+        reason = checked_reason(reason)
         store, (name, selector) = _store(self), parse_ref(ref)
         with store._alias_journal_kept(name) as journal, _tombstones_kept(store) as tombstones:
             record, removed = store.catalog.delete_version(name, selector, reason=reason, force=bool(force),
@@ -173,6 +198,13 @@ class Lifecycle:
         if removed:
             store.delivery.after_alias_change(name)
         return LoggedArtifact(record, store)
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
+        """Every recorded change of ``name``'s aliases (of one ``alias``), oldest first:
+        ``set_alias``, ``remove_alias``, ``log(aliases=...)`` and ``delete(force=True)``."""
+        return [AliasChange(alias_name, before, after, datetime.fromtimestamp(at, tz=timezone.utc), by, why)
+                for alias_name, before, after, at, by, why in _store(self).catalog.alias_history(
+                    validate_name(name), validate_alias(alias) if alias is not None else None)]
 
     def _including_deleted(self, ref: str) -> LoggedArtifact:
         """The version ``ref`` names even when it was deleted (alias events about a deleted

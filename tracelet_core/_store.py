@@ -49,7 +49,7 @@ from ._errors import (
     TraceletError,
 )
 from ._hashing import hash_bytes
-from ._lifecycle import Lifecycle
+from ._lifecycle import Lifecycle, checked_reason
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
@@ -451,20 +451,21 @@ class ArtifactStore(Lifecycle):
         tag = validate_tag(tag) if tag is not None else None
         return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name), partition, tag)]
 
-    def set_alias(self, ref: str, alias: str) -> LoggedArtifact:
-        """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
+    def set_alias(self, ref: str, alias: str, *, reason: str | None = None) -> LoggedArtifact:
+        """Point ``alias`` at the version ``ref`` names, moving it from any other version (the
+        move and ``reason`` go to ``alias_history``)."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
-            record = self.catalog.set_alias(name, selector, alias, journal=journal)
+            record = self.catalog.set_alias(name, selector, alias, journal=journal, reason=checked_reason(reason))
         self.delivery.after_alias_change(name)
         return LoggedArtifact(record, self)
 
-    def remove_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
         validate_name(name)
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
-            self.catalog.remove_alias(name, alias, journal=journal)
+            self.catalog.remove_alias(name, alias, journal=journal, reason=checked_reason(reason))
         self.delivery.after_alias_change(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:

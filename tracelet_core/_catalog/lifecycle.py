@@ -21,12 +21,24 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from .._errors import ArtifactNotFoundError, ProtectedVersionError
+from .._model import RunInfo
 from .._names import format_version
 from .engine import Database, Query
 from .outbox import enqueue_alias_events
-from .reads import LIVE, VERSION_ROWS, alias_targets, hydrate, version_row
-from .records import AliasJournal, VersionRecord
-from .schema import aliases, artifacts, draft_entries, entries, retention_policies, version_inputs, versions
+from .reads import LIVE, VERSION_ROWS, alias_targets, artifact_id, hydrate, labels, version_row
+from .records import AliasJournal, VersionRecord, run_from_row
+from .schema import (
+    alias_history,
+    aliases,
+    artifacts,
+    draft_entries,
+    entries,
+    retention_policies,
+    runs,
+    version_inputs,
+    versions,
+)
+from .writes import record_alias_change
 
 #: ``hook(name, tombstones)``: persist these deletions of ``name`` beside its manifests.
 TombstoneHook = Callable[[str, list[dict[str, Any]]], None]
@@ -59,6 +71,12 @@ def _protection_query() -> Any:
 _PROTECTION = _protection_query()
 _DELETED_OF = Query(VERSION_ROWS.where(artifacts.c.name == bindparam("name"), versions.c.deleted_at.is_not(None))
                     .order_by(versions.c.version))
+_HISTORY = select(alias_history).where(alias_history.c.artifact_id == bindparam("artifact")).order_by(
+    alias_history.c.id)
+_ALL_HISTORY = Query(_HISTORY)
+_ONE_ALIAS_HISTORY = Query(_HISTORY.where(alias_history.c.alias == bindparam("alias")))
+_RUNS_OF_HISTORY = Query(select(runs).where(runs.c.id.in_(
+    select(alias_history.c.run_id).where(alias_history.c.artifact_id == bindparam("artifact")))))
 _POLICIES = Query(select(retention_policies).order_by(retention_policies.c.pattern))
 
 
@@ -123,6 +141,8 @@ class LifecyclePath:
             for alias in removed:
                 conn.execute(delete(aliases).where(aliases.c.artifact_id == row.artifact_id,
                                                    aliases.c.alias == alias))
+                record_alias_change(conn, row.artifact_id, alias, row.id, None, None,
+                                    f"{record.ref} deleted" + (f": {reason}" if reason else ""))
                 enqueue_alias_events(conn, row.artifact_id, alias, None, row.id)
             now = time.time()
             _mark_deleted(conn, [row.id], now, reason)
@@ -213,6 +233,25 @@ class LifecyclePath:
             still.update(d for (d,) in conn.execute(select(draft_entries.c.digest)
                                                     .where(draft_entries.c.digest.in_(chunk))))
         return sum(size for digest, size in sizes.items() if digest not in still)
+
+    def alias_history(self, name: str, alias: str | None) -> list[tuple[str, str | None, str | None, float,
+                                                                       RunInfo | None, str | None]]:
+        """``(alias, before ref, after ref, at, run, reason)`` of every recorded change of
+        ``name``'s aliases (of one ``alias``), oldest first."""
+        db = self._db
+
+        def read(cur: Any) -> list[tuple[str, str | None, str | None, float, RunInfo | None, str | None]]:
+            artifact = artifact_id(db, cur, name)
+            rows = (db.run(cur, _ALL_HISTORY, {"artifact": artifact}) if alias is None
+                    else db.run(cur, _ONE_ALIAS_HISTORY, {"artifact": artifact, "alias": alias}))
+            ids = sorted({i for r in rows for i in (r.before_version_id, r.after_version_id) if i is not None})
+            refs = dict(zip(ids, labels(db, cur, ids), strict=True))
+            run_ids = sorted({r.run_id for r in rows if r.run_id is not None})
+            runs_by_id = {r.id: run_from_row(r) for r in db.run(cur, _RUNS_OF_HISTORY, {"artifact": artifact})
+                          } if run_ids else {}
+            return [(r.alias, refs.get(r.before_version_id), refs.get(r.after_version_id), float(r.at),
+                     runs_by_id.get(r.run_id), r.reason) for r in rows]
+        return db.read(read)
 
     def tombstones_of(self, name: str) -> list[dict[str, Any]]:
         """The committed deletions of ``name``, as its tombstone file holds them."""

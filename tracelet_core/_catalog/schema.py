@@ -215,6 +215,22 @@ retention_policies = Table(
     Column("created_at", Float, nullable=False),
 )
 
+#: Every alias change (migration 8): which alias of which name moved from which version to which
+#: (``None``: it was not set / was removed), when, by which producing run, and why.
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("before_version_id", Integer, ForeignKey("versions.id")),
+    Column("after_version_id", Integer, ForeignKey("versions.id")),
+    Column("at", Float, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("reason", Text),
+    Index("ix_alias_history_artifact", "artifact_id", "alias", "id"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -256,11 +272,16 @@ def _migration_7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[retention_policies])
 
 
+def _migration_8(conn: Connection) -> None:
+    """Alias history."""
+    metadata.create_all(conn, tables=[alias_history])
+
+
 #: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
 #: later ones check before they add).
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6),
-    (7, _migration_7)]
+    (7, _migration_7), (8, _migration_8)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 PG_BLOB_LOCK = 0x74726263  # "trbc": gc's blob deletion vs commits
