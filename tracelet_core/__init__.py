@@ -4,6 +4,7 @@ Everything here is orchestrator-free; ``tracelet_prefect`` and ``tracelet_dagste
 adapters over it. Importing this package imports no tracker SDK, torch, prefect or dagster.
 """
 
+from . import _json_form
 from ._artifact import TraceletArtifact
 from ._catalog import DraftRecord
 from ._delivery import route
@@ -22,7 +23,6 @@ from ._errors import (
     UnsafeDeserializationError,
 )
 from ._experiment import Experiment, ExperimentConfig
-from ._json_form import attach_json_form as _attach_json_form
 from ._lifecycle import AliasChange, PruneReport
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
@@ -35,7 +35,7 @@ from ._values import add_value
 
 __version__ = "0.1.0"
 
-_attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
+_json_form.attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
 
 __all__ = [
     "AliasChange",
