@@ -206,6 +206,15 @@ class Lifecycle:
                 for alias_name, before, after, at, by, why in _store(self).catalog.alias_history(
                     validate_name(name), validate_alias(alias) if alias is not None else None)]
 
+    def _tombstones(self, name: str, skipped: list[str]) -> dict[tuple[int, str], dict[str, Any]]:
+        """For ``reindex``: ``name``'s deleted versions by (number, version digest); an
+        unreadable tombstone file is named in ``skipped``."""
+        try:
+            return {(int(t["version"]), t["digest"]): t for t in _store(self).blobs.read_tombstones(name)}
+        except (ValueError, TypeError, KeyError) as exc:
+            skipped.append(f"tombstones of {name}: {exc}")
+            return {}
+
     def _including_deleted(self, ref: str) -> LoggedArtifact:
         """The version ``ref`` names even when it was deleted (alias events about a deleted
         version still reach the trackers that hold it)."""

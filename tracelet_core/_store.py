@@ -115,8 +115,7 @@ _shared: StoreCache[ArtifactStore] = StoreCache(MAX_SHARED_STORES)
 
 
 class ArtifactStore(Lifecycle):
-    """Versioned, content-addressed artifacts on fsspec with a SQL catalog (``delete``,
-    ``prune`` and retention policies come from ``_lifecycle.Lifecycle``)."""
+    """Versioned, content-addressed artifacts on fsspec with a SQL catalog (lifecycle: ``_lifecycle``)."""
 
     def __init__(self, blobs: BlobStore, catalog: Catalog, settings: TraceletSettings,
                  cache_dir: Path) -> None:
@@ -452,8 +451,7 @@ class ArtifactStore(Lifecycle):
         return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name), partition, tag)]
 
     def set_alias(self, ref: str, alias: str, *, reason: str | None = None) -> LoggedArtifact:
-        """Point ``alias`` at the version ``ref`` names, moving it from any other version (the
-        move and ``reason`` go to ``alias_history``)."""
+        """Point ``alias`` at the version ``ref`` names, moving it (recorded in ``alias_history``)."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
@@ -672,7 +670,7 @@ class ArtifactStore(Lifecycle):
             found.append((manifest, data, entry_dicts, path))
         found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
         added: builtins.list[tuple[str, int, builtins.list[str]]] = []
-        stones = {name: self._tombstones(name, result) for name in dict.fromkeys(m["name"] for m, *_ in found)}
+        stones = {name: self._tombstones(name, result.skipped) for name in dict.fromkeys(m["name"] for m, *_ in found)}
         for manifest, data, entry_dicts, path in found:
             try:
                 stone = stones[manifest["name"]].get((int(manifest["version"]), manifest["digest"]))
@@ -690,14 +688,6 @@ class ArtifactStore(Lifecycle):
             self.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
         result.extend(f"{name}:v{version}" for name, version, _ in added)
         return result
-
-    def _tombstones(self, name: str, result: ReindexReport) -> dict[tuple[int, str], dict[str, Any]]:
-        """``name``'s deleted versions by (number, version digest); an unreadable file is skipped."""
-        try:
-            return {(int(t["version"]), t["digest"]): t for t in self.blobs.read_tombstones(name)}
-        except (ValueError, TypeError, KeyError) as exc:
-            result.skipped.append(f"tombstones of {name}: {exc}")
-            return {}
 
     def _journal_targets(self, name: str, result: ReindexReport) -> dict[str, int]:
         """Each alias of ``name``'s journal resolved to the first recorded target whose
