@@ -15,6 +15,8 @@ CONTRACT_NAMES = {
     "ExperimentConfig", "ArtifactResult", "TraceletSettings", "LineageGraph", "TraceletError",
     "InvalidArtifactError", "ArtifactNotFoundError", "IntegrityError", "UnsafeDeserializationError",
     "BackendError", "ConfigurationError", "VersionDiff",
+    # round 3, lifecycle
+    "AliasChange", "ArtifactDeletedError", "ProtectedVersionError", "PruneReport",
 }
 
 

@@ -10,18 +10,21 @@ from ._catalog import DraftRecord
 from ._delivery import route
 from ._diff import VersionDiff
 from ._errors import (
+    ArtifactDeletedError,
     ArtifactNotFoundError,
     BackendError,
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
     PermanentBackendError,
+    ProtectedVersionError,
     StorageError,
     TraceletError,
     TransientBackendError,
     UnsafeDeserializationError,
 )
 from ._experiment import Experiment, ExperimentConfig
+from ._lifecycle import AliasChange, PruneReport
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
@@ -36,6 +39,8 @@ __version__ = "0.1.0"
 _json_form.attach_json_form()  # LoggedArtifact in pydantic and Prefect JSON results (needs the store)
 
 __all__ = [
+    "AliasChange",
+    "ArtifactDeletedError",
     "ArtifactFile",
     "ArtifactNotFoundError",
     "ArtifactObject",
@@ -56,6 +61,8 @@ __all__ = [
     "LineageGraph",
     "LoggedArtifact",
     "PermanentBackendError",
+    "ProtectedVersionError",
+    "PruneReport",
     "RunInfo",
     "Serializer",
     "StorageError",

@@ -44,6 +44,8 @@ MANIFEST_PREFIX = "@"
 PENDING_SUFFIX = ".pending"
 #: The alias journal's file name in a name's manifest folder.
 ALIAS_JOURNAL = f"{MANIFEST_PREFIX}aliases.json"
+#: The tombstone file's name in a name's manifest folder: its deleted versions.
+TOMBSTONES = f"{MANIFEST_PREFIX}tombstones.json"
 Progress = Callable[[int], None]
 
 #: Local filesystem errors that are the environment's, not the caller's: no space, quota, I/O.
@@ -322,6 +324,30 @@ class BlobStore(ABC):
         except FileNotFoundError:
             return None
         return json.loads(data)
+
+    # -- tombstones (deleted versions) ----------------------------------------------------------
+    def write_tombstones(self, name: str, tombstones: list[dict[str, Any]], *, replace: bool = False) -> None:
+        """Add deleted versions of ``name`` (``{"version", "digest", "deleted_at", "reason"}``
+        each) to its tombstone file (or, with ``replace``, make them its whole content),
+        atomically and durably; ``reindex`` reads it back. The caller holds the catalog's lock
+        on ``name`` (no two writers merge at once)."""
+        merged = {} if replace else {str(t["version"]): t for t in self.read_tombstones(name)}
+        merged.update((str(t["version"]), t) for t in tombstones)
+        data = json.dumps({"format": 1, "deleted": [merged[k] for k in sorted(merged, key=int)]},
+                          sort_keys=True).encode()
+        self._write_small(f"{self.manifest_dir(name)}/{TOMBSTONES}", data, f"the tombstones of {name}")
+
+    def read_tombstones(self, name: str) -> list[dict[str, Any]]:
+        """``name``'s deleted versions as written by ``write_tombstones`` (none: ``[]``); a
+        corrupt file raises ``ValueError``."""
+        try:
+            data = self._read_small(f"{self.manifest_dir(name)}/{TOMBSTONES}")
+        except FileNotFoundError:
+            return []
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("deleted"), list):
+            raise ValueError(f"the tombstone file of {name} is not a tombstone list")
+        return list(parsed["deleted"])
 
 
 # -- helpers both kinds use -------------------------------------------------------------------

@@ -314,7 +314,7 @@ class Delivery:
         try:
             for event in events:
                 chain = (event.name, event.backend)
-                artifact = self.store.get(event.ref)
+                artifact = self.store._including_deleted(event.ref)  # a removal may be of a deleted one
                 if chain in held or catalog.delivery_status(artifact._record.id, event.backend) not in (
                         "delivered", "unconfirmed"):
                     held.add(chain)

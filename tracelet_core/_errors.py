@@ -7,6 +7,9 @@ SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
     TraceletError
     ├── InvalidArtifactError (also ValueError)   bad names, paths, refs, entries, objects
     ├── ArtifactNotFoundError (also KeyError)    unknown name, version, alias or entry
+    │   └── ArtifactDeletedError                 a version that was deleted (says when, why)
+    ├── ProtectedVersionError                    a delete refused: aliased, or upstream of
+    │                                            an aliased version
     ├── IntegrityError                           a blob or manifest does not match its digest
     ├── UnsafeDeserializationError               loading pickle without allow_pickle
     ├── BackendError                             a tracker refused or failed a delivery
@@ -22,12 +25,14 @@ SQLAlchemy, serializers or tracker SDKs are translated at the boundary with
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactDeletedError",
     "ArtifactNotFoundError",
     "BackendError",
     "ConfigurationError",
     "IntegrityError",
     "InvalidArtifactError",
     "PermanentBackendError",
+    "ProtectedVersionError",
     "StorageError",
     "TraceletError",
     "TransientBackendError",
@@ -105,3 +110,24 @@ class CatalogError(TraceletError):
 
 class DraftChangedError(TraceletError):
     """An entry was added to a draft between ``finish`` reading it and sealing it."""
+
+
+# -- lifecycle (delete, prune) -----------------------------------------------------------------
+class ArtifactDeletedError(ArtifactNotFoundError):
+    """The version was deleted (``ArtifactStore.delete`` or ``prune``); the message says when
+    and why. Its number is never reused; its lineage node stays, marked deleted."""
+
+    def __init__(self, message: str, ref: str = "", deleted_at: float | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.ref, self.deleted_at, self.reason = ref, deleted_at, reason
+
+
+class ProtectedVersionError(TraceletError):
+    """A delete refused, nothing changed: an alias points at the version, or it is upstream (at
+    any depth) of a version an alias points at. ``delete(force=True)`` deletes it anyway and
+    removes its aliases. ``reasons`` says what protects it."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons: list[str] = list(reasons or [])

@@ -50,6 +50,7 @@ from ._errors import (
     TraceletError,
 )
 from ._hashing import hash_bytes
+from ._lifecycle import Lifecycle, checked_reason
 from ._lineage import LineageGraph
 from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
 from ._model import ArtifactFile, ArtifactObject, RunInfo
@@ -100,8 +101,6 @@ def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
             "size": data.get("size"), "data": data}
 
 
-
-
 class ContentScopedKey(str):
     """An idempotency key that holds for one content only: ``ArtifactStore.log`` appends the
     version's digest to it, so a retry that logs the same entries finds the version it logged
@@ -117,8 +116,8 @@ def content_scoped_key(key: str) -> ContentScopedKey:
 _shared: StoreCache[ArtifactStore] = StoreCache(MAX_SHARED_STORES)
 
 
-class ArtifactStore:
-    """Versioned, content-addressed artifacts on fsspec with a SQL catalog."""
+class ArtifactStore(Lifecycle):
+    """Versioned, content-addressed artifacts on fsspec with a SQL catalog (lifecycle: ``_lifecycle``)."""
 
     def __init__(self, blobs: BlobStore, catalog: Catalog, settings: TraceletSettings,
                  cache_dir: Path) -> None:
@@ -464,20 +463,20 @@ class ArtifactStore:
         tag = validate_tag(tag) if tag is not None else None
         return [LoggedArtifact(r, self) for r in self.catalog.versions(validate_name(name), partition, tag)]
 
-    def set_alias(self, ref: str, alias: str) -> LoggedArtifact:
-        """Point ``alias`` at the version ``ref`` names, moving it from any other version."""
+    def set_alias(self, ref: str, alias: str, *, reason: str | None = None) -> LoggedArtifact:
+        """Point ``alias`` at the version ``ref`` names, moving it (recorded in ``alias_history``)."""
         name, selector = parse_ref(ref)
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
-            record = self.catalog.set_alias(name, selector, alias, journal=journal)
+            record = self.catalog.set_alias(name, selector, alias, journal=journal, reason=checked_reason(reason))
         self.delivery.after_alias_change(name)
         return LoggedArtifact(record, self)
 
-    def remove_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
         validate_name(name)
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
-            self.catalog.remove_alias(name, alias, journal=journal)
+            self.catalog.remove_alias(name, alias, journal=journal, reason=checked_reason(reason))
         self.delivery.after_alias_change(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:
@@ -529,7 +528,8 @@ class ArtifactStore:
     @staticmethod
     def _add_version_node(graph: LineageGraph, record: VersionRecord) -> str:
         graph.add_node(record.ref, kind="artifact", name=record.name, version=f"v{record.version}",
-                       type=record.type, digest=record.digest, aliases=record.aliases)
+                       type=record.type, digest=record.digest, aliases=record.aliases,
+                       **({"deleted": True} if record.deleted_at is not None else {}))
         return record.ref
 
     @staticmethod
@@ -611,10 +611,12 @@ class ArtifactStore:
 
     def gc(self, dry_run: bool = True, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
         """Remove blobs no version or draft needs, older than ``grace_seconds`` (in-flight logs
-        are younger), stray manifests of uncommitted versions, and leftovers of killed writers."""
+        are younger) or used by a deleted version, stray manifests of uncommitted versions, and
+        leftovers of killed writers."""
         report = GcReport(dry_run=dry_run)
         cutoff = time.time() - grace_seconds
-        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if m is not None and m <= cutoff}
+        deleted = self.catalog.deleted_digests()  # the grace period protects never-used blobs only
+        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if (m is not None and m <= cutoff) or d in deleted}
         candidates = sorted(set(sizes) - self.catalog.referenced_digests())
         if not dry_run:  # deleted under the catalog's lock, which logs re-check their blobs under
             candidates = self.catalog.collect_blobs(candidates, self.blobs.delete_blob)
@@ -656,7 +658,8 @@ class ArtifactStore:
 
     def reindex(self) -> ReindexReport:
         """Rebuild missing catalog rows from the manifests in the store, oldest first; the
-        refs added. Lineage edges and aliases (from each name's alias journal) follow.
+        refs added. Lineage edges and aliases (from each name's alias journal) follow; a version
+        in its name's tombstone file comes back deleted.
 
         A manifest that cannot be read, and a pending one (its version's commit was never
         seen) whose blobs are not all stored, is skipped and named in ``skipped`` of the
@@ -688,10 +691,12 @@ class ArtifactStore:
             found.append((manifest, data, entry_dicts, path))
         found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
         added: builtins.list[tuple[str, int, builtins.list[str]]] = []
+        stones = {name: self._tombstones(name, result.skipped) for name in dict.fromkeys(m["name"] for m, *_ in found)}
         for manifest, data, entry_dicts, path in found:
             try:
+                stone = stones[manifest["name"]].get((int(manifest["version"]), manifest["digest"]))
                 inserted = self.catalog.insert_reindexed(manifest, hash_bytes(data),
-                                                         [_entry_row(e) for e in entry_dicts])
+                                                         [_entry_row(e) for e in entry_dicts], stone)
             except (ValueError, KeyError, TypeError, InvalidArtifactError) as exc:
                 result.skipped.append(f"{path}: {exc}")
                 continue

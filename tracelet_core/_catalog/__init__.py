@@ -10,7 +10,8 @@ package is layered, each module one job:
   ``VersionRecord``, ...);
 - ``reads``: the read path, one implementation for both dialects;
 - ``writes``: the write path (commit a version, aliases, tags, drafts, reindex, gc's blobs);
-- ``outbox``: the delivery and alias-event queues.
+- ``outbox``: the delivery and alias-event queues;
+- ``lifecycle``: deletes (tombstones), protection, prune and retention policies.
 
 ``Catalog`` is the facade the store and the delivery module use: it opens the database,
 migrates it and gathers the three paths' methods.
@@ -37,6 +38,7 @@ from .engine import (
     classify,
     has_password,
 )
+from .lifecycle import LifecyclePath, PrunePlan, PruneRule, TombstoneHook
 from .outbox import Outbox
 from .reads import ReadPath
 from .records import (
@@ -59,6 +61,7 @@ from .schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     alias_events,
+    alias_history,
     aliases,
     artifacts,
     deliveries,
@@ -67,6 +70,7 @@ from .schema import (
     entries,
     metadata,
     migrate,
+    retention_policies,
     run_inputs,
     runs,
     schema_table,
@@ -80,16 +84,19 @@ __all__ = [
     "CONTENTION_ATTEMPTS", "CONTENTION_FIRST_DELAY_S", "INITIAL_TABLES", "MAX_VERSION_NUMBER", "MIGRATIONS",
     "SCHEMA_VERSION", "SQLITE_BUSY_TIMEOUT_S", "AliasEventRecord", "AliasJournal", "AliasTarget", "Catalog",
     "CatalogContentionError", "CatalogError", "CommitHooks", "Contention", "DeliveryRecord", "DeliverySpec",
-    "DraftChangedError", "DraftRecord", "PreparedManifest", "VersionRecord", "VersionRequest", "alias_events",
+    "DraftChangedError", "DraftRecord", "LifecyclePath", "PreparedManifest", "PrunePlan", "PruneRule",
+    "TombstoneHook", "VersionRecord", "VersionRequest", "alias_events",
+    "alias_history",
     "aliases", "artifacts", "classify", "deliveries", "draft_entries", "drafts", "entries", "entries_digest",
-    "entry_order", "metadata", "run_inputs", "runs", "schema_table", "version_inputs", "version_tags", "versions",
+    "entry_order", "metadata", "retention_policies", "run_inputs", "runs", "schema_table", "version_inputs",
+    "version_tags", "versions",
 ]
 
 #: Opening attempts when another process creates the schema at the same moment.
 _MIGRATE_ATTEMPTS = 5
 
 
-class Catalog(ReadPath, WritePath, Outbox):
+class Catalog(ReadPath, WritePath, Outbox, LifecyclePath):
     """All SQL the store runs; one instance per process and URL, safe across threads.
 
     Each public method runs whole transactions; a transaction body that lost a lock

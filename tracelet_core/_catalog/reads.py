@@ -1,5 +1,10 @@
 """The catalog's read path: versions by ref, id, name, tag or prefix, lineage and drafts.
 
+A deleted version (a tombstone: ``versions.deleted_at`` set) is hidden from every read here
+(latest, listings, tags, the digests ``gc`` keeps) in the one statement of each read;
+a version named by number raises ``ArtifactDeletedError`` from the row ``get`` already reads,
+so the hot path runs no extra statement. Lineage reads by id still return it, marked.
+
 One implementation of each read for SQLite and PostgreSQL: every statement is SQLAlchemy Core,
 built once (per shape: ``IN`` lists are padded to a power of two), compiled once per dialect
 and run on a DBAPI cursor (``Database.read``, or the write transaction's own cursor when the
@@ -12,12 +17,13 @@ committed; only its aliases may be a moment newer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
 from sqlalchemy import JSON, Integer, bindparam, cast, func, literal_column, null, or_, select, union_all
 
-from .._errors import ArtifactNotFoundError
+from .._errors import ArtifactDeletedError, ArtifactNotFoundError
 from .._model import RunInfo
 from .._names import LATEST, format_version, version_number
 from .engine import MAX_IN, Database, Query, padded
@@ -41,8 +47,11 @@ from .schema import (
 VERSION_ROWS = select(versions, artifacts.c.name.label("artifact_name")).join(
     artifacts, artifacts.c.id == versions.c.artifact_id)
 _BY_NAME = VERSION_ROWS.where(artifacts.c.name == bindparam("name"))
-_LATEST = Query(_BY_NAME.order_by(versions.c.version.desc()).limit(1))
-_LATEST_OF_PARTITION = Query(_BY_NAME.where(versions.c.partition_key == bindparam("partition"))
+#: Versions that were not deleted.
+LIVE = versions.c.deleted_at.is_(None)
+_LIVE_BY_NAME = _BY_NAME.where(LIVE)
+_LATEST = Query(_LIVE_BY_NAME.order_by(versions.c.version.desc()).limit(1))
+_LATEST_OF_PARTITION = Query(_LIVE_BY_NAME.where(versions.c.partition_key == bindparam("partition"))
                              .order_by(versions.c.version.desc()).limit(1))
 _NUMBERED = Query(_BY_NAME.where(versions.c.version == bindparam("number")))
 _ALIASED = Query(_BY_NAME.join(aliases, (aliases.c.version_id == versions.c.id)
@@ -52,10 +61,10 @@ _ARTIFACT_ID = Query(select(artifacts.c.id).where(artifacts.c.name == bindparam(
 _MAX_NUMBER = Query(select(func.max(versions.c.version)).where(versions.c.artifact_id == bindparam("artifact")))
 _KNOWN_KEY = Query(select(versions.c.id).where(versions.c.artifact_id == bindparam("artifact"),
                                                versions.c.idempotency_key == bindparam("key")))
-_NEWEST_DIGEST = Query(select(versions.c.digest).where(versions.c.artifact_id == bindparam("artifact"))
+_NEWEST_DIGEST = Query(select(versions.c.digest).where(versions.c.artifact_id == bindparam("artifact"), LIVE)
                        .order_by(versions.c.version.desc()).limit(1))
 _NEWEST_DIGEST_OF_PARTITION = Query(select(versions.c.digest).where(
-    versions.c.artifact_id == bindparam("artifact"), versions.c.partition_key == bindparam("partition"))
+    versions.c.artifact_id == bindparam("artifact"), versions.c.partition_key == bindparam("partition"), LIVE)
     .order_by(versions.c.version.desc()).limit(1))
 _ALIAS_TARGETS = Query(select(aliases.c.alias, versions.c.version, versions.c.digest)
                        .join(versions, versions.c.id == aliases.c.version_id)
@@ -69,7 +78,7 @@ _CONSUMERS = Query(select(runs).join(run_inputs, run_inputs.c.run_id == runs.c.i
 _CONSUMED = Query(select(run_inputs.c.version_id).join(runs, runs.c.id == run_inputs.c.run_id)
                   .where(runs.c.key == bindparam("key")))
 _NAMES = Query(select(artifacts.c.name).order_by(artifacts.c.name))
-_VERSION_IDS = Query(select(versions.c.id).order_by(versions.c.id))
+_VERSION_IDS = Query(select(versions.c.id).where(LIVE).order_by(versions.c.id))
 _TAGS = Query(select(version_tags.c.tag).where(version_tags.c.version_id == bindparam("version"))
               .order_by(version_tags.c.tag))
 _MANIFEST_KEYS = Query(select(artifacts.c.name, versions.c.version, versions.c.manifest_digest)
@@ -134,7 +143,7 @@ def _labels(count: int) -> Query:
 
 @cache
 def _listing(partition: bool, tag: bool) -> Query:
-    query = _BY_NAME
+    query = _LIVE_BY_NAME
     if partition:
         query = query.where(versions.c.partition_key == bindparam("partition"))
     if tag:
@@ -153,7 +162,7 @@ def _under(name: Any) -> Any:
 
 @cache
 def _newest(named: bool, typed: bool) -> Query:
-    newest = (select(versions.c.artifact_id, func.max(versions.c.version).label("v"))
+    newest = (select(versions.c.artifact_id, func.max(versions.c.version).label("v")).where(LIVE)
               .group_by(versions.c.artifact_id).subquery())
     query = VERSION_ROWS.join(newest, (newest.c.artifact_id == versions.c.artifact_id)
                            & (newest.c.v == versions.c.version))
@@ -167,7 +176,7 @@ def _newest(named: bool, typed: bool) -> Query:
 @cache
 def _tagged(named: bool, typed: bool) -> Query:
     query = (VERSION_ROWS.join(version_tags, version_tags.c.version_id == versions.c.id)
-             .where(version_tags.c.tag == bindparam("tag")))
+             .where(version_tags.c.tag == bindparam("tag"), LIVE))
     if named:
         query = query.where(_under(bindparam("name")))
     if typed:
@@ -175,14 +184,22 @@ def _tagged(named: bool, typed: bool) -> Query:
     return Query(query.order_by(artifacts.c.name, versions.c.version.desc()))
 
 
+#: Entries of versions that were not deleted (a deleted version's blobs are no longer needed).
+_LIVE_ENTRIES = select(entries.c.digest).join(versions, versions.c.id == entries.c.version_id).where(LIVE)
+
+
 @cache
 def _digests(count: int, table: str) -> Query:
-    column = entries.c.digest if table == "entries" else draft_entries.c.digest
-    return Query(select(column).where(column.in_(_in(count, "d"))).distinct())
+    if table == "entries":
+        return Query(_LIVE_ENTRIES.where(entries.c.digest.in_(_in(count, "d"))).distinct())
+    return Query(select(draft_entries.c.digest).where(draft_entries.c.digest.in_(_in(count, "d"))).distinct())
 
 
-_ALL_DIGESTS = Query(union_all(select(entries.c.digest).where(entries.c.digest.is_not(None)),
+_ALL_DIGESTS = Query(union_all(_LIVE_ENTRIES.where(entries.c.digest.is_not(None)),
                                select(draft_entries.c.digest).where(draft_entries.c.digest.is_not(None))))
+#: Blobs of deleted versions (``gc`` collects them without waiting for its grace period).
+_DELETED_DIGESTS = Query(select(entries.c.digest).join(versions, versions.c.id == entries.c.version_id)
+                         .where(versions.c.deleted_at.is_not(None), entries.c.digest.is_not(None)).distinct())
 
 
 def _prefix(name: str) -> dict[str, Any]:
@@ -195,9 +212,11 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 # -- reads other layers share (they take a cursor: the write path reads under its lock) ----------
-def version_row(db: Database, cur: Any, name: str, selector: str, partition: str | None = None) -> Any:
+def version_row(db: Database, cur: Any, name: str, selector: str, partition: str | None = None,
+                *, include_deleted: bool = False) -> Any:
     """The ``versions`` row (with ``artifact_name``) that ``selector`` names; ``latest`` of one
-    ``partition`` when one is given."""
+    ``partition`` when one is given. A deleted version raises ``ArtifactDeletedError`` unless
+    ``include_deleted`` (``latest`` never names one)."""
     number = version_number(selector)
     if number is not None and number > MAX_VERSION_NUMBER:  # no column holds it: not found
         raise ArtifactNotFoundError(f"artifact {name!r} has no version {selector!r}")
@@ -211,7 +230,19 @@ def version_row(db: Database, cur: Any, name: str, selector: str, partition: str
     if not found:
         artifact_id(db, cur, name)  # no artifact at all: say so
         raise no_such_version(name, selector, partition)
-    return found[0]
+    row = found[0]
+    if row.deleted_at is not None and not include_deleted:
+        raise deleted_error(row)
+    return row
+
+
+def deleted_error(row: Any) -> ArtifactDeletedError:
+    """The error for a deleted version's row: which version, when and why."""
+    ref = f"{row.artifact_name}:{format_version(row.version)}"
+    when = datetime.fromtimestamp(float(row.deleted_at), tz=timezone.utc).isoformat(timespec="seconds")
+    why = f": {row.deleted_reason}" if row.deleted_reason else " (no reason given)"
+    return ArtifactDeletedError(f"{ref} was deleted at {when}{why}", ref, float(row.deleted_at),
+                                row.deleted_reason)
 
 
 def artifact_id(db: Database, cur: Any, name: str) -> int:
@@ -258,6 +289,7 @@ def _hydrate_chunk(db: Database, cur: Any, rows: Sequence[Any]) -> list[VersionR
         producer=run_map.get(row.producer_run_id),
         inputs=input_map.get(row.id, []), aliases=alias_map.get(row.id, []),
         entries=entry_map.get(row.id, []), partition=row.partition_key,
+        deleted_at=row.deleted_at, deleted_reason=row.deleted_reason,
     ) for row in rows]
 
 
@@ -309,9 +341,11 @@ class ReadPath:
 
     _db: Database
 
-    def get(self, name: str, selector: str, partition: str | None = None) -> VersionRecord:
+    def get(self, name: str, selector: str, partition: str | None = None, *,
+            include_deleted: bool = False) -> VersionRecord:
         db = self._db
-        return db.read(lambda cur: hydrate(db, cur, [version_row(db, cur, name, selector, partition)])[0])
+        return db.read(lambda cur: hydrate(db, cur, [version_row(db, cur, name, selector, partition,
+                                                                 include_deleted=include_deleted)])[0])
 
     def get_by_ids(self, version_ids: Sequence[int]) -> list[VersionRecord]:
         """The records of ``version_ids``, in that order (unknown ids left out)."""
@@ -422,6 +456,11 @@ class ReadPath:
                 return {r[0] for r in db.run(cur, _ALL_DIGESTS)}
             return needed_digests(db, cur, list(among))
         return db.read(read)
+
+    def deleted_digests(self) -> set[str]:
+        """Blob digests that deleted versions used (some may still be needed by live ones)."""
+        db = self._db
+        return db.read(lambda cur: {r[0] for r in db.run(cur, _DELETED_DIGESTS)})
 
     def manifest_keys(self) -> dict[tuple[str, int], str]:
         """``(name, version)`` of every committed version, and its manifest's digest."""

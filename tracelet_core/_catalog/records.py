@@ -37,6 +37,9 @@ class VersionRecord:
     aliases: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     partition: str | None = None
+    #: When the version was deleted (epoch seconds) and why; ``None`` for a live version.
+    deleted_at: float | None = None
+    deleted_reason: str | None = None
 
     @property
     def ref(self) -> str:

@@ -79,6 +79,9 @@ versions = Table(
     Column("idempotency_key", String(512)),
     # added by migration 3: the orchestrator partition a version belongs to (Dagster, ...)
     Column("partition_key", String(1024)),
+    # added by migration 7: a deleted version is a tombstone (its row stays, hidden from reads)
+    Column("deleted_at", Float),
+    Column("deleted_reason", Text),
     UniqueConstraint("artifact_id", "version", name="uq_versions_artifact_version"),
     UniqueConstraint("artifact_id", "idempotency_key", name="uq_versions_idempotency"),
     Index("ix_versions_partition", "artifact_id", "partition_key", "version"),
@@ -202,6 +205,32 @@ alias_events = Table(
     Index("ix_alias_events_status", "status", "artifact_id", "id"),
 )
 
+#: Stored retention policies (migration 7): what ``prune()`` with no rule arguments applies.
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("pattern", String(201), primary_key=True),  # a name, ``prefix*`` or ``*``
+    Column("keep_last", Integer),
+    Column("older_than_s", Float),
+    Column("created_at", Float, nullable=False),
+)
+
+#: Every alias change (migration 8): which alias of which name moved from which version to which
+#: (``None``: it was not set / was removed), when, by which producing run, and why.
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("before_version_id", Integer, ForeignKey("versions.id")),
+    Column("after_version_id", Integer, ForeignKey("versions.id")),
+    Column("at", Float, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("reason", Text),
+    Index("ix_alias_history_artifact", "artifact_id", "alias", "id"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -233,10 +262,26 @@ def _migration_5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[alias_events])
 
 
+def _migration_7(conn: Connection) -> None:
+    """Deleted versions (tombstones) and stored retention policies."""
+    present = {column["name"] for column in inspect(conn).get_columns("versions")}
+    if "deleted_at" not in present:  # catalogs made before migration 7 existed
+        conn.execute(text("ALTER TABLE versions ADD COLUMN deleted_at FLOAT"))
+    if "deleted_reason" not in present:
+        conn.execute(text("ALTER TABLE versions ADD COLUMN deleted_reason TEXT"))
+    metadata.create_all(conn, tables=[retention_policies])
+
+
+def _migration_8(conn: Connection) -> None:
+    """Alias history."""
+    metadata.create_all(conn, tables=[alias_history])
+
+
 #: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
 #: later ones check before they add).
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6),
+    (7, _migration_7), (8, _migration_8)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 PG_BLOB_LOCK = 0x74726263  # "trbc": gc's blob deletion vs commits

@@ -28,6 +28,7 @@ from .._names import format_version, parse_ref
 from .engine import Database, Query
 from .outbox import enqueue_alias_events, enqueue_deliveries
 from .reads import (
+    LIVE,
     VERSION_ROWS,
     alias_targets,
     artifact_id,
@@ -52,6 +53,7 @@ from .records import (
 )
 from .schema import (
     PG_BLOB_LOCK,
+    alias_history,
     aliases,
     artifacts,
     draft_entries,
@@ -130,11 +132,14 @@ class WritePath:
         if existing is None:
             newest = named if r.partition is None else named.where(versions.c.partition_key == r.partition)
             latest = conn.execute(newest.order_by(versions.c.version.desc()).limit(1)).first()
-            if latest is not None and latest.digest == r.digest and latest.type == r.type:
-                existing = latest
+            live = latest  # the newest version may be deleted: compare with the newest live one
+            if live is not None and live.deleted_at is not None:
+                live = conn.execute(newest.where(LIVE).order_by(versions.c.version.desc()).limit(1)).first()
+            if live is not None and live.digest == r.digest and live.type == r.type:
+                existing = live
         input_ids = resolve_ids(db, cur, r.inputs)
         if existing is not None:
-            self._move_aliases(conn, artifact, existing.id, r.aliases)
+            self._move_aliases(conn, artifact, existing.id, r.aliases, history=self._log_history(conn, r))
             enqueue_deliveries(db, conn, existing.id, r.deliveries)
             if r.producer is not None and input_ids:
                 self._record_run_inputs(conn, self._ensure_run_row(conn, r.producer).id, input_ids)
@@ -166,7 +171,7 @@ class WritePath:
                          [{"version_id": version_id, "input_version_id": i} for i in input_ids])
             if run_id is not None:
                 self._record_run_inputs(conn, run_id, input_ids)
-        self._move_aliases(conn, artifact, version_id, r.aliases)
+        self._move_aliases(conn, artifact, version_id, r.aliases, history=(run_id, None))
         enqueue_deliveries(db, conn, version_id, r.deliveries)
         if r.aliases:
             self._journal_aliases(cur, artifact, before, hooks.journal)
@@ -206,10 +211,12 @@ class WritePath:
         self._db.write(body)
 
     # -- aliases ----------------------------------------------------------------------------
-    def set_alias(self, name: str, selector: str, alias: str, journal: AliasJournal | None = None) -> VersionRecord:
-        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere);
-        ``journal`` is called with the new and the previous alias targets just before the
-        transaction commits (see ``CommitHooks``)."""
+    def set_alias(self, name: str, selector: str, alias: str, journal: AliasJournal | None = None,
+                  reason: str | None = None) -> VersionRecord:
+        """Point ``alias`` at the version ``selector`` names (moving it if set elsewhere; the
+        move is recorded in the alias history with ``reason``); ``journal`` is called with the
+        new and the previous alias targets just before the transaction commits (see
+        ``CommitHooks``)."""
         db = self._db
 
         def body(conn: Connection) -> VersionRecord:
@@ -218,13 +225,14 @@ class WritePath:
             before = alias_targets(db, cur, artifact)
             row = version_row(db, cur, name, selector)
             previous = _alias_version_id(conn, artifact, alias)
-            self._move_aliases(conn, artifact, row.id, [alias])
+            self._move_aliases(conn, artifact, row.id, [alias], history=(None, reason))
             enqueue_alias_events(conn, artifact, alias, row.id, previous)
             self._journal_aliases(cur, artifact, before, journal)
             return hydrate(db, cur, [row])[0]
         return db.write(body)
 
-    def remove_alias(self, name: str, alias: str, journal: AliasJournal | None = None) -> None:
+    def remove_alias(self, name: str, alias: str, journal: AliasJournal | None = None,
+                     reason: str | None = None) -> None:
         db = self._db
 
         def body(conn: Connection) -> None:
@@ -235,6 +243,7 @@ class WritePath:
             result = conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact, aliases.c.alias == alias))
             if result.rowcount == 0:
                 raise ArtifactNotFoundError(f"artifact {name!r} has no alias {alias!r}")
+            record_alias_change(conn, artifact, alias, previous, None, None, reason)
             enqueue_alias_events(conn, artifact, alias, None, previous)
             self._journal_aliases(cur, artifact, before, journal)
         db.write(body)
@@ -308,8 +317,9 @@ class WritePath:
 
     # -- reindex ----------------------------------------------------------------------------
     def insert_reindexed(self, manifest: dict[str, Any], manifest_digest: str,
-                         entry_rows: list[dict[str, Any]]) -> bool:
-        """Insert a version read back from its manifest; False if it is already present."""
+                         entry_rows: list[dict[str, Any]], tombstone: dict[str, Any] | None = None) -> bool:
+        """Insert a version read back from its manifest (deleted, when its ``tombstone`` is
+        given); False if it is already present."""
         name, number = manifest["name"], int(manifest["version"])
 
         def body(conn: Connection) -> bool:
@@ -324,8 +334,11 @@ class WritePath:
                 digest=manifest["digest"], manifest_digest=manifest_digest,
                 description=manifest.get("description"), metadata=manifest.get("metadata") or {},
                 size_bytes=int(manifest.get("size_bytes") or 0), created_at=float(manifest["created_at"]),
-                producer_run_id=run_id, idempotency_key=manifest.get("idempotency_key"),
+                producer_run_id=run_id,
+                idempotency_key=manifest.get("idempotency_key") if tombstone is None else None,
                 partition_key=manifest.get("partition"),
+                deleted_at=float(tombstone["deleted_at"]) if tombstone is not None else None,
+                deleted_reason=tombstone.get("reason") if tombstone is not None else None,
             )))
             if entry_rows:
                 conn.execute(insert(entries), [{**row, "version_id": version_id} for row in entry_rows])
@@ -339,10 +352,10 @@ class WritePath:
 
         def body(conn: Connection) -> None:
             cur = db.cursor(conn)
-            row = version_row(db, cur, name, format_version(number))
+            row = version_row(db, cur, name, format_version(number), include_deleted=True)
             for ref in input_refs:
-                try:
-                    input_id = resolve_ids(db, cur, [parse_ref(ref)])[0]
+                try:  # a deleted input keeps its edge: lineage keeps deleted nodes
+                    input_id = version_row(db, cur, *parse_ref(ref), include_deleted=True).id
                 except ArtifactNotFoundError:
                     continue
                 db.insert_ignore(conn, version_inputs, {"version_id": row.id, "input_version_id": input_id},
@@ -414,8 +427,18 @@ class WritePath:
         }, ["key"])
         return conn.execute(select(runs).where(runs.c.key == run.key)).one()
 
-    def _move_aliases(self, conn: Connection, artifact: int, version_id: int, names: Sequence[str]) -> None:
+    def _log_history(self, conn: Connection, r: VersionRequest) -> tuple[int | None, str | None]:
+        """``(run id, reason)`` for the alias history of a log that returned an existing version."""
+        return (self._ensure_run_row(conn, r.producer).id if r.producer is not None and r.aliases else None), None
+
+    def _move_aliases(self, conn: Connection, artifact: int, version_id: int, names: Sequence[str],
+                      history: tuple[int | None, str | None] | None = None) -> None:
+        """Point each alias of ``names`` at ``version_id``; with ``history`` (``(run id,
+        reason)``) each actual move is recorded in the alias history (reindex restores without)."""
         for alias in names:
+            if history is not None:
+                record_alias_change(conn, artifact, alias, _alias_version_id(conn, artifact, alias), version_id,
+                                    *history)
             conn.execute(delete(aliases).where(aliases.c.artifact_id == artifact, aliases.c.alias == alias))
             conn.execute(insert(aliases).values(artifact_id=artifact, alias=alias, version_id=version_id))
 
@@ -433,6 +456,15 @@ class WritePath:
         after = alias_targets(self._db, cur, artifact)
         if after != before:
             journal(after, before)
+
+
+def record_alias_change(conn: Connection, artifact: int, alias: str, before: int | None, after: int | None,
+                        run_id: int | None, reason: str | None) -> None:
+    """Append one alias change to the alias history (nothing when the alias did not move)."""
+    if before != after:
+        conn.execute(insert(alias_history).values(artifact_id=artifact, alias=alias, before_version_id=before,
+                                                  after_version_id=after, at=time.time(), run_id=run_id,
+                                                  reason=reason))
 
 
 def _alias_version_id(conn: Connection, artifact: int, alias: str) -> int | None:
