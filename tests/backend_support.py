@@ -87,3 +87,13 @@ class FolderBackend(Backend):
         """Every alias move this tracker received, in order."""
         moves = self.root / "alias-moves.jsonl"
         return [json.loads(line) for line in moves.read_text().splitlines()] if moves.is_file() else []
+
+
+def log_in_run(backend: Backend, version: LoggedArtifact, experiment: str = "suite-experiment",
+               run_id: str = "suite-run") -> ArtifactResult:
+    """``backend.log(version)`` inside a tracker run opened with ``start`` and closed after."""
+    backend.start(experiment, run_id)
+    try:
+        return backend.log(version)
+    finally:
+        backend.stop()

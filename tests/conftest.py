@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_support import FolderBackend
 from support import MakeFile, StoreLocation, free_port
 
 from tracelet_core import ArtifactStore, TraceletSettings
+from tracelet_core.backends import register_backend, unregister_backend
 
 # Trackers decide at import time whether to phone home (this runs before any test module
 # imports one); no test may reach outside hosts.
@@ -237,3 +239,12 @@ def prefect_server() -> Iterator[None]:
             temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
         drain(60)  # what the last tests published reaches the server before it stops
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Iterator[FolderBackend]:
+    """A folder tracker (``backend_support.FolderBackend``) registered as ``folder``, so ``sync``
+    and alias events can rebuild it by name."""
+    register_backend("folder", FolderBackend)
+    yield FolderBackend(str(tmp_path / "tracker"))
+    unregister_backend("folder")

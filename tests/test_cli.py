@@ -587,9 +587,11 @@ def test_every_store_command_takes_store_and_catalog(command: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["ls"], ["ls", "--json"], ["show", "clf"], ["get", "clf", "-o", "{tmp}/out"],
-                                  ["lineage", "clf"], ["verify"]])
+                                  ["lineage", "clf"], ["verify"], ["gc"], ["gc", "--dry-run"], ["sync"], ["reindex"],
+                                  ["alias", "clf:v1", "best"], ["alias", "clf", "best", "--remove"],
+                                  ["versions", "clf"], ["export-lineage"]])
 @pytest.mark.parametrize("where", ["missing", "empty folder"])
-def test_read_only_commands_on_a_missing_store_exit_1_and_create_nothing(
+def test_every_command_but_log_on_a_missing_store_exits_1_and_creates_nothing(
         tmp_path: Path, args: list[str], where: str) -> None:
     store_dir = tmp_path / "nowhere" / "store"
     if where == "empty folder":
@@ -724,24 +726,7 @@ def test_lineage_html_and_svg_go_to_a_file(store_dir: Path, tmp_path: Path, pipe
     assert tree.read_text().startswith("report:v1 (report)") and "\x1b[" not in tree.read_text()
 
 
-# -- round 3: stores that are not there, versions, --json anywhere, hints, digests, exit codes ----
-@pytest.mark.parametrize("args", [["gc"], ["gc", "--dry-run"], ["sync"], ["reindex"], ["alias", "clf:v1", "best"],
-                                  ["alias", "clf", "best", "--remove"], ["versions", "clf"], ["export-lineage"]])
-@pytest.mark.parametrize("where", ["missing", "empty folder"])
-def test_every_command_but_log_on_a_missing_store_exits_1_and_creates_nothing(
-        tmp_path: Path, args: list[str], where: str) -> None:
-    store_dir = tmp_path / "nowhere" / "store"
-    if where == "empty folder":
-        store_dir.mkdir(parents=True)
-    result = run_cli(store_dir, *args)
-    assert_one_line_error(result, "no tracelet store at", str(store_dir))
-    assert result.stdout == ""
-    if where == "missing":
-        assert not (tmp_path / "nowhere").exists()
-    else:
-        assert list(store_dir.iterdir()) == []
-
-
+# -- round 3: versions, --json anywhere, hints, digests, exit codes ---------------------------
 def test_reindex_opens_a_store_whose_catalog_is_missing_but_nothing_else(store_dir: Path, tmp_path: Path,
                                                                         make_file: MakeFile) -> None:
     ok(run_cli(store_dir, "log", str(make_file("a.txt", "a")), "--name", "a"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from tracelet_core import (
     TraceletArtifact,
     TraceletError,
 )
-from tracelet_core._backends import register_backend, unregister_backend
 from tracelet_core._catalog import versions
 from tracelet_core.cli import app
 
@@ -118,13 +116,6 @@ def test_aliased_and_upstream_versions_are_protected(any_store: ArtifactStore, m
         any_store.get("model:prod")
     any_store.delete("features:v1")  # no longer upstream of anything aliased
     assert any_store.get("model").ref == "model:v2"
-
-
-@pytest.fixture
-def tracker(tmp_path: Path) -> Iterator[FolderBackend]:
-    register_backend("folder", FolderBackend)
-    yield FolderBackend(str(tmp_path / "tracker"))
-    unregister_backend("folder")
 
 
 def test_a_forced_delete_removes_the_alias_from_the_trackers(store: ArtifactStore, tracker: FolderBackend) -> None:

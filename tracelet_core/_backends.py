@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,6 +136,33 @@ def sdk_errors(backend: str, action: str, errors: tuple[type[BaseException], ...
         raise
     except errors as exc:
         raise backend_error_class(exc)(f"{backend}: {action} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class RunPerStartBackend(Backend):
+    """A backend whose tracker run follows ``start``: the run opened for one ``(experiment,
+    run id)`` is ended when another is started and at ``stop``. Subclasses end their run in
+    ``_end_run`` and read ``_context`` (``None`` outside ``start``/``stop``) under ``_lock``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._context: tuple[str, str] | None = None  # (experiment name, tracelet run id) since start()
+
+    @abstractmethod
+    def _end_run(self) -> None:
+        """End the tracker run this backend holds open, if any."""
+
+    def start(self, experiment_name: str, run_id: str) -> None:
+        with self._lock:
+            if self._context != (experiment_name, run_id):
+                self._end_run()
+            self._context = (experiment_name, run_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            try:
+                self._end_run()
+            finally:
+                self._context = None
 
 
 def delivery_target(artifact: LoggedArtifact, started: tuple[str, str] | None,

@@ -24,14 +24,11 @@ from typing import TYPE_CHECKING, Any
 from ._artifact import TraceletArtifact, coerce_type, validate_tag
 from ._blobstore import PENDING_SUFFIX, BlobStore, open_blob_store
 from ._catalog import (
-    AliasEventRecord,
     AliasJournal,
     AliasTarget,
     Catalog,
     CommitHooks,
-    DeliveryRecord,
     DeliverySpec,
-    DraftChangedError,
     DraftRecord,
     PreparedManifest,
     VersionRecord,
@@ -44,6 +41,7 @@ from ._diff import VersionDiff, diff_versions
 from ._errors import (
     ArtifactNotFoundError,
     ConfigurationError,
+    DraftChangedError,
     IntegrityError,
     InvalidArtifactError,
     StorageError,
@@ -61,6 +59,7 @@ from ._storecache import MAX_SHARED_STORES, StoreCache
 from ._uris import redact_uri
 
 if TYPE_CHECKING:
+    from ._catalog import AliasEventRecord, DeliveryRecord
     from ._trackers import ArtifactResult
 
 MANIFEST_FORMAT = 1

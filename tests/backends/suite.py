@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_support import log_in_run
 
 from tracelet_core import (
     ArtifactResult,
@@ -82,11 +83,7 @@ class BackendSuite:
     # -- the suite ----------------------------------------------------------------------------
     def test_delivers_files_objects_and_tags(self, make_backend: Any, version: LoggedArtifact) -> None:
         backend = make_backend()
-        backend.start("suite-experiment", "suite-run")
-        try:
-            result = backend.log(version)
-        finally:
-            backend.stop()
+        result = log_in_run(backend, version, "suite-experiment", "suite-run")
         assert result.ok, result.error
         assert result.backend == backend.name
         view = self.read_back(backend, version, result)
@@ -116,11 +113,7 @@ class BackendSuite:
                         .add_file(make_file("big.ckpt", b"x" * 5000), "big.ckpt")
                         .add_file(make_file("small.txt", b"small"), "small.txt"))
         backend = make_backend()
-        backend.start("suite-experiment", "suite-run")
-        try:
-            result = backend.log(big)
-        finally:
-            backend.stop()
+        result = log_in_run(backend, big, "suite-experiment", "suite-run")
         view = self.read_back(backend, big, result)
         assert view.files.get("small.txt") == b"small"
         assert "big.ckpt" not in view.files
@@ -177,11 +170,7 @@ class BackendSuite:
         config = store.log(TraceletArtifact("suite/config", "config").add_object(
             {"optimizer": {"lr": 0.1, "name": "adam"}, "epochs": 3}, "hparams"))
         backend = make_backend()
-        backend.start("suite-experiment", "suite-run")
-        try:
-            result = backend.log(config)
-        finally:
-            backend.stop()
+        result = log_in_run(backend, config, "suite-experiment", "suite-run")
         assert result.ok, result.error
         params = self.params_held(backend, config, result)
         assert {k: params.get(k) for k in ("optimizer.lr", "optimizer.name", "epochs")} == {
@@ -195,10 +184,6 @@ class BackendSuite:
         Image.new("RGB", (8, 6), (0, 128, 255)).save(picture)
         images = store.log(TraceletArtifact("suite/samples", "image").add_file(picture, "sample.png"))
         backend = make_backend()
-        backend.start("suite-experiment", "suite-run")
-        try:
-            result = backend.log(images)
-        finally:
-            backend.stop()
+        result = log_in_run(backend, images, "suite-experiment", "suite-run")
         assert result.ok, result.error
         assert self.media_held(backend, images, result), "the tracker shows no native image"

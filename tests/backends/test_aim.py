@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_support import log_in_run
 from suite import BackendSuite, TrackerView
 from typer.testing import CliRunner
 
@@ -173,11 +174,7 @@ class TestAimBackend(BackendSuite):
     def test_a_fresh_process_reads_the_run_with_repo_get_run(
             self, make_backend: Callable[[], AimBackend], version: LoggedArtifact, tmp_path: Path) -> None:
         backend = make_backend()
-        backend.start("fresh", "run-7")
-        try:
-            result = backend.log(version)
-        finally:
-            backend.stop()  # closes the run and indexes it
+        result = log_in_run(backend, version, "fresh", "run-7")  # its stop() closes the run and indexes it
         reader = textwrap.dedent(f"""
             import json, sys, warnings
             warnings.simplefilter("ignore", DeprecationWarning)

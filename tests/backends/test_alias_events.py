@@ -3,7 +3,6 @@ name, exactly once; ``sync`` retries what failed; the registry refuses to clobbe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from tracelet_core import ArtifactStore, ConfigurationError, Experiment
 from tracelet_core._backends import register_backend, unregister_backend
 from tracelet_core.backends import Backend
 from tracelet_core.cli import app
-
-
-@pytest.fixture
-def tracker(tmp_path: Path) -> Iterator[FolderBackend]:
-    """A folder tracker that ``sync`` and alias events can rebuild by name."""
-    register_backend("folder", FolderBackend)
-    yield FolderBackend(str(tmp_path / "tracker"))
-    unregister_backend("folder")
 
 
 def log_two(store: ArtifactStore, tracker: FolderBackend) -> None:

@@ -25,7 +25,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from backend_support import FolderBackend  # noqa: E402
+from backend_support import FolderBackend, log_in_run  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository  # noqa: E402
@@ -182,11 +182,7 @@ class TestMlflowBackend(BackendSuite):
     def test_the_run_carries_tags_and_download_artifacts_returns_the_bytes(
             self, make_backend: Callable[[], MlflowBackend], version: LoggedArtifact, tmp_path: Path) -> None:
         backend = make_backend()
-        backend.start("suite-experiment", "run-42")
-        try:
-            result = backend.log(version)
-        finally:
-            backend.stop()
+        result = log_in_run(backend, version, "suite-experiment", "run-42")
         client = MlflowClient(tracking_uri=backend.tracking_uri)
         [run] = runs_holding(client, version)
         assert client.get_experiment(run.info.experiment_id).name == "suite-experiment"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import wandb
-from backend_support import FolderBackend
+from backend_support import FolderBackend, log_in_run
 from suite import BackendSuite, TrackerView
 from wandb.proto import wandb_internal_pb2
 
@@ -210,11 +210,7 @@ def model(store: ArtifactStore, make_file: Any) -> LoggedArtifact:
 
 def test_the_artifact_record_mirrors_the_version(model: LoggedArtifact) -> None:
     backend = WandbBackend(project="proj")
-    backend.start("train", "run-42")
-    try:
-        result = backend.log(model)
-    finally:
-        backend.stop()
+    result = log_in_run(backend, model, "train", "run-42")
     [record] = artifact_records(backend.dir)
     assert (record.name, record.type, record.project) == ("team--my-model", "model", "proj")
     assert record.description == "a small model"
@@ -290,11 +286,7 @@ def test_runs_are_per_backend_so_threads_log_at_once(store: ArtifactStore) -> No
     results: list[ArtifactResult] = []
 
     def deliver(backend: WandbBackend, version: LoggedArtifact, index: int) -> None:
-        backend.start(f"exp{index}", f"run{index}")
-        try:
-            results.append(backend.log(version))
-        finally:
-            backend.stop()
+        results.append(log_in_run(backend, version, f"exp{index}", f"run{index}"))
 
     threads = [threading.Thread(target=deliver, args=(backends[i], versions[i], i)) for i in range(2)]
     for thread in threads:

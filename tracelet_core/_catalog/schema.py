@@ -235,6 +235,15 @@ INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, r
                   drafts, draft_entries]
 
 
+def _add_missing_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the ``columns`` (name -> SQL type) that ``table`` lacks: a catalog made before the
+    migration existed has none of them, one made since has them from ``create_all``."""
+    present = {column["name"] for column in inspect(conn).get_columns(table)}
+    for name, sql_type in columns.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+
+
 def _migration_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=INITIAL_TABLES)
 
@@ -245,9 +254,7 @@ def _migration_2(conn: Connection) -> None:
 
 def _migration_3(conn: Connection) -> None:
     """Versions remember their partition; dedup and "latest" can be per partition."""
-    present = {column["name"] for column in inspect(conn).get_columns("versions")}
-    if "partition_key" not in present:  # catalogs made before migration 3 existed
-        conn.execute(text("ALTER TABLE versions ADD COLUMN partition_key VARCHAR(1024)"))
+    _add_missing_columns(conn, "versions", {"partition_key": "VARCHAR(1024)"})
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_versions_partition "
                       "ON versions (artifact_id, partition_key, version)"))
 
@@ -264,11 +271,7 @@ def _migration_5(conn: Connection) -> None:
 
 def _migration_7(conn: Connection) -> None:
     """Deleted versions (tombstones) and stored retention policies."""
-    present = {column["name"] for column in inspect(conn).get_columns("versions")}
-    if "deleted_at" not in present:  # catalogs made before migration 7 existed
-        conn.execute(text("ALTER TABLE versions ADD COLUMN deleted_at FLOAT"))
-    if "deleted_reason" not in present:
-        conn.execute(text("ALTER TABLE versions ADD COLUMN deleted_reason TEXT"))
+    _add_missing_columns(conn, "versions", {"deleted_at": "FLOAT", "deleted_reason": "TEXT"})
     metadata.create_all(conn, tables=[retention_policies])
 
 

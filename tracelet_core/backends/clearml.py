@@ -73,8 +73,8 @@ from clearml.config import get_cache_dir, get_offline_dir
 
 from .._backends import (
     ArtifactResult,
-    Backend,
     BackendCopy,
+    RunPerStartBackend,
     config_params,
     media_entries,
     plan_upload,
@@ -114,7 +114,7 @@ def _sdk_errors(action: str) -> AbstractContextManager[None]:
     """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
     return sdk_errors("clearml", action, (ValueError, OSError, RuntimeError, SessionError))
 
-class ClearMLBackend(Backend):
+class ClearMLBackend(RunPerStartBackend):
     """Delivers versions to ClearML as task artifacts (online, or offline into session folders).
 
     ``offline`` defaults to ClearML's own setting (``CLEARML_OFFLINE_MODE`` or an earlier
@@ -129,8 +129,7 @@ class ClearMLBackend(Backend):
         self.project = project or DEFAULT_PROJECT
         self.task_name = task_name
         self.offline = offline
-        self._lock = threading.RLock()
-        self._context: tuple[str, str] | None = None  # (experiment name, tracelet run id) since start()
+        super().__init__()
         self._task: Any = None  # the open clearml Task
         self._delivered: dict[tuple[str, str], ArtifactResult] = {}  # (ref, digest) -> result
 
@@ -156,18 +155,8 @@ class ClearMLBackend(Backend):
         return Path(get_cache_dir()) / MARKER_FOLDER / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     # -- tasks ------------------------------------------------------------------------------
-    def start(self, experiment_name: str, run_id: str) -> None:
-        with self._lock:
-            if self._context != (experiment_name, run_id):
-                self._close()
-            self._context = (experiment_name, run_id)
-
-    def stop(self) -> None:
-        with self._lock:
-            try:
-                self._close()
-            finally:
-                self._context = None
+    def _end_run(self) -> None:
+        self._close()
 
     def _open(self, experiment_name: str, run_id: str | None) -> Any:
         if self._task is not None:

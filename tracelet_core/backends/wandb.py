@@ -63,7 +63,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -77,8 +76,8 @@ from wandb.sdk.lib.paths import LogicalPath
 from .._backends import (
     MANIFEST_NAME,
     ArtifactResult,
-    Backend,
     BackendCopy,
+    RunPerStartBackend,
     config_params,
     media_entries,
     plan_upload,
@@ -161,7 +160,7 @@ def _sdk_errors(action: str) -> AbstractContextManager[None]:
     """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
     return sdk_errors("wandb", action, (WandbError, ValueError, OSError))
 
-class WandbBackend(Backend):
+class WandbBackend(RunPerStartBackend):
     """Delivers versions to W&B as artifacts (online, or offline into run files).
 
     ``mode`` defaults to W&B's own (``WANDB_MODE``) where the backend is used; ``project``
@@ -179,8 +178,7 @@ class WandbBackend(Backend):
         self.entity = entity
         self.mode = mode
         self.dir = str(Path(dir or os.environ.get("WANDB_DIR") or os.getcwd()).resolve())
-        self._lock = threading.RLock()
-        self._context: tuple[str, str] | None = None  # (experiment name, tracelet run id) since start()
+        super().__init__()
         self._run: Any = None  # the open wandb Run
         self._delivered: dict[tuple[str, str], ArtifactResult] = {}  # (ref, digest) -> result
         #: markers to write once the run finished, and whether to confirm them in the store then
@@ -202,18 +200,8 @@ class WandbBackend(Backend):
         return Path(self.dir) / "wandb" / MARKER_FOLDER / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     # -- runs -------------------------------------------------------------------------------
-    def start(self, experiment_name: str, run_id: str) -> None:
-        with self._lock:
-            if self._context != (experiment_name, run_id):
-                self._finish()
-            self._context = (experiment_name, run_id)
-
-    def stop(self) -> None:
-        with self._lock:
-            try:
-                self._finish()
-            finally:
-                self._context = None
+    def _end_run(self) -> None:
+        self._finish()
 
     def _open(self, experiment_name: str, run_id: str | None) -> Any:
         if self._run is not None:
