@@ -319,6 +319,27 @@ def test_alias_remove(store_dir: Path, pipeline: dict[str, str]) -> None:
                           "no alias 'production'")
 
 
+def test_alias_history_lists_every_change_with_its_reason(store_dir: Path, make_file: MakeFile) -> None:
+    path = make_file("m.txt", "1")
+    ok(run_cli(store_dir, "log", str(path), "--name", "m"))
+    path.write_text("2")
+    ok(run_cli(store_dir, "log", str(path), "--name", "m"))
+    ok(run_cli(store_dir, "alias", "m:v1", "production", "--reason", "first release"))
+    ok(run_cli(store_dir, "alias", "m:v2", "production", "--reason", "retrained"))
+    ok(run_cli(store_dir, "alias", "m", "production", "--remove", "--reason", "rollback"))
+
+    changes = ok_json(run_cli(store_dir, "alias", "history", "m", "--json"))
+    assert isinstance(changes, list)
+    assert [(c["alias"], c["before"], c["after"], c["reason"]) for c in changes] == [
+        ("production", None, "m:v1", "first release"),
+        ("production", "m:v1", "m:v2", "retrained"),
+        ("production", "m:v2", None, "rollback"),
+    ]
+    lines = ok(run_cli(store_dir, "alias", "history", "m")).splitlines()
+    assert len(lines) == 3 and lines[1].endswith("m:production  m:v1 -> m:v2 (retrained)")
+    assert_one_line_error(run_cli(store_dir, "alias", "history", "nope"), "nope")
+
+
 # -- verify -----------------------------------------------------------------------------------
 def corrupt(path: Path) -> None:
     path.chmod(stat.S_IRUSR | stat.S_IWUSR)

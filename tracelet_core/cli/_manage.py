@@ -11,10 +11,11 @@ import typer
 from .._artifact import TraceletArtifact
 from .._errors import IntegrityError, InvalidArtifactError
 from .._names import parse_ref
-from .._store import DEFAULT_GC_GRACE_SECONDS, GcReport
+from .._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport
 from ._app import (
     JsonFlag,
     count,
+    describe_run,
     fail,
     hinted,
     open_store,
@@ -34,19 +35,25 @@ def alias(
         metavar="ALIAS", help="production, best, v1.2.0, ...")],
     remove: Annotated[bool, typer.Option(
         "--remove", help="Remove ALIAS from the name instead.")] = False,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", metavar="R", help="Why (kept in the alias history).", show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Point ALIAS at a version (moving it from any other), or remove it."""
+    """Point ALIAS at a version (moving it from any other), or remove it; `alias history NAME`
+    lists every change of NAME's aliases."""
     store = open_store(ctx, as_json=as_json)
+    if ref == HISTORY and not remove:
+        print_alias_history(store, alias_name, as_json=as_json)
+        return
     if remove:
         name, _selector = parse_ref(ref)
         with hinted(store, f"{name}:{alias_name}"):
-            store.remove_alias(name, alias_name)
+            store.remove_alias(name, alias_name, reason=reason)
         result: dict[str, Any] = {"name": name, "alias": alias_name, "removed": True}
         message = f"removed alias {alias_name!r} from {name}"
     else:
         with hinted(store, ref):
-            artifact = store.set_alias(ref, alias_name)
+            artifact = store.set_alias(ref, alias_name, reason=reason)
         result = {"name": artifact.name, "alias": alias_name, "ref": artifact.ref,
                   "aliases": artifact.aliases}
         message = f"{artifact.name}:{alias_name} -> {artifact.ref}"
@@ -54,6 +61,29 @@ def alias(
         print_json(result)
     else:
         typer.echo(message)
+
+
+#: ``tracelet alias history NAME``: the word in REF's place (an artifact named ``history`` is
+#: still aliased with an explicit ref: ``tracelet alias history:latest ALIAS``).
+HISTORY = "history"
+
+
+def print_alias_history(store: ArtifactStore, name: str, *, as_json: bool) -> None:
+    """Every recorded change of ``name``'s aliases, oldest first."""
+    with hinted(store, name):
+        if name not in store.catalog.names():
+            store.get(name)  # no such artifact: the error, with the closest names
+        changes = store.alias_history(name)
+    if as_json:
+        print_json([change.to_dict() for change in changes])
+        return
+    for change in changes:
+        by = f" by {describe_run(change.by)}" if change.by else ""
+        why = f" ({change.reason})" if change.reason else ""
+        when = change.at.astimezone().isoformat(timespec="seconds")
+        typer.echo(f"{when}  {name}:{change.alias}  {change.before or '-'} -> {change.after or '-'}{by}{why}")
+    if not changes:
+        typer.echo(f"no alias of {name} was ever set")
 
 
 # -- verify -----------------------------------------------------------------------------------
