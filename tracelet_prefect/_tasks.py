@@ -107,7 +107,7 @@ class _Found:
     plain: list[Any] = dataclasses.field(default_factory=list)
 
 
-def _load(value: Any, found: _Found, keep: bool, parameter: str) -> Any:
+def _load(value: Any, found: _Found, keep: bool, parameter: str, allow_pickle: bool | None = None) -> Any:
     """``value`` with every ``LoggedArtifact`` in it (in any list, tuple or dict, subclasses
     included) replaced by its loaded value, unless ``keep``."""
     if isinstance(value, LoggedArtifact):
@@ -115,18 +115,18 @@ def _load(value: Any, found: _Found, keep: bool, parameter: str) -> Any:
         if keep:
             return value
         try:
-            return value.load()
+            return value.load(allow_pickle=allow_pickle)
         except ArtifactNotFoundError as exc:
             raise TypeError(f"parameter {parameter!r}: {value.ref} cannot be loaded to one value ({exc}); "
                             "annotate the parameter as LoggedArtifact to receive the version itself") from exc
     versions_before = len(found.versions)
     result = value
     if isinstance(value, (list, tuple)):
-        items = [_load(v, found, keep, parameter) for v in value]
+        items = [_load(v, found, keep, parameter, allow_pickle) for v in value]
         if isinstance(value, PrefectFutureList) or any(new is not old for new, old in zip(items, value, strict=True)):
             result = _rebuilt(value, items)
     elif isinstance(value, dict):
-        values = {k: _load(v, found, keep, parameter) for k, v in value.items()}
+        values = {k: _load(v, found, keep, parameter, allow_pickle) for k, v in value.items()}
         if any(values[k] is not v for k, v in value.items()):
             result = _rebuilt_mapping(value, values)
     # A container of versions is not something a load returned; any other object may be.
@@ -145,13 +145,13 @@ class _Arguments:
 
 
 def _prepare(signature: inspect.Signature, keep: frozenset[str], args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> _Arguments:
+             kwargs: dict[str, Any], allow_pickle: bool | None = None) -> _Arguments:
     bound = signature.bind(*args, **kwargs)
     versions: list[LoggedArtifact] = []
     plain: dict[str, list[Any]] = {}
     for name, value in list(bound.arguments.items()):
         found = _Found()
-        bound.arguments[name] = _load(value, found, name in keep, name)
+        bound.arguments[name] = _load(value, found, name in keep, name, allow_pickle)
         versions.extend(found.versions)
         plain[name] = found.plain
     return _Arguments(bound.args, bound.kwargs, versions, plain)
@@ -169,10 +169,13 @@ class _Spec:
     backends: tuple[str, ...] | None
     store: StoreSpec
     description: str | None
+    #: pickle allowed for this task's value and inputs (``None``: ``TRACELET_ALLOW_PICKLE``)
+    allow_pickle: bool | None = None
 
 
 def _spec(fn: Callable[..., Any], artifact_name: str | None, artifact_type: ArtifactType | str,
-          aliases: Sequence[str] | str, backends: Sequence[str] | str | None, store: StoreLike | StoreSpec) -> _Spec:
+          aliases: Sequence[str] | str, backends: Sequence[str] | str | None, store: StoreLike | StoreSpec,
+          allow_pickle: bool | None = None) -> _Spec:
     """Checked options (a bad name or type raises now, not when the task runs)."""
     if artifact_name is not None:
         TraceletArtifact(artifact_name)  # raises InvalidArtifactError for a bad name
@@ -182,7 +185,7 @@ def _spec(fn: Callable[..., Any], artifact_name: str | None, artifact_type: Arti
                  backends=((backends,) if isinstance(backends, str) else tuple(backends))
                  if backends is not None else None,
                  store=store if isinstance(store, StoreSpec) else StoreSpec.of(store),
-                 description=doc.splitlines()[0] if doc else None)
+                 description=doc.splitlines()[0] if doc else None, allow_pickle=allow_pickle)
 
 
 class _Run:
@@ -196,10 +199,12 @@ class _Run:
         self.backends: dict[str, Backend] = resolve_backends(spec.backends, self.store.settings)
         self.transaction = enclosing_transaction(self.run)
         self.inputs: list[str] = []
+        #: the task's own switch, else the store's settings (``TRACELET_ALLOW_PICKLE``)
+        self.allow_pickle = spec.allow_pickle if spec.allow_pickle is not None else self.store.settings.allow_pickle
 
     def arguments(self, signature: inspect.Signature, keep: frozenset[str], args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> _Arguments:
-        prepared = _prepare(signature, keep, args, kwargs)
+        prepared = _prepare(signature, keep, args, kwargs, self.allow_pickle)
         graph = self.run.confirmed_inputs(self.store, prepared.plain) if self.run.upstream else []
         self.inputs = list(dict.fromkeys([*(v.ref for v in prepared.versions), *graph]))
         return prepared
@@ -207,7 +212,7 @@ class _Run:
     def commit(self, value: Any) -> Outcome:
         spec = self.spec
         artifact = build_artifact(value, spec.artifact_name, spec.artifact_type, spec.fallback_name,
-                                  spec.description, allow_pickle=self.store.settings.allow_pickle)
+                                  spec.description, allow_pickle=self.allow_pickle)
         return commit(self.store, artifact, run=self.run, inputs=self.inputs, aliases=spec.aliases,
                       backends=self.backends, stage=self.transaction is not None)
 
@@ -285,15 +290,16 @@ class TraceletTask(Task[P, R]):
 
     def with_options(self, *, artifact_name: Any = dataclasses.MISSING, artifact_type: Any = dataclasses.MISSING,
                      aliases: Any = dataclasses.MISSING, backends: Any = dataclasses.MISSING,
-                     store: Any = dataclasses.MISSING,
+                     store: Any = dataclasses.MISSING, allow_pickle: Any = dataclasses.MISSING,
                      **task_options: Any) -> TraceletTask[P, R]:
         """A copy with other options: tracelet's (``artifact_name``, ``artifact_type``,
-        ``aliases``, ``backends``, ``store``) and any of ``Task.with_options``."""
+        ``aliases``, ``backends``, ``store``, ``allow_pickle``) and any of ``Task.with_options``."""
         spec = self._spec
         chosen: dict[str, Any] = {"artifact_name": spec.artifact_name, "artifact_type": spec.artifact_type,
-                  "aliases": spec.aliases, "backends": spec.backends, "store": spec.store}
+                  "aliases": spec.aliases, "backends": spec.backends, "store": spec.store,
+                  "allow_pickle": spec.allow_pickle}
         given = {"artifact_name": artifact_name, "artifact_type": artifact_type, "aliases": aliases,
-                 "backends": backends, "store": store}
+                 "backends": backends, "store": store, "allow_pickle": allow_pickle}
         chosen.update({k: v for k, v in given.items() if v is not dataclasses.MISSING})
         new_spec = _spec(self._user_fn, **chosen)
         plain = super().with_options(**task_options)  # a prefect.Task over the old spec's wrapper
@@ -331,13 +337,14 @@ def tracelet_task(artifact_name: Callable[P, Any], /) -> TraceletTask[P, LoggedA
 @overload
 def tracelet_task(artifact_name: str | None = None, artifact_type: ArtifactType | str = "custom",
                   aliases: Sequence[str] = (), backends: Sequence[str] | None = None, *,
-                  store: StoreLike = None, **task_options: Any) -> _TraceletDecorator:
+                  store: StoreLike = None, allow_pickle: bool | None = None,
+                  **task_options: Any) -> _TraceletDecorator:
     ...
 
 
 def tracelet_task(artifact_name: Any = None, artifact_type: ArtifactType | str = "custom",
                   aliases: Sequence[str] = (), backends: Sequence[str] | None = None, *,
-                  store: StoreLike = None, **task_options: Any) -> Any:
+                  store: StoreLike = None, allow_pickle: bool | None = None, **task_options: Any) -> Any:
     """Make a Prefect task whose return value is logged as one version of ``artifact_name``.
 
     Args:
@@ -348,6 +355,9 @@ def tracelet_task(artifact_name: Any = None, artifact_type: ArtifactType | str =
         backends: backend names the version is routed to (default: ``TRACELET_BACKENDS``).
         store: an ``ArtifactStore``, a path or a URL (default: ``TRACELET_STORE_URI`` /
             ``TRACELET_CATALOG_URL`` in the process that runs the task).
+        allow_pickle: let this task store a value only pickle can hold, and load pickled
+            inputs (default: ``TRACELET_ALLOW_PICKLE``); without it such a value fails the task
+            with a message naming both switches.
         **task_options: anything ``prefect.task`` accepts (``retries``, ``cache_policy``,
             ``tags``, ``timeout_seconds``, ``name``, ...), passed through untouched; the
             cache key of any cache policy is extended with the store the task logs to.
@@ -367,7 +377,7 @@ def tracelet_task(artifact_name: Any = None, artifact_type: ArtifactType | str =
     def decorate(fn: Callable[..., Any]) -> TraceletTask[..., Any]:
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(f"{fn.__name__} is a generator; a tracelet task logs one return value")
-        return TraceletTask(fn, _spec(fn, artifact_name, artifact_type, aliases, backends, spec_store),
+        return TraceletTask(fn, _spec(fn, artifact_name, artifact_type, aliases, backends, spec_store, allow_pickle),
                             **task_options)
 
     return decorate

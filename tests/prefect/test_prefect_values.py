@@ -64,3 +64,50 @@ def test_sets_dates_and_odd_keys_pass_between_tasks_without_pickle(store: Artifa
     logged = store.get("v2/odd")
     assert logged.objects[0].serializer == "json-tagged"
     assert logged.load(allow_pickle=False) == value
+
+
+# -- pickle: refused in the producing task, unless the task allows it -------------------------------
+def test_a_value_only_pickle_holds_fails_its_task_unless_the_task_allows_pickle(store: ArtifactStore) -> None:
+    from tracelet_core import InvalidArtifactError, UnsafeDeserializationError
+    from tracelet_prefect import tracelet_task
+
+    @tracelet_task("v3/complex")
+    def refused() -> complex:
+        return 1 + 2j
+
+    @flow
+    def strict() -> Any:
+        return refused()
+
+    with pytest.raises(InvalidArtifactError, match="TRACELET_ALLOW_PICKLE.*allow_pickle"):
+        strict()
+    assert not store.exists("v3/complex")  # nothing committed
+
+    @tracelet_task("v3/complex", allow_pickle=True)
+    def allowed() -> complex:
+        return 1 + 2j
+
+    @tracelet_task("v3/doubled", allow_pickle=True)
+    def doubled(value: complex) -> str:
+        return str(value * 2)
+
+    @tracelet_task("v3/blind")
+    def blind(value: complex) -> str:
+        return str(value)
+
+    @flow
+    def trusting() -> Any:
+        made = allowed()
+        return doubled(made), made
+
+    result, made = trusting()
+    assert result.load() == "(2+4j)"
+    assert made.objects[0].serializer == "pickle" and result.inputs == [made.ref]
+
+    @flow
+    def not_trusting() -> Any:
+        return blind(store.get("v3/complex"))
+
+    with pytest.raises(UnsafeDeserializationError):  # the input is not loaded without the switch
+        not_trusting()
+    assert not store.exists("v3/blind")
