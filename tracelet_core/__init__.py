@@ -27,10 +27,11 @@ from ._experiment import Experiment, ExperimentConfig
 from ._lifecycle import AliasChange, PruneReport
 from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
+from ._maintenance import GcReport
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
 from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
-from ._store import ArtifactStore, GcReport
+from ._store import ArtifactStore
 from ._trackers import ArtifactResult, Backend, available_backends, register_backend, resolve_backend
 from ._values import add_value
 

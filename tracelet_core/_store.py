@@ -17,12 +17,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _maintenance
 from ._artifact import TraceletArtifact, coerce_type, validate_tag
-from ._blobstore import PENDING_SUFFIX, BlobStore, open_blob_store
+from ._blobstore import BlobStore, open_blob_store
 from ._catalog import (
     AliasJournal,
     AliasTarget,
@@ -35,6 +35,7 @@ from ._catalog import (
     VersionRequest,
     entries_digest,
     entry_order,
+    entry_row,
 )
 from ._delivery import Delivery
 from ._diff import VersionDiff, diff_versions
@@ -47,10 +48,11 @@ from ._errors import (
     StorageError,
     TraceletError,
 )
-from ._hashing import hash_bytes
 from ._lifecycle import Lifecycle, checked_reason
 from ._lineage import LineageGraph
-from ._logged import LoggedArtifact, entry_from_dict, entry_to_dict
+from ._lineage_walk import trace_lineage
+from ._logged import LoggedArtifact, entry_to_dict
+from ._maintenance import DEFAULT_GC_GRACE_SECONDS, GcReport, ReindexReport
 from ._model import ArtifactFile, ArtifactObject, RunInfo
 from ._names import parse_ref, validate_alias, validate_name
 from ._provenance import with_provenance
@@ -63,41 +65,11 @@ if TYPE_CHECKING:
     from ._trackers import ArtifactResult
 
 MANIFEST_FORMAT = 1
-DEFAULT_GC_GRACE_SECONDS = 3600.0
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 InputRef = str | LoggedArtifact
 #: Blobs a log found already stored: digest -> (its source, if any; size; artifact path).
 ReusedBlobs = dict[str, tuple[Path | None, int, str]]
-
-
-class ReindexReport(list[str]):
-    """The refs ``reindex`` added (a list), and in ``skipped`` what it could not use and why."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.skipped: list[str] = []
-
-
-@dataclass
-class GcReport:
-    """What ``gc`` removed (or would remove, on a dry run)."""
-
-    dry_run: bool
-    blobs: list[str] = field(default_factory=list)
-    manifests: list[str] = field(default_factory=list)
-    temp_files: list[str] = field(default_factory=list)
-    bytes_freed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "blobs": self.blobs, "manifests": self.manifests,
-                "temp_files": self.temp_files, "bytes_freed": self.bytes_freed}
-
-
-def _entry_row(data: dict[str, Any]) -> dict[str, Any]:
-    key = data["path"] if data["kind"] != "reference" else data["name"]
-    return {"path": key, "kind": data["kind"], "digest": data.get("digest"),
-            "size": data.get("size"), "data": data}
 
 
 class ContentScopedKey(str):
@@ -363,7 +335,7 @@ class ArtifactStore(Lifecycle):
                                         write_manifest(guess[0], created_at, guess[1], token))
         request = VersionRequest(
             name=name, type=type_, digest=digest, size_bytes=size_bytes, description=description, metadata=metadata,
-            entry_rows=[_entry_row(e) for e in entry_dicts], producer=producer, inputs=tuple(input_refs),
+            entry_rows=[entry_row(e) for e in entry_dicts], producer=producer, inputs=tuple(input_refs),
             aliases=tuple(aliases), idempotency_key=idempotency_key, partition=partition, sealed_draft=sealed_draft,
             deliveries=(*deliveries, *self.delivery.commit_specs()), prepared=prepared)
         try:
@@ -501,242 +473,27 @@ class ArtifactStore(Lifecycle):
     def lineage(self, ref: str | LoggedArtifact, direction: str = "upstream",
                 depth: int | None = None) -> LineageGraph:
         """Versions and runs upstream (what it was made from) or downstream (what used it)."""
-        if direction not in ("upstream", "downstream"):
-            raise InvalidArtifactError(f"direction must be 'upstream' or 'downstream', not {direction!r}")
-        if depth is not None and depth < 0:
-            raise InvalidArtifactError("depth must be >= 0")
         start = ref if isinstance(ref, LoggedArtifact) else self.get(ref)
-        graph = LineageGraph(root=start.ref, direction=direction)
-        self._add_version_node(graph, start._record)
-        frontier: list[VersionRecord] = [start._record]
-        seen = {start._record.id}
-        level = 0
-        while frontier and (depth is None or level < depth):
-            next_ids: builtins.list[int] = []
-            for record in frontier:
-                if direction == "upstream":
-                    next_ids += self._walk_up(graph, record)
-                else:
-                    next_ids += self._walk_down(graph, record)
-            fresh = [i for i in dict.fromkeys(next_ids) if i not in seen]
-            seen.update(fresh)
-            frontier = self.catalog.get_by_ids(fresh) if fresh else []
-            level += 1
-        return graph
+        return trace_lineage(self.catalog, start._record, direction, depth)
 
-    @staticmethod
-    def _add_version_node(graph: LineageGraph, record: VersionRecord) -> str:
-        graph.add_node(record.ref, kind="artifact", name=record.name, version=f"v{record.version}",
-                       type=record.type, digest=record.digest, aliases=record.aliases,
-                       **({"deleted": True} if record.deleted_at is not None else {}))
-        return record.ref
-
-    @staticmethod
-    def _add_run_node(graph: LineageGraph, run: RunInfo) -> str:
-        node_id = f"run:{run.key}"
-        graph.add_node(node_id, kind="run", orchestrator=run.orchestrator, run_id=run.run_id,
-                       step=run.step, name=run.name, partition=run.partition)
-        return node_id
-
-    def _walk_up(self, graph: LineageGraph, record: VersionRecord) -> builtins.list[int]:
-        input_ids = self.catalog.upstream_ids(record.id)
-        inputs = self.catalog.get_by_ids(input_ids)
-        target = record.ref
-        if record.producer is not None:
-            run_node = self._add_run_node(graph, record.producer)
-            graph.add_edge(run_node, record.ref, "produced")
-            target = run_node
-        for upstream in inputs:
-            graph.add_edge(self._add_version_node(graph, upstream), target,
-                           "consumed" if target != record.ref else "input")
-        return input_ids
-
-    def _walk_down(self, graph: LineageGraph, record: VersionRecord) -> builtins.list[int]:
-        downstream_ids = self.catalog.downstream_ids(record.id)
-        for downstream in self.catalog.get_by_ids(downstream_ids):
-            node = self._add_version_node(graph, downstream)
-            if downstream.producer is not None:
-                run_node = self._add_run_node(graph, downstream.producer)
-                graph.add_edge(record.ref, run_node, "consumed")
-                graph.add_edge(run_node, node, "produced")
-            else:
-                graph.add_edge(record.ref, node, "input")
-        for run in self.catalog.consumers(record.id):
-            graph.add_edge(record.ref, self._add_run_node(graph, run), "consumed")
-        return downstream_ids
-
-    # -- integrity --------------------------------------------------------------------------
+    # -- integrity (``_maintenance``) -------------------------------------------------------
     def verify(self, ref: str | None = None) -> builtins.list[str]:
         """Re-hash manifests and blobs of one version (or all); the refs checked.
 
         Raises ``IntegrityError`` whose ``problems`` name every bad manifest and entry.
         """
-        if ref is not None:
-            records = [self.get(ref)._record]
-        else:
-            records = self.catalog.get_by_ids(self.catalog.all_version_ids())
-        problems: builtins.list[str] = []
-        blob_status: dict[str, str | None] = {}
-        for record in records:
-            problems.extend(self._check_manifest(record))
-            for data in record.entries:
-                digest = data.get("digest")
-                if data.get("kind") == "reference" or not digest:
-                    continue
-                if digest not in blob_status:
-                    blob_status[digest] = self.blobs.check_blob(digest, data.get("size"))
-                if blob_status[digest] is not None:
-                    problems.append(f"{record.ref}: {data['path']} ({digest}) {blob_status[digest]}")
-        if problems:
-            raise IntegrityError(f"{len(problems)} problem(s) found:\n  " + "\n  ".join(problems), problems)
-        return [r.ref for r in records]
-
-    def _check_manifest(self, record: VersionRecord) -> builtins.list[str]:
-        """The manifest must match its digest, and the catalog's entries must match it."""
-        try:
-            manifest = self.blobs.read_manifest(record.name, record.version, record.manifest_digest)
-        except (IntegrityError, ArtifactNotFoundError) as exc:
-            return [f"{record.ref}: {exc}"]  # the message names the manifest
-
-        def canonical(entries: builtins.list[dict[str, Any]]) -> builtins.list[str]:
-            return sorted(json.dumps(e, sort_keys=True) for e in entries)
-
-        problems = []
-        if canonical(manifest.get("entries") or []) != canonical(record.entries):
-            problems.append(f"{record.ref}: catalog entries differ from the manifest")
-        if entries_digest(record.entries) != record.digest:
-            problems.append(f"{record.ref}: catalog entries do not hash to the version digest")
-        return problems
+        return _maintenance.verify(self, ref)
 
     def gc(self, dry_run: bool = True, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
         """Remove blobs no version or draft needs, older than ``grace_seconds`` (in-flight logs
         are younger) or used by a deleted version, stray manifests of uncommitted versions, and
         leftovers of killed writers."""
-        report = GcReport(dry_run=dry_run)
-        cutoff = time.time() - grace_seconds
-        deleted = self.catalog.deleted_digests()  # the grace period protects never-used blobs only
-        sizes = {d: size for d, m, size in self.blobs.iter_blobs() if (m is not None and m <= cutoff) or d in deleted}
-        candidates = sorted(set(sizes) - self.catalog.referenced_digests())
-        if not dry_run:  # deleted under the catalog's lock, which logs re-check their blobs under
-            candidates = self.catalog.collect_blobs(candidates, self.blobs.delete_blob)
-        report.blobs = candidates
-        report.bytes_freed = sum(sizes[d] for d in candidates)
-        committed = self.catalog.manifest_keys()
-        newest: dict[str, int] = {}
-        for name, version in committed:
-            newest[name] = max(newest.get(name, 0), version)
-        for name, version, path in builtins.list(self.blobs.iter_manifests(pending=True)):
-            # a pending manifest of a committed version (its writer died before renaming it) is
-            # promoted; any other one is a killed log's, removed after the grace period
-            if committed.get((name, version)) == self._manifest_digest(path):
-                if not dry_run:
-                    self.blobs.promote_manifest(name, version, path)
-                continue
-            self._collect_manifest(path, cutoff, report)
-        for name, version, path in builtins.list(self.blobs.iter_manifests()):
-            # Manifests written before pending names existed: only versions above the newest
-            # committed one are crash leftovers; anything else without a row means a lost
-            # catalog, which ``reindex`` (not gc) must repair.
-            if (name, version) in committed or version <= newest.get(name, version):
-                continue
-            self._collect_manifest(path, cutoff, report)
-        if not dry_run:
-            report.temp_files = self.blobs.clean_tmp(grace_seconds)
-        return report
-
-    def _manifest_digest(self, path: str) -> str | None:
-        try:
-            return hash_bytes(self.blobs.read_manifest_at(path))
-        except FileNotFoundError:
-            return None
-
-    def _collect_manifest(self, path: str, cutoff: float, report: GcReport) -> None:
-        """Remove (unless a dry run) a stray manifest older than ``cutoff``."""
-        if self.blobs.collect_manifest(path, cutoff, dry_run=report.dry_run):
-            report.manifests.append(path)
+        return _maintenance.gc(self, dry_run, grace_seconds)
 
     def reindex(self) -> ReindexReport:
-        """Rebuild missing catalog rows from the manifests in the store, oldest first; the
-        refs added. Lineage edges and aliases (from each name's alias journal) follow; a version
-        in its name's tombstone file comes back deleted.
-
-        A manifest that cannot be read, and a pending one (its version's commit was never
-        seen) whose blobs are not all stored, is skipped and named in ``skipped`` of the
-        returned list; so is an unreadable alias journal."""
-        result = ReindexReport()
-        found: builtins.list[tuple[dict[str, Any], bytes, builtins.list[dict[str, Any]], str]] = []
-        finals = builtins.list(self.blobs.iter_manifests())
-        final_keys = {(name, version) for name, version, _ in finals}
-        pendings = [m for m in self.blobs.iter_manifests(pending=True) if (m[0], m[1]) not in final_keys]
-        pendings.sort(key=lambda m: m[2])  # several for one version (crashed writers): the first usable
-        for name, version, path in finals + pendings:
-            try:
-                validate_name(name)
-                data = self.blobs.read_manifest_at(path)
-                manifest = json.loads(data)
-                if manifest.get("name") != name or int(manifest.get("version")) != version:
-                    raise ValueError("name or version disagrees with its location")
-                entry_dicts = [entry_to_dict(entry_from_dict(e)) for e in manifest["entries"]]
-                if entries_digest(entry_dicts) != manifest.get("digest"):
-                    raise ValueError("its entries do not hash to its digest")
-                if path.endswith(PENDING_SUFFIX):
-                    missing = [e["path"] for e in entry_dicts
-                               if e.get("digest") and not self.blobs.has_blob(e["digest"])]
-                    if missing:
-                        raise ValueError(f"its version never committed and blobs are gone: {missing}")
-            except (ValueError, KeyError, TypeError, AttributeError, InvalidArtifactError, IntegrityError) as exc:
-                result.skipped.append(f"{path}: {exc}")
-                continue
-            found.append((manifest, data, entry_dicts, path))
-        found.sort(key=lambda item: (float(item[0]["created_at"]), item[0]["name"], int(item[0]["version"])))
-        added: builtins.list[tuple[str, int, builtins.list[str]]] = []
-        stones = {name: self._tombstones(name, result.skipped) for name in dict.fromkeys(m["name"] for m, *_ in found)}
-        for manifest, data, entry_dicts, path in found:
-            try:
-                stone = stones[manifest["name"]].get((int(manifest["version"]), manifest["digest"]))
-                inserted = self.catalog.insert_reindexed(manifest, hash_bytes(data),
-                                                         [_entry_row(e) for e in entry_dicts], stone)
-            except (ValueError, KeyError, TypeError, InvalidArtifactError) as exc:
-                result.skipped.append(f"{path}: {exc}")
-                continue
-            if inserted:
-                added.append((manifest["name"], int(manifest["version"]), builtins.list(manifest.get("inputs") or [])))
-                if path.endswith(PENDING_SUFFIX):
-                    self.blobs.promote_manifest(manifest["name"], int(manifest["version"]), path)
-        journals = {name: self._journal_targets(name, result) for name in dict.fromkeys(n for n, _, _ in added)}
-        for name, version, inputs in added:
-            self.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
-        result.extend(f"{name}:v{version}" for name, version, _ in added)
-        return result
-
-    def _journal_targets(self, name: str, result: ReindexReport) -> dict[str, int]:
-        """Each alias of ``name``'s journal resolved to the first recorded target whose
-        version exists with the recorded digest (a journal one move ahead of a crashed
-        commit falls back to the previous target)."""
-        try:
-            journal = self._read_alias_journal(name)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            result.skipped.append(f"alias journal of {name}: {exc}")
-            return {}
-        digests = {v.version_number: v.digest for v in self.versions(name)}
-        chosen: dict[str, int] = {}
-        for alias, targets in journal.items():
-            for target in targets:
-                number = int(target["version"])
-                if number in digests and target.get("digest") in (None, digests[number]):
-                    chosen[alias] = number
-                    break
-        return chosen
-
-    def _read_alias_journal(self, name: str) -> dict[str, builtins.list[AliasTarget]]:
-        """``{alias: [target, previous target]}``; a missing journal is empty, a corrupt
-        one raises ``ValueError``."""
-        data = self.blobs.read_alias_journal(name)
-        if data is None:
-            return {}
-        if isinstance(data, dict) and data.get("format") == 2:
-            return {str(alias): builtins.list(targets) for alias, targets in data["aliases"].items()}
-        return {str(alias): [{"version": int(number)}] for alias, number in data.items()}  # format 1
+        """Rebuild missing catalog rows from the manifests in the store, oldest first; the refs
+        added, and in ``skipped`` what could not be used and why (``_maintenance.reindex``)."""
+        return _maintenance.reindex(self)
 
     # -- parallel writers (upsert / finish) ---------------------------------------------------
     def upsert(self, artifact: TraceletArtifact, group: str) -> DraftRecord:
@@ -748,7 +505,7 @@ class ArtifactStore(Lifecycle):
         rows, reused = self._stage_blobs(artifact)
         return self.catalog.draft_add(name=artifact.name, group=group, type_=artifact.type.value,
                                       description=artifact.description, metadata_=metadata,
-                                      entry_rows=[_entry_row(e) for e in rows],
+                                      entry_rows=[entry_row(e) for e in rows],
                                       check_blobs=self._blob_check(reused))
 
     def finish(self, name: str, group: str, aliases: Iterable[str] = (), *,

@@ -54,6 +54,7 @@ from .records import (
     VersionRequest,
     entries_digest,
     entry_order,
+    entry_row,
 )
 from .schema import (
     INITIAL_TABLES,
@@ -88,7 +89,8 @@ __all__ = [
     "TombstoneHook", "VersionRecord", "VersionRequest", "alias_events",
     "alias_history",
     "aliases", "artifacts", "classify", "deliveries", "draft_entries", "drafts", "entries", "entries_digest",
-    "entry_order", "metadata", "retention_policies", "run_inputs", "runs", "schema_table", "version_inputs",
+    "entry_order", "entry_row", "metadata", "retention_policies", "run_inputs", "runs", "schema_table",
+    "version_inputs",
     "version_tags", "versions",
 ]
 

@@ -185,6 +185,12 @@ def entry_key(entry: dict[str, Any]) -> str:
     return str(entry["path"] if entry.get("kind") != "reference" else entry["name"])
 
 
+def entry_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """The ``entries`` row of a manifest entry dict: its key, kind, digest, size and the dict."""
+    return {"path": entry_key(entry), "kind": entry["kind"], "digest": entry.get("digest"),
+            "size": entry.get("size"), "data": entry}
+
+
 def label_order(label: str) -> tuple[str, int]:
     """``name:vN`` in the order reads list inputs: by name, then version number."""
     name, _, version = label.rpartition(":")

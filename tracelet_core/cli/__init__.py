@@ -9,8 +9,8 @@ code 1 and a single ``error: ...`` line on stderr, never a traceback; typer's ow
 errors keep exit code 2.
 
 Extending it: a command that works on a store is a function decorated with
-``@store_command(name, read_only=...)`` (it gets ``--store`` / ``--catalog`` before or after
-the command, and read-only commands never create a store); it takes ``ctx: typer.Context``
+``@store_command(name)`` (it gets ``--store`` / ``--catalog`` before or after the command,
+and only ``log`` creates a store that is not there); it takes ``ctx: typer.Context``
 first and opens the store with ``open_store(ctx, as_json=...)``. A lineage output format is one
 entry in ``LINEAGE_FORMATS``.
 

@@ -1,8 +1,8 @@
 """The ``tracelet`` command line's frame: the app, the common options, the store handle, errors
 as one line, and the output helpers every command uses.
 
-A command that works on a store is a function decorated with ``@store_command(name,
-read_only=...)`` (it gets ``--store`` / ``--catalog`` and its ``--json`` before or after the
+A command that works on a store is a function decorated with ``@store_command(name)``
+(it gets ``--store`` / ``--catalog`` and its ``--json`` before or after the
 command, and only ``log`` creates a store that is not there); it takes ``ctx: typer.Context``
 first and opens the store with ``open_store(ctx, as_json=...)``; ``find_version`` reads a ref
 and answers a bad one with a hint. Commands live in the sibling modules by what they do
@@ -294,19 +294,16 @@ RefArgument = Annotated[str, typer.Argument(
 CommandFunction = TypeVar("CommandFunction", bound=Callable[..., Any])
 
 
-def store_command(name: str | None = None, *, read_only: bool = False, needs: Needs = "store"
-                  ) -> Callable[[CommandFunction], CommandFunction]:
+def store_command(name: str | None = None, *, needs: Needs = "store") -> Callable[[CommandFunction], CommandFunction]:
     """Register a command that works on a store.
 
     It gets the common options (``--store``, ``--catalog``) so they work after the subcommand
     as well as before it, and ``--json`` given before the subcommand reaches its ``as_json``.
-    ``read_only`` says the command changes nothing; whatever it does, it never creates a store
-    that is not there (exit 1) unless it ``needs`` ``"nothing"`` (``log``). The decorated
+    Whatever it does, it never creates a store that is not there (exit 1) unless it ``needs``
+    ``"nothing"`` (``log``). The decorated
     function takes ``ctx: typer.Context`` first and opens the store with ``open_store(ctx)``.
     A new common option is added here, once, for every command.
     """
-    del read_only  # every command but log refuses a missing store: reading or not
-
     def register(func: CommandFunction) -> CommandFunction:
         signature = inspect.signature(func, eval_str=True)
         takes_json = "as_json" in signature.parameters

@@ -16,7 +16,7 @@ BeforeArgument = Annotated[str, typer.Argument(metavar="A", help="The version be
 AfterArgument = Annotated[str, typer.Argument(metavar="B", help="The version after.", show_default=False)]
 
 
-@store_command("diff", read_only=True)
+@store_command("diff")
 def diff(ctx: typer.Context, a: BeforeArgument, b: AfterArgument, as_json: JsonFlag = False) -> None:
     """Compare two versions: files, metadata, tags, aliases, inputs, producer and content."""
     result = open_store(ctx, as_json=as_json).diff(a, b)

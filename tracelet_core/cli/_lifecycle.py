@@ -17,7 +17,7 @@ OlderThan = Annotated[str | None, typer.Option(
 
 
 # -- delete -----------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def delete(
     ctx: typer.Context,
     ref: RefArgument,
@@ -39,7 +39,7 @@ def delete(
 
 
 # -- prune ------------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def prune(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(
@@ -68,7 +68,7 @@ def prune(
 
 
 # -- retention --------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def retention(
     ctx: typer.Context,
     action: Annotated[str, typer.Argument(metavar="set|ls|rm", help="Store, list or remove a policy.")],

@@ -10,8 +10,9 @@ import typer
 
 from .._artifact import TraceletArtifact
 from .._errors import IntegrityError, InvalidArtifactError
+from .._maintenance import DEFAULT_GC_GRACE_SECONDS, GcReport
 from .._names import parse_ref
-from .._store import DEFAULT_GC_GRACE_SECONDS, ArtifactStore, GcReport
+from .._store import ArtifactStore
 from ._app import (
     JsonFlag,
     count,
@@ -87,7 +88,7 @@ def print_alias_history(store: ArtifactStore, name: str, *, as_json: bool) -> No
 
 
 # -- verify -----------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def verify(
     ctx: typer.Context,
     ref: Annotated[str | None, typer.Argument(

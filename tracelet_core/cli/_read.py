@@ -45,7 +45,7 @@ from ._app import (
 
 
 # -- ls ---------------------------------------------------------------------------------------
-@store_command("ls", read_only=True)
+@store_command("ls")
 def list_artifacts(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(
@@ -84,7 +84,7 @@ def artifacts_table(artifacts: Iterable[LoggedArtifact]) -> Table:
 
 
 # -- versions ---------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def versions(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The artifact name.", show_default=False)],
@@ -106,7 +106,7 @@ def versions(
 
 
 # -- show -------------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def show(
     ctx: typer.Context,
     ref: RefArgument,
@@ -181,7 +181,7 @@ def entry_tables(artifact: LoggedArtifact) -> list[Table]:
 
 
 # -- get --------------------------------------------------------------------------------------
-@store_command(read_only=True)
+@store_command()
 def get(
     ctx: typer.Context,
     ref: RefArgument,
@@ -319,7 +319,7 @@ def known_lineage_format(value: str) -> str:
     return value
 
 
-@store_command(read_only=True)
+@store_command()
 def lineage(
     ctx: typer.Context,
     ref: RefArgument,
