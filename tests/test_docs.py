@@ -3,6 +3,7 @@ README's first command (scripts/demo.sh) with its "a second run creates no new v
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -41,6 +42,12 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
         assert page in pages, sorted(pages)
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()
     assert "ArtifactStore" in reference and "set_alias" in reference  # generated from docstrings
+    for adapter_name in ("TraceletIOManager", "TraceletResource", "tracelet_sensor", "tracelet_task", "load_artifact"):
+        assert adapter_name in reference, adapter_name
+    text = html.unescape(re.sub(r"<[^>]+>", "", reference))
+    assert "blobs: BlobStore" not in text and "record: VersionRecord" not in text  # no private constructors
+    home = html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / "site" / "index.html").read_text()))
+    assert home.index("pip install tracelet-artifacts") < home.index("scripts/demo.sh")  # install first
 
 
 def test_every_docs_page_is_in_the_nav() -> None:
