@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tracelet_core._lineage import LineageGraph
-from tracelet_core._lineage_html import layout, render_html, render_svg
+from tracelet_core._lineage_html import inner_runs, layout, render_html, render_svg
 
 CHROMIUM = Path("/usr/bin/chromium")
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -68,10 +68,17 @@ def test_the_fixture_graph_has_about_a_hundred_nodes(graph: LineageGraph) -> Non
 
 def test_layout_flows_left_to_right_without_overlaps(graph: LineageGraph) -> None:
     placed, width, height = layout(graph)
+    inner = inner_runs(graph)
     assert set(placed) == set(graph.nodes)
+    assert len(inner) == 24 + 12 + 1  # every run here produced one version: each is drawn in its card
     for edge in graph.edges:
-        assert placed[edge.source].x < placed[edge.target].x, edge
-    boxes = list(placed.values())
+        source, target = placed[edge.source], placed[edge.target]
+        if edge.source in inner:  # inside the card it produced
+            assert target.x < source.x and source.x + source.width < target.x + target.width, edge
+            assert target.y < source.y and source.y + source.height <= target.y + target.height, edge
+        else:
+            assert source.x < target.x, edge
+    boxes = [box for node_id, box in placed.items() if node_id not in inner]
     for i, a in enumerate(boxes):
         assert a.x >= 0 and a.x + a.width <= width and a.y >= 0 and a.y + a.height <= height
         for b in boxes[i + 1:]:
@@ -83,10 +90,14 @@ def test_svg_is_well_formed_and_draws_every_node_and_edge(graph: LineageGraph) -
     root = ET.fromstring(render_svg(graph).split("\n", 1)[1])
     groups = [g for g in root.iter(f"{SVG_NS}g") if "node" in (g.get("class") or "").split()]
     assert sorted(g.get("data-id") for g in groups) == sorted(graph.nodes)
-    assert len([p for p in root.iter(f"{SVG_NS}path") if "edge" in (p.get("class") or "")]) == len(graph.edges)
+    drawn_edges = [p for p in root.iter(f"{SVG_NS}path") if "edge" in (p.get("class") or "")]
+    assert len(drawn_edges) == len(graph.edges) - len(inner_runs(graph))  # "produced" is the card itself
     drawn = {g.get("data-id"): " ".join("".join(t.itertext()) for t in g.iter(f"{SVG_NS}text")) for g in groups}
     assert drawn["model3:v1"].startswith("model3:v1 model [production]") and "production" in drawn["model3:v1"]
-    assert "by dagster: model" in drawn["model3:v1"]  # the producer, by step name
+    producer = graph.producer_of("model3:v1")
+    assert producer and drawn[producer].startswith("dagster: model · run ")  # the producer, by step name
+    made_features = graph.producer_of("features/f0:v1")
+    assert made_features and drawn[made_features].startswith("prefect: featurize · run ")  # a task run: its name
 
 
 def test_html_page_is_self_contained(graph: LineageGraph) -> None:
@@ -133,3 +144,103 @@ def test_chromium_draws_every_node(graph: LineageGraph, tmp_path: Path) -> None:
     background = max(colours)[1]
     inked = sum(n for n, colour in colours if colour != background)
     assert len(colours) > 50 and inked > 0.05 * 280 * 180  # cards, pills, curves and text, not a blank page
+
+
+def dagster_graph(layers: int = 5, per_layer: int = 5) -> LineageGraph:
+    """A Dagster asset graph: each asset made by its own step from two assets of the layer before."""
+    graph = LineageGraph(root=f"shop/layer{layers - 1}_asset0:v3", direction="upstream")
+    run_id = str(uuid.uuid4())
+    previous: list[str] = []
+    for layer in range(layers):
+        current = []
+        for i in range(per_layer):
+            name = f"shop/layer{layer}_asset{i}"
+            ref = f"{name}:v3"
+            graph.add_node(ref, kind="artifact", name=name, version="v3", type="dataset" if layer < 3 else "model",
+                           digest="blake3:" + uuid.uuid4().hex * 2, aliases=["production"] if layer == 4 else [])
+            step = name.replace("/", "__")
+            graph.add_node(f"run:dagster/{run_id}/{step}", kind="run", orchestrator="dagster", run_id=run_id,
+                           step=step, name="nightly_retrain", partition=None)
+            graph.add_edge(f"run:dagster/{run_id}/{step}", ref, "produced")
+            for source in previous[i:i + 2] or previous[-1:]:
+                graph.add_edge(source, f"run:dagster/{run_id}/{step}", "consumed")
+            current.append(ref)
+        previous = current
+    return graph
+
+
+def opened(page_html: str, tmp_path: Path, fragment: str = "") -> str:
+    """The page's DOM after its script ran, in a 1400x900 window."""
+    page = tmp_path / "lineage.html"
+    page.write_text(page_html, encoding="utf-8")
+    return chromium("--window-size=1400,900", "--dump-dom", page.as_uri() + fragment,
+                    profile=tmp_path / "profile").stdout
+
+
+def body_attribute(dom: str, name: str) -> str:
+    found = re.search(rf'<body[^>]* {name}="([^"]*)"', dom)
+    assert found, (name, dom[:500])
+    return found.group(1)
+
+
+def test_a_25_asset_dagster_graph_opens_whole_and_readable_at_1400x900(tmp_path: Path) -> None:
+    graph = dagster_graph()
+    assert len(graph.nodes) == 50
+    dom = opened(render_html(graph), tmp_path)
+    assert body_attribute(dom, "data-nodes-visible") == "50"  # every node inside the window
+    zoom = int(body_attribute(dom, "data-zoom"))
+    assert 70 <= zoom <= 100  # fitted, and large enough to read (12px text at >= 8.4px)
+    assert re.search(rf'<span id="zoom-label">{zoom}%</span>', dom)  # the label tells the truth
+
+    shot = tmp_path / "dagster.png"
+    chromium("--window-size=1400,900", "--hide-scrollbars", f"--screenshot={shot}", (tmp_path / "lineage.html").as_uri(),
+             profile=tmp_path / "profile")
+    with Image.open(shot) as image:
+        pixels = image.convert("RGB")
+        width, height = pixels.size
+        background = (248, 250, 252)
+        inked = [x for x in range(0, width, 4) if any(pixels.getpixel((x, y)) != background
+                                                       for y in range(80, height, 3))]
+    assert inked and inked[0] < 0.1 * width and inked[-1] > 0.9 * width  # drawn across the window, none cut off
+
+
+def test_the_fixture_graph_fits_the_window_too(graph: LineageGraph, tmp_path: Path) -> None:
+    dom = opened(render_html(graph), tmp_path)
+    assert body_attribute(dom, "data-nodes-visible") == str(len(graph.nodes))
+    assert int(body_attribute(dom, "data-zoom")) < 100  # scaled down to fit, no floor that cuts it off
+
+
+def test_the_filter_counts_matches_and_brings_them_into_view(graph: LineageGraph, tmp_path: Path) -> None:
+    dom = opened(render_html(graph), tmp_path, "#filter=model1")
+    matches = [m for m in graph.nodes if "model1" in m]  # model1, model10, model11: far apart
+    assert len(matches) == 3
+    assert body_attribute(dom, "data-filter-matches") == str(len(matches))
+    assert f'<span id="filter-count" aria-live="polite">{len(matches)} of {len(graph.nodes)} match</span>' in dom
+    visible = set(re.findall(r'data-id="([^"]+)" data-kind="\w+" data-drawn="1" data-visible="1"', dom))
+    assert set(matches) <= visible
+    assert len(visible) < len(graph.nodes)  # zoomed in on them
+
+    one = opened(render_html(graph), tmp_path, "#filter=report:v1")
+    assert body_attribute(one, "data-filter-matches") == "1"
+    assert body_attribute(one, "data-zoom") == "100"  # one match: shown at full size, never blown up
+
+
+def test_deleted_and_quarantined_versions_are_marked(tmp_path: Path) -> None:
+    graph = LineageGraph(root="model:v2", direction="upstream")
+    graph.add_node("data:v1", kind="artifact", type="dataset", aliases=[], digest="d1", deleted=True)
+    graph.add_node("model:v2", kind="artifact", type="model", aliases=[], digest="d2",
+                   quarantined={"reason": "trained on leaked labels"})
+    graph.add_edge("data:v1", "model:v2", "input")
+    svg = render_svg(graph)
+    assert 'class="node version deleted"' in svg and 'class="node version root quarantined"' in svg
+    assert "QUARANTINED: trained on leaked labels" in svg and "DELETED" in svg  # the tooltips say why
+
+    page = tmp_path / "marks.html"
+    page.write_text(render_html(graph), encoding="utf-8")
+    shot = tmp_path / "marks.png"
+    chromium("--window-size=900,400", "--hide-scrollbars", f"--screenshot={shot}", page.as_uri(),
+             profile=tmp_path / "profile")
+    with Image.open(shot) as image:
+        reds = sum(n for n, c in image.convert("RGB").getcolors(maxcolors=900 * 400) or []
+                   if c[0] > 200 and c[1] < 80 and c[2] < 80)
+    assert reds > 200  # the quarantined card's red border and badge are drawn

@@ -4,10 +4,17 @@ The layout is done here, in Python, so the page needs no JavaScript library and 
 fetched to view it: nodes are placed in columns by the longest path from a source (data flows
 left to right), each column ordered by the barycenter of its neighbours to keep edges short,
 and edges are drawn as curves between the columns. Versions are cards (ref, type, aliases,
-producer); runs are rounded pills (orchestrator, step, short run id). Every node is a
-``<g class="node" data-id=...>`` with a ``<title>`` carrying the full details, so a reader can
-hover for ids the labels shorten. The page's only script (inline) filters nodes by text and
-records, after layout, how many nodes the browser drew (``data-nodes-drawn``).
+producer); runs are rounded pills (orchestrator, step, short run id). A run that produced one
+version and nothing else (a Dagster step, a Prefect task) is drawn inside that version's card,
+so a pipeline takes one column per step instead of two. Deleted versions are struck through,
+quarantined ones drawn red. Every node is a ``<g class="node" data-id=...>`` with a ``<title>``
+carrying the full details, so a reader can hover for ids the labels shorten.
+
+The page's only script (inline) fits the whole graph in the window when it opens, zooms with
+the wheel (and the buttons; the label shows the true scale), pans by dragging, filters nodes by
+text (saying how many match and bringing them into view), and records what the browser drew:
+``data-nodes-drawn`` and ``data-nodes-visible`` (inside the window) on ``<body>``, and
+``data-zoom`` (percent).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from ._lineage import LineageGraph, run_detail, run_label, run_title
 CARD_WIDTH = 260
 CARD_HEIGHT = 62
 RUN_HEIGHT = 40
+INNER_RUN_HEIGHT = 24  # a run drawn inside the card of the version it produced
 COLUMN_GAP = 90
 ROW_GAP = 18
 MARGIN = 24
@@ -56,11 +64,26 @@ class Placed:
         return self.x, self.y + self.height / 2
 
 
-def _columns(graph: LineageGraph) -> list[list[str]]:
+def inner_runs(graph: LineageGraph) -> dict[str, str]:
+    """``{run id: version id}`` for every run drawn inside a card: one whose only outgoing edge
+    is the one version it produced."""
+    outgoing: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for edge in graph.edges:
+        outgoing[edge.source].append((edge.target, edge.relation))
+    return {node_id: targets[0][0] for node_id, targets in outgoing.items()
+            if graph.nodes[node_id].get("kind") == "run" and len(targets) == 1 and targets[0][1] == "produced"}
+
+
+def _card_edges(graph: LineageGraph, inner: dict[str, str]) -> list[tuple[str, str]]:
+    """The edges between the boxes laid out: an edge into an inner run goes to its card."""
+    return [(edge.source, inner.get(edge.target, edge.target)) for edge in graph.edges if edge.source not in inner]
+
+
+def _columns(nodes: list[str], edges: list[tuple[str, str]]) -> list[list[str]]:
     """Nodes grouped by the longest path from a source, in data-flow order."""
     parents: dict[str, list[str]] = defaultdict(list)
-    for edge in graph.edges:
-        parents[edge.target].append(edge.source)
+    for source, target in edges:
+        parents[target].append(source)
     depth: dict[str, int] = {}
 
     def longest(node_id: str, visiting: frozenset[str]) -> int:
@@ -71,20 +94,20 @@ def _columns(graph: LineageGraph) -> list[list[str]]:
         depth[node_id] = value
         return value
 
-    for node_id in graph.nodes:
+    for node_id in nodes:
         longest(node_id, frozenset())
     columns: list[list[str]] = [[] for _ in range(max(depth.values(), default=0) + 1)]
-    for node_id in graph.nodes:
+    for node_id in nodes:
         columns[depth[node_id]].append(node_id)
     return columns
 
 
-def _order(graph: LineageGraph, columns: list[list[str]]) -> None:
+def _order(edges: list[tuple[str, str]], columns: list[list[str]]) -> None:
     """Reorder each column by the mean position of its neighbours (a few sweeps both ways)."""
     neighbours: dict[str, list[str]] = defaultdict(list)
-    for edge in graph.edges:
-        neighbours[edge.source].append(edge.target)
-        neighbours[edge.target].append(edge.source)
+    for source, target in edges:
+        neighbours[source].append(target)
+        neighbours[target].append(source)
     for sweep in range(ORDERING_SWEEPS):
         sequence = range(1, len(columns)) if sweep % 2 == 0 else range(len(columns) - 2, -1, -1)
         position = {n: i for column in columns for i, n in enumerate(column)}
@@ -103,12 +126,17 @@ def _barycenter(node_id: str, neighbours: dict[str, list[str]], position: dict[s
 
 
 def layout(graph: LineageGraph) -> tuple[dict[str, Placed], float, float]:
-    """Every node's box, and the drawing's width and height."""
-    columns = _columns(graph)
-    _order(graph, columns)
+    """Every node's box (an inner run's inside its card), and the drawing's width and height."""
+    inner = inner_runs(graph)
+    holder = {version: run for run, version in inner.items()}
+    edges = _card_edges(graph, inner)
+    columns = _columns([n for n in graph.nodes if n not in inner], edges)
+    _order(edges, columns)
 
     def height(node_id: str) -> float:
-        return RUN_HEIGHT if graph.nodes[node_id].get("kind") == "run" else CARD_HEIGHT
+        if graph.nodes[node_id].get("kind") == "run":
+            return RUN_HEIGHT
+        return CARD_HEIGHT + (INNER_RUN_HEIGHT + 6 if node_id in holder else 0)
 
     column_heights = [sum(height(n) for n in c) + ROW_GAP * max(len(c) - 1, 0) for c in columns]
     total_height = max(column_heights, default=0.0) + 2 * MARGIN
@@ -118,6 +146,9 @@ def layout(graph: LineageGraph) -> tuple[dict[str, Placed], float, float]:
         y = MARGIN + (total_height - 2 * MARGIN - column_heights[index]) / 2
         for node_id in column:
             placed[node_id] = Placed(node_id, x, y, CARD_WIDTH, height(node_id))
+            if node_id in holder:
+                placed[holder[node_id]] = Placed(holder[node_id], x + 10, y + CARD_HEIGHT - 2, CARD_WIDTH - 20,
+                                                 INNER_RUN_HEIGHT)
             y += height(node_id) + ROW_GAP
     total_width = 2 * MARGIN + len(columns) * CARD_WIDTH + max(len(columns) - 1, 0) * COLUMN_GAP
     return placed, total_width, total_height
@@ -133,7 +164,21 @@ def _text(x: float, y: float, text: str, css_class: str, width: float) -> str:
     return f'<text x="{x:.1f}" y="{y:.1f}" class="{css_class}">{escape(_fit(text, width))}</text>'
 
 
-def _version_node(graph: LineageGraph, box: Placed) -> str:
+def _status(attrs: dict[str, object]) -> tuple[str, list[str]]:
+    """The card's extra CSS classes and tooltip lines for a deleted or quarantined version."""
+    classes, details = "", []
+    if attrs.get("deleted"):
+        classes += " deleted"
+        details.append("DELETED")
+    quarantine = attrs.get("quarantined") or attrs.get("quarantine")
+    if quarantine:
+        classes += " quarantined"
+        reason = quarantine.get("reason") if isinstance(quarantine, dict) else None
+        details.append(f"QUARANTINED{f': {reason}' if reason else ''}")
+    return classes, details
+
+
+def _version_node(graph: LineageGraph, box: Placed, inner_run: str | None) -> str:
     attrs = graph.nodes[box.node_id]
     kind = str(attrs.get("type") or "custom")
     colour = TYPE_COLOURS.get(kind, TYPE_COLOURS["custom"])
@@ -141,31 +186,48 @@ def _version_node(graph: LineageGraph, box: Placed) -> str:
     producer_id = graph.producer_of(box.node_id)
     producer = graph.nodes[producer_id] if producer_id else None
     digest = str(attrs.get("digest") or "?")
-    details = [box.node_id, f"type: {kind}", f"aliases: {aliases or '-'}",
+    status, status_details = _status(attrs)
+    details = [box.node_id, *status_details, f"type: {kind}", f"aliases: {aliases or '-'}",
                f"producer: {run_label(producer) if producer else '- (not in this graph)'}", f"digest: {digest}"]
-    bottom = f"by {run_title(producer)}" if producer else digest
+    bottom = f"by {run_title(producer)}" if producer and not inner_run else digest
     inner = box.width - 22
     root = " root" if box.node_id == graph.root else ""
+    badge = " quarantined" if "quarantined" in status else " deleted" if "deleted" in status else ""
+    alias_room = inner - (len(kind) + len(badge)) * CHAR_WIDTH - 20
     lines = [
-        f'<g class="node version{root}" data-id="{escape(box.node_id)}" data-kind="version">',
+        f'<g class="node version{root}{status}" data-id="{escape(box.node_id)}" data-kind="version">',
         f"<title>{escape(chr(10).join(details))}</title>",
         f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width}" height="{box.height}" rx="6" class="card"/>',
         f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="6" height="{box.height}" rx="3" fill="{colour}"/>',
         _text(box.x + 14, box.y + 19, box.node_id, "ref", inner),
         f'<text x="{box.x + 14:.1f}" y="{box.y + 37:.1f}" class="meta">'
         f'<tspan fill="{colour}" font-weight="600">{escape(kind)}</tspan>'
-        + (f'<tspan class="alias"> [{escape(_fit(aliases, inner - len(kind) * CHAR_WIDTH - 20))}]</tspan>'
-           if aliases else "") + "</text>",
+        + (f'<tspan class="badge">{badge}</tspan>' if badge else "")
+        + (f'<tspan class="alias"> [{escape(_fit(aliases, alias_room))}]</tspan>' if aliases else "") + "</text>",
         _text(box.x + 14, box.y + 54, bottom, "producer", inner),
         "</g>",
     ]
     return "".join(lines)
 
 
-def _run_node(graph: LineageGraph, box: Placed) -> str:
+def _run_node(graph: LineageGraph, box: Placed, made: str | None) -> str:
+    """A run's pill; ``made``: the version whose card it is drawn inside (one line, and a Dagster
+    step named after that asset is not repeated)."""
     attrs = graph.nodes[box.node_id]
     details = [f"{attrs.get('orchestrator')} run {attrs.get('run_id')}"]
     details += [f"{key}: {attrs[key]}" for key in ("step", "name", "partition") if attrs.get(key)]
+    if made is not None:
+        made_name = str(graph.nodes[made].get("name") or made.rpartition(":")[0])
+        if str(attrs.get("step") or "").replace("__", "/") == made_name:
+            attrs = {**attrs, "step": None}
+        return "".join([
+            f'<g class="node run inner" data-id="{escape(box.node_id)}" data-kind="run">',
+            f"<title>{escape(chr(10).join(details))}</title>",
+            f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width}" height="{box.height}" '
+            f'rx="{box.height / 2}" class="pill"/>',
+            _text(box.x + 12, box.y + 16, f"{run_title(attrs)} · {run_detail(attrs)}", "runname", box.width - 24),
+            "</g>",
+        ])
     return "".join([
         f'<g class="node run" data-id="{escape(box.node_id)}" data-kind="run">',
         f"<title>{escape(chr(10).join(details))}</title>",
@@ -201,12 +263,20 @@ text {{ font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-s
 .edge {{ fill: none; stroke: #94a3b8; stroke-width: 1.4; }}
 .edge.produced {{ stroke: {RUN_COLOUR}; }}
 .dim {{ opacity: 0.15; }}
+.badge {{ font-weight: 700; }}
+.deleted .card {{ stroke-dasharray: 5 3; fill: #f1f5f9; }}
+.deleted .ref {{ text-decoration: line-through; fill: #64748b; }}
+.deleted .badge {{ fill: #64748b; }}
+.quarantined .card {{ stroke: #dc2626; stroke-width: 2.4; fill: #fef2f2; }}
+.quarantined .badge {{ fill: #dc2626; }}
 """
 
 
 def render_svg(graph: LineageGraph, *, standalone: bool = True) -> str:
     """The graph as one SVG document (``standalone=False``: an element to put inside HTML)."""
     placed, width, height = layout(graph)
+    inner = inner_runs(graph)
+    holder = {version: run for run, version in inner.items()}
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" id="lineage" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="lineage of {escape(graph.root)}">',
@@ -217,72 +287,157 @@ def render_svg(graph: LineageGraph, *, standalone: bool = True) -> str:
         '<g class="edges">',
     ]
     for edge in graph.edges:
-        (x1, y1), (x2, y2) = placed[edge.source].right, placed[edge.target].left
+        if edge.source in inner:
+            continue  # a run inside its version's card: the card says it
+        (x1, y1), (x2, y2) = placed[edge.source].right, placed[inner.get(edge.target, edge.target)].left
         parts.append(
             f'<path class="edge {edge.relation}" data-source="{escape(edge.source)}" '
             f'data-target="{escape(edge.target)}" marker-end="url(#arrow)" d="{_curve(x1, y1, x2, y2)}"/>')
     parts.append('</g><g class="nodes">')
+    for node_id, box in placed.items():  # cards before the runs drawn inside them
+        if graph.nodes[node_id].get("kind") != "run":
+            parts.append(_version_node(graph, box, holder.get(node_id)))
     for node_id, box in placed.items():
-        draw = _run_node if graph.nodes[node_id].get("kind") == "run" else _version_node
-        parts.append(draw(graph, box))
+        if graph.nodes[node_id].get("kind") == "run":
+            parts.append(_run_node(graph, box, inner.get(node_id)))
     parts.append("</g></svg>")
     svg = "\n".join(parts)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n" if standalone else svg
 
 
 PAGE_STYLE = """
+html, body { height: 100%; }
 body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #0f172a;
-       background: #f8fafc; }
-header { position: sticky; top: 0; background: #ffffff; border-bottom: 1px solid #e2e8f0; padding: 10px 18px;
-         display: flex; gap: 18px; align-items: center; flex-wrap: wrap; z-index: 1; }
+       background: #f8fafc; display: flex; flex-direction: column; }
+header { background: #ffffff; border-bottom: 1px solid #e2e8f0; padding: 8px 18px; display: flex; gap: 14px;
+         align-items: center; flex-wrap: wrap; }
 h1 { font-size: 16px; margin: 0; }
-.summary { color: #475569; font-size: 13px; }
+.summary, #filter-count { color: #475569; font-size: 13px; }
 input { font: inherit; font-size: 13px; padding: 4px 8px; border: 1px solid #cbd5e1; border-radius: 4px; width: 16em; }
 button { font: inherit; font-size: 13px; padding: 3px 10px; border: 1px solid #cbd5e1; border-radius: 4px;
          background: #f1f5f9; cursor: pointer; }
+#zoom-label { display: inline-block; min-width: 3.5em; text-align: center; font-size: 13px; color: #334155; }
 .legend span { display: inline-block; font-size: 12px; margin-right: 10px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
-main { overflow: auto; }
+main { flex: 1; min-height: 0; overflow: hidden; cursor: grab; touch-action: none; }
+main.dragging { cursor: grabbing; }
+main svg { display: block; }
 """
 
+#: The page's script: fit on open, wheel and button zoom about a point, drag to pan, filter
+#: into view, and what the browser drew recorded on ``<body>`` for tests and for anyone curious.
 PAGE_SCRIPT = """
 (function () {
   var svg = document.getElementById('lineage');
+  var main = document.querySelector('main');
+  var label = document.getElementById('zoom-label');
+  var counter = document.getElementById('filter-count');
   var nodes = Array.prototype.slice.call(svg.querySelectorAll('g.node'));
   var edges = Array.prototype.slice.call(svg.querySelectorAll('path.edge'));
-  var drawn = 0;
-  nodes.forEach(function (node) {
-    var box = node.getBoundingClientRect();
-    var visible = box.width > 0 && box.height > 0;
-    node.setAttribute('data-drawn', visible ? '1' : '0');
-    if (visible) { drawn += 1; }
-  });
-  document.body.setAttribute('data-nodes-drawn', String(drawn));
-  var width = svg.viewBox.baseVal.width, height = svg.viewBox.baseVal.height, scale = 1;
-  function zoom(factor) {
-    scale = factor === 0 ? 1 : Math.min(4, Math.max(0.1, scale * factor));
-    svg.setAttribute('width', String(width * scale));
-    svg.setAttribute('height', String(height * scale));
+  var full = {x: 0, y: 0, w: svg.viewBox.baseVal.width, h: svg.viewBox.baseVal.height};
+  var view = {cx: full.w / 2, cy: full.h / 2, scale: 1};
+  svg.setAttribute('width', '100%');
+  svg.setAttribute('height', '100%');
+  svg.setAttribute('preserveAspectRatio', 'xMidYMid meet');
+
+  function record() {
+    var area = main.getBoundingClientRect(), drawn = 0, visible = 0;
+    nodes.forEach(function (node) {
+      var box = node.getBoundingClientRect();
+      var isDrawn = box.width > 0 && box.height > 0;
+      var inside = isDrawn && box.left >= area.left - 1 && box.right <= area.right + 1 &&
+                   box.top >= area.top - 1 && box.bottom <= area.bottom + 1;
+      node.setAttribute('data-drawn', isDrawn ? '1' : '0');
+      node.setAttribute('data-visible', inside ? '1' : '0');
+      drawn += isDrawn ? 1 : 0;
+      visible += inside ? 1 : 0;
+    });
+    document.body.setAttribute('data-nodes-drawn', String(drawn));
+    document.body.setAttribute('data-nodes-visible', String(visible));
   }
-  // A wide graph starts scaled down to the window's width, never below a readable 60%.
-  var fit = Math.max(0.6, Math.min(1, (window.innerWidth - 16) / width));
-  if (fit < 1) { zoom(fit); }
-  document.getElementById('zoom-in').onclick = function () { zoom(1.25); };
-  document.getElementById('zoom-out').onclick = function () { zoom(0.8); };
-  document.getElementById('zoom-reset').onclick = function () { zoom(0); };
-  document.getElementById('filter').oninput = function (event) {
-    var text = event.target.value.toLowerCase();
-    var hit = {};
+  function apply() {
+    var w = main.clientWidth / view.scale, h = main.clientHeight / view.scale;
+    svg.setAttribute('viewBox', [view.cx - w / 2, view.cy - h / 2, w, h].join(' '));
+    var percent = Math.round(view.scale * 100);
+    label.textContent = percent + '%';
+    document.body.setAttribute('data-zoom', String(percent));
+    record();
+  }
+  function show(box, largest) {
+    var pad = 16;
+    view.scale = Math.min((main.clientWidth - 2 * pad) / box.w, (main.clientHeight - 2 * pad) / box.h, largest);
+    view.cx = box.x + box.w / 2;
+    view.cy = box.y + box.h / 2;
+    apply();
+  }
+  function fit() { show(full, 1); }
+  function zoomAt(factor, clientX, clientY) {
+    var area = main.getBoundingClientRect();
+    var dx = clientX - area.left - main.clientWidth / 2, dy = clientY - area.top - main.clientHeight / 2;
+    var pointX = view.cx + dx / view.scale, pointY = view.cy + dy / view.scale;
+    view.scale = Math.min(4, Math.max(0.05, view.scale * factor));
+    view.cx = pointX - dx / view.scale;
+    view.cy = pointY - dy / view.scale;
+    apply();
+  }
+  function zoomCentre(factor) {
+    var area = main.getBoundingClientRect();
+    zoomAt(factor, area.left + main.clientWidth / 2, area.top + main.clientHeight / 2);
+  }
+  main.addEventListener('wheel', function (event) {
+    event.preventDefault();
+    zoomAt(Math.exp(-event.deltaY / 500), event.clientX, event.clientY);
+  }, {passive: false});
+  var drag = null;
+  main.addEventListener('pointerdown', function (event) {
+    drag = {x: event.clientX, y: event.clientY, cx: view.cx, cy: view.cy};
+    main.classList.add('dragging');
+    main.setPointerCapture(event.pointerId);
+  });
+  main.addEventListener('pointermove', function (event) {
+    if (!drag) { return; }
+    view.cx = drag.cx - (event.clientX - drag.x) / view.scale;
+    view.cy = drag.cy - (event.clientY - drag.y) / view.scale;
+    apply();
+  });
+  function endDrag() { drag = null; main.classList.remove('dragging'); }
+  main.addEventListener('pointerup', endDrag);
+  main.addEventListener('pointercancel', endDrag);
+  window.addEventListener('resize', apply);
+  document.getElementById('zoom-in').onclick = function () { zoomCentre(1.25); };
+  document.getElementById('zoom-out').onclick = function () { zoomCentre(0.8); };
+  document.getElementById('zoom-reset').onclick = function () { view.scale = 1; apply(); };
+  document.getElementById('zoom-fit').onclick = fit;
+  function filter(text) {
+    var hit = {}, matched = [];
     nodes.forEach(function (node) {
       var match = !text || node.textContent.toLowerCase().indexOf(text) >= 0;
       hit[node.getAttribute('data-id')] = match;
       node.classList.toggle('dim', !match);
+      if (text && match) { matched.push(node); }
     });
     edges.forEach(function (edge) {
       var keep = !text || (hit[edge.getAttribute('data-source')] && hit[edge.getAttribute('data-target')]);
       edge.classList.toggle('dim', !keep);
     });
-  };
+    counter.textContent = text ? matched.length + ' of ' + nodes.length + ' match' : '';
+    document.body.setAttribute('data-filter-matches', String(text ? matched.length : nodes.length));
+    if (!text) { fit(); return; }
+    if (!matched.length) { return; }
+    var left = Infinity, top = Infinity, right = -Infinity, bottom = -Infinity;
+    matched.forEach(function (node) {
+      var box = node.getBBox();
+      left = Math.min(left, box.x); top = Math.min(top, box.y);
+      right = Math.max(right, box.x + box.width); bottom = Math.max(bottom, box.y + box.height);
+    });
+    show({x: left, y: top, w: right - left, h: bottom - top}, 1);
+  }
+  var search = document.getElementById('filter');
+  search.oninput = function () { filter(search.value.toLowerCase()); };
+  fit();
+  // ``lineage.html#filter=text`` opens the page filtered (a link can point at a node).
+  var wanted = /[#&]filter=([^&]*)/.exec(window.location.hash);
+  if (wanted) { search.value = decodeURIComponent(wanted[1]); filter(search.value.toLowerCase()); }
 })();
 """
 
@@ -306,8 +461,11 @@ def render_html(graph: LineageGraph) -> str:
         f'<span class="summary">{versions} version{"s" if versions != 1 else ""}, '
         f'{runs} run{"s" if runs != 1 else ""}, {len(graph.edges)} edge{"s" if len(graph.edges) != 1 else ""}</span>',
         '<input id="filter" type="search" placeholder="filter: name, alias, run...">',
-        '<span><button id="zoom-out" type="button">−</button> <button id="zoom-reset" type="button">100%</button> '
-        '<button id="zoom-in" type="button">+</button></span>',
+        '<span id="filter-count" aria-live="polite"></span>',
+        '<span><button id="zoom-out" type="button" title="zoom out">−</button> <span id="zoom-label">100%</span> '
+        '<button id="zoom-in" type="button" title="zoom in">+</button> '
+        '<button id="zoom-fit" type="button" title="the whole graph in the window">fit</button> '
+        '<button id="zoom-reset" type="button" title="actual size">100%</button></span>',
         f'<span class="legend">{legend}</span></header>',
         "<main>", render_svg(graph, standalone=False), "</main>",
         f"<script>{PAGE_SCRIPT}</script>",
