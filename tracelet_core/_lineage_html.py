@@ -218,8 +218,10 @@ def _run_node(graph: LineageGraph, box: Placed, made: str | None) -> str:
     details += [f"{key}: {attrs[key]}" for key in ("step", "name", "partition") if attrs.get(key)]
     if made is not None:
         made_name = str(graph.nodes[made].get("name") or made.rpartition(":")[0])
-        if str(attrs.get("step") or "").replace("__", "/") == made_name:
-            attrs = {**attrs, "step": None}
+        without_step = {**attrs, "step": None}
+        repeats_asset = str(attrs.get("step") or "").replace("__", "/") == made_name
+        if repeats_asset and not run_title(without_step).endswith(": run"):
+            attrs = without_step  # the job's name says more than the asset's name again
         return "".join([
             f'<g class="node run inner" data-id="{escape(box.node_id)}" data-kind="run">',
             f"<title>{escape(chr(10).join(details))}</title>",
