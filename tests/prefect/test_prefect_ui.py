@@ -181,7 +181,8 @@ def test_every_markdown_artifact_and_event_is_published_when_the_flow_returns(st
 
     published = flow_run_artifacts(run_id)  # right after the flow returned: no wait
     assert len(total.inputs) == 60
-    assert sorted(a.description or "" for a in published) == sorted(f"tracelet {ref}" for ref in [*total.inputs, total.ref])
+    expected = sorted(f"tracelet {ref}" for ref in [*total.inputs, total.ref])
+    assert sorted(a.description or "" for a in published) == expected
     # the events were sent before the run ended; the server stores them on its own schedule
     logged = event_log.wait(lambda e: e.event == "tracelet.artifact.logged"
                             and any(r.id == f"prefect.flow-run.{run_id}" for r in e.related), count=61)
