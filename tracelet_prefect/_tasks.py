@@ -48,7 +48,7 @@ from ._flow_end import PUBLISH_FLUSH_SECONDS, defers, install
 from ._runs import TaskRun
 from ._stores import StoreSpec
 from ._transactions import enclosing_transaction, release
-from ._ui import drain
+from ._ui import finish_run
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -226,7 +226,7 @@ class _Run:
         release(self.store, outcome, self.run, self.transaction)
         if self.scope is None and self.run.flow_run_id is not None:
             # no flow run engine here to flush it (a process pool or Dask worker): now
-            drain(PUBLISH_FLUSH_SECONDS)
+            finish_run(self.run.flow_run_id, PUBLISH_FLUSH_SECONDS)
 
 
 def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
