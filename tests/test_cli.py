@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from backend_support import FolderBackend
 from support import MakeFile
 from typer.testing import CliRunner, Result
 
-from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
+from tracelet_core import ArtifactStore, Experiment, RunInfo, TraceletArtifact
 from tracelet_core.cli import app
 from tracelet_core.cli._app import one_line
 
@@ -307,6 +308,17 @@ def test_alias_then_show(store_dir: Path, make_file: MakeFile) -> None:
     assert moved == {"name": "m", "alias": "production", "ref": "m:v2", "aliases": ["production"]}
     v1 = ok_json(run_cli(store_dir, "show", "m:v1", "--json"))
     assert isinstance(v1, dict) and v1["aliases"] == []
+
+
+def test_alias_reports_the_trackers_it_updated(store_dir: Path, store: ArtifactStore, tracker: FolderBackend) -> None:
+    with Experiment("e", backend=[tracker], store=store) as exp:
+        exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"v": 1}, "c"))
+    assert ok(run_cli(store_dir, "alias", "cfg:v1", "prod")) == "cfg:prod -> cfg:v1\ntrackers: folder updated\n"
+    assert tracker.alias_moves() == [["set", "cfg:v1", "prod"]]
+    (tracker.root / "DOWN").write_text("")
+    removed = ok_json(run_cli(store_dir, "alias", "cfg", "prod", "--remove", "--json"))
+    assert isinstance(removed, dict) and removed["trackers"]["folder"].startswith("failed: ")
+    assert "tracker unreachable" in removed["trackers"]["folder"]
 
 
 def test_alias_remove(store_dir: Path, pipeline: dict[str, str]) -> None:

@@ -6,7 +6,9 @@ One place for the whole flow, in the order a version travels:
 - **the commit**: :func:`log_and_deliver` commits a version with one outbox row per routed
   backend (pending, in the commit's transaction, so ``sync`` finds it even if the process dies
   right after), then :func:`deliver_routed` delivers each within ``TRACELET_BACKEND_TIMEOUT``
-  (:func:`deliver`) and records the outcome;
+  (:func:`deliver`) and records the outcome; :func:`log_and_deliver_later` does the same with
+  the deliveries on the process's background worker (``_background``), for orchestrator steps
+  that return once the version is committed;
 - **post-commit exports**: with ``TRACELET_OPENLINEAGE`` on, every commit also gets an
   ``openlineage`` row, delivered right after the commit (``Delivery.after_commit``);
 - **alias events**: alias moves reach the trackers that hold the version, in order per name and
@@ -31,10 +33,12 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import _background as background
 from ._catalog import AliasEventRecord, DeliveryRecord, DeliverySpec
 from ._errors import BackendError, ConfigurationError, TraceletError
 from ._model import ArtifactType, RunInfo
@@ -178,11 +182,64 @@ def log_and_deliver(store: ArtifactStore, artifact: TraceletArtifact, backends: 
     """Commit ``artifact`` (produced by ``producer``) with an outbox row per backend it routes
     to, then deliver those: what ``Experiment.log_artifact`` and the adapters' commits do.
     The backends are the caller's, started (:func:`started`) where they need a run."""
+    logged, routed = _log_routed(store, artifact, backends, producer, run_name, inputs, aliases, idempotency_key,
+                                 partition)
+    return deliver_routed(store, logged, backends, routed)
+
+
+def _log_routed(store: ArtifactStore, artifact: TraceletArtifact, backends: Mapping[str, Backend],
+                producer: RunInfo, run_name: str | None, inputs: Iterable[InputRef], aliases: Iterable[str],
+                idempotency_key: str | None, partition: str | None) -> tuple[LoggedArtifact, list[str]]:
+    """The commit, with one pending outbox row per routed backend in its transaction."""
     routed = route(artifact.type, artifact.metadata, list(backends))
     logged = store.log(artifact, producer=producer, inputs=inputs, aliases=aliases,
                        deliveries=delivery_specs(backends, routed, producer, run_name or producer.name),
                        idempotency_key=idempotency_key, partition=partition)
-    return deliver_routed(store, logged, backends, routed)
+    return logged, routed
+
+
+class Deferred(LogResult):
+    """A version committed with its deliveries queued on the background worker: ``"local"``
+    now, the trackers' results in ``.delivered`` (a future) once the worker has run them."""
+
+    def __init__(self, logged: LoggedArtifact, routed: Sequence[str], delivered: Future[LogResult]) -> None:
+        super().__init__(logged)
+        #: the backends the version is routed to, whose deliveries are queued
+        self.queued = tuple(routed)
+        self.delivered = delivered
+
+
+def log_and_deliver_later(store: ArtifactStore, artifact: TraceletArtifact, backends: Mapping[str, Backend], *,
+                          scope: str, producer: RunInfo, run_name: str | None = None,
+                          inputs: Iterable[InputRef] = (), aliases: Iterable[str] = (),
+                          idempotency_key: str | None = None, partition: str | None = None) -> Deferred:
+    """:func:`log_and_deliver` with the deliveries off the caller's path: the commit (and its
+    pending outbox rows) now, then one job on this process's background worker, part of
+    ``scope`` (the orchestrator run, flushed before it ends), that starts ``backends`` (not
+    started by the caller) on ``producer``'s run, delivers and records each outcome. A process
+    that dies first leaves the rows pending for ``tracelet sync``."""
+    logged, routed = _log_routed(store, artifact, backends, producer, run_name, inputs, aliases, idempotency_key,
+                                 partition)
+    experiment = run_name or producer.name or producer.run_id
+
+    def deliver_now() -> LogResult:
+        if not routed:
+            return LogResult(logged)
+        try:
+            start_all(backends.values(), experiment, producer.run_id)
+        except BackendError as exc:  # recorded like any failed delivery: ``sync`` retries them
+            results = LogResult(logged)
+            for name in routed:
+                results[name] = failure(name, exc, version=logged.ref)
+                store.delivery.record(logged, results[name])
+            return results
+        try:
+            return deliver_routed(store, logged, backends, routed)
+        finally:
+            for backend in backends.values():
+                backend.stop()
+
+    return Deferred(logged, routed, background.submit(scope, deliver_now))
 
 
 def configured_backends(specs: Iterable[str | Backend]) -> dict[str, Backend]:

@@ -6,7 +6,10 @@ with which producer, inputs, aliases and idempotency key (scoped to the content:
 the version digest into it, so a retry that returns the same value finds its version). The commit
 and its deliveries go through the core's delivery module (``log_and_deliver``, with the backends'
 runs opened on the task run): routing, the durable delivery outbox and ``tracelet sync`` retries
-are the core's too; a failing backend never fails the log.
+are the core's too; a failing backend never fails the log. Where the flow run's engine runs in
+this process, the deliveries are queued on the core's background worker (``Outcome.delivered``)
+and flushed before the flow run ends (``_flow_end``): the task returns once its version is
+committed.
 
 Inside a Prefect transaction the version is committed at once (versions are immutable) but its
 aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the commit.
@@ -14,8 +17,10 @@ aliases are not moved: ``staged_aliases`` are left to ``_transactions`` for the 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +35,16 @@ from tracelet_core import (
     TraceletArtifact,
     TraceletSettings,
 )
-from tracelet_core._delivery import LogResult, configured_backends, log_and_deliver, started
+from tracelet_core._delivery import (
+    Deferred,
+    LogResult,
+    configured_backends,
+    log_and_deliver,
+    log_and_deliver_later,
+    started,
+)
 from tracelet_core._store import content_scoped_key
+from tracelet_core._trackers import failure
 from tracelet_core._values import add_value
 
 from ._runs import TaskRun
@@ -51,6 +64,20 @@ class Outcome:
     deliveries: dict[str, ArtifactResult] = field(default_factory=dict)
     #: aliases to move onto the version when the enclosing Prefect transaction commits
     staged_aliases: tuple[str, ...] = ()
+    #: the backends whose deliveries run on the background worker (results in ``delivered``)
+    queued: tuple[str, ...] = ()
+    delivered: Future[LogResult] | None = field(default=None, compare=False)
+
+    def settled(self) -> Outcome:
+        """This outcome with the queued deliveries' results (waits for them: call it on the
+        background worker, after the delivery job, or once the run's work is flushed)."""
+        if self.delivered is None:
+            return self
+        try:
+            results = dict(self.delivered.result())
+        except Exception as exc:  # noqa: BLE001 - a delivery job that broke: every queued one failed
+            results = {name: failure(name, exc, version=self.logged.ref) for name in self.queued}
+        return dataclasses.replace(self, deliveries=results, queued=(), delivered=None)
 
     @property
     def changed(self) -> bool:
@@ -86,9 +113,12 @@ def resolve_backends(names: Sequence[str] | None, settings: TraceletSettings) ->
 
 
 def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, inputs: Sequence[str],
-           aliases: Sequence[str], backends: dict[str, Backend], stage: bool = False) -> Outcome:
+           aliases: Sequence[str], backends: dict[str, Backend], stage: bool = False,
+           scope: str | None = None) -> Outcome:
     """Log ``artifact`` for ``run`` and deliver it to the backends it routes to; with ``stage``,
-    its aliases are only recorded in the outcome, for the transaction's commit."""
+    its aliases are only recorded in the outcome, for the transaction's commit. With ``scope``
+    (the flow run that flushes it, ``_flow_end``) the deliveries are queued on the background
+    worker and the outcome returns once the version is committed."""
     staged = tuple(aliases) if stage else ()
     aliases = () if stage else aliases
     producer = run.producer
@@ -97,6 +127,9 @@ def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, in
         key = content_scoped_key(f"prefect:{producer.step}")
     if producer is None and not backends:  # no task run (``task.fn(...)``): no producer
         results = LogResult(store.log(artifact, inputs=inputs, aliases=aliases))
+    elif scope is not None and producer is not None and backends:
+        results = log_and_deliver_later(store, artifact, backends, scope=scope, producer=producer,
+                                        run_name=run.task_name, inputs=inputs, aliases=aliases, idempotency_key=key)
     else:
         # without a task run, trackers still need a run: one of its own, as an Experiment's
         maker = producer or RunInfo(orchestrator="tracelet", run_id=uuid.uuid4().hex, name=run.task_name)
@@ -107,8 +140,10 @@ def commit(store: ArtifactStore, artifact: TraceletArtifact, *, run: TaskRun, in
     # made by this task run: now, or by an earlier attempt of it (found by the idempotency key)
     made_by = logged.producer
     earlier = key is not None and made_by is not None and producer is not None and made_by.key == producer.key
+    deferred = results if isinstance(results, Deferred) else None
     return Outcome(logged=logged, created=logged.created or earlier, aliases_set=tuple(aliases),
-                   deliveries=dict(results), staged_aliases=staged)
+                   deliveries=dict(results), staged_aliases=staged,
+                   queued=deferred.queued if deferred else (), delivered=deferred.delivered if deferred else None)
 
 
 def set_aliases(store: ArtifactStore, logged: LoggedArtifact, aliases: Sequence[str], *,

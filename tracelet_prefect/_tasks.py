@@ -44,14 +44,18 @@ from tracelet_core import (
 from tracelet_core._artifact import coerce_type
 
 from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
+from ._flow_end import PUBLISH_FLUSH_SECONDS, defers, install
 from ._runs import TaskRun
 from ._stores import StoreSpec
 from ._transactions import enclosing_transaction, release
+from ._ui import finish_run
 
 P = ParamSpec("P")
 R = TypeVar("R")
 StoreLike = ArtifactStore | str | os.PathLike[str] | None
 _AsyncLogged = Coroutine[Any, Any, LoggedArtifact]
+install()  # flow runs flush what tracelet tasks queued before their final state (``_flow_end``)
+
 #: Values never worth confirming as a loaded object: Prefect cannot track them either.
 _UNTRACKABLE = (bool, type(None), type(Ellipsis), type(NotImplemented))
 
@@ -198,6 +202,8 @@ class _Run:
         # Unknown or unavailable backends fail the task before the user's function runs.
         self.backends: dict[str, Backend] = resolve_backends(spec.backends, self.store.settings)
         self.transaction = enclosing_transaction(self.run)
+        #: the flow run that flushes what this run queues (``None``: nothing is queued)
+        self.scope = defers(self.run)
         self.inputs: list[str] = []
         #: the task's own switch, else the store's settings (``TRACELET_ALLOW_PICKLE``)
         self.allow_pickle = spec.allow_pickle if spec.allow_pickle is not None else self.store.settings.allow_pickle
@@ -214,10 +220,13 @@ class _Run:
         artifact = build_artifact(value, spec.artifact_name, spec.artifact_type, spec.fallback_name,
                                   spec.description, allow_pickle=self.allow_pickle)
         return commit(self.store, artifact, run=self.run, inputs=self.inputs, aliases=spec.aliases,
-                      backends=self.backends, stage=self.transaction is not None)
+                      backends=self.backends, stage=self.transaction is not None, scope=self.scope)
 
     def release(self, outcome: Outcome) -> None:
         release(self.store, outcome, self.run, self.transaction)
+        if self.scope is None and self.run.flow_run_id is not None:
+            # no flow run engine here to flush it (a process pool or Dask worker): now
+            finish_run(self.run.flow_run_id, PUBLISH_FLUSH_SECONDS)
 
 
 def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
@@ -410,7 +419,8 @@ def log_artifact(artifact: TraceletArtifact | LoggedArtifact, aliases: Sequence[
         transaction = enclosing_transaction(run)
         refs = [i.ref if isinstance(i, LoggedArtifact) else i for i in inputs]
         outcome = commit(opened, artifact, run=run, inputs=list(dict.fromkeys(refs)), aliases=alias_list,
-                         backends=resolve_backends(backends, opened.settings), stage=transaction is not None)
+                         backends=resolve_backends(backends, opened.settings), stage=transaction is not None,
+                         scope=defers(run))
     else:
         raise InvalidArtifactError(f"log_artifact needs a TraceletArtifact or a LoggedArtifact, "
                                    f"got {type(artifact).__name__}")

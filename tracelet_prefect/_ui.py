@@ -17,15 +17,18 @@ For every new version (and every alias set on one) a tracelet task publishes:
 
 None of it is on the task's path: events go through Prefect's events worker, and markdown
 artifacts are handed to one publisher per process, which creates them in batches with Prefect's
-async client from a background thread (``drain`` waits for it; it is drained when the process
-exits). Publishing never fails the task: the version is committed already. A failure is reported
-as a warning on the task run's log.
+async client from a background thread (``drain`` waits for it; the end of the flow run waits for
+it, ``_flow_end``, and so does the process's exit). A version whose tracker deliveries are queued
+on the background worker is published by that worker once they are done, so the markdown and
+the events say how each delivery went. Publishing never fails the task: the version is committed
+already. A failure is reported as a warning on the task run's log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import re
@@ -41,6 +44,8 @@ from prefect.context import SettingsContext
 from prefect.events import emit_event
 from prefect.logging import get_logger
 from prefect.settings import PREFECT_UI_URL
+
+from tracelet_core import _background as background
 
 from ._commit import Outcome
 from ._runs import TaskRun
@@ -203,11 +208,15 @@ def _report(outcome: Outcome, run: TaskRun, what: str, exc: BaseException) -> No
                             outcome.logged.ref, what, type(exc).__name__, exc)
 
 
-def _report_deliveries(outcome: Outcome, run: TaskRun) -> None:
+def _report_deliveries(outcome: Outcome, run: TaskRun, queued: tuple[str, ...] = ()) -> None:
+    """Failed deliveries as warnings on the task run's log; those that ran after the task
+    returned (``queued``) also when they succeeded, since its markdown came later."""
     for name, result in outcome.deliveries.items():
         if not result.ok:
             run_logger(run).warning("tracelet: %s was not delivered to %s (%s); `tracelet sync` retries it",
                                     outcome.logged.ref, name, result.error)
+        elif name in queued:
+            run_logger(run).info("tracelet: %s delivered to %s (after the task returned)", outcome.logged.ref, name)
 
 
 # -- the background publisher -----------------------------------------------------------------
@@ -257,12 +266,16 @@ class Publisher:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._pending: list[_Markdown] = []
-        self._busy = 0
+        self._busy: list[_Markdown] = []
+        #: flow runs this publisher has created artifacts for since their last ``finish_run``
+        self._runs: set[str] = set()
         self._thread: threading.Thread | None = None
 
     def submit(self, item: _Markdown) -> None:
         with self._changed:
             self._pending.append(item)
+            if item.run.flow_run_id:
+                self._runs.add(item.run.flow_run_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tracelet-prefect-publisher", daemon=True)
                 self._thread.start()
@@ -272,10 +285,24 @@ class Publisher:
                 atexit.register(self.drain, EXIT_DRAIN_SECONDS)
             self._changed.notify_all()
 
-    def drain(self, timeout: float | None = 30.0) -> bool:
-        """Wait until every artifact submitted so far is created (or failed); False on timeout."""
+    def drain(self, timeout: float | None = 30.0, flow_run_id: str | None = None) -> bool:
+        """Wait until every artifact submitted so far (of one flow run) is created (or failed);
+        False on timeout."""
+        def done() -> bool:
+            waiting = [*self._pending, *self._busy]
+            return not any(flow_run_id is None or item.run.flow_run_id == flow_run_id for item in waiting)
+
         with self._changed:
-            return self._changed.wait_for(lambda: not self._pending and not self._busy, timeout)
+            return self._changed.wait_for(done, timeout)
+
+    def finish_run(self, flow_run_id: str, timeout: float | None) -> bool | None:
+        """At the end of a flow run: ``None`` if it published nothing here since the last
+        call, else whether its artifacts were all created within ``timeout``."""
+        with self._changed:
+            if flow_run_id not in self._runs:
+                return None
+            self._runs.discard(flow_run_id)
+        return self.drain(timeout, flow_run_id)
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -284,12 +311,12 @@ class Publisher:
                 with self._changed:
                     self._changed.wait_for(lambda: bool(self._pending))
                     batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
-                    self._busy = len(batch)
+                    self._busy = batch
                 try:
                     loop.run_until_complete(self._send(batch))
                 finally:
                     with self._changed:
-                        self._busy = 0
+                        self._busy = []
                         self._changed.notify_all()
         finally:  # pragma: no cover - a daemon thread ends with the process
             loop.close()
@@ -334,13 +361,31 @@ def drain(timeout: float | None = 30.0) -> bool:
     return True if found is None else found.drain(timeout)
 
 
+def finish_run(flow_run_id: str, timeout: float | None) -> bool | None:
+    """Wait for the flow run's markdown artifacts in this process (``Publisher.finish_run``)."""
+    found = _publishers.get(os.getpid())
+    return None if found is None else found.finish_run(flow_run_id, timeout)
+
+
 def publish(outcome: Outcome, run: TaskRun, *, outside_run: bool = False) -> None:
     """Hand ``outcome`` to Prefect: events now (Prefect's events worker sends them), the
     markdown artifact to the background publisher. ``outside_run``: called after the task run
-    (a transaction commit), so the run's resources are named explicitly."""
+    (a transaction commit), so the run's resources are named explicitly. An outcome whose
+    deliveries are queued is published by the background worker once they are done (part of
+    the flow run, flushed before it ends), with their results."""
     if not (run.in_prefect and outcome.changed):
         return
-    _report_deliveries(outcome, run)
+    if outcome.delivered is not None:
+        background.submit(run.flow_run_id or str(run.task_run_id),
+                          functools.partial(_publish_now, outcome, run, outside_run))
+        return
+    _publish_now(outcome, run, outside_run)
+
+
+def _publish_now(outcome: Outcome, run: TaskRun, outside_run: bool) -> None:
+    queued = outcome.queued
+    outcome = outcome.settled()
+    _report_deliveries(outcome, run, queued)
     publisher().submit(_Markdown(outcome, run, SettingsContext.get()))
     try:
         _emit_events(outcome, run, outside_run)

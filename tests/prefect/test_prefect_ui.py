@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
+from backend_support import FolderBackend
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import Artifact
 from prefect.events import Event
 from prefect.settings import PREFECT_UI_URL
 
-from tracelet_core import ArtifactStore, LoggedArtifact
+from tracelet_core import ArtifactStore, LoggedArtifact, register_backend
+from tracelet_core._trackers import unregister_backend
 from tracelet_prefect import log_artifact, tracelet_task
 from tracelet_prefect._ui import artifact_key
 
@@ -137,3 +145,111 @@ def test_publishing_failures_never_fail_a_committed_version(store: ArtifactStore
     assert store.get(data.ref).load() == list(range(7))
     assert (f"{data.ref} is committed, but publishing its markdown artifact to Prefect failed: "
             "ConnectionError: injected") in caplog.text
+
+
+def flow_run_artifacts(flow_run_id: str) -> list[Artifact]:
+    """The markdown artifacts of one flow run, read once through Prefect's client (no drain,
+    no polling: what the server lists at this moment)."""
+    async def query() -> list[Artifact]:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+
+    return asyncio.run(query())
+
+
+@tracelet_task("ui/part", "dataset")
+def part(index: int) -> list[int]:
+    return [index, index * index]
+
+
+@tracelet_task("ui/summary", "report")
+def summary(parts: list[list[int]]) -> int:
+    return sum(p[1] for p in parts)
+
+
+@flow
+def sixty(offset: int) -> LoggedArtifact:
+    parts = part.map([offset + i for i in range(60)])
+    return summary(parts)
+
+
+def test_every_markdown_artifact_and_event_is_published_when_the_flow_returns(store: ArtifactStore,
+                                                                              event_log: Any) -> None:
+    total = sixty(1000)
+    run_id = str(total.producer.run_id)  # type: ignore[union-attr]
+
+    published = flow_run_artifacts(run_id)  # right after the flow returned: no wait
+    assert len(total.inputs) == 60
+    expected = sorted(f"tracelet {ref}" for ref in [*total.inputs, total.ref])
+    assert sorted(a.description or "" for a in published) == expected
+    # the events were sent before the run ended; the server stores them on its own schedule
+    logged = event_log.wait(lambda e: e.event == "tracelet.artifact.logged"
+                            and any(r.id == f"prefect.flow-run.{run_id}" for r in e.related), count=61)
+    assert {e.resource["tracelet.ref"] for e in logged} == {*total.inputs, total.ref}
+
+
+@pytest.fixture
+def gated_tracker(tmp_path: Path) -> Iterator[tuple[Path, threading.Event]]:
+    """A folder tracker registered as ``folder`` whose deliveries wait until the event is set."""
+    root, gate = tmp_path / "tracker", threading.Event()
+    register_backend("folder", lambda root=str(root): FolderBackend(root, block=gate))
+    yield root, gate
+    gate.set()
+    unregister_backend("folder")
+
+
+def test_a_task_returns_once_committed_and_its_flow_run_ends_once_delivered(
+        store: ArtifactStore, gated_tracker: tuple[Path, threading.Event]) -> None:
+    root, gate = gated_tracker
+
+    @tracelet_task("ui/gated", "model", backends=["folder"])
+    def train() -> dict[str, int]:
+        return {"w": 1}
+
+    seen: dict[str, Any] = {}
+
+    @flow
+    def pipeline() -> LoggedArtifact:
+        model = train()  # returned while its delivery waits for the gate
+        seen["while the tracker is busy"] = [d.status for d in store.delivery.deliveries(version_id=model._record.id)]
+        seen["held by the tracker"] = (root / "ui/gated" / model.version).exists()
+        gate.set()
+        return model
+
+    model = pipeline()
+    assert seen == {"while the tracker is busy": ["pending"], "held by the tracker": False}
+    # the flow run ended after the delivery: the outbox row is done, the tracker holds it ...
+    assert [d.status for d in store.delivery.deliveries(version_id=model._record.id)] == ["delivered"]
+    assert (root / "ui/gated" / model.version / "tags.json").is_file()
+    # ... and the markdown, published once it was delivered, says so
+    [markdown] = [a for a in flow_run_artifacts(str(model.producer.run_id))  # type: ignore[union-attr]
+                  if a.key == "ui-gated"]
+    assert "| backends | local ok, folder ok |" in str(markdown.data)
+
+
+def test_a_tracker_that_cannot_start_in_the_background_leaves_its_delivery_to_sync(
+        store: ArtifactStore, tmp_path: Path) -> None:
+    class Unstartable(FolderBackend):
+        def start(self, experiment_name: str, run_id: str) -> None:
+            raise ConnectionError("injected: the tracker refuses new runs")
+
+    root = tmp_path / "tracker"
+    register_backend("folder", lambda root=str(root): Unstartable(root))
+    try:
+        @tracelet_task("ui/unstarted", "model", backends=["folder"])
+        def train() -> dict[str, int]:
+            return {"w": 2}
+
+        @flow
+        def pipeline() -> LoggedArtifact:
+            return train()
+
+        model = pipeline()
+        [row] = store.delivery.deliveries(version_id=model._record.id)
+        assert row.status == "failed" and "the tracker refuses new runs" in (row.last_error or "")
+        register_backend("folder", lambda root=str(root): FolderBackend(root), clobber=True)
+        assert [r.ok for r in store.sync()] == [True]
+        assert (root / "ui/unstarted" / model.version / "tags.json").is_file()
+    finally:
+        unregister_backend("folder")

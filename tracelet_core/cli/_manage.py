@@ -48,20 +48,49 @@ def alias(
         return
     if remove:
         name, _selector = parse_ref(ref)
+        earlier = _alias_event_ids(store, name)
         with hinted(store, f"{name}:{alias_name}"):
             store.remove_alias(name, alias_name, reason=reason)
         result: dict[str, Any] = {"name": name, "alias": alias_name, "removed": True}
         message = f"removed alias {alias_name!r} from {name}"
     else:
         with hinted(store, ref):
+            name = parse_ref(ref)[0]
+            earlier = _alias_event_ids(store, name)
             artifact = store.set_alias(ref, alias_name, reason=reason)
         result = {"name": artifact.name, "alias": alias_name, "ref": artifact.ref,
                   "aliases": artifact.aliases}
         message = f"{artifact.name}:{alias_name} -> {artifact.ref}"
+    trackers = _trackers_told(store, name, earlier)
+    if trackers:
+        result["trackers"] = trackers
+        told = ", ".join(f"{backend} {outcome}" for backend, outcome in trackers.items())
+        retry = "; `tracelet sync` retries the rest" if any(o != "updated" for o in trackers.values()) else ""
+        message += f"\ntrackers: {told}{retry}"
     if as_json:
         print_json(result)
     else:
         typer.echo(message)
+
+
+_EVENT_STATUSES = ("pending", "failed", "delivered")
+
+
+def _alias_event_ids(store: ArtifactStore, name: str) -> set[int]:
+    return {event.id for event in store.catalog.alias_events(statuses=_EVENT_STATUSES, name=name)}
+
+
+def _trackers_told(store: ArtifactStore, name: str, earlier: set[int]) -> dict[str, str]:
+    """backend -> what became of the alias events this command queued for it: ``updated``,
+    ``failed: <error>`` or ``pending`` (its version is not delivered there yet)."""
+    told: dict[str, str] = {}
+    for event in store.catalog.alias_events(statuses=_EVENT_STATUSES, name=name):
+        if event.id in earlier:
+            continue
+        outcome = {"delivered": "updated", "pending": "pending"}.get(event.status, f"failed: {event.last_error}")
+        if told.get(event.backend, "updated") == "updated":  # the worst outcome per tracker
+            told[event.backend] = outcome
+    return told
 
 
 #: ``tracelet alias history NAME``: the word in REF's place (an artifact named ``history`` is
