@@ -9,10 +9,11 @@ every markdown artifact, and Prefect's events worker has sent every event.
 
 Prefect 3 has no hook there: the flow function returns, the engine turns its value into the
 final state and proposes it, and only then runs ``on_completion``/``on_failure`` hooks (too
-late: whoever waits on the run sees it ended). So :func:`install` wraps the engines'
-``set_state`` (sync and async) once per process: when the state proposed is final and the
-flow run has work queued, the work is flushed first. A flow run without tracelet tasks pays
-one dictionary look-up.
+late: whoever waits on the run sees it ended). So while a flow run has tracelet work (from its
+first tracelet task until its final state), the engines' ``set_state`` (sync and async) is
+wrapped: when the state proposed is final, the run's work is flushed first. The wrapper is put
+in place by :func:`defers` for the first such flow run and taken out again when the last one
+ends, so a process with no flow run using tracelet runs Prefect unpatched.
 
 Tasks that run in another process than their flow run's engine (``ProcessPoolTaskRunner``,
 Dask workers) or outside any flow run cannot be reached by that flush: they deliver and
@@ -52,13 +53,43 @@ logger = get_logger("tracelet.prefect")
 
 def defers(run: TaskRun) -> str | None:
     """The scope (flow run id) to queue this task run's work on, or ``None`` where no flow run
-    engine in this process will flush it (no flow run, or the task runs in another process)."""
+    engine in this process will flush it (no flow run, or the task runs in another process).
+    A scope is held until its flow run's final state (the engines flush it then)."""
     if run.flow_run_id is None:
         return None
     context = FlowRunContext.get()
     if context is None or context.detached or context.flow_run is None:
         return None
-    return run.flow_run_id if str(context.flow_run.id) == run.flow_run_id else None
+    if str(context.flow_run.id) != run.flow_run_id:
+        return None
+    _hold(run.flow_run_id)
+    return run.flow_run_id
+
+
+#: Flow runs in this process with tracelet work to flush at their end; the engines' ``set_state``
+#: is wrapped exactly while this is not empty.
+_held: set[str] = set()
+_held_lock = threading.Lock()
+
+
+def _hold(flow_run_id: str) -> None:
+    with _held_lock:
+        if not _held:
+            _install()
+        _held.add(flow_run_id)
+
+
+def _let_go(flow_run_id: str) -> None:
+    with _held_lock:
+        if flow_run_id in _held:
+            _held.discard(flow_run_id)
+            if not _held:
+                _uninstall()
+
+
+def wrapped() -> bool:
+    """Whether the engines' ``set_state`` is wrapped now (some flow run holds tracelet work)."""
+    return bool(getattr(FlowRunEngine.set_state, _INSTALLED, False))
 
 
 def _stall_bound() -> float | None:
@@ -110,8 +141,9 @@ def _flushing_sync(set_state: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(set_state)
     def flushing(self: Any, state: Any, *args: Any, **kwargs: Any) -> Any:
         flow_run_id = _final_flow_run(self, state)
-        if flow_run_id is not None:
+        if flow_run_id is not None and flow_run_id in _held:
             flush_run(flow_run_id)
+            _let_go(flow_run_id)
         return set_state(self, state, *args, **kwargs)
 
     setattr(flushing, _INSTALLED, True)
@@ -122,18 +154,32 @@ def _flushing_async(set_state: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(set_state)
     async def flushing(self: Any, state: Any, *args: Any, **kwargs: Any) -> Any:
         flow_run_id = _final_flow_run(self, state)
-        if flow_run_id is not None:
+        if flow_run_id is not None and flow_run_id in _held:
             await asyncio.to_thread(flush_run, flow_run_id)
+            _let_go(flow_run_id)
         return await set_state(self, state, *args, **kwargs)
 
     setattr(flushing, _INSTALLED, True)
     return flushing
 
 
-def install() -> None:
-    """Make both flow run engines flush a run's queued tracelet work before its final state
-    (once per process; idempotent)."""
-    for engine, wrap in ((FlowRunEngine, _flushing_sync), (AsyncFlowRunEngine, _flushing_async)):
+_ENGINES: tuple[tuple[Any, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
+    (FlowRunEngine, _flushing_sync), (AsyncFlowRunEngine, _flushing_async))
+#: The engines' own ``set_state``, while wrapped.
+_originals: dict[Any, Callable[..., Any]] = {}
+
+
+def _install() -> None:
+    """Wrap both flow run engines' ``set_state`` (called with ``_held_lock`` held)."""
+    for engine, wrap in _ENGINES:
         current = engine.set_state
         if not getattr(current, _INSTALLED, False):
-            engine.set_state = wrap(current)  # type: ignore[method-assign]
+            _originals[engine] = current
+            engine.set_state = wrap(current)
+
+
+def _uninstall() -> None:
+    """Put the engines' own ``set_state`` back (called with ``_held_lock`` held)."""
+    for engine, original in list(_originals.items()):
+        engine.set_state = original
+        del _originals[engine]

@@ -44,7 +44,7 @@ from tracelet_core import (
 from tracelet_core._artifact import coerce_type
 
 from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
-from ._flow_end import PUBLISH_FLUSH_SECONDS, defers, install
+from ._flow_end import PUBLISH_FLUSH_SECONDS, defers
 from ._runs import TaskRun
 from ._stores import StoreSpec
 from ._transactions import enclosing_transaction, release
@@ -54,8 +54,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 StoreLike = ArtifactStore | str | os.PathLike[str] | None
 _AsyncLogged = Coroutine[Any, Any, LoggedArtifact]
-install()  # flow runs flush what tracelet tasks queued before their final state (``_flow_end``)
-
 #: Values never worth confirming as a loaded object: Prefect cannot track them either.
 _UNTRACKABLE = (bool, type(None), type(Ellipsis), type(NotImplemented))
 

@@ -20,6 +20,7 @@ from prefect.settings import PREFECT_UI_URL
 
 from tracelet_core import ArtifactStore, LoggedArtifact, register_backend
 from tracelet_core._trackers import unregister_backend
+from tracelet_prefect import _flow_end as flow_end
 from tracelet_prefect import log_artifact, tracelet_task
 from tracelet_prefect._ui import artifact_key
 
@@ -180,6 +181,7 @@ def test_every_markdown_artifact_and_event_is_published_when_the_flow_returns(st
     run_id = str(total.producer.run_id)  # type: ignore[union-attr]
 
     published = flow_run_artifacts(run_id)  # right after the flow returned: no wait
+    assert not flow_end.wrapped()  # Prefect's engine is wrapped only while a flow run has tracelet work
     assert len(total.inputs) == 60
     expected = sorted(f"tracelet {ref}" for ref in [*total.inputs, total.ref])
     assert sorted(a.description or "" for a in published) == expected
