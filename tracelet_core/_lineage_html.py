@@ -146,6 +146,8 @@ def _version_node(graph: LineageGraph, box: Placed) -> str:
     bottom = f"by {run_title(producer)}" if producer else digest
     inner = box.width - 22
     root = " root" if box.node_id == graph.root else ""
+    root += "".join(f" {state}" for state in ("deleted", "quarantined") if attrs.get(state))
+    details += [state for state in ("deleted", "quarantined") if attrs.get(state)]
     lines = [
         f'<g class="node version{root}" data-id="{escape(box.node_id)}" data-kind="version">',
         f"<title>{escape(chr(10).join(details))}</title>",
@@ -201,6 +203,10 @@ text {{ font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-s
 .edge {{ fill: none; stroke: #94a3b8; stroke-width: 1.4; }}
 .edge.produced {{ stroke: {RUN_COLOUR}; }}
 .dim {{ opacity: 0.15; }}
+.deleted .ref {{ text-decoration: line-through; fill: #64748b; }}
+.deleted .card {{ stroke-dasharray: 4 3; }}
+.quarantined .card {{ fill: #fef2f2; stroke: #dc2626; stroke-width: 2; }}
+.quarantined .ref {{ fill: #b91c1c; }}
 """
 
 

@@ -125,6 +125,13 @@ class Backend(ABC):
         """Take ``alias`` off the tracker's copy of ``artifact`` (the version that held it;
         optional, idempotent, called through the outbox like ``set_alias``)."""
 
+    def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
+        """Tag the tracker's copy of ``artifact`` ``tracelet.status=<status>`` (``deleted``,
+        ``quarantined``, or ``active`` once released); called through the status-event outbox
+        for every backend that holds the version. Idempotent; raise or return ``ok=False`` on
+        failure (``sync`` retries it). The default does nothing and reports success."""
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)
+
 
 BackendFactory = Callable[..., Backend]
 _backends: Registry[BackendFactory] = Registry("backend", ENTRY_POINT_GROUP, BUILTIN_BACKENDS, hints=INSTALL_HINTS)

@@ -24,7 +24,7 @@ from .._errors import ArtifactNotFoundError, ProtectedVersionError
 from .._model import RunInfo
 from .._names import format_version
 from .engine import Database, Query
-from .outbox import enqueue_alias_events
+from .outbox import enqueue_alias_events, enqueue_status_events
 from .reads import LIVE, VERSION_ROWS, alias_targets, artifact_id, hydrate, labels, version_row
 from .records import AliasJournal, VersionRecord, run_from_row
 from .schema import (
@@ -146,6 +146,7 @@ class LifecyclePath:
                 enqueue_alias_events(conn, row.artifact_id, alias, None, row.id)
             now = time.time()
             _mark_deleted(conn, [row.id], now, reason)
+            enqueue_status_events(conn, [row.id], "deleted")
             if removed and journal is not None:
                 journal(alias_targets(db, cur, row.artifact_id), before)
             tombstones(name, [_tombstone(row, now, reason)])
@@ -167,6 +168,7 @@ class LifecyclePath:
             plan = self._plan(conn, rule, now)
             if not dry_run and plan.ids:
                 _mark_deleted(conn, plan.ids, now, reason)
+                enqueue_status_events(conn, plan.ids, "deleted")
                 by_name: dict[str, list[dict[str, Any]]] = {}
                 for row in conn.execute(VERSION_ROWS.where(versions.c.id.in_(plan.ids))
                                         .order_by(artifacts.c.name, versions.c.version)):
