@@ -227,3 +227,9 @@ def failure(backend: str, exc: BaseException, version: str | None = None) -> Art
     label = "BackendError" if isinstance(exc, BackendError) else type(exc).__name__
     return ArtifactResult(backend=backend, ok=False, version=version, error=f"{label}: {exc}",
                           error_type=type(exc).__name__)
+
+
+def status_tag(ref: str, status: str) -> str:
+    """The tag a tracker whose tags are plain strings (ClearML, Aim) puts on the task or run
+    holding ``ref``: ``tracelet.status=<status>:<ref>`` (one per version: it may hold several)."""
+    return f"tracelet.status={status}:{ref}"
