@@ -91,11 +91,6 @@ _RUNS_OF_HISTORY = Query(select(runs).where(runs.c.id.in_(
 _POLICIES = Query(select(retention_policies).order_by(retention_policies.c.pattern))
 
 
-def _by_name_newest_first(ref: str) -> tuple[str, int]:
-    name, _, version = ref.rpartition(":")
-    return name, -int(version[1:])
-
-
 def _tuples(db: Database, conn: Connection, query: Query) -> Any:
     """The rows of a parameterless ``query`` as plain tuples, streamed from a DBAPI cursor (no
     row objects: a prune scans every live version)."""
@@ -207,6 +202,8 @@ class LifecyclePath:
         db = self._db
         plan = PrunePlan()
         protected: dict[int, str] | None = None
+        deleted: list[tuple[str, int, int]] = []  # (name, -number, id): sorted at the end
+        kept: list[tuple[str, int, str]] = []  # (name, -number, reason)
         position, current, rules = 0, None, None
         for version_id, number, created_at, name in _tuples(db, conn, _LIVE_VERSIONS):
             if name != current:
@@ -216,24 +213,24 @@ class LifecyclePath:
             if rules is None:
                 continue
             keep_last, older_than = rules
-            beyond = keep_last is None or position >= keep_last
-            old = older_than is None or created_at < now - older_than
-            if not (beyond and old):
+            if (keep_last is not None and position < keep_last) or (
+                    older_than is not None and created_at >= now - older_than):
                 continue
-            ref = f"{name}:{format_version(number)}"
             if position == 0:
-                plan.kept[ref] = f"the latest version of {name}"
+                kept.append((name, -number, f"the latest version of {name}"))
                 continue
             if protected is None:
                 protected = protected_versions(db, conn)
             if version_id in protected:
-                plan.kept[ref] = protected[version_id]
+                kept.append((name, -number, protected[version_id]))
                 continue
-            plan.deleted.append(ref)
-            plan.ids.append(version_id)
+            deleted.append((name, -number, version_id))
+        deleted.sort()
+        kept.sort()
+        plan.deleted = [f"{name}:{format_version(-negative)}" for name, negative, _ in deleted]
+        plan.ids = [version_id for _, _, version_id in deleted]
+        plan.kept = {f"{name}:{format_version(-negative)}": why for name, negative, why in kept}
         plan.bytes_freed = self._bytes_freed(conn, plan.ids)
-        plan.deleted.sort(key=_by_name_newest_first)
-        plan.kept = dict(sorted(plan.kept.items(), key=lambda item: _by_name_newest_first(item[0])))
         return plan
 
     def _bytes_freed(self, conn: Connection, version_ids: Sequence[int]) -> int:
