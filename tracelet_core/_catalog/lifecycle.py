@@ -101,18 +101,26 @@ def _tuples(db: Database, conn: Connection, query: Query) -> Any:
 
 
 def protected_versions(db: Database, conn: Connection) -> dict[int, str]:
-    """Each protected version id and why (its alias, or the aliased version it is upstream of)."""
-    rows = db.run(db.cursor(conn), _PROTECTION)
-    roots = {r.root for r in rows}
-    labels = {r.id: f"{r.name}:{format_version(r.version)}" for r in conn.execute(
-        select(versions.c.id, versions.c.version, artifacts.c.name)
-        .join(artifacts, artifacts.c.id == versions.c.artifact_id).where(versions.c.id.in_(roots)))} if roots else {}
-    reasons: dict[int, str] = {}
-    for r in sorted(rows, key=lambda r: (r.id != r.root, r.alias, r.root)):  # its own alias first
-        if r.id == r.root:
-            reasons.setdefault(r.id, f"alias {r.alias!r} points at it")
-        else:
-            reasons.setdefault(r.id, f"upstream of {labels[r.root]} (alias {r.alias!r})")
+    """Each protected version id and why: its own alias (the first by name), else the first
+    (by alias, then id) aliased version it is upstream of."""
+    own: dict[int, str] = {}
+    upstream: dict[int, tuple[str, int]] = {}
+    for version_id, root, alias in _tuples(db, conn, _PROTECTION):
+        if version_id == root:
+            if version_id not in own or alias < own[version_id]:
+                own[version_id] = alias
+        elif version_id not in upstream or (alias, root) < upstream[version_id]:
+            upstream[version_id] = (alias, root)
+    roots = sorted({root for version_id, (_, root) in upstream.items() if version_id not in own})
+    labels: dict[int, str] = {}
+    for start in range(0, len(roots), 500):
+        chunk = roots[start:start + 500]
+        labels.update((r.id, f"{r.name}:{format_version(r.version)}") for r in conn.execute(
+            select(versions.c.id, versions.c.version, artifacts.c.name)
+            .join(artifacts, artifacts.c.id == versions.c.artifact_id).where(versions.c.id.in_(chunk))))
+    reasons = {version_id: f"alias {alias!r} points at it" for version_id, alias in own.items()}
+    for version_id, (alias, root) in upstream.items():
+        reasons.setdefault(version_id, f"upstream of {labels[root]} (alias {alias!r})")
     return reasons
 
 
