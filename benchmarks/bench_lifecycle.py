@@ -110,9 +110,9 @@ def cases(quick: bool) -> list[Case]:
 
     return [
         Case(key="lifecycle_impact", title=f"impact(ref) of a first-layer version, {scale}", unit="ms",
-             target="< 50 ms", setup=db.open,
+             target="< 50 ms", setup=db.open, repeats=None if quick else 5,
              contenders=[Contender("tracelet", impact, tracelet=True)]),
         Case(key="lifecycle_prune_dry_run", title=f"prune(keep_last=3) dry run over every name, {scale}",
-             unit="s", target="< 2 s", setup=db.open, teardown=db.close,
+             unit="s", target="< 2 s", setup=db.open, teardown=db.close, repeats=None if quick else 5,
              contenders=[Contender("tracelet", prune, tracelet=True)]),
     ]
