@@ -133,3 +133,17 @@ def test_chromium_draws_every_node(graph: LineageGraph, tmp_path: Path) -> None:
     background = max(colours)[1]
     inked = sum(n for n, colour in colours if colour != background)
     assert len(colours) > 50 and inked > 0.05 * 280 * 180  # cards, pills, curves and text, not a blank page
+
+
+def test_deleted_and_quarantined_versions_are_marked() -> None:
+    graph = LineageGraph(root="model:v2", direction="upstream")
+    graph.add_node("raw:v1", kind="artifact", name="raw", version="v1", type="dataset", digest="d1", aliases=[],
+                   deleted=True)
+    graph.add_node("model:v2", kind="artifact", name="model", version="v2", type="model", digest="d2", aliases=[],
+                   quarantined=True)
+    graph.add_edge("raw:v1", "model:v2", "input")
+    svg = render_svg(graph)
+    ET.fromstring(svg)  # still well-formed
+    assert '<g class="node version deleted" data-id="raw:v1"' in svg
+    assert '<g class="node version root quarantined" data-id="model:v2"' in svg
+    assert ".deleted .ref { text-decoration: line-through;" in svg and ".quarantined .card { fill: #fef2f2;" in svg
