@@ -229,3 +229,25 @@ def test_cli_quarantine_impact_release(store_dir: Path) -> None:
     released = runner.invoke(app, [*base, "release", "features:v1", "--json"])
     assert json.loads(released.stdout) == {"released": ["features:v1", "model:v1", "report:v1"]}
     assert "(quarantined)" not in runner.invoke(app, [*base, "ls"]).stdout
+
+
+def test_a_quarantine_whose_commit_fails_leaves_no_mark(store: ArtifactStore) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    pipeline(store)
+    store.quarantine("model:v1", "kept in the file", downstream=False)
+
+    def fail(_conn: object) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionError("the connection dropped at commit"))
+
+    event.listen(store.catalog.engine, "commit", fail)
+    try:
+        with pytest.raises(TraceletError):
+            store.quarantine("raw:v1", "never committed")
+    finally:
+        event.remove(store.catalog.engine, "commit", fail)
+    assert store.get("raw:v1").quarantine is None and store.get("features:v1").quarantine is None
+    assert store.blobs.read_quarantine_marks("raw") == [] and store.blobs.read_quarantine_marks("features") == []
+    assert [(m["version"], m["reason"]) for m in store.blobs.read_quarantine_marks("model")] == [
+        (1, "kept in the file")]

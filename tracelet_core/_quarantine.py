@@ -12,11 +12,13 @@ name's manifests (``@quarantine.json``) so ``reindex`` keeps them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
-from ._errors import InvalidArtifactError, QuarantinedError
+from ._errors import InvalidArtifactError, QuarantinedError, TraceletError
 from ._model import RunInfo
 from ._names import parse_ref
 
@@ -67,6 +69,26 @@ def refuse_quarantined(artifact: LoggedArtifact, allow_quarantined: bool) -> Non
             "allow_quarantined=True to read it anyway, or release it", artifact.ref, mark["reason"], mark["source"])
 
 
+@contextmanager
+def _marks_kept(store: ArtifactStore) -> Iterator[Callable[[str, list[dict[str, Any]]], None]]:
+    """The mark-file writer to hand the catalog: it writes inside the transaction, just before
+    the commit; if the transaction then fails, each file it touched is rewritten from what did
+    commit (best effort: the original error is what the caller sees)."""
+    written: list[str] = []
+
+    def write(name: str, marks: list[dict[str, Any]]) -> None:
+        written.append(name)
+        store.blobs.write_quarantine_marks(name, marks)
+
+    try:
+        yield write
+    except BaseException:
+        for name in dict.fromkeys(written):
+            with suppress(TraceletError):
+                store.blobs.write_quarantine_marks(name, store.catalog.marks_of(name))
+        raise
+
+
 def _store(mixin: Quarantine) -> ArtifactStore:
     return cast("ArtifactStore", mixin)
 
@@ -88,8 +110,8 @@ class Quarantine:
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidArtifactError("quarantine needs a reason (a non-empty string)")
         store = _store(self)
-        label, rows = store.catalog.quarantine(*parse_ref(ref), reason, downstream=bool(downstream),
-                                               marks=store.blobs.write_quarantine_marks)
+        with _marks_kept(store) as marks:
+            label, rows = store.catalog.quarantine(*parse_ref(ref), reason, downstream=bool(downstream), marks=marks)
         store.delivery.after_status_change()
         return _report(label, rows)
 
@@ -97,7 +119,8 @@ class Quarantine:
         """Lift the quarantine of ``ref`` and the marks its quarantine put on what was built
         from it; the refs no longer quarantined."""
         store = _store(self)
-        _label, lifted = store.catalog.release(*parse_ref(ref), marks=store.blobs.write_quarantine_marks)
+        with _marks_kept(store) as marks:
+            _label, lifted = store.catalog.release(*parse_ref(ref), marks=marks)
         store.delivery.after_status_change()
         return lifted
 

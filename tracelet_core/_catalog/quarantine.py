@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from .._model import RunInfo
 from .._names import format_version
-from .engine import Database
+from .engine import Database, Query
 from .lifecycle import _lock_all_artifacts
 from .outbox import enqueue_status_events
 from .reads import LIVE, version_row
@@ -106,26 +106,44 @@ def impact_rows(conn: Connection, start: int) -> ImpactRows:
     return found
 
 
+def _marks_select() -> Any:
+    """Quarantine marks with their version's name, number and digest and their source's ref."""
+    source = versions.alias("source")
+    source_name = artifacts.alias("source_name")
+    return (select(artifacts.c.name, versions.c.version, versions.c.digest,
+                   source_name.c.name.label("source_artifact"), source.c.version.label("source_number"),
+                   quarantines.c.reason, quarantines.c.at)
+            .select_from(quarantines.join(versions, versions.c.id == quarantines.c.version_id)
+                         .join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                         .join(source, source.c.id == quarantines.c.source_version_id)
+                         .join(source_name, source_name.c.id == source.c.artifact_id))
+            .order_by(artifacts.c.name, versions.c.version, quarantines.c.at))
+
+
+_MARKS = _marks_select()
+_MARKS_OF = Query(_MARKS.where(artifacts.c.name == bindparam("name")))
+
+
+def _mark(r: Any) -> dict[str, Any]:
+    return {"version": int(r.version), "digest": r.digest, "reason": r.reason, "at": float(r.at),
+            "source": f"{r.source_artifact}:{format_version(int(r.source_number))}"}
+
+
+def _marks_by_name(conn: Connection, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every quarantine mark of each of ``names`` (``[]`` for a name with none)."""
+    by_name: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in conn.execute(_MARKS.where(artifacts.c.name.in_(list(names)))):
+        by_name[r.name].append(_mark(r))
+    return by_name
+
+
 def _write_marks(conn: Connection, version_ids: Sequence[int], hook: MarkHook) -> None:
     """Hand ``hook`` the whole mark list of each name owning one of ``version_ids``."""
     if not version_ids:
         return
     names = sorted({r.name for r in conn.execute(select(artifacts.c.name).join(
         versions, versions.c.artifact_id == artifacts.c.id).where(versions.c.id.in_(list(version_ids))))})
-    source = versions.alias("source")
-    source_name = artifacts.alias("source_name")
-    rows = conn.execute(select(artifacts.c.name, versions.c.version, versions.c.digest, source_name.c.name.label(
-        "source_artifact"), source.c.version.label("source_number"), quarantines.c.reason, quarantines.c.at)
-        .select_from(quarantines.join(versions, versions.c.id == quarantines.c.version_id)
-                     .join(artifacts, artifacts.c.id == versions.c.artifact_id)
-                     .join(source, source.c.id == quarantines.c.source_version_id)
-                     .join(source_name, source_name.c.id == source.c.artifact_id))
-        .where(artifacts.c.name.in_(names)).order_by(artifacts.c.name, versions.c.version, quarantines.c.at))
-    by_name: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    for r in rows:
-        by_name[r.name].append({"version": int(r.version), "digest": r.digest, "reason": r.reason, "at": float(r.at),
-                                "source": f"{r.source_artifact}:{format_version(int(r.source_number))}"})
-    for name, marks in by_name.items():
+    for name, marks in _marks_by_name(conn, names).items():
         hook(name, marks)
 
 
@@ -188,6 +206,11 @@ class QuarantinePath:
             _write_marks(conn, touched, marks)
             return f"{name}:{format_version(int(row.version))}", refs
         return db.write(body)
+
+    def marks_of(self, name: str) -> list[dict[str, Any]]:
+        """The committed quarantine marks of ``name``, as its mark file holds them."""
+        db = self._db
+        return db.read(lambda cur: [_mark(r) for r in db.run(cur, _MARKS_OF, {"name": name})])
 
     def quarantine_of(self, version_id: int) -> dict[str, Any] | None:
         """The first quarantine mark of a version: ``{reason, at (epoch s), source (ref)}``."""
