@@ -58,6 +58,7 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "GcReport",
+    "ImpactReport",
     "IntegrityError",
     "InvalidArtifactError",
     "LineageEdge",
@@ -66,6 +67,7 @@ __all__ = [
     "PermanentBackendError",
     "ProtectedVersionError",
     "PruneReport",
+    "QuarantinedError",
     "RunInfo",
     "Serializer",
     "StorageError",
@@ -82,6 +84,4 @@ __all__ = [
     "register_serializer",
     "resolve_backend",
     "route",
-    "QuarantinedError",
-    "ImpactReport",
 ]
