@@ -386,3 +386,25 @@ def test_every_alias_change_is_recorded(any_store: ArtifactStore, make_file: Mak
     with pytest.raises(InvalidArtifactError):
         any_store.set_alias("model:v1", "prod", reason=1)  # type: ignore[arg-type]
     assert [c.alias for c in any_store.alias_history("model")][-1] == "prod"  # the refused move left no trace
+
+
+def test_reindex_names_an_alias_whose_move_never_committed(store_dir: Path, make_file: MakeFile,
+                                                           tmp_path: Path) -> None:
+    """A journal one move ahead (the writer died before its commit): reindex keeps the previous
+    target and says so; the CLI prints it and exits 1."""
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'lost.db'}") as store:
+        v1 = log_text(store, "data", "1", make_file)
+        log_text(store, "data", "2", make_file)
+        store.set_alias(v1.ref, "prod")
+        store.blobs.write_alias_journal("data", {"format": 2, "aliases": {
+            "prod": [{"version": 3, "digest": "blake3:" + "0" * 64}, {"version": 1, "digest": v1.digest}]}})
+    with ArtifactStore.open(store_dir, catalog_url=f"sqlite:///{tmp_path / 'fresh.db'}") as fresh:
+        report = fresh.reindex()
+        assert report == ["data:v1", "data:v2"] and report.skipped == []
+        assert report.unsettled_aliases == {"data:prod": "data:v1"} and not report.clean
+        assert fresh.get("data:prod").ref == "data:v1"
+    result = CliRunner().invoke(app, ["--store", str(store_dir), "--catalog", f"sqlite:///{tmp_path / 'cli.db'}",
+                                      "reindex"])
+    assert result.exit_code == 1
+    assert "unsettled alias data:prod: its last move never committed; kept data:v1" in result.stdout
+    assert "1 unsettled alias" in result.output

@@ -193,8 +193,8 @@ def test_a_25_asset_dagster_graph_opens_whole_and_readable_at_1400x900(tmp_path:
     assert re.search(rf'<span id="zoom-label">{zoom}%</span>', dom)  # the label tells the truth
 
     shot = tmp_path / "dagster.png"
-    chromium("--window-size=1400,900", "--hide-scrollbars", f"--screenshot={shot}", (tmp_path / "lineage.html").as_uri(),
-             profile=tmp_path / "profile")
+    page = (tmp_path / "lineage.html").as_uri()
+    chromium("--window-size=1400,900", "--hide-scrollbars", f"--screenshot={shot}", page, profile=tmp_path / "profile")
     with Image.open(shot) as image:
         pixels = image.convert("RGB")
         width, height = pixels.size

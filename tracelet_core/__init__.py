@@ -18,6 +18,7 @@ from ._errors import (
     InvalidArtifactError,
     PermanentBackendError,
     ProtectedVersionError,
+    QuarantinedError,
     StorageError,
     TraceletError,
     TransientBackendError,
@@ -29,6 +30,7 @@ from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
 from ._maintenance import GcReport
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
+from ._quarantine import ImpactReport
 from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
 from ._store import ArtifactStore
@@ -56,6 +58,7 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "GcReport",
+    "ImpactReport",
     "IntegrityError",
     "InvalidArtifactError",
     "LineageEdge",
@@ -64,6 +67,7 @@ __all__ = [
     "PermanentBackendError",
     "ProtectedVersionError",
     "PruneReport",
+    "QuarantinedError",
     "RunInfo",
     "Serializer",
     "StorageError",

@@ -349,6 +349,26 @@ class BlobStore(ABC):
             raise ValueError(f"the tombstone file of {name} is not a tombstone list")
         return list(parsed["deleted"])
 
+    # -- quarantine marks ----------------------------------------------------------------------
+    def write_quarantine_marks(self, name: str, marks: list[dict[str, Any]]) -> None:
+        """Replace ``name``'s quarantine marks (``{"version", "digest", "source", "reason",
+        "at"}`` each) atomically and durably; ``reindex`` reads them back."""
+        data = json.dumps({"format": 1, "quarantined": marks}, sort_keys=True).encode()
+        self._write_small(f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}quarantine.json", data,
+                          f"the quarantine marks of {name}")
+
+    def read_quarantine_marks(self, name: str) -> list[dict[str, Any]]:
+        """``name``'s quarantine marks as ``write_quarantine_marks`` wrote them (none: ``[]``);
+        a corrupt file raises ``ValueError``."""
+        try:
+            data = self._read_small(f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}quarantine.json")
+        except FileNotFoundError:
+            return []
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("quarantined"), list):
+            raise ValueError(f"the quarantine file of {name} is not a list of marks")
+        return list(parsed["quarantined"])
+
 
 # -- helpers both kinds use -------------------------------------------------------------------
 def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: Progress | None,

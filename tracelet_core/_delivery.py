@@ -394,6 +394,44 @@ class Delivery:
                     backend.stop()
         return results
 
+    # -- after a delete, quarantine or release ----------------------------------------------------
+    def after_status_change(self, backends: set[str] | None = None) -> list[ArtifactResult]:
+        """Tell the trackers holding a deleted, quarantined or released version: each copy is
+        tagged ``tracelet.status=<state>`` (``Backend.set_status``), in order. An event waits
+        while its version's own delivery to that tracker is not done; a failure stays in the
+        outbox for ``sync``."""
+        catalog = self.store.catalog
+        events = [e for e in catalog.status_events() if backends is None or e.backend in backends]
+        results: list[ArtifactResult] = []
+        made: dict[tuple[str, str], Backend | ArtifactResult] = {}
+        try:
+            for event in events:
+                artifact = self.store._including_deleted(event.ref)
+                if catalog.delivery_status(artifact._record.id, event.backend) not in ("delivered", "unconfirmed"):
+                    continue
+                key = (event.backend, json.dumps(event.config, sort_keys=True))
+                backend = made.get(key)
+                if backend is None:
+                    backend = made[key] = self._resolve(event.backend, event.config)
+                if isinstance(backend, ArtifactResult):
+                    result = ArtifactResult(**{**backend.to_dict(), "version": event.ref})
+                else:
+                    hook = backend
+
+                    def tag(hook: Backend = hook, artifact: LoggedArtifact = artifact, state: str = event.state) -> Any:
+                        return hook.set_status(artifact, state)
+                    outcome = _call_with_timeout(hook, tag, self.timeout)
+                    result = (failure(hook.name, outcome, version=event.ref) if isinstance(outcome, BaseException)
+                              else outcome if isinstance(outcome, ArtifactResult)
+                              else ArtifactResult(backend=hook.name, ok=True, version=event.ref))
+                catalog.finish_status_event(event.id, ok=result.ok, error=result.error)
+                results.append(result)
+        finally:
+            for backend in made.values():
+                if isinstance(backend, Backend):
+                    backend.stop()
+        return results
+
     # -- retries -------------------------------------------------------------------------------
     def sync(self, backends: Iterable[str] | None = None) -> list[ArtifactResult]:
         """Retry every pending, failed or unconfirmed delivery (optionally only to some
@@ -414,6 +452,7 @@ class Delivery:
         for (name, _config, run_id), rows in groups.items():
             results += self._retry_group(name, run_id, rows, unavailable)
         results += self.after_alias_change(backends=wanted)
+        results += self.after_status_change(backends=wanted)
         if unavailable:
             names = ", ".join(sorted({r.backend for r in unavailable}))
             details = "; ".join(dict.fromkeys(r.error or "" for r in unavailable))

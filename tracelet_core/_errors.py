@@ -131,3 +131,14 @@ class ProtectedVersionError(TraceletError):
     def __init__(self, message: str, reasons: list[str] | None = None) -> None:
         super().__init__(message)
         self.reasons: list[str] = list(reasons or [])
+
+
+# -- life --
+class QuarantinedError(TraceletError):
+    """A read (``load``, ``download``, ``path``) of a quarantined version, refused: the message
+    names the version, the reason and the quarantined source. ``allow_quarantined=True``
+    reads it anyway; ``ArtifactStore.release`` lifts the mark."""
+
+    def __init__(self, message: str, ref: str = "", reason: str | None = None, source: str | None = None) -> None:
+        super().__init__(message)
+        self.ref, self.reason, self.source = ref, reason, source

@@ -34,6 +34,7 @@ from ._errors import ArtifactNotFoundError, InvalidArtifactError, TraceletError
 from ._logged import LoggedArtifact
 from ._model import RunInfo
 from ._names import parse_ref, validate_alias, validate_name
+from ._quarantine import Quarantine
 
 if TYPE_CHECKING:
     from ._store import ArtifactStore
@@ -182,8 +183,9 @@ def _store(mixin: Lifecycle) -> ArtifactStore:
     return cast("ArtifactStore", mixin)
 
 
-class Lifecycle:
-    """``ArtifactStore``'s delete, prune and retention methods (a mixin)."""
+class Lifecycle(Quarantine):
+    """``ArtifactStore``'s delete, prune and retention methods (a mixin; quarantine, release and
+    impact come from ``Quarantine``)."""
 
     def delete(self, ref: str, *, reason: str | None = None, force: bool = False) -> LoggedArtifact:
         """Delete the version ``ref`` names (a tombstone: see the module docstring); the record
@@ -197,6 +199,7 @@ class Lifecycle:
                                                            journal=journal, tombstones=tombstones)
         if removed:
             store.delivery.after_alias_change(name)
+        store.delivery.after_status_change()
         return LoggedArtifact(record, store)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
@@ -244,6 +247,8 @@ class Lifecycle:
         with _tombstones_kept(_store(self)) as tombstones:
             plan = _store(self).catalog.prune(rule, now=time.time(), dry_run=bool(dry_run), reason=PRUNE_REASON,
                                               tombstones=tombstones)
+        if plan.deleted and not dry_run:
+            _store(self).delivery.after_status_change()
         return PruneReport(dry_run=bool(dry_run), deleted=plan.deleted, kept=plan.kept,
                            bytes_freed=plan.bytes_freed)
 

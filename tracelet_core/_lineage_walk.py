@@ -2,7 +2,8 @@
 
 Upstream follows what each version was made from (its producer run and that run's inputs),
 downstream what was made from it (and the runs that read it), level by level with one catalog
-read per level. Deleted versions stay as nodes marked ``deleted``.
+read per level. Deleted versions stay as nodes marked ``deleted``; quarantined ones are marked
+``quarantined``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ def trace_lineage(catalog: Catalog, start: VersionRecord, direction: str = "upst
         seen.update(fresh)
         frontier = catalog.get_by_ids(fresh) if fresh else []
         level += 1
+    _mark_quarantined(catalog, graph, seen)
     return graph
+
+
+def _mark_quarantined(catalog: Catalog, graph: LineageGraph, version_ids: set[int]) -> None:
+    """Add ``"quarantined": true`` to the node of each quarantined version in ``graph``."""
+    marked = catalog.quarantine_marks(sorted(version_ids))
+    for record in catalog.get_by_ids(sorted(marked)) if marked else []:
+        if record.ref in graph.nodes:
+            graph.nodes[record.ref]["quarantined"] = True
 
 
 def _add_version_node(graph: LineageGraph, record: VersionRecord) -> str:

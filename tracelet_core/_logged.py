@@ -21,6 +21,7 @@ from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_file
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
 from ._names import format_version, validate_artifact_path, validate_name
+from ._quarantine import quarantine_mark, refuse_quarantined
 from ._serializers import load_with
 from ._uris import probe_reference
 
@@ -169,6 +170,12 @@ class LoggedArtifact:
     def store(self) -> ArtifactStore:
         return self._store
 
+    @property
+    def quarantine(self) -> dict[str, Any] | None:
+        """``None``, or ``{"reason", "at" (ISO time), "source" (the ref quarantined)}`` when
+        this version is quarantined (read from the catalog each time)."""
+        return quarantine_mark(self)
+
     def __repr__(self) -> str:
         return f"LoggedArtifact({self.ref!r}, type={self.type.value!r}, digest={self.digest[:19]!r})"
 
@@ -194,6 +201,7 @@ class LoggedArtifact:
             "producer": self.producer.to_dict() if self.producer else None,
             "inputs": self.inputs,
             "partition": self.partition,
+            "quarantine": self.quarantine,
         }
 
     # -- reading ----------------------------------------------------------------------------
@@ -217,15 +225,18 @@ class LoggedArtifact:
         raise ArtifactNotFoundError(f"{self.ref} has no file or object at {artifact_path!r}")
 
     def download(self, dest: str | os.PathLike[str] | None = None, *,
-                 paths: Iterable[str] | None = None, references: bool = False) -> Path:
+                 paths: Iterable[str] | None = None, references: bool = False,
+                 allow_quarantined: bool = False) -> Path:
         """Write every file and object (or only ``paths``) into ``dest`` (default
         ``./artifacts/<name>/<vN>``).
 
         Each file is verified against its digest as it is written; files already present
         with the right content are kept. With ``references=True`` the referenced objects are
         fetched too (through fsspec), after checking that their size and etag/checksum are
-        still those recorded; a changed remote object raises ``IntegrityError``.
+        still those recorded; a changed remote object raises ``IntegrityError``. A
+        quarantined version raises ``QuarantinedError`` unless ``allow_quarantined``.
         """
+        refuse_quarantined(self, allow_quarantined)
         root = Path(dest) if dest is not None else Path.cwd() / "artifacts" / self._safe_name() / self.version
         root.mkdir(parents=True, exist_ok=True)
         real_root = root.resolve()
@@ -272,8 +283,10 @@ class LoggedArtifact:
             raise InvalidArtifactError(f"refusing to write through the symlink {target}")
         return target
 
-    def path(self, artifact_path: str) -> Path:
-        """A local, verified copy of one file or object (kept in the store's cache)."""
+    def path(self, artifact_path: str, *, allow_quarantined: bool = False) -> Path:
+        """A local, verified copy of one file or object (kept in the store's cache); a
+        quarantined version raises ``QuarantinedError`` unless ``allow_quarantined``."""
+        refuse_quarantined(self, allow_quarantined)
         entry = self._entry(artifact_path)
         cache_root = self._store.cache_dir / self._safe_name() / self.version
         cache_root.mkdir(parents=True, exist_ok=True)
@@ -283,12 +296,15 @@ class LoggedArtifact:
             self._store.blobs.copy_blob_to(entry.digest, target, label=entry.path, size=entry.size)
         return target
 
-    def load(self, name: str | None = None, *, allow_pickle: bool | None = None) -> Any:
+    def load(self, name: str | None = None, *, allow_pickle: bool | None = None,
+             allow_quarantined: bool = False) -> Any:
         """Deserialize an object entry (the only one, or ``model``, when ``name`` is omitted).
 
         The blob is verified before the serializer sees it; pickle is refused unless
-        ``allow_pickle`` (or ``TRACELET_ALLOW_PICKLE``) allows it.
+        ``allow_pickle`` (or ``TRACELET_ALLOW_PICKLE``) allows it. A quarantined version raises
+        ``QuarantinedError`` unless ``allow_quarantined``.
         """
+        refuse_quarantined(self, allow_quarantined)
         entry = self._object(name)
         allowed = self._store.settings.allow_pickle if allow_pickle is None else allow_pickle
         assert entry.digest is not None

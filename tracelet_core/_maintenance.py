@@ -26,11 +26,19 @@ DEFAULT_GC_GRACE_SECONDS = 3600.0
 
 
 class ReindexReport(list[str]):
-    """The refs ``reindex`` added (a list), and in ``skipped`` what it could not use and why."""
+    """The refs ``reindex`` added (a list), in ``skipped`` what it could not use and why, and in
+    ``unsettled_aliases`` (``{"name:alias": ref or None}``) each alias whose journal recorded a
+    move that never committed (a writer died during it), with the target it chose."""
 
     def __init__(self) -> None:
         super().__init__()
         self.skipped: list[str] = []
+        self.unsettled_aliases: dict[str, str | None] = {}
+
+    @property
+    def clean(self) -> bool:
+        """Nothing skipped and no alias left unsettled."""
+        return not self.skipped and not self.unsettled_aliases
 
 
 @dataclass
@@ -191,6 +199,8 @@ def reindex(store: ArtifactStore) -> ReindexReport:
     journals = {name: _journal_targets(store, name, result) for name in dict.fromkeys(n for n, _, _ in added)}
     for name, version, inputs in added:
         store.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
+    for name in dict.fromkeys(n for n, _, _ in added):
+        store._restore_quarantine(name, result.skipped)
     result.extend(f"{name}:v{version}" for name, version, _ in added)
     return result
 
@@ -207,11 +217,16 @@ def _journal_targets(store: ArtifactStore, name: str, result: ReindexReport) -> 
     digests = {v.version_number: v.digest for v in store.versions(name)}
     chosen: dict[str, int] = {}
     for alias, targets in journal.items():
-        for target in targets:
+        for position, target in enumerate(targets):
             number = int(target["version"])
             if number in digests and target.get("digest") in (None, digests[number]):
                 chosen[alias] = number
+                if position > 0:  # the newest target never committed: the move was in flight
+                    result.unsettled_aliases[f"{name}:{alias}"] = f"{name}:v{number}"
                 break
+        else:
+            if targets:
+                result.unsettled_aliases[f"{name}:{alias}"] = None
     return chosen
 
 

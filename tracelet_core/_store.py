@@ -534,7 +534,7 @@ class ArtifactStore(Lifecycle):
     # -- delivery to backends (the outbox) -------------------------------------------------
     def deliveries(self, ref: str | None = None, status: str | None = None) -> builtins.list[DeliveryRecord]:
         """Outbox rows: every delivery (of one version), optionally of one status."""
-        return self.delivery.deliveries(self.get(ref)._record.id if ref is not None else None, status)
+        return self.delivery.deliveries(self._including_deleted(ref)._record.id if ref is not None else None, status)
 
     def record_delivery(self, artifact: LoggedArtifact, result: ArtifactResult) -> None:
         """Store the outcome of a delivery attempt in the outbox (a backend also calls this to

@@ -125,6 +125,13 @@ class Backend(ABC):
         """Take ``alias`` off the tracker's copy of ``artifact`` (the version that held it;
         optional, idempotent, called through the outbox like ``set_alias``)."""
 
+    def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
+        """Tag the tracker's copy of ``artifact`` ``tracelet.status=<status>`` (``deleted``,
+        ``quarantined``, or ``active`` once released); called through the status-event outbox
+        for every backend that holds the version. Idempotent; raise or return ``ok=False`` on
+        failure (``sync`` retries it). The default does nothing and reports success."""
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)
+
 
 BackendFactory = Callable[..., Backend]
 _backends: Registry[BackendFactory] = Registry("backend", ENTRY_POINT_GROUP, BUILTIN_BACKENDS, hints=INSTALL_HINTS)
@@ -220,3 +227,9 @@ def failure(backend: str, exc: BaseException, version: str | None = None) -> Art
     label = "BackendError" if isinstance(exc, BackendError) else type(exc).__name__
     return ArtifactResult(backend=backend, ok=False, version=version, error=f"{label}: {exc}",
                           error_type=type(exc).__name__)
+
+
+def status_tag(ref: str, status: str) -> str:
+    """The tag a tracker whose tags are plain strings (ClearML, Aim) puts on the task or run
+    holding ``ref``: ``tracelet.status=<status>:<ref>`` (one per version: it may hold several)."""
+    return f"tracelet.status={status}:{ref}"

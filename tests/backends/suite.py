@@ -68,6 +68,10 @@ class BackendSuite:
         """What the tracker shows as native media for ``artifact`` (one label per item)."""
         raise NotImplementedError
 
+    def status_held(self, backend: Backend, artifact: LoggedArtifact) -> str | None:
+        """The ``tracelet.status`` the tracker shows on its copy of ``artifact`` (None: none)."""
+        raise NotImplementedError
+
     # -- fixtures ---------------------------------------------------------------------------
     @pytest.fixture
     def version(self, store: ArtifactStore, make_file: Any) -> LoggedArtifact:
@@ -187,3 +191,22 @@ class BackendSuite:
         result = log_in_run(backend, images, "suite-experiment", "suite-run")
         assert result.ok, result.error
         assert self.media_held(backend, images, result), "the tracker shows no native image"
+
+    def test_quarantine_release_and_delete_tag_the_trackers_copy(
+            self, make_backend: Any, store: ArtifactStore, version: LoggedArtifact) -> None:
+        backend = make_backend()
+        with Experiment("suite", backend=[backend], store=store) as exp:
+            assert exp.log_artifact(version.new_draft())[backend.name].ok
+            second = exp.log_artifact(version.new_draft().add_object({"loss": 0.1}, "loss"))
+            assert second[backend.name].ok, second[backend.name].error
+        v1, v2 = store.get("suite/model:v1"), store.get("suite/model:v2")
+        assert self.status_held(backend, v1) is None
+        store.quarantine(v1.ref, "weights trained on leaked labels", downstream=False)
+        assert self.status_held(backend, v1) == "quarantined"
+        store.release(v1.ref)
+        assert self.status_held(backend, v1) == "active"
+        store.delete(v1.ref, force=True)  # aliased ("candidate"): its alias goes too
+        assert self.status_held(backend, v1) == "deleted"
+        assert "candidate" not in self.aliases_held(backend, v1)
+        assert self.status_held(backend, v2) is None
+        assert store.catalog.status_events() == [] and store.sync() == []  # each delivered once

@@ -123,6 +123,13 @@ class TestAimBackend(BackendSuite):
         run = self._run_holding(backend, artifact)
         return {k: str(v) for k, v in (run_attrs(backend, run.hash).get("hparams") or {}).items()}
 
+    def status_held(self, backend: Backend, artifact: LoggedArtifact) -> str | None:
+        run = self._run_holding(backend, artifact)
+        record = run_attrs(backend, run.hash)["tracelet"][artifact.ref]
+        tags = [t for t in run.tags if t.startswith("tracelet.status=") and t.endswith(f":{artifact.ref}")]
+        assert tags == ([f"tracelet.status={record['status']}:{artifact.ref}"] if "status" in record else [])
+        return record.get("status")
+
     def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
         assert isinstance(backend, AimBackend)
         repo = Repo(backend.repo)

@@ -149,6 +149,13 @@ class TestClearMLBackend(BackendSuite):
         parameters = Task.get_task(task_id=result.version).get_parameters()
         return {k.removeprefix("General/"): str(v) for k, v in parameters.items() if k.startswith("General/")}
 
+    def status_held(self, backend: Backend, artifact: LoggedArtifact) -> str | None:
+        [(task, _held)] = holding(artifact.ref)
+        tags = [t for t in Task.get_task(task_id=task.id).get_tags() if t.startswith("tracelet.status=")
+                and t.endswith(f":{artifact.ref}")]
+        assert len(tags) <= 1, tags
+        return tags[0].removeprefix("tracelet.status=").removesuffix(f":{artifact.ref}") if tags else None
+
     def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
         """Debug samples, from the offline session's ``metrics.jsonl`` (what ClearML uploads
         with ``import_offline_session``)."""

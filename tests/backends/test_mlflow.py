@@ -140,6 +140,16 @@ class TestMlflowBackend(BackendSuite):
         [run] = runs_holding(MlflowClient(tracking_uri=backend.tracking_uri), artifact)
         return dict(run.data.params)
 
+    def status_held(self, backend: Backend, artifact: LoggedArtifact) -> str | None:
+        assert isinstance(backend, MlflowBackend)
+        client = MlflowClient(tracking_uri=backend.tracking_uri)
+        [found] = client.search_model_versions(
+            f"name = '{registered_model_name(artifact.name)}' and tags.`tracelet.ref` = '{artifact.ref}'")
+        [run] = runs_holding(client, artifact)
+        on_run = run.data.tags.get(run_tag_key(artifact.name, artifact.version, "status"))
+        assert found.tags.get("tracelet.status") == on_run  # model version and run agree
+        return on_run
+
     def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
         assert isinstance(backend, MlflowBackend)
         client = MlflowClient(tracking_uri=backend.tracking_uri)

@@ -187,6 +187,14 @@ class TestWandbBackend(BackendSuite):
                 params[item.key] = str(value.get("value", value) if isinstance(value, dict) else value)
         return params
 
+    def status_held(self, backend: Backend, artifact: LoggedArtifact) -> str | None:
+        """Offline, W&B keeps the status in the run's summary (``wandb sync`` uploads it);
+        the newest update for this version wins."""
+        assert isinstance(backend, WandbBackend)
+        key = f"tracelet.status/{artifact.name}/{artifact.version}"
+        updates = [value for k, value in summary_items(backend.dir) if k == key and value["ref"] == artifact.ref]
+        return max(updates, key=lambda u: u["at"])["status"] if updates else None
+
     def media_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> list[str]:
         assert isinstance(backend, WandbBackend)
         found = []

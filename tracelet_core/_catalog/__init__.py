@@ -11,7 +11,8 @@ package is layered, each module one job:
 - ``reads``: the read path, one implementation for both dialects;
 - ``writes``: the write path (commit a version, aliases, tags, drafts, reindex, gc's blobs);
 - ``outbox``: the delivery and alias-event queues;
-- ``lifecycle``: deletes (tombstones), protection, prune and retention policies.
+- ``lifecycle``: deletes (tombstones), protection, prune and retention policies;
+- ``quarantine``: impact (one recursive query), quarantine marks, release, status events.
 
 ``Catalog`` is the facade the store and the delivery module use: it opens the database,
 migrates it and gathers the three paths' methods.
@@ -40,6 +41,7 @@ from .engine import (
 )
 from .lifecycle import LifecyclePath, PrunePlan, PruneRule, TombstoneHook
 from .outbox import Outbox
+from .quarantine import ImpactRows, MarkHook, QuarantinePath, StatusEvent
 from .reads import ReadPath
 from .records import (
     AliasEventRecord,
@@ -85,8 +87,9 @@ __all__ = [
     "CONTENTION_ATTEMPTS", "CONTENTION_FIRST_DELAY_S", "INITIAL_TABLES", "MAX_VERSION_NUMBER", "MIGRATIONS",
     "SCHEMA_VERSION", "SQLITE_BUSY_TIMEOUT_S", "AliasEventRecord", "AliasJournal", "AliasTarget", "Catalog",
     "CatalogContentionError", "CatalogError", "CommitHooks", "Contention", "DeliveryRecord", "DeliverySpec",
-    "DraftChangedError", "DraftRecord", "LifecyclePath", "PreparedManifest", "PrunePlan", "PruneRule",
-    "TombstoneHook", "VersionRecord", "VersionRequest", "alias_events",
+    "DraftChangedError", "DraftRecord", "ImpactRows", "LifecyclePath", "MarkHook", "PreparedManifest",
+    "PrunePlan", "PruneRule",
+    "StatusEvent", "TombstoneHook", "VersionRecord", "VersionRequest", "alias_events",
     "alias_history",
     "aliases", "artifacts", "classify", "deliveries", "draft_entries", "drafts", "entries", "entries_digest",
     "entry_order", "entry_row", "metadata", "retention_policies", "run_inputs", "runs", "schema_table",
@@ -98,7 +101,7 @@ __all__ = [
 _MIGRATE_ATTEMPTS = 5
 
 
-class Catalog(ReadPath, WritePath, Outbox, LifecyclePath):
+class Catalog(ReadPath, WritePath, Outbox, LifecyclePath, QuarantinePath):
     """All SQL the store runs; one instance per process and URL, safe across threads.
 
     Each public method runs whole transactions; a transaction body that lost a lock

@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, null, select, union_all, update
 from sqlalchemy.engine import Connection
 
 from .._errors import ArtifactNotFoundError, ProtectedVersionError
 from .._model import RunInfo
 from .._names import format_version
 from .engine import Database, Query
-from .outbox import enqueue_alias_events
+from .outbox import enqueue_alias_events, enqueue_status_events
 from .reads import LIVE, VERSION_ROWS, alias_targets, artifact_id, hydrate, labels, version_row
 from .records import AliasJournal, VersionRecord, run_from_row
 from .schema import (
@@ -68,7 +68,18 @@ def _protection_query() -> Any:
     return select(up.c.id, up.c.root, up.c.alias)
 
 
-_PROTECTION = _protection_query()
+_PROTECTION = Query(_protection_query())
+#: Every live version, per name newest first (in the unique index's order: no sort): what a
+#: prune plans over.
+_LIVE_VERSIONS = Query(select(versions.c.id, versions.c.version, versions.c.created_at, artifacts.c.name)
+                       .join(artifacts, artifacts.c.id == versions.c.artifact_id).where(LIVE)
+                       .order_by(versions.c.artifact_id, versions.c.version.desc()))
+#: ``(digest, size, version_id)`` of every live version's blob entries and ``(digest, NULL, NULL)``
+#: of every draft's: the users a deleted version's blobs are checked against.
+_BLOB_USERS = Query(union_all(
+    select(entries.c.digest, entries.c.size, entries.c.version_id)
+    .join(versions, versions.c.id == entries.c.version_id).where(LIVE, entries.c.digest.is_not(None)),
+    select(draft_entries.c.digest, null(), null()).where(draft_entries.c.digest.is_not(None))))
 _DELETED_OF = Query(VERSION_ROWS.where(artifacts.c.name == bindparam("name"), versions.c.deleted_at.is_not(None))
                     .order_by(versions.c.version))
 _HISTORY = select(alias_history).where(alias_history.c.artifact_id == bindparam("artifact")).order_by(
@@ -80,19 +91,36 @@ _RUNS_OF_HISTORY = Query(select(runs).where(runs.c.id.in_(
 _POLICIES = Query(select(retention_policies).order_by(retention_policies.c.pattern))
 
 
-def protected_versions(conn: Connection) -> dict[int, str]:
-    """Each protected version id and why (its alias, or the aliased version it is upstream of)."""
-    rows = conn.execute(_PROTECTION).all()
-    roots = {r.root for r in rows}
-    labels = {r.id: f"{r.name}:{format_version(r.version)}" for r in conn.execute(
-        select(versions.c.id, versions.c.version, artifacts.c.name)
-        .join(artifacts, artifacts.c.id == versions.c.artifact_id).where(versions.c.id.in_(roots)))} if roots else {}
-    reasons: dict[int, str] = {}
-    for r in sorted(rows, key=lambda r: (r.id != r.root, r.alias, r.root)):  # its own alias first
-        if r.id == r.root:
-            reasons.setdefault(r.id, f"alias {r.alias!r} points at it")
-        else:
-            reasons.setdefault(r.id, f"upstream of {labels[r.root]} (alias {r.alias!r})")
+def _tuples(db: Database, conn: Connection, query: Query) -> Any:
+    """The rows of a parameterless ``query`` as plain tuples, streamed from a DBAPI cursor (no
+    row objects: a prune scans every live version)."""
+    compiled = query.compiled.get(db.dialect) or query.compile(db.engine)
+    cursor = db.cursor(conn)
+    cursor.execute(compiled.sql, [] if compiled.order is not None else {})
+    return cursor
+
+
+def protected_versions(db: Database, conn: Connection) -> dict[int, str]:
+    """Each protected version id and why: its own alias (the first by name), else the first
+    (by alias, then id) aliased version it is upstream of."""
+    own: dict[int, str] = {}
+    upstream: dict[int, tuple[str, int]] = {}
+    for version_id, root, alias in _tuples(db, conn, _PROTECTION):
+        if version_id == root:
+            if version_id not in own or alias < own[version_id]:
+                own[version_id] = alias
+        elif version_id not in upstream or (alias, root) < upstream[version_id]:
+            upstream[version_id] = (alias, root)
+    roots = sorted({root for version_id, (_, root) in upstream.items() if version_id not in own})
+    labels: dict[int, str] = {}
+    for start in range(0, len(roots), 500):
+        chunk = roots[start:start + 500]
+        labels.update((r.id, f"{r.name}:{format_version(r.version)}") for r in conn.execute(
+            select(versions.c.id, versions.c.version, artifacts.c.name)
+            .join(artifacts, artifacts.c.id == versions.c.artifact_id).where(versions.c.id.in_(chunk))))
+    reasons = {version_id: f"alias {alias!r} points at it" for version_id, alias in own.items()}
+    for version_id, (alias, root) in upstream.items():
+        reasons.setdefault(version_id, f"upstream of {labels[root]} (alias {alias!r})")
     return reasons
 
 
@@ -131,7 +159,7 @@ class LifecyclePath:
             _lock_all_artifacts(conn, db.dialect)
             row = version_row(db, cur, name, selector)
             record = hydrate(db, cur, [row])[0]
-            reasons = protected_versions(conn)
+            reasons = protected_versions(db, conn)
             if row.id in reasons and not force:
                 raise ProtectedVersionError(
                     f"{record.ref} is protected ({reasons[row.id]}); nothing was deleted. Remove or move "
@@ -146,6 +174,7 @@ class LifecyclePath:
                 enqueue_alias_events(conn, row.artifact_id, alias, None, row.id)
             now = time.time()
             _mark_deleted(conn, [row.id], now, reason)
+            enqueue_status_events(conn, [row.id], "deleted")
             if removed and journal is not None:
                 journal(alias_targets(db, cur, row.artifact_id), before)
             tombstones(name, [_tombstone(row, now, reason)])
@@ -167,6 +196,7 @@ class LifecyclePath:
             plan = self._plan(conn, rule, now)
             if not dry_run and plan.ids:
                 _mark_deleted(conn, plan.ids, now, reason)
+                enqueue_status_events(conn, plan.ids, "deleted")
                 by_name: dict[str, list[dict[str, Any]]] = {}
                 for row in conn.execute(VERSION_ROWS.where(versions.c.id.in_(plan.ids))
                                         .order_by(artifacts.c.name, versions.c.version)):
@@ -177,61 +207,54 @@ class LifecyclePath:
         return db.write(body)  # a dry run too: it sees what a real run would, under the same lock
 
     def _plan(self, conn: Connection, rule: PruneRule, now: float) -> PrunePlan:
+        db = self._db
         plan = PrunePlan()
         protected: dict[int, str] | None = None
-        rows = conn.execute(select(versions.c.id, versions.c.version, versions.c.created_at,
-                                   artifacts.c.name).join(artifacts, artifacts.c.id == versions.c.artifact_id)
-                            .where(LIVE).order_by(artifacts.c.name, versions.c.version.desc())).all()
+        deleted: list[tuple[str, int, int]] = []  # (name, -number, id): sorted at the end
+        kept: list[tuple[str, int, str]] = []  # (name, -number, reason)
         position, current, rules = 0, None, None
-        for row in rows:
-            if row.name != current:
-                current, position, rules = row.name, 0, rule(row.name)
+        for version_id, number, created_at, name in _tuples(db, conn, _LIVE_VERSIONS):
+            if name != current:
+                current, position, rules = name, 0, rule(name)
             else:
                 position += 1
             if rules is None:
                 continue
             keep_last, older_than = rules
-            beyond = keep_last is None or position >= keep_last
-            old = older_than is None or row.created_at < now - older_than
-            if not (beyond and old):
+            if (keep_last is not None and position < keep_last) or (
+                    older_than is not None and created_at >= now - older_than):
                 continue
-            ref = f"{row.name}:{format_version(row.version)}"
             if position == 0:
-                plan.kept[ref] = f"the latest version of {row.name}"
+                kept.append((name, -number, f"the latest version of {name}"))
                 continue
             if protected is None:
-                protected = protected_versions(conn)
-            if row.id in protected:
-                plan.kept[ref] = protected[row.id]
+                protected = protected_versions(db, conn)
+            if version_id in protected:
+                kept.append((name, -number, protected[version_id]))
                 continue
-            plan.deleted.append(ref)
-            plan.ids.append(row.id)
+            deleted.append((name, -number, version_id))
+        deleted.sort()
+        kept.sort()
+        plan.deleted = [f"{name}:{format_version(-negative)}" for name, negative, _ in deleted]
+        plan.ids = [version_id for _, _, version_id in deleted]
+        plan.kept = {f"{name}:{format_version(-negative)}": why for name, negative, why in kept}
         plan.bytes_freed = self._bytes_freed(conn, plan.ids)
         return plan
 
     def _bytes_freed(self, conn: Connection, version_ids: Sequence[int]) -> int:
         """Bytes of the blobs ``version_ids`` use that no other live version uses (drafts,
-        which ``gc`` also keeps, count as users)."""
+        which ``gc`` also keeps, count as users): one scan of the blob entries."""
         if not version_ids:
             return 0
+        db = self._db
         chosen = set(version_ids)
         sizes: dict[str, int] = {}
-        for start in range(0, len(version_ids), 500):
-            batch = list(version_ids[start:start + 500])
-            for digest, size in conn.execute(select(entries.c.digest, entries.c.size).where(
-                    entries.c.version_id.in_(batch), entries.c.digest.is_not(None))):
-                sizes[digest] = int(size or 0)
         still: set[str] = set()
-        digests = sorted(sizes)
-        for start in range(0, len(digests), 500):
-            chunk = digests[start:start + 500]
-            for digest, version_id in conn.execute(
-                    select(entries.c.digest, entries.c.version_id).join(versions, versions.c.id == entries.c.version_id)
-                    .where(entries.c.digest.in_(chunk), LIVE)):
-                if version_id not in chosen:
-                    still.add(digest)
-            still.update(d for (d,) in conn.execute(select(draft_entries.c.digest)
-                                                    .where(draft_entries.c.digest.in_(chunk))))
+        for digest, size, version_id in _tuples(db, conn, _BLOB_USERS):
+            if version_id in chosen:
+                sizes[digest] = int(size or 0)
+            else:
+                still.add(digest)
         return sum(size for digest, size in sizes.items() if digest not in still)
 
     def alias_history(self, name: str, alias: str | None) -> list[tuple[str, str | None, str | None, float,

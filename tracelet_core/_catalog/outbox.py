@@ -20,7 +20,7 @@ from .._names import format_version
 from .engine import Database, Query
 from .reads import version_row
 from .records import AliasEventRecord, DeliveryRecord, DeliverySpec, from_json
-from .schema import alias_events, artifacts, deliveries, versions
+from .schema import alias_events, artifacts, deliveries, status_events, versions
 
 _STATUS = Query(select(deliveries.c.status).where(deliveries.c.version_id == bindparam("version"),
                                                   deliveries.c.backend == bindparam("backend")))
@@ -65,6 +65,16 @@ def enqueue_alias_events(conn: Connection, artifact_id: int, alias: str,
         conn.execute(insert(alias_events), [
             {**row, "artifact_id": artifact_id, "alias": alias, "status": "pending", "attempts": 0,
              "last_error": None, "created_at": now, "updated_at": now} for row in rows])
+
+
+def enqueue_status_events(conn: Connection, version_ids: Sequence[int], state: str) -> None:
+    """Queue ``tracelet.status=state`` for every tracker holding each of ``version_ids``."""
+    now = time.time()
+    rows = [{"version_id": v, "state": state, "backend": b, "config": c, "status": "pending", "attempts": 0,
+             "last_error": None, "created_at": now, "updated_at": now}
+            for v in version_ids for b, c in _holders(conn, v).items()]
+    if rows:
+        conn.execute(insert(status_events), rows)
 
 
 class Outbox:

@@ -231,6 +231,37 @@ alias_history = Table(
     Index("ix_alias_history_artifact", "artifact_id", "alias", "id"),
 )
 
+#: Quarantine marks (migration 9): ``version_id`` is quarantined because ``source_version_id``
+#: was (itself, or a version it was built from at any depth); ``release(source)`` lifts them.
+quarantines = Table(
+    "quarantines",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("source_version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_quarantines_source", "source_version_id"),
+)
+
+#: The status-event outbox (migration 9): one row per tracker holding a version that was
+#: deleted, quarantined or released, written in the same transaction; ``sync`` tags the
+#: tracker's copy ``tracelet.status=<status>`` (``active`` on release).
+status_events = Table(
+    "status_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    Column("state", String(16), nullable=False),  # deleted | quarantined | active
+    Column("backend", String(64), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_status_events_status", "status", "id"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -280,11 +311,16 @@ def _migration_8(conn: Connection) -> None:
     metadata.create_all(conn, tables=[alias_history])
 
 
+def _migration_9(conn: Connection) -> None:
+    """Quarantine marks and the status-event outbox."""
+    metadata.create_all(conn, tables=[quarantines, status_events])
+
+
 #: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
 #: later ones check before they add).
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6),
-    (7, _migration_7), (8, _migration_8)]
+    (7, _migration_7), (8, _migration_8), (9, _migration_9)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 PG_BLOB_LOCK = 0x74726263  # "trbc": gc's blob deletion vs commits

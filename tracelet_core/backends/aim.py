@@ -63,6 +63,7 @@ from .._backends import (
     sdk_errors,
 )
 from .._errors import BackendError, ConfigurationError
+from .._trackers import status_tag
 
 with warnings.catch_warnings():
     # Aim's structured-DB models still call SQLAlchemy 1.x's declarative_base() at import.
@@ -382,3 +383,30 @@ class AimBackend(Backend):
                 reader.close()
         return BackendCopy(backend=self.name, ref=record["ref"], digest=record["digest"], local_path=files,
                            version=run_hash, uri=record["uri"], referenced=dict(record.get("referenced") or {}))
+
+    # -- lifecycle status (through the outbox) ------------------------------------------------
+    def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
+        """The version's params record gets ``status``; the run holding it the tag
+        ``tracelet.status=<status>:<ref>`` (one per version: a run can hold several)."""
+        with self._lock:
+            open_runs = {run.hash: run for run in self._open.values()}
+            known = next((str(r.result["version"]) for r in artifact.store.deliveries(artifact.ref)
+                          if r.backend == self.name and r.result and r.result.get("version")), None)
+            if known is None:
+                raise BackendError(f"aim: no run is known to hold {artifact.ref}")
+            with _sdk_errors(f"marking {artifact.ref} {status} in run {known}"):
+                run = open_runs.get(known) or self._reopen(known)
+                if run is None:
+                    raise BackendError(f"aim: run {known} holding {artifact.ref} is gone from {self.repo}")
+                try:
+                    record = run.get((PARAM, artifact.ref))
+                    if record is not None:
+                        run[PARAM, artifact.ref] = {**record, "status": status}
+                    for tag in [t for t in run.tags if t.startswith("tracelet.status=") and
+                                t.endswith(f":{artifact.ref}")]:
+                        run.remove_tag(tag)
+                    run.add_tag(status_tag(artifact.ref, status))
+                finally:
+                    if known not in open_runs:
+                        self._close(run)
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)

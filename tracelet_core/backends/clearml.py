@@ -83,6 +83,7 @@ from .._backends import (
 )
 from .._errors import BackendError
 from .._model import ArtifactType
+from .._trackers import status_tag
 
 if TYPE_CHECKING:
     from .._logged import LoggedArtifact
@@ -339,3 +340,17 @@ class ClearMLBackend(RunPerStartBackend):
                                referenced=json.loads(metadata.get(REFERENCES_KEY) or "{}"))
         also = f" (unreadable: {'; '.join(unreadable)})" if unreadable else ""
         raise BackendError(f"clearml: no task in project {self.project!r} holds {ref}{also}")
+
+    # -- lifecycle status (through the outbox) ------------------------------------------------
+    def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
+        """The task holding the version gets the tag ``tracelet.status=<status>:<ref>`` (one per
+        version, replacing its previous status tag)."""
+        tag = status_tag(artifact.ref, status)
+        with self._lock, _sdk_errors(f"marking {artifact.ref} {status}"):
+            task_id = self._task_holding(artifact)
+            task = self._task if self._task is not None and self._task.id == task_id else Task.get_task(task_id=task_id)
+            tags = list(task.get_tags() or [])
+            kept = [t for t in tags if not (t.startswith("tracelet.status=") and t.endswith(f":{artifact.ref}"))]
+            if kept + [tag] != tags:
+                task.set_tags([*kept, tag])
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)

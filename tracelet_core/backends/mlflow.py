@@ -697,3 +697,20 @@ class MlflowBackend(Backend):
                            digest=tags[run_tag_key(name, version, "digest")], local_path=files,
                            version=run_id, uri=f"runs:/{run_id}/{name}/{version}/files",
                            referenced=dict(manifest.get("referenced", {})))
+
+    # -- lifecycle status (through the outbox) ------------------------------------------------
+    def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
+        """Run tag ``tracelet/<name>/<version>/status`` and, on its registered model version,
+        the tag ``tracelet.status``."""
+        self._timeout = artifact.store.settings.backend_timeout or DEFAULT_TIMEOUT
+        with self._lock, bounded_http(self._timeout):
+            run = self._find_copy(artifact.name, artifact.version)
+            if run is None:
+                raise BackendError(f"mlflow holds no copy of {artifact.ref} to mark {status}")
+            registered = run.data.tags.get(run_tag_key(artifact.name, artifact.version, "registered_model"))
+            with _sdk_errors(f"marking {artifact.ref} {status}"):
+                self.client.set_tag(run.info.run_id, run_tag_key(artifact.name, artifact.version, "status"), status)
+                if registered:
+                    model, _, number = registered.rpartition("/")
+                    self.client.set_model_version_tag(model, number, "tracelet.status", status)
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)

@@ -100,6 +100,8 @@ DEFAULT_PROJECT = "tracelet"
 OFFLINE_MODES = {"offline", "dryrun"}
 MODEL_TYPES = {ArtifactType.MODEL, ArtifactType.CHECKPOINT, ArtifactType.WEIGHTS}
 ALIAS_SUMMARY = "tracelet.alias"
+#: Offline runs record lifecycle status changes under this summary key prefix.
+STATUS_SUMMARY = "tracelet.status"
 
 
 def wandb_type(artifact_type: ArtifactType) -> str:
@@ -377,9 +379,39 @@ class WandbBackend(RunPerStartBackend):
                            version=found.version, uri=f"wandb-artifact://{found.qualified_name}",
                            referenced=referenced)
 
+    # -- lifecycle status (through the outbox) ------------------------------------------------
+    def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
+        """Online: the W&B artifact version's metadata ``tracelet.status``. Offline: the run's
+        summary key ``tracelet.status/<name>/<version>`` (``wandb sync`` uploads it)."""
+        with self._lock:
+            if self.effective_mode == "online":
+                versioned = f"{wandb_artifact_name(artifact.name)}:{wandb_alias(artifact.version)}"
+                path = "/".join(p for p in (self.entity, self.project, versioned) if p)
+                with _sdk_errors(f"marking {path} {status}"):
+                    found: Any = wandb.Api().artifact(path)
+                    found.metadata = {**found.metadata, "tracelet.status": status}
+                    found.save()
+                return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)
+            if self.effective_mode == "disabled":
+                raise BackendError("wandb: W&B is disabled (WANDB_MODE=disabled); the status change waits")
+            one_shot = self._context is None
+            producer = artifact.producer
+            experiment, run_id = self._context or (producer.name if producer else None,
+                                                   producer.run_id if producer else None)
+            try:
+                run = self._open(experiment or "tracelet", run_id)
+                with _sdk_errors(f"recording the status of {artifact.ref}"):
+                    run.summary[f"{STATUS_SUMMARY}/{artifact.name}/{artifact.version}"] = {
+                        "ref": artifact.ref, "status": status, "at": time.time()}
+            finally:
+                if one_shot:
+                    self._finish()
+        return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)
+
 
 def _add_reference(staged: Any, path: str, uri: str, size: int | None) -> None:
     """Add ``uri`` as a reference at ``path`` the way ``add_reference(uri, checksum=False)``
     records it (the URI is the digest), without making the cloud client W&B's handlers make
     (boto3 / google-cloud-storage, which may look up credentials over the network)."""
     staged.manifest.add_entry(ArtifactManifestEntry(path=LogicalPath(path), ref=uri, digest=uri, size=size))
+

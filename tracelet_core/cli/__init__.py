@@ -18,7 +18,13 @@ This module is the only one that imports typer and rich at import time; ``tracel
 does not import it.
 """
 
-from . import _diff, _lifecycle, _manage, _read  # noqa: F401 - importing them registers their commands on ``app``
+from . import (  # noqa: F401 - importing them registers their commands on ``app``
+    _diff,
+    _lifecycle,
+    _manage,
+    _quarantine,  # noqa: F401 - registers quarantine, release, impact
+    _read,
+)
 from ._app import app, main
 
 __all__ = ["app", "main"]

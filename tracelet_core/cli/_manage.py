@@ -244,17 +244,23 @@ def reindex(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     skipped anything (the catalog was not clean), 0 when nothing was missing."""
     added = open_store(ctx, as_json=as_json).reindex()
     if as_json:
-        print_json({"added": added, **({"skipped": added.skipped} if added.skipped else {})})
+        print_json({"added": added, **({"skipped": added.skipped} if added.skipped else {}),
+                    **({"unsettled_aliases": added.unsettled_aliases} if added.unsettled_aliases else {})})
     else:
         for ref in added:
             typer.echo(ref)
         for problem in added.skipped:
             typer.echo(f"skipped {problem}")
+        for alias, chosen in added.unsettled_aliases.items():
+            typer.echo(f"unsettled alias {alias}: its last move never committed; "
+                       + (f"kept {chosen}" if chosen else "no recorded target exists, left unset"))
         typer.echo(f"added {count(len(added), 'version')}")
-    if added or added.skipped:
+    if added or not added.clean:
         found = [count(len(added), "missing version")] + (
             [f"skipped {count(len(added.skipped), 'manifest or journal', 'manifests or journals')}"]
-            if added.skipped else [])
+            if added.skipped else []) + (
+            [f"{count(len(added.unsettled_aliases), 'unsettled alias', 'unsettled aliases')}"]
+            if added.unsettled_aliases else [])
         fail(f"the catalog was not clean: {', '.join(found)}")
 
 

@@ -42,6 +42,7 @@ from ._app import (
     summary,
     version_json,
 )
+from ._quarantine import status_line, status_mark
 
 
 # -- ls ---------------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def list_artifacts(
 def artifacts_table(artifacts: Iterable[LoggedArtifact]) -> Table:
     table = Table("REF", "TYPE", "ALIASES", "SIZE", "CREATED", box=None, header_style="bold")
     for artifact in artifacts:
-        table.add_row(plain(artifact.ref), plain(artifact.type.value),
+        table.add_row(plain(artifact.ref + status_mark(artifact)), plain(artifact.type.value),
                       plain(", ".join(artifact.aliases)), human_size(artifact.size_bytes),
                       local_time(artifact))
     return table
@@ -100,8 +101,8 @@ def versions(
         return
     table = Table("VERSION", "CREATED", "SIZE", "ALIASES", "TAGS", box=None, header_style="bold")
     for v, tags in rows:
-        table.add_row(plain(v.version), local_time(v), human_size(v.size_bytes), plain(", ".join(v.aliases)),
-                      plain(", ".join(tags)))
+        table.add_row(plain(v.version + status_mark(v)), local_time(v), human_size(v.size_bytes),
+                      plain(", ".join(v.aliases)), plain(", ".join(tags)))
     console().print(table)
 
 
@@ -150,6 +151,7 @@ def details_grid(artifact: LoggedArtifact) -> Table:
         ("inputs", ", ".join(artifact.inputs) or "-"),
         ("metadata", json.dumps(artifact.metadata, sort_keys=True) if artifact.metadata else "-"),
         *describe_provenance(artifact.producer.extra if artifact.producer else {}),
+        *([("status", status)] if (status := status_line(artifact)) else []),
     ]
     for key, value in rows:
         grid.add_row(key, plain(value))

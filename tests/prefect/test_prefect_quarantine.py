@@ -1,0 +1,38 @@
+"""A Prefect tracelet task that would load a quarantined version fails, naming the version and
+the reason; the flow run fails with it."""
+
+from __future__ import annotations
+
+import pytest
+from prefect import flow
+
+from tracelet_core import ArtifactStore, LoggedArtifact, QuarantinedError
+from tracelet_prefect import tracelet_task
+
+
+@tracelet_task("q/readings", "dataset")
+def readings() -> list[float]:
+    return [0.5, 1.5]
+
+
+@tracelet_task("q/mean", "dataset")
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@flow
+def averaged() -> LoggedArtifact:
+    return mean(readings())
+
+
+def test_a_task_loading_a_quarantined_version_fails_the_flow(store: ArtifactStore) -> None:
+    first = averaged()
+    assert first.load() == 1.0
+    store.quarantine("q/readings:v1", "sensor drift")
+
+    with pytest.raises(QuarantinedError, match=r"q/readings:v1 is quarantined: sensor drift"):
+        averaged()  # readings returns the same (quarantined) version; mean refuses to load it
+    assert [v.ref for v in store.versions("q/mean")] == ["q/mean:v1"]
+
+    store.release("q/readings:v1")
+    assert averaged() == first
