@@ -12,7 +12,7 @@ again by ``tracelet sync`` where that failed; a log never fails because of them.
 ``tracelet lineage REF --format openlineage`` and ``tracelet export-lineage`` replay the same
 runs (:func:`replay`): the events as they were queued, and for versions logged while the export
 was off, their runs built from the catalog. Routed as a backend (``Experiment(backend=
-"openlineage")``), ``openlineage`` sends versions as ``DatasetEvent``\\ s (``_backend``).
+"openlineage")``), ``openlineage`` sends versions as DatasetEvents (``_backend``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from ._queue import (
     aliases_changed,
     error_text,
     flush,
+    is_started,
     own_run_events,
     producer_ended,
     producer_started,
@@ -63,11 +64,11 @@ if TYPE_CHECKING:
     from ..._store import ArtifactStore
 
 __all__ = [
-    "CLIENT_ERRORS", "DEFAULT_NAMESPACE", "PRODUCER", "RUN_ID_NAMESPACE", "TRACELET_FACET_SCHEMA", "LineageRun",
-    "OpenLineageBackend", "Replayed", "TraceletDatasetFacet", "_DeadlineRetry", "aliases_changed", "dataset_event",
-    "dataset_namespace", "error_text", "event_json", "export_store", "flush", "graph_events", "lineage_events",
-    "open_client", "orchestrator_run", "payload", "producer_ended", "producer_started", "replay", "run_ended",
-    "run_event", "run_started", "step_run", "version_committed", "version_run",
+    "CLIENT_ERRORS", "DEFAULT_NAMESPACE", "LineageRun", "OpenLineageBackend", "PRODUCER", "RUN_ID_NAMESPACE",
+    "Replayed", "TRACELET_FACET_SCHEMA", "TraceletDatasetFacet", "_DeadlineRetry", "aliases_changed", "dataset_event",
+    "dataset_namespace", "error_text", "event_json", "export_store", "flush", "graph_events", "is_started",
+    "lineage_events", "open_client", "orchestrator_run", "payload", "producer_ended", "producer_started", "replay",
+    "run_ended", "run_event", "run_started", "step_run", "version_committed", "version_run",
 ]
 
 

@@ -11,7 +11,7 @@
   ``version`` (``vN``), ``schema`` (columns of stored tables), ``documentation`` and
   ``tracelet`` (ref, digest, type, aliases, partition, size).
 * **Events**: ``START`` / ``COMPLETE`` / ``FAIL`` run events (``errorMessage`` on a failure) and
-  ``DatasetEvent``\\ s for alias changes, all from the client's own classes, serialized once
+  DatasetEvents for alias changes, all from the client's own classes, serialized once
   (:func:`payload`) and sent as stored.
 """
 

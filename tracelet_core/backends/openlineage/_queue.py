@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from ..._store import ArtifactStore
 
 logger = logging.getLogger("tracelet.openlineage")
+#: Orchestrators whose adapter reports each step's start and end after the step (Dagster reads
+#: its event log at teardown): what their steps log is sent with the step's end.
+REPORTED_AFTER = frozenset({"dagster"})
 #: One sender per process at a time, so two threads never send the same queued event.
 _flush_lock = threading.Lock()
 
@@ -117,7 +120,8 @@ def version_committed(store: ArtifactStore, version: LoggedArtifact) -> None:
     """A version just committed: sent with its run's end when that run is tracked, else as a
     run of its own."""
     def queue() -> None:
-        if version.producer is not None and is_started(store, step_run(version.producer)):
+        producer = version.producer
+        if producer is not None and (producer.orchestrator in REPORTED_AFTER or is_started(store, step_run(producer))):
             return
         start, complete = own_run_events(version)
         _queue(store, f"{start.run.runId}/start", start.run.runId, start)
