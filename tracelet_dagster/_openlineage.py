@@ -75,7 +75,7 @@ def report_run(access: Any, context: Any) -> None:
     """Hand the export what Dagster's event log says about the run being torn down (nothing
     with the export off, or outside a run); ``access``: the IO manager or resource, whose
     ``store`` it goes to. Never raises: the run's outcome is Dagster's."""
-    dagster_run = getattr(context, "dagster_run", None)
+    dagster_run = getattr(context, "run", None)
     instance = getattr(context, "instance", None)
     if dagster_run is None or instance is None:
         return
