@@ -24,7 +24,7 @@ from typing import Any
 
 from dagster import DagsterEventType
 
-from tracelet_core import ArtifactStore, ConfigurationError, RunInfo, TraceletError
+from tracelet_core import ArtifactStore, ConfigurationError, RunInfo, TraceletSettings
 from tracelet_core._delivery import exporter
 
 logger = logging.getLogger("tracelet.dagster")
@@ -80,21 +80,15 @@ def report_run(access: Any, context: Any) -> None:
     if dagster_run is None or instance is None:
         return
     try:
+        if not TraceletSettings.load().openlineage:
+            return  # checked before the store opens: a run that never used it does not open it
         store: ArtifactStore = access.store
-    except TraceletError as exc:
-        logger.warning("OpenLineage: no store to report Dagster run %s to: %s", dagster_run.run_id, exc)
-        return
-    if not store.settings.openlineage:
-        return
-    try:
-        export = exporter()
+        if store.settings.openlineage:
+            _report(store, exporter(), instance, dagster_run)
     except ConfigurationError as exc:
         logger.warning("OpenLineage export is off here: %s", exc)
-        return
-    try:
-        _report(store, export, instance, dagster_run)
     except Exception as exc:  # noqa: BLE001 - the export never fails a run; what failed is logged
-        logger.warning("OpenLineage: the events of Dagster run %s could not be built: %s", dagster_run.run_id, exc)
+        logger.warning("OpenLineage: the events of Dagster run %s could not be sent: %s", dagster_run.run_id, exc)
 
 
 def _report(store: ArtifactStore, export: Any, instance: Any, dagster_run: Any) -> None:
