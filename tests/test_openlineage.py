@@ -110,9 +110,10 @@ def test_the_schema_rejects_what_the_spec_rejects(store: ArtifactStore) -> None:
 
 
 # -- core runs --------------------------------------------------------------------------------
-def test_core_runs_start_once_and_end_once_with_all_they_logged_and_read(store_dir: Path, events_file: Path) -> None:
+def test_core_runs_start_once_and_end_once_with_all_they_logged_and_read(
+        store_dir: Path, events_file: Path, catalog_url: str) -> None:
     table = pd.DataFrame({"id": [1, 2], "city": ["Oslo", "Lima"]})
-    with ArtifactStore.open(store_dir) as store:
+    with ArtifactStore.open(store_dir, catalog_url=catalog_url) as store:  # SQLite, PostgreSQL
         raw = store.log(TraceletArtifact("data/raw", "dataset", description="the rows")
                         .add_object(table, "rows", serializer="parquet"))
         with Experiment("train-model", store=store) as exp:
@@ -150,14 +151,18 @@ def test_core_runs_start_once_and_end_once_with_all_they_logged_and_read(store_d
     assert failed["run"]["facets"]["errorMessage"]["programmingLanguage"] == "python"
 
 
-def test_two_stores_never_share_a_dataset(tmp_path: Path, events_file: Path) -> None:
-    namespaces = []
-    for folder in ("one", "two"):
-        with ArtifactStore.open(tmp_path / folder) as store:
-            store.log(TraceletArtifact("demo/raw", "dataset").add_object([folder], "rows"))
-    for event in run_events(read_events(events_file)):
-        namespaces += [d["namespace"] for d in event["outputs"]]
-    assert namespaces == [(tmp_path / "one").resolve().as_uri(), (tmp_path / "two").resolve().as_uri()]
+def test_two_stores_never_share_a_dataset(tmp_path: Path, events_file: Path, s3_env: str, catalog_url: str) -> None:
+    local = tmp_path / "one"
+    with ArtifactStore.open(local) as store:
+        store.log(TraceletArtifact("demo/raw", "dataset").add_object(["local"], "rows"))
+    settings = TraceletSettings(cache_dir=str(tmp_path / "cache"))
+    with ArtifactStore.open(s3_env, catalog_url=catalog_url, settings=settings) as store:  # SQLite, PostgreSQL
+        assert store.settings.openlineage
+        store.log(TraceletArtifact("demo/raw", "dataset").add_object(["remote"], "rows"))
+    outputs = [d for e in run_events(read_events(events_file)) for d in e["outputs"]]
+    assert [(d["namespace"], d["name"]) for d in outputs] == [(local.resolve().as_uri(), "demo/raw"),
+                                                              (s3_env, "demo/raw")]  # s3://bucket/store
+    assert outputs[0]["facets"]["tracelet"]["digest"] != outputs[1]["facets"]["tracelet"]["digest"]
 
 
 def test_an_alias_change_sends_a_dataset_event_with_the_aliases(store_dir: Path, events_file: Path) -> None:
