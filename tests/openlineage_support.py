@@ -18,6 +18,8 @@ import threading
 import types
 import typing
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,6 +233,19 @@ class LineageServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+@contextmanager
+def serving_lineage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LineageServer]:
+    """The export on, to a loopback lineage server (``OPENLINEAGE_URL``), no other configuration."""
+    no_openlineage_config(monkeypatch, tmp_path)
+    server = LineageServer()
+    monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
+    monkeypatch.setenv("OPENLINEAGE_URL", server.url)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def wait_for_abandoned_deliveries() -> None:

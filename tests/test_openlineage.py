@@ -31,6 +31,7 @@ from openlineage_support import (
     read_events,
     refs,
     run_events,
+    serving_lineage,
     start,
     states_by_job,
     terminal,
@@ -67,12 +68,9 @@ def events_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def lineage_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageServer]:
-    server = LineageServer()
-    monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
-    monkeypatch.setenv("OPENLINEAGE_URL", server.url)
-    yield server
-    server.close()
+def lineage_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LineageServer]:
+    with serving_lineage(monkeypatch, tmp_path) as server:
+        yield server
 
 
 def queue(store: ArtifactStore) -> list[tuple[str, str, int]]:

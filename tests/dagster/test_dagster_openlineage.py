@@ -3,7 +3,6 @@ per step, posted to a loopback lineage server; every event checked against the s
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from dagster import AssetOut, Output, asset, materialize, multi_asset
-from openlineage_support import LineageServer, assert_valid, no_openlineage_config, refs
+from openlineage_support import LineageServer, assert_valid, refs, serving_lineage, states_by_job
 
 from tracelet_core import ArtifactStore, RunInfo
 from tracelet_core.backends.openlineage import lineage_events, step_run
@@ -47,23 +46,8 @@ def ol_pair(ol_raw: pd.DataFrame) -> Iterator[Output[Any]]:
 
 @pytest.fixture
 def lineage_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LineageServer]:
-    no_openlineage_config(monkeypatch, tmp_path)
-    server = LineageServer()
-    monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
-    monkeypatch.setenv("OPENLINEAGE_URL", server.url)
-    yield server
-    server.close()
-
-
-def by_run(events: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """job name -> its events' types, checking each job has one run id."""
-    states: dict[str, list[str]] = defaultdict(list)
-    ids: dict[str, set[str]] = defaultdict(set)
-    for event in events:
-        states[event["job"]["name"]].append(event["eventType"])
-        ids[event["job"]["name"]].add(event["run"]["runId"])
-    assert all(len(found) == 1 for found in ids.values()), ids
-    return dict(states)
+    with serving_lineage(monkeypatch, tmp_path) as server:
+        yield server
 
 
 def test_a_failing_asset_fails_its_step_and_the_run_while_its_sibling_completes(
@@ -74,7 +58,7 @@ def test_a_failing_asset_fails_its_step_and_the_run_while_its_sibling_completes(
     job = result.dagster_run.job_name
 
     events = [assert_valid(e) for e in lineage_server.received]
-    assert by_run(events) == {
+    assert states_by_job(events) == {
         job: ["START", "FAIL"],
         f"{job}.ol_raw": ["START", "COMPLETE"],
         f"{job}.ol_bad": ["START", "FAIL"],
@@ -116,6 +100,6 @@ def test_a_successful_run_completes(lineage_server: LineageServer, dagster_resou
     result = materialize([ol_raw, ol_ok], resources=dagster_resources)
     job = result.dagster_run.job_name
     events = [assert_valid(e) for e in lineage_server.received]
-    assert by_run(events) == {job: ["START", "COMPLETE"], f"{job}.ol_raw": ["START", "COMPLETE"],
+    assert states_by_job(events) == {job: ["START", "COMPLETE"], f"{job}.ol_raw": ["START", "COMPLETE"],
                               f"{job}.ol_ok": ["START", "COMPLETE"]}
     assert [e["eventType"] for e in events][-1] == "COMPLETE" and events[-1]["job"]["name"] == job

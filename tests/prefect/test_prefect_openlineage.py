@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openlineage_support import LineageServer, assert_valid, no_openlineage_config, refs, states_by_job, terminal
+from openlineage_support import LineageServer, assert_valid, refs, serving_lineage, states_by_job, terminal
 from prefect import flow
 
 from tracelet_core import ArtifactStore, LoggedArtifact
@@ -57,12 +57,8 @@ def ol_passing_flow(n: int, key: str) -> Any:
 
 @pytest.fixture
 def lineage_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LineageServer]:
-    no_openlineage_config(monkeypatch, tmp_path)
-    server = LineageServer()
-    monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
-    monkeypatch.setenv("OPENLINEAGE_URL", server.url)
-    yield server
-    server.close()
+    with serving_lineage(monkeypatch, tmp_path) as server:
+        yield server
 
 
 def test_a_failing_task_fails_its_run_and_the_flow_run_while_its_sibling_completes(
