@@ -367,7 +367,7 @@ class Delivery:
             results += self._retry_group(name, run_id, rows, unavailable)
         results += self.after_alias_change(backends=wanted)
         if wanted is None or LINEAGE_BACKEND in wanted:
-            results += self._lineage_queue()
+            results += self._lineage_queue(unavailable)
         if unavailable:
             names = ", ".join(sorted({r.backend for r in unavailable}))
             details = "; ".join(dict.fromkeys(r.error or "" for r in unavailable))
@@ -398,14 +398,16 @@ class Delivery:
             backend.stop()
         return results
 
-    def _lineage_queue(self) -> list[ArtifactResult]:
-        """Send the OpenLineage export's queued events (``sync``)."""
+    def _lineage_queue(self, unavailable: list[ArtifactResult]) -> list[ArtifactResult]:
+        """Send the OpenLineage export's queued events (``sync``); an export that cannot load
+        here joins ``unavailable``."""
         if not self.store.catalog.lineage_queue():
             return []
         try:
             return list(exporter().flush(self.store))
         except ConfigurationError as exc:
-            return [failure(LINEAGE_BACKEND, exc)]
+            unavailable.append(failure(LINEAGE_BACKEND, exc))
+            return unavailable[-1:]
 
     def _fail_rows(self, rows: list[DeliveryRecord], result: ArtifactResult) -> list[ArtifactResult]:
         for row in rows:

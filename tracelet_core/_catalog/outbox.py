@@ -167,9 +167,11 @@ class Outbox:
         return db.write(body)
 
     def lineage_queue(self, *, statuses: Sequence[str] | None = ("pending", "failed"),
-                      run_ids: Sequence[str] | None = None, key: str | None = None) -> list[dict[str, Any]]:
-        """Queued OpenLineage events (of some statuses, runs or one key), oldest first: dicts
-        with ``id``, ``key``, ``run_id``, ``payload``, ``status``, ``attempts``, ``last_error``."""
+                      run_ids: Sequence[str] | None = None, key: str | None = None,
+                      key_prefix: str | None = None) -> list[dict[str, Any]]:
+        """Queued OpenLineage events (of some statuses, runs, one key or keys under a prefix),
+        oldest first: dicts with ``id``, ``key``, ``run_id``, ``payload``, ``status``,
+        ``attempts``, ``last_error``."""
         query = select(lineage_events).order_by(lineage_events.c.id)
         if statuses is not None:
             query = query.where(lineage_events.c.status.in_(list(statuses)))
@@ -177,6 +179,8 @@ class Outbox:
             query = query.where(lineage_events.c.run_id.in_(list(run_ids)))
         if key is not None:
             query = query.where(lineage_events.c.key == key)
+        if key_prefix is not None:
+            query = query.where(lineage_events.c.key.startswith(key_prefix, autoescape=True))
 
         def read(conn: Connection) -> list[dict[str, Any]]:
             return [{"id": r.id, "key": r.key, "run_id": r.run_id, "payload": from_json(r.payload),

@@ -184,9 +184,14 @@ def table_schema(version: LoggedArtifact) -> schema_dataset.SchemaDatasetFacet |
     import pyarrow.parquet as pq  # Deferred: only for versions holding tables
 
     prefix = len(tables) > 1
-    fields = [schema_dataset.SchemaDatasetFacetFields(
-        name=f"{table.name}.{column.name}" if prefix else column.name, type=str(column.type))
-        for table in tables for column in pq.read_schema(version.path(table.path))]
+    fields = []
+    for table in tables:
+        assert table.digest is not None
+        with version.store.blobs.open_blob(table.digest, label=table.path) as handle:
+            columns = pq.read_schema(handle)  # the footer only, not the table
+        fields += [schema_dataset.SchemaDatasetFacetFields(
+            name=f"{table.name}.{column.name}" if prefix else column.name, type=str(column.type))
+            for column in columns]
     return schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER)
 
 

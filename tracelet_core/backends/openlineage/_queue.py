@@ -133,10 +133,12 @@ def aliases_changed(store: ArtifactStore, name: str) -> None:
     """Queue a ``DatasetEvent`` for each version whose aliases changed (recorded in the alias
     history and not sent yet): the version as it is now, with its aliases."""
     def queue() -> None:
+        prefix = f"aliases/{name}/"
+        sent = {row["key"] for row in store.catalog.lineage_queue(statuses=None, key_prefix=prefix)}
         for index, (_alias, before, after, at, _run, _reason) in enumerate(store.catalog.alias_history(name, None)):
             for ref in (before, after):
-                key = f"aliases/{name}/{index}/{ref}"
-                if ref is None or store.catalog.lineage_queue(statuses=None, key=key):
+                key = f"{prefix}{index}/{ref}"
+                if ref is None or key in sent:
                     continue
                 version = store._including_deleted(ref)
                 _queue(store, key, None, dataset_event(version, at))
@@ -147,8 +149,8 @@ def _guarded(store: ArtifactStore, queue: Any) -> None:
     """Queue (never failing the caller), then send what is queued."""
     try:
         queue()
-    except TraceletError as exc:
-        logger.warning("OpenLineage: an event could not be queued: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a log never fails because of its export; logged
+        logger.warning("OpenLineage: an event could not be queued: %s: %s", type(exc).__name__, exc)
         return
     flush(store)
 
