@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import AssetOut, Output, asset, materialize, multi_asset
+from dagster import AssetOut, Output, StaticPartitionsDefinition, asset, materialize, multi_asset
 from openlineage_support import LineageServer, assert_valid, refs, serving_lineage, states_by_job
 
 from tracelet_core import ArtifactStore, RunInfo
@@ -42,6 +42,11 @@ def ol_ok(ol_raw: pd.DataFrame) -> dict[str, float]:
 def ol_pair(ol_raw: pd.DataFrame) -> Iterator[Output[Any]]:
     yield Output(ol_raw.head(1), output_name="ol_left")
     yield Output(ol_raw.tail(1), output_name="ol_right")
+
+
+@asset(io_manager_key="tracelet", partitions_def=StaticPartitionsDefinition(["north", "south"]))
+def ol_regional(context) -> list[str]:  # unannotated: Dagster cannot read a postponed annotation
+    return [context.partition_key]
 
 
 @pytest.fixture
@@ -103,3 +108,14 @@ def test_a_successful_run_completes(lineage_server: LineageServer, dagster_resou
     assert states_by_job(events) == {job: ["START", "COMPLETE"], f"{job}.ol_raw": ["START", "COMPLETE"],
                               f"{job}.ol_ok": ["START", "COMPLETE"]}
     assert [e["eventType"] for e in events][-1] == "COMPLETE" and events[-1]["job"]["name"] == job
+
+
+def test_a_partition_run_lists_the_partition_version_with_its_partition(
+        lineage_server: LineageServer, dagster_resources: dict[str, object]) -> None:
+    result = materialize([ol_regional], partition_key="south", resources=dagster_resources)
+    job = result.dagster_run.job_name
+    events = [assert_valid(e) for e in lineage_server.received]
+    assert states_by_job(events) == {job: ["START", "COMPLETE"], f"{job}.ol_regional": ["START", "COMPLETE"]}
+    [output] = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] != job][0]["outputs"]
+    assert (output["facets"]["tracelet"]["ref"], output["facets"]["tracelet"]["partition"]) == ("ol_regional:v1",
+                                                                                              "south")
