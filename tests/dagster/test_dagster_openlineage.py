@@ -9,13 +9,25 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import AssetOut, Output, StaticPartitionsDefinition, asset, materialize, multi_asset
+from dagster import (
+    AssetOut,
+    DagsterInstance,
+    Output,
+    StaticPartitionsDefinition,
+    asset,
+    build_reconstructable_job,
+    execute_job,
+    materialize,
+    multi_asset,
+)
 from openlineage_support import LineageServer, assert_valid, refs, serving_lineage, states_by_job
 
 from tracelet_core import ArtifactStore, RunInfo
 from tracelet_core.backends.openlineage import lineage_events, step_run
 
 pytest_plugins = ["dagster_fixtures"]
+
+HERE = Path(__file__).resolve().parent
 
 
 @asset(io_manager_key="tracelet")
@@ -119,3 +131,20 @@ def test_a_partition_run_lists_the_partition_version_with_its_partition(
     [output] = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] != job][0]["outputs"]
     assert (output["facets"]["tracelet"]["ref"], output["facets"]["tracelet"]["partition"]) == ("ol_regional:v1",
                                                                                               "south")
+
+
+def test_the_multiprocess_executor_reports_each_step_from_its_own_process(
+        lineage_server: LineageServer, dagster_instance: DagsterInstance, store_dir: Path) -> None:
+    job = build_reconstructable_job("openlineage_jobs", "define_lineage_job", reconstructor_working_directory=str(HERE))
+    config = {"resources": {"tracelet": {"config": {"store_uri": str(store_dir)}}},
+              "execution": {"config": {"max_concurrent": 1}}}
+    with execute_job(job, instance=dagster_instance, run_config=config, raise_on_error=False) as result:
+        assert not result.success
+        run_id = result.run_id
+    events = [assert_valid(e) for e in lineage_server.received]
+    assert states_by_job(events) == {
+        "lineage_mp": ["START", "FAIL"],  # sent by the last step process: no planned step was left
+        "lineage_mp.mp_source": ["START", "COMPLETE"],
+        "lineage_mp.mp_odds": ["START", "FAIL"],
+    }  # mp_merged never ran: downstream of the failure
+    assert {e["run"]["runId"] for e in events if e["job"]["name"] == "lineage_mp"} == {run_id}
