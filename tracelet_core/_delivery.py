@@ -296,17 +296,6 @@ class Delivery:
         except ConfigurationError as exc:
             logger.warning("OpenLineage export is off here: %s", exc)
 
-    def deliver_each(self, backend: Backend, refs: Iterable[str]) -> Iterator[ArtifactResult]:
-        """Deliver the versions ``refs`` to ``backend`` one by one, recording each outcome on
-        the version's row where it has one; stops after the first failure (``export-lineage``)."""
-        for ref in refs:
-            artifact = self.store.get(ref)
-            result = deliver(backend, artifact, self.timeout)
-            self.record(artifact, result)
-            yield result
-            if not result.ok:
-                return
-
     # -- after an alias change -----------------------------------------------------------------
     def after_alias_change(self, name: str | None = None,
                            backends: set[str] | None = None) -> list[ArtifactResult]:
