@@ -3,6 +3,7 @@ tracelet task run, posted to a loopback lineage server; every event checked agai
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,16 @@ def ol_flaky(numbers: list[int], key: str) -> int:
     if ATTEMPTS[key] == 1:
         raise ConnectionError("first attempt fails")
     return len(numbers)
+
+
+@tracelet_task("ol/async-total", "report")
+async def ol_async_total(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@flow(name="ol-async")
+async def ol_async_flow(n: int) -> Any:
+    return await ol_async_total(ol_numbers(n))
 
 
 @flow(name="ol-nightly")
@@ -106,3 +117,19 @@ def test_a_retried_task_ends_once_and_a_passing_flow_completes(lineage_server: L
     }
     assert refs(terminal(events, "ol-hourly.ol_flaky")["outputs"]) == [flaky.ref]
     assert refs(terminal(events, "ol-hourly.ol_total")["outputs"]) == [total.ref]
+
+
+# Prefect's own async flow engine leaves a connection to the server open when asyncio.run()
+# closes the loop (as in test_prefect_tasks.py, with or without tracelet).
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_an_async_task_in_an_async_flow_is_a_run_too(lineage_server: LineageServer) -> None:
+    total = asyncio.run(ol_async_flow(3))
+    events = [assert_valid(e) for e in lineage_server.received]
+    assert states_by_job(events) == {
+        "ol-async": ["START", "COMPLETE"],
+        "ol-async.ol_numbers": ["START", "COMPLETE"],
+        "ol-async.ol_async_total": ["START", "COMPLETE"],
+    }
+    done = terminal(events, "ol-async.ol_async_total")
+    assert (refs(done["inputs"]), refs(done["outputs"])) == (["ol/numbers:v1"], [total.ref])
