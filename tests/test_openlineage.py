@@ -1,48 +1,42 @@
-"""OpenLineage export: one valid ``COMPLETE`` RunEvent per committed version, through the outbox.
+"""OpenLineage export of core runs: a START and one COMPLETE/FAIL per run, through its queue.
 
 The events go through the real ``openlineage-python`` client to its file transport and to its
-HTTP transport pointed at a small server on loopback that records what it receives. The
-client ships no JSON Schema files (and nothing here may fetch the spec), so events are checked
-against a JSON Schema built from the client's own attrs classes, which OpenLineage generates
-from the spec: every non-optional field required, ``runId`` a UUID, times RFC 3339, URIs
-absolute, each known facet by its own class and every other facet as a ``BaseFacet``.
+HTTP transport pointed at a small server on loopback standing in for Marquez's
+``/api/v1/lineage``; every event is checked against the spec's schema (``openlineage_support``).
+Dagster and Prefect runs are tested in ``tests/dagster`` and ``tests/prefect``.
 """
 
 from __future__ import annotations
 
-import enum
 import json
-import os
+import logging
 import socket
 import subprocess
 import sys
-import threading
-import types
-import typing
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import attr
 import jsonschema
+import pandas as pd
 import pytest
-from dagster import asset, materialize
-from openlineage.client.event_v2 import RunEvent
-from openlineage.client.facet_v2 import (
-    dataset_version_dataset,
-    documentation_dataset,
-    job_type_job,
-    parent_run,
-    processing_engine_run,
-    tags_job,
-    tags_run,
+import urllib3.util.connection
+from openlineage.client.event_v2 import RunState
+from openlineage_support import (
+    LineageServer,
+    assert_valid,
+    export_to_file,
+    no_openlineage_config,
+    read_events,
+    refs,
+    run_events,
+    serving_lineage,
+    start,
+    states_by_job,
+    terminal,
+    wait_for_abandoned_deliveries,
 )
-from openlineage.client.generated.base import BaseFacet
-from prefect import flow
 from support import free_port
 from typer.testing import CliRunner
 from urllib3.exceptions import MaxRetryError
@@ -50,311 +44,223 @@ from urllib3.exceptions import MaxRetryError
 from tracelet_core import ArtifactStore, Experiment, RunInfo, TraceletArtifact, TraceletSettings
 from tracelet_core.backends.openlineage import (
     RUN_ID_NAMESPACE,
-    TRACELET_FACET_SCHEMA,
-    TraceletDatasetFacet,
     _DeadlineRetry,
-    build_event,
+    dataset_event,
     event_json,
     lineage_events,
+    own_run_events,
+    payload,
+    run_event,
+    step_run,
+    version_run,
 )
 from tracelet_core.cli import app
-from tracelet_dagster import TraceletIOManager
-from tracelet_prefect import tracelet_task
-
-# -- the spec, from the client's classes ------------------------------------------------------
-#: Facets the events carry, validated by their own classes (by key, where they sit).
-KNOWN_FACETS: list[tuple[str, type]] = [
-    ("parent", parent_run.ParentRunFacet),
-    ("processing_engine", processing_engine_run.ProcessingEngineRunFacet),
-    ("tags", tags_run.TagsRunFacet),
-    ("tags", tags_job.TagsJobFacet),
-    ("jobType", job_type_job.JobTypeJobFacet),
-    ("version", dataset_version_dataset.DatasetVersionDatasetFacet),
-    ("documentation", documentation_dataset.DocumentationDatasetFacet),
-    ("tracelet", TraceletDatasetFacet),
-]
-FORMATS = {"runId": "uuid", "eventTime": "date-time", "producer": "uri", "schemaURL": "uri",
-           "_producer": "uri", "_schemaURL": "uri"}
 
 
-def spec_schema(root: type) -> dict[str, Any]:
-    """A JSON Schema of ``root`` (an OpenLineage attrs class) and everything it holds."""
-    defs: dict[str, Any] = {}
-
-    def of_class(cls: type) -> dict[str, Any]:
-        key = f"{cls.__module__}.{cls.__qualname__}"
-        if key not in defs:
-            defs[key] = {}
-            hints = typing.get_type_hints(cls)
-            properties: dict[str, Any] = {}
-            required: list[str] = []
-            for field in attr.fields(cls):
-                hint = hints[field.name]
-                args = typing.get_args(hint)
-                optional = isinstance(hint, types.UnionType) and type(None) in args
-                inner = next(a for a in args if a is not type(None)) if optional else hint
-                properties[field.name] = {**of_type(inner), **({"format": FORMATS[field.name]}
-                                                               if field.name in FORMATS else {})}
-                if not optional:
-                    required.append(field.name)
-            defs[key] = {"type": "object", "properties": properties, "required": required}
-        return {"$ref": f"#/$defs/{key}"}
-
-    def of_type(hint: Any) -> dict[str, Any]:
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if hint is str:
-            return {"type": "string"}
-        if hint is bool:
-            return {"type": "boolean"}
-        if hint is int:
-            return {"type": "integer"}
-        if hint is float:
-            return {"type": "number"}
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
-            return {"enum": [member.value for member in hint]}
-        if origin is list:
-            return {"type": "array", "items": of_type(args[0])}
-        if origin is dict and isinstance(args[1], type) and issubclass(args[1], BaseFacet):
-            known = {name: of_class(cls) for name, cls in KNOWN_FACETS if issubclass(cls, args[1])}
-            return {"type": "object", "properties": known, "additionalProperties": of_class(args[1])}
-        if origin is dict:
-            return {"type": "object"}
-        if attr.has(hint):
-            return of_class(hint)
-        return {}
-
-    top = of_class(root)
-    return {"$defs": defs, **top}
+@pytest.fixture(autouse=True)
+def no_openlineage_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    no_openlineage_config(monkeypatch, tmp_path)
 
 
-FORMAT_CHECKER = jsonschema.FormatChecker()
+@pytest.fixture
+def events_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return export_to_file(monkeypatch, tmp_path / "events.jsonl")
 
 
-@FORMAT_CHECKER.checks("date-time", raises=ValueError)
-def _is_date_time(value: object) -> bool:
-    return not isinstance(value, str) or ("T" in value and datetime.fromisoformat(value).tzinfo is not None)
+@pytest.fixture
+def lineage_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LineageServer]:
+    with serving_lineage(monkeypatch, tmp_path) as server:
+        yield server
 
 
-@FORMAT_CHECKER.checks("uri")
-def _is_uri(value: object) -> bool:
-    return not isinstance(value, str) or bool(urlparse(value).scheme and urlparse(value).netloc)
+def queue(store: ArtifactStore) -> list[tuple[str, str, int]]:
+    """``(event type, status, attempts)`` of every queued event, oldest first."""
+    return [(r["payload"].get("eventType", "DATASET"), r["status"], r["attempts"])
+            for r in store.catalog.lineage_queue(statuses=None)]
 
 
-RUN_EVENT_VALIDATOR = jsonschema.Draft202012Validator(spec_schema(RunEvent), format_checker=FORMAT_CHECKER)
-FACET_VALIDATOR = jsonschema.Draft202012Validator(TRACELET_FACET_SCHEMA, format_checker=FORMAT_CHECKER)
-
-
-def assert_valid(event: dict[str, Any]) -> dict[str, Any]:
-    """``event`` is a valid RunEvent, and its ``tracelet`` facets match their schema."""
-    RUN_EVENT_VALIDATOR.validate(event)
-    for dataset in [*event.get("inputs", []), *event.get("outputs", [])]:
-        FACET_VALIDATOR.validate(dataset["facets"]["tracelet"])
-    return event
-
-
+# -- the spec ---------------------------------------------------------------------------------
 def test_the_schema_rejects_what_the_spec_rejects(store: ArtifactStore) -> None:
     logged = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-    good = json.loads(event_json(build_event(logged)))
-    assert_valid(good)
-    broken: list[Callable[[dict[str, Any]], None]] = [
-        lambda e: e["run"].update(runId="not-a-uuid"),
-        lambda e: e.update(eventTime="yesterday"),
-        lambda e: e.update(eventType="DONE"),
-        lambda e: e["job"].pop("name"),
-        lambda e: e["outputs"][0]["facets"]["version"].pop("_producer"),
-        lambda e: e["outputs"][0]["facets"]["version"].pop("datasetVersion"),
-        lambda e: e["outputs"][0]["facets"]["tracelet"].pop("digest"),
+    started, good = (payload(e) for e in own_run_events(logged))
+    failed = payload(run_event(RunState.FAIL, version_run(logged), 0.0, error="ValueError: x"))
+    described = payload(dataset_event(logged, 0.0))
+    for event in (started, good, failed, described):
+        assert_valid(event)
+    broken: list[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = [
+        (good, lambda e: e["run"].update(runId="not-a-uuid")),
+        (good, lambda e: e.update(eventTime="yesterday")),
+        (good, lambda e: e.update(eventType="DONE")),
+        (good, lambda e: e["job"].pop("name")),
+        (good, lambda e: e["outputs"][0]["facets"]["version"].pop("_producer")),
+        (good, lambda e: e["outputs"][0]["facets"]["version"].pop("datasetVersion")),
+        (good, lambda e: e["outputs"][0]["facets"]["tracelet"].pop("digest")),
+        (failed, lambda e: e["run"]["facets"]["errorMessage"].pop("message")),
+        (failed, lambda e: e["run"]["facets"]["errorMessage"].pop("programmingLanguage")),
+        (described, lambda e: e["dataset"].pop("namespace")),
+        (described, lambda e: e.pop("dataset")),
     ]
-    for breaks in broken:
-        event = json.loads(json.dumps(good))
+    for source, breaks in broken:
+        event = json.loads(json.dumps(source))
         breaks(event)
         with pytest.raises(jsonschema.ValidationError):
             assert_valid(event)
 
 
-# -- transports -------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def no_openlineage_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No OpenLineage configuration from the machine: none in the environment, none in the
-    working directory (``openlineage.yml``) or the home folder."""
-    for key in list(os.environ):
-        if key.startswith("OPENLINEAGE"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def events_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The export on, to the client's file transport (one JSON event per line)."""
-    path = tmp_path / "events.jsonl"
-    monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
-    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
-    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(path))
-    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
-    return path
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [assert_valid(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-
-
-class LineageServer:
-    """An OpenLineage HTTP endpoint on loopback that records every event posted to it."""
-
-    def __init__(self, port: int = 0) -> None:
-        received: list[dict[str, Any]] = []
-        self.received = received
-        self.paths: list[str] = []
-        paths = self.paths
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                paths.append(self.path)
-                received.append(json.loads(body))
-                self.send_response(201)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="test-lineage-server", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def lineage_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageServer]:
-    server = LineageServer()
-    monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
-    monkeypatch.setenv("OPENLINEAGE_URL", server.url)
-    yield server
-    server.close()
-
-
-def wait_for_abandoned_deliveries() -> None:
-    """Join delivery attempts the outbox gave up on (bounded by the same time limit), so what
-    a test starts next cannot receive them."""
-    for thread in threading.enumerate():
-        if thread.name.startswith("tracelet-deliver-openlineage"):
-            thread.join()
-
-
-def run_id_of(run: RunInfo) -> str:
-    return str(uuid.uuid5(RUN_ID_NAMESPACE, run.key))
-
-
-# -- the core API -----------------------------------------------------------------------------
-def test_every_committed_version_emits_one_complete_event(store_dir: Path, events_file: Path) -> None:
-    with ArtifactStore.open(store_dir) as store:
-        raw = store.log(TraceletArtifact("data/raw", "dataset", description="the rows").add_object([1, 2], "rows"))
+# -- core runs --------------------------------------------------------------------------------
+def test_core_runs_start_once_and_end_once_with_all_they_logged_and_read(
+        store_dir: Path, events_file: Path, catalog_url: str) -> None:
+    table = pd.DataFrame({"id": [1, 2], "city": ["Oslo", "Lima"]})
+    with ArtifactStore.open(store_dir, catalog_url=catalog_url) as store:  # SQLite, PostgreSQL
+        raw = store.log(TraceletArtifact("data/raw", "dataset", description="the rows")
+                        .add_object(table, "rows", serializer="parquet"))
         with Experiment("train-model", store=store) as exp:
             exp.get_artifact("data/raw")
-            exp.log_artifact(exp.create_artifact("model", "model").add_object({"w": 1}, "w"), aliases=["best"])
-            exp.log_artifact(exp.create_artifact("metrics", "report").add_object({"acc": 0.9}, "m"))
-        store.log(TraceletArtifact("data/raw", "dataset", description="the rows").add_object([1, 2], "rows"))
+            model = exp.log_artifact(exp.create_artifact("model", "model").add_object({"w": 1}, "w")).logged
+            metrics = exp.log_artifact(exp.create_artifact("metrics", "report").add_object({"acc": 0.9}, "m")).logged
+        store.log(TraceletArtifact("data/raw", "dataset", description="the rows")
+                  .add_object(table, "rows", serializer="parquet"))  # identical: no new run
+        with pytest.raises(ValueError, match="boom"), Experiment("broken", store=store):
+            raise ValueError("boom")
+        assert {status for _type, status, _n in queue(store)} == {"delivered"}
 
-        first, model, metrics = read_events(events_file)  # the identical re-log sent nothing
-        assert {r.backend: r.status for r in store.deliveries()} == {"openlineage": "delivered"}
-
-    assert first["eventType"] == "COMPLETE"
-    assert first["job"]["namespace"] == "tracelet" and first["job"]["name"] == "log:data/raw"
-    assert first["inputs"] == []
-    [output] = first["outputs"]
-    assert (output["namespace"], output["name"]) == ("tracelet", "data/raw")
+    events = read_events(events_file)
+    assert states_by_job(events) == {"log:data/raw": ["START", "COMPLETE"], "train-model": ["START", "COMPLETE"],
+                                     "broken": ["START", "FAIL"]}
+    own = terminal(events, "log:data/raw")
+    [output] = own["outputs"]
+    assert (output["namespace"], output["name"]) == (store_dir.resolve().as_uri(), "data/raw")
     assert output["facets"]["version"]["datasetVersion"] == "v1"
     assert output["facets"]["documentation"]["description"] == "the rows"
-    tracelet = output["facets"]["tracelet"]
-    assert (tracelet["ref"], tracelet["digest"], tracelet["type"]) == ("data/raw:v1", raw.digest, "dataset")
+    id_column, city_column = output["facets"]["schema"]["fields"]  # as the stored table's schema says
+    assert (id_column["name"], id_column["type"], city_column["name"]) == ("id", "int64", "city")
+    assert city_column["type"] in {"string", "large_string"}  # pandas' str dtype, per its version
+    assert (output["facets"]["tracelet"]["ref"], output["facets"]["tracelet"]["digest"]) == ("data/raw:v1", raw.digest)
 
-    assert (model["job"]["namespace"], model["job"]["name"]) == ("tracelet", "train-model")
-    assert model["run"]["runId"] == metrics["run"]["runId"] == run_id_of(exp.run)  # one run, two outputs
-    assert "parent" not in model["run"]["facets"]  # an experiment is its own top-level run
-    assert model["outputs"][0]["facets"]["tracelet"]["aliases"] == ["best"]
-    [read] = model["inputs"]
-    version = read["facets"]["version"]["datasetVersion"]
-    assert (read["namespace"], read["name"], version) == ("tracelet", "data/raw", "v1")
-    assert read["facets"]["tracelet"]["digest"] == raw.digest
+    began, done = start(events, "train-model"), terminal(events, "train-model")
+    assert began["run"]["runId"] == done["run"]["runId"] == step_run(exp.run).run_id
+    assert began["eventTime"] <= done["eventTime"] and began["outputs"] == began["inputs"] == []
+    assert refs(done["outputs"]) == [model.ref, metrics.ref]  # one run, one COMPLETE, both outputs
+    assert refs(done["inputs"]) == ["data/raw:v1"]
+    assert "schema" in done["inputs"][0]["facets"] and "parent" not in done["run"]["facets"]
+
+    failed = terminal(events, "broken")
+    assert failed["run"]["facets"]["errorMessage"]["message"] == "ValueError: boom"
+    assert failed["run"]["facets"]["errorMessage"]["programmingLanguage"] == "python"
 
 
-def test_sealed_drafts_are_exported_too(store_dir: Path, events_file: Path) -> None:
+def test_two_stores_never_share_a_dataset(tmp_path: Path, events_file: Path, s3_env: str, catalog_url: str) -> None:
+    local = tmp_path / "one"
+    with ArtifactStore.open(local) as store:
+        store.log(TraceletArtifact("demo/raw", "dataset").add_object(["local"], "rows"))
+    settings = TraceletSettings(cache_dir=str(tmp_path / "cache"))
+    with ArtifactStore.open(s3_env, catalog_url=catalog_url, settings=settings) as store:  # SQLite, PostgreSQL
+        assert store.settings.openlineage
+        store.log(TraceletArtifact("demo/raw", "dataset").add_object(["remote"], "rows"))
+    outputs = [d for e in run_events(read_events(events_file)) for d in e["outputs"]]
+    assert [(d["namespace"], d["name"]) for d in outputs] == [(local.resolve().as_uri(), "demo/raw"),
+                                                              (s3_env, "demo/raw")]  # s3://bucket/store
+    assert outputs[0]["facets"]["tracelet"]["digest"] != outputs[1]["facets"]["tracelet"]["digest"]
+
+
+def test_an_alias_change_sends_a_dataset_event_with_the_aliases(store_dir: Path, events_file: Path) -> None:
+    with ArtifactStore.open(store_dir) as store:
+        store.log(TraceletArtifact("model", "model").add_object({"w": 1}, "w"), aliases=["best"])
+        store.log(TraceletArtifact("model", "model").add_object({"w": 2}, "w"))
+        store.set_alias("model:v1", "production")
+        store.set_alias("model:v2", "production")
+    datasets = [e for e in read_events(events_file) if "dataset" in e]
+    assert [(e["dataset"]["name"], e["dataset"]["facets"]["tracelet"]["ref"]) for e in datasets] == [
+        ("model", "model:v1"), ("model", "model:v1"), ("model", "model:v1"), ("model", "model:v2")]
+    # what each says is the version as it is now (sent right after each change, in order)
+    assert [e["dataset"]["facets"]["tracelet"]["aliases"] for e in datasets] == [
+        ["best"], ["best", "production"], ["best"], ["production"]]
+
+
+def test_sealed_drafts_are_a_run_of_their_producer(store_dir: Path, events_file: Path) -> None:
     with ArtifactStore.open(store_dir) as store:
         store.upsert(TraceletArtifact("shards", "dataset").add_object([1], "part-1"), group="g")
         store.upsert(TraceletArtifact("shards", "dataset").add_object([2], "part-2"), group="g")
         sealed = store.finish("shards", group="g", producer=RunInfo("tracelet", "r", name="merge"))
-    [event] = read_events(events_file)
-    assert event["job"]["name"] == "merge" and event["outputs"][0]["facets"]["tracelet"]["ref"] == sealed.ref
+    events = read_events(events_file)
+    assert states_by_job(events) == {"merge": ["START", "COMPLETE"]}
+    assert refs(terminal(events, "merge")["outputs"]) == [sealed.ref]
 
 
-def test_openlineage_as_a_configured_backend_sends_each_event_once(store_dir: Path, events_file: Path) -> None:
+def test_openlineage_as_a_configured_backend_sends_each_version_as_a_dataset_event(
+        store_dir: Path, events_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRACELET_OPENLINEAGE")  # the backend alone, no run export
     with ArtifactStore.open(store_dir) as store, Experiment("e", backend="openlineage", store=store) as exp:
         results = exp.log_artifact(exp.create_artifact("cfg", "config").add_object({"lr": 0.1}, "c"))
-        assert results["openlineage"].ok and results["openlineage"].uri
+        assert results["openlineage"].ok and results["openlineage"].uri == "openlineage:dataset/cfg:v1"
         assert [d.status for d in store.deliveries()] == ["delivered"]
-    assert len(read_events(events_file)) == 1
+    [event] = read_events(events_file)
+    assert (event["dataset"]["name"], event["dataset"]["facets"]["tracelet"]["ref"]) == ("cfg", "cfg:v1")
 
 
-def test_run_ids_come_from_the_run_step_not_the_attempt(store: ArtifactStore) -> None:
-    logged = store.log(TraceletArtifact("a", "custom").add_object(1, "x"),
-                       producer=RunInfo("dagster", "0f9c1e52-5d0a-4a3c-9d59-3f1f3ad0a1b2", step="a", name="job"))
-    retried = store.log(TraceletArtifact("b", "custom").add_object(2, "x"),
-                        producer=RunInfo("dagster", "0f9c1e52-5d0a-4a3c-9d59-3f1f3ad0a1b2", step="a", name="job",
-                                         extra={"attempt": 2}))
-    other_step = store.log(TraceletArtifact("c", "custom").add_object(3, "x"),
-                           producer=RunInfo("dagster", "0f9c1e52-5d0a-4a3c-9d59-3f1f3ad0a1b2", step="c", name="job"))
-    ids = [build_event(v).run.runId for v in (logged, retried, other_step)]
-    assert ids[0] == ids[1] != ids[2]
-    assert [build_event(v).run.runId for v in (logged, retried, other_step)] == ids  # and on every replay
+def test_run_ids_come_from_the_run_step_not_the_attempt_and_job_names_are_qualified() -> None:
+    dagster_run = "0f9c1e52-5d0a-4a3c-9d59-3f1f3ad0a1b2"
+    first = step_run(RunInfo("dagster", dagster_run, step="a", name="job"))
+    retried = step_run(RunInfo("dagster", dagster_run, step="a", name="job", partition="p", extra={"attempt": 2}))
+    other = step_run(RunInfo("dagster", dagster_run, step="c", name="job"))
+    assert first.run_id == retried.run_id != other.run_id
+    assert first.run_id == str(uuid.uuid5(RUN_ID_NAMESPACE, f"dagster/{dagster_run}/a"))
+    assert (first.namespace, first.job, first.job_type) == ("dagster", "job.a", "TASK")
+    assert first.parent is not None and (first.parent.run_id, first.parent.job) == (dagster_run, "job")
+    task = step_run(RunInfo("prefect", str(uuid.uuid4()), step=str(uuid.uuid4()), name="export_orders"), "nightly")
+    assert task.job == "nightly.export_orders" and task.parent is not None and task.parent.job == "nightly"
+    experiment = step_run(RunInfo("tracelet", "abc", name="train"))
+    assert (experiment.job, experiment.parent) == ("train", None)
 
 
-def test_the_http_transport_posts_each_event_to_the_lineage_server(
+# -- delivery ---------------------------------------------------------------------------------
+def test_the_http_transport_posts_each_event_and_the_cli_replays_the_same_runs(
         store_dir: Path, lineage_server: LineageServer) -> None:
     with ArtifactStore.open(store_dir) as store:
         raw = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-        features = store.log(TraceletArtifact("features", "dataset").add_object([2], "rows"), inputs=[raw])
-        expected = [json.loads(event_json(e)) for e in lineage_events(store, features.ref)]
+        with Experiment("featurize", store=store) as exp:
+            exp.log_artifact(exp.create_artifact("features", "dataset").add_object([2], "rows"), inputs=[raw])
+        replayed = lineage_events(store, "features:v1")
 
-    assert lineage_server.paths == ["/api/v1/lineage", "/api/v1/lineage"]
+    assert lineage_server.paths == ["/api/v1/lineage"] * 4
     received = [assert_valid(e) for e in lineage_server.received]
-    assert [e["outputs"][0]["name"] for e in received] == ["raw", "features"]
-    # what the CLI prints is what was sent, less what the client adds on emit (its own tag)
-    for sent in received:
-        sent["run"]["facets"].pop("tags")
-    assert received == expected
+    assert states_by_job(received) == {"log:raw": ["START", "COMPLETE"], "featurize": ["START", "COMPLETE"]}
+    assert replayed == received  # what the CLI prints is what was sent
+
+    result = CliRunner().invoke(app, ["--store", str(store_dir), "lineage", "features", "--format", "openlineage"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == received
 
 
-def test_a_lineage_server_that_is_down_fails_no_log_and_sync_delivers_once_later(
+def test_a_refused_connection_is_given_up_at_once_and_sync_delivers_in_order_later(
         store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()  # nothing listens there: connections are refused
+    connects: list[Any] = []
+    real_connect = urllib3.util.connection.create_connection
+
+    def counted(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+        connects.append(address)
+        return real_connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counted)
     monkeypatch.setenv("TRACELET_OPENLINEAGE", "true")
-    monkeypatch.setenv("TRACELET_BACKEND_TIMEOUT", "1")
     monkeypatch.setenv("OPENLINEAGE_URL", f"http://127.0.0.1:{port}")
     with ArtifactStore.open(store_dir) as store:
         logged = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
         assert logged.ref == "raw:v1" and store.get("raw").load("rows") == [1]
-        [row] = store.deliveries(logged.ref)
-        assert (row.backend, row.status, row.attempts) == ("openlineage", "failed", 1)
+        assert connects == [("127.0.0.1", port)]  # one attempt, no retries against a refusal
+        assert queue(store) == [("START", "failed", 1), ("COMPLETE", "pending", 0)]  # its end waits
         wait_for_abandoned_deliveries()
 
         server = LineageServer(port)
         try:
-            [result] = store.sync()
-            assert (result.backend, result.ok, result.version) == ("openlineage", True, "v1")
+            results = store.sync()
+            assert [(r.backend, r.ok) for r in results] == [("openlineage", True)] * 2
             assert store.sync() == []
-            assert [e["outputs"][0]["facets"]["tracelet"]["ref"] for e in server.received] == ["raw:v1"]
+            assert [e["eventType"] for e in server.received] == ["START", "COMPLETE"]
         finally:
             server.close()
-        assert store.deliveries(logged.ref)[0].status == "delivered"
+        assert queue(store) == [("START", "delivered", 2), ("COMPLETE", "delivered", 1)]
 
 
 def test_a_lineage_server_that_never_answers_is_given_up_on_within_the_timeout(
@@ -367,8 +273,7 @@ def test_a_lineage_server_that_never_answers_is_given_up_on_within_the_timeout(
         monkeypatch.setenv("OPENLINEAGE_URL", f"http://127.0.0.1:{black_hole.getsockname()[1]}")
         with ArtifactStore.open(store_dir) as store:
             logged = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-            [row] = store.deliveries(logged.ref)
-            assert row.status == "failed" and logged.version == "v1"
+            assert logged.version == "v1" and queue(store) == [("START", "failed", 1), ("COMPLETE", "pending", 0)]
             wait_for_abandoned_deliveries()  # and the attempt itself stops: the deadline holds
 
 
@@ -387,21 +292,21 @@ def test_without_a_transport_the_log_succeeds_and_says_what_to_configure(
         store_dir: Path, events_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENLINEAGE__TRANSPORT__TYPE")
     with ArtifactStore.open(store_dir) as store:
-        logged = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-        [row] = store.deliveries(logged.ref)
-        assert row.status == "failed" and "OPENLINEAGE_URL" in (row.last_error or "")
+        store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
+        [first, _second] = store.catalog.lineage_queue()
+        assert first["status"] == "failed" and "OPENLINEAGE_URL" in (first["last_error"] or "")
         monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
-        assert [r.ok for r in store.sync()] == [True]
-    assert [e["outputs"][0]["name"] for e in read_events(events_file)] == ["raw"]
+        assert [r.ok for r in store.sync()] == [True, True]
+    assert states_by_job(read_events(events_file)) == {"log:raw": ["START", "COMPLETE"]}
 
 
 def test_without_the_extra_the_log_succeeds_and_names_what_to_install(
-        store_dir: Path, events_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store_dir: Path, events_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setitem(sys.modules, "tracelet_core.backends.openlineage", None)  # as if not installed
-    with ArtifactStore.open(store_dir) as store:
+    with caplog.at_level(logging.WARNING, "tracelet.delivery"), ArtifactStore.open(store_dir) as store:
         logged = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-        [row] = store.deliveries(logged.ref)
-        assert row.status == "failed" and "pip install tracelet-artifacts[openlineage]" in (row.last_error or "")
+        assert logged.version == "v1" and store.catalog.lineage_queue(statuses=None) == []
+    assert "pip install tracelet-artifacts[openlineage]" in caplog.text
     result = CliRunner().invoke(app, ["--store", str(store_dir), "lineage", "raw", "--format", "openlineage"])
     assert result.exit_code == 1 and "tracelet-artifacts[openlineage]" in result.stderr
 
@@ -410,8 +315,10 @@ def test_the_export_is_off_by_default(store: ArtifactStore, tmp_path: Path, monk
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(tmp_path / "events.jsonl"))
     assert TraceletSettings.load().openlineage is False
-    store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-    assert store.deliveries() == [] and not (tmp_path / "events.jsonl").exists()
+    with Experiment("e", store=store) as exp:
+        exp.log_artifact(exp.create_artifact("raw", "dataset").add_object([1], "rows"))
+    assert store.deliveries() == [] and store.catalog.lineage_queue(statuses=None) == []
+    assert not (tmp_path / "events.jsonl").exists()
 
 
 def test_importing_the_core_imports_no_openlineage_client() -> None:
@@ -420,77 +327,23 @@ def test_importing_the_core_imports_no_openlineage_client() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# -- orchestrators ------------------------------------------------------------------------------
-@asset(io_manager_key="tracelet")
-def ol_raw() -> list[int]:
-    return [1, 2, 3]
-
-
-@asset(io_manager_key="tracelet")
-def ol_features(ol_raw: list[int]) -> dict[str, float]:
-    return {"mean": sum(ol_raw) / len(ol_raw)}
-
-
-def test_dagster_materialize_emits_one_event_per_step_with_the_run_as_parent(
-        store_dir: Path, events_file: Path) -> None:
-    result = materialize([ol_raw, ol_features], resources={"tracelet": TraceletIOManager(store_uri=str(store_dir))})
-    assert result.success
-
-    raw_event, features_event = read_events(events_file)
-    dagster_job = result.dagster_run.job_name
-    for event, step in ((raw_event, "ol_raw"), (features_event, "ol_features")):
-        assert (event["job"]["namespace"], event["job"]["name"]) == ("dagster", step)
-        producer = RunInfo("dagster", result.run_id, step=step, name=dagster_job)
-        assert event["run"]["runId"] == run_id_of(producer)
-        parent = event["run"]["facets"]["parent"]
-        assert parent["run"]["runId"] == result.run_id  # Dagster's own run id
-        assert (parent["job"]["namespace"], parent["job"]["name"]) == ("dagster", dagster_job)
-    assert [d["facets"]["tracelet"]["ref"] for d in features_event["inputs"]] == ["ol_raw:v1"]
-    assert [d["facets"]["tracelet"]["ref"] for d in features_event["outputs"]] == ["ol_features:v1"]
-
-
-@tracelet_task("ol/numbers", "dataset")
-def ol_numbers(n: int) -> list[int]:
-    return list(range(n))
-
-
-@tracelet_task("ol/total", "report")
-def ol_total(numbers: list[int]) -> int:
-    return sum(numbers)
-
-
-@flow
-def ol_flow(n: int) -> object:
-    return ol_total(ol_numbers(n))
-
-
-def test_a_prefect_flow_emits_one_event_per_task_with_the_flow_run_as_parent(
-        prefect_server: None, events_file: Path) -> None:
-    total = ol_flow(4)
-
-    numbers_event, total_event = read_events(events_file)
-    assert (numbers_event["job"]["namespace"], numbers_event["job"]["name"]) == ("prefect", "ol_numbers")
-    assert (total_event["job"]["namespace"], total_event["job"]["name"]) == ("prefect", "ol_total")
-    producer = total.producer  # type: ignore[attr-defined]
-    assert total_event["run"]["runId"] == run_id_of(producer)
-    assert numbers_event["run"]["runId"] != total_event["run"]["runId"]
-    parent = total_event["run"]["facets"]["parent"]
-    assert parent["run"]["runId"] == numbers_event["run"]["facets"]["parent"]["run"]["runId"] == producer.run_id
-    assert [d["facets"]["tracelet"]["ref"] for d in total_event["inputs"]] == ["ol/numbers:v1"]
-
-
-# -- the CLI ----------------------------------------------------------------------------------
-def test_lineage_format_openlineage_prints_the_events_of_a_version_and_its_upstream(
+# -- the CLI: versions logged while the export was off ----------------------------------------
+def test_lineage_format_openlineage_builds_the_runs_of_a_version_and_its_upstream(
         store: ArtifactStore, store_dir: Path) -> None:
     raw = store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-    features = store.log(TraceletArtifact("features", "dataset").add_object([2], "rows"), inputs=[raw])
+    features = store.log(TraceletArtifact("features", "dataset").add_object([2], "rows"), inputs=[raw],
+                         producer=RunInfo("tracelet", "r1", name="featurize"))
     store.log(TraceletArtifact("unrelated", "dataset").add_object([3], "rows"))
 
     result = CliRunner().invoke(app, ["--store", str(store_dir), "lineage", features.ref, "--format", "openlineage"])
     assert result.exit_code == 0, result.output
     events = [assert_valid(json.loads(line)) for line in result.stdout.splitlines()]
-    assert [e["outputs"][0]["facets"]["tracelet"]["ref"] for e in events] == ["raw:v1", "features:v1"]
-    assert [e["run"]["runId"] for e in events] == [build_event(v).run.runId for v in (raw, features)]
+    assert states_by_job(events) == {"log:raw": ["START", "COMPLETE"], "featurize": ["START", "COMPLETE"]}
+    assert terminal(events, "log:raw")["run"]["runId"] == version_run(raw).run_id
+    done = terminal(events, "featurize")
+    assert done["run"]["runId"] == step_run(features.producer).run_id  # type: ignore[arg-type]
+    assert (refs(done["inputs"]), refs(done["outputs"])) == (["raw:v1"], ["features:v1"])
+    assert [event_json(e) for e in events] == [line for line in result.stdout.splitlines()]
 
 
 def test_export_lineage_replays_the_store_idempotently(
@@ -505,30 +358,30 @@ def test_export_lineage_replays_the_store_idempotently(
     assert len(failed.stderr.strip().splitlines()) == 1
 
     events = tmp_path / "replay.jsonl"
-    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
-    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(events))
-    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
+    export_to_file(monkeypatch, events)
+    monkeypatch.delenv("TRACELET_OPENLINEAGE")
     first = runner.invoke(app, ["--store", str(store_dir), "export-lineage", "--json"])
     assert first.exit_code == 0, first.output
-    assert json.loads(first.stdout)["exported"] == 2
+    assert json.loads(first.stdout)["exported"] == 4
     second = runner.invoke(app, ["--store", str(store_dir), "export-lineage"])
-    assert second.exit_code == 0 and "exported 2 events" in second.stdout
+    assert second.exit_code == 0 and "exported 4 events" in second.stdout
 
     sent = read_events(events)
-    assert [e["outputs"][0]["name"] for e in sent] == ["raw", "model", "raw", "model"]
-    assert sent[:2] == sent[2:]  # the same runs, times and datasets: a replay changes nothing
-    assert sent[1]["inputs"][0]["facets"]["tracelet"]["ref"] == "raw:v1"
+    assert [(e["job"]["name"], e["eventType"]) for e in sent[:4]] == [
+        ("log:raw", "START"), ("log:raw", "COMPLETE"), ("train", "START"), ("train", "COMPLETE")]
+    assert sent[:4] == sent[4:]  # the same runs, times and datasets: a replay changes nothing
+    assert refs(sent[3]["inputs"]) == ["raw:v1"]
 
 
-def test_export_lineage_settles_pending_exports_so_sync_does_not_send_them_again(
+def test_export_lineage_settles_queued_events_so_sync_does_not_send_them_again(
         store_dir: Path, events_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENLINEAGE__TRANSPORT__TYPE")  # no transport yet: the export stays pending
+    monkeypatch.delenv("OPENLINEAGE__TRANSPORT__TYPE")  # no transport yet: the events stay queued
     with ArtifactStore.open(store_dir) as store:
         store.log(TraceletArtifact("raw", "dataset").add_object([1], "rows"))
-        assert [d.status for d in store.deliveries()] == ["failed"]
+        assert [status for _type, status, _n in queue(store)] == ["failed", "pending"]
         monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
         result = CliRunner().invoke(app, ["--store", str(store_dir), "export-lineage"])
         assert result.exit_code == 0, result.output
-        assert [d.status for d in store.deliveries()] == ["delivered"]
+        assert [status for _type, status, _n in queue(store)] == ["delivered", "delivered"]
         assert store.sync() == []
-    assert len(read_events(events_file)) == 1
+    assert [e["eventType"] for e in read_events(events_file)] == ["START", "COMPLETE"]

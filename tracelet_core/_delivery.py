@@ -9,8 +9,9 @@ One place for the whole flow, in the order a version travels:
   (:func:`deliver`) and records the outcome; :func:`log_and_deliver_later` does the same with
   the deliveries on the process's background worker (``_background``), for orchestrator steps
   that return once the version is committed;
-- **post-commit exports**: with ``TRACELET_OPENLINEAGE`` on, every commit also gets an
-  ``openlineage`` row, delivered right after the commit (``Delivery.after_commit``);
+- **post-commit exports**: with ``TRACELET_OPENLINEAGE`` on, every commit and alias change is
+  handed to the OpenLineage export, which queues and sends run and dataset events of its own
+  (``Delivery.after_commit``; ``sync`` sends what is still queued);
 - **alias events**: alias moves reach the trackers that hold the version, in order per name and
   tracker (``Delivery.after_alias_change``);
 - **retries**: ``Delivery.sync`` retries every pending, failed or unconfirmed row.
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _background as background
 from ._catalog import AliasEventRecord, DeliveryRecord, DeliverySpec
-from ._errors import BackendError, ConfigurationError, TraceletError
+from ._errors import BackendError, ConfigurationError
 from ._model import ArtifactType, RunInfo
 from ._trackers import INSTALL_HINTS, ArtifactResult, Backend, failure, resolve_backend
 
@@ -322,40 +323,35 @@ class Delivery:
 
     # -- after a commit ------------------------------------------------------------------------
     def commit_specs(self) -> list[DeliverySpec]:
-        """The rows every commit enqueues whatever the routing says (the OpenLineage export)."""
-        return [DeliverySpec(backend=LINEAGE_BACKEND)] if self.store.settings.openlineage else []
+        """The rows every commit enqueues whatever the routing says: none (the OpenLineage
+        export keeps its own queue, ``after_commit``)."""
+        return []
 
-    def after_commit(self, logged: LoggedArtifact) -> ArtifactResult | None:
-        """Deliver the pending export of a version just committed (none if the export is off or
-        the version's event was delivered before); the outcome is recorded in the outbox and a
-        failure only logged: the version is committed, ``sync`` retries the row."""
-        if not self.store.settings.openlineage:
-            return None
+    def after_commit(self, logged: LoggedArtifact) -> None:
+        """With ``TRACELET_OPENLINEAGE`` on, hand a version just committed to the export (sent
+        with its run's end, or as a run of its own); never fails: ``sync`` retries."""
+        if self.store.settings.openlineage:
+            self._export("version_committed", logged)
+            if logged.aliases:
+                self._export("aliases_changed", logged.name)
+
+    def run_started(self, run: RunInfo) -> None:
+        """A run that logs versions started (an ``Experiment``): its OpenLineage ``START``."""
+        if self.store.settings.openlineage:
+            self._export("producer_started", run)
+
+    def run_ended(self, run: RunInfo, error: BaseException | None = None) -> None:
+        """That run ended (``error``: it raised): its ``COMPLETE`` or ``FAIL``."""
+        if self.store.settings.openlineage:
+            self._export("producer_ended", run, error)
+
+    def _export(self, hook: str, *args: Any) -> None:
+        """Call the OpenLineage export's ``hook`` (it never raises for a delivery); an export
+        that cannot load (no client installed) is only logged."""
         try:
-            rows = self.store.catalog.deliveries(version_id=logged._record.id, backend=LINEAGE_BACKEND)
-            if not rows or rows[0].status == "delivered":
-                return None
-            backend = self._resolve(LINEAGE_BACKEND, None)
-            result = backend if isinstance(backend, ArtifactResult) else deliver(backend, logged, self.timeout)
-            self.record(logged, result)
-        except TraceletError as exc:
-            logger.warning("OpenLineage export of %s is pending (run `tracelet sync` later): %s", logged.ref, exc)
-            return None
-        if not result.ok:
-            logger.warning("OpenLineage export of %s is pending (run `tracelet sync` later): %s",
-                           logged.ref, result.error)
-        return result
-
-    def deliver_each(self, backend: Backend, refs: Iterable[str]) -> Iterator[ArtifactResult]:
-        """Deliver the versions ``refs`` to ``backend`` one by one, recording each outcome on
-        the version's row where it has one; stops after the first failure (``export-lineage``)."""
-        for ref in refs:
-            artifact = self.store.get(ref)
-            result = deliver(backend, artifact, self.timeout)
-            self.record(artifact, result)
-            yield result
-            if not result.ok:
-                return
+            getattr(exporter(), hook)(self.store, *args)
+        except ConfigurationError as exc:
+            logger.warning("OpenLineage export is off here: %s", exc)
 
     # -- after an alias change -----------------------------------------------------------------
     def after_alias_change(self, name: str | None = None,
@@ -364,6 +360,8 @@ class Delivery:
         event waits (stays pending) while its version's own delivery to that tracker is not
         done, and one that fails holds back the later events of its name for that tracker."""
         catalog = self.store.catalog
+        if name is not None and self.store.settings.openlineage:
+            self._export("aliases_changed", name)
         events = [e for e in catalog.alias_events(name=name) if backends is None or e.backend in backends]
         results: list[ArtifactResult] = []
         held: set[tuple[str, str]] = set()  # (name, backend) with an earlier event undelivered
@@ -453,6 +451,8 @@ class Delivery:
             results += self._retry_group(name, run_id, rows, unavailable)
         results += self.after_alias_change(backends=wanted)
         results += self.after_status_change(backends=wanted)
+        if wanted is None or LINEAGE_BACKEND in wanted:
+            results += self._lineage_queue(unavailable)
         if unavailable:
             names = ", ".join(sorted({r.backend for r in unavailable}))
             details = "; ".join(dict.fromkeys(r.error or "" for r in unavailable))
@@ -482,6 +482,17 @@ class Delivery:
         finally:
             backend.stop()
         return results
+
+    def _lineage_queue(self, unavailable: list[ArtifactResult]) -> list[ArtifactResult]:
+        """Send the OpenLineage export's queued events (``sync``); an export that cannot load
+        here joins ``unavailable``."""
+        if not self.store.catalog.lineage_queue():
+            return []
+        try:
+            return list(exporter().flush(self.store))
+        except ConfigurationError as exc:
+            unavailable.append(failure(LINEAGE_BACKEND, exc))
+            return unavailable[-1:]
 
     def _fail_rows(self, rows: list[DeliveryRecord], result: ArtifactResult) -> list[ArtifactResult]:
         for row in rows:

@@ -124,6 +124,8 @@ class Experiment:
             self.store  # noqa: B018 - fail early on a bad store
             start_all(self.backends.values(), self.name, self.run.run_id)
             self._started = True
+            if self.run.orchestrator == "tracelet":  # an adapter's step run starts and ends there
+                self.store.delivery.run_started(self.run)
             cfg = self.config
             if cfg.enable_artifacts and (cfg.automagic_artifacts or cfg.watch_filesystem):
                 watch = [Path(d) for d in cfg.artifact_watch_dirs] if cfg.watch_filesystem else []
@@ -137,6 +139,10 @@ class Experiment:
 
     def stop(self) -> None:
         """Stop capture (running a final scan of watched folders) and the backends' runs."""
+        self._stop(None)
+
+    def _stop(self, error: BaseException | None) -> None:
+        """``stop()``; ``error``: what the experiment's block raised (its OpenLineage run fails)."""
         with self._lock:
             if not self._started:
                 return
@@ -152,12 +158,14 @@ class Experiment:
                 self._started = False
                 for backend in self.backends.values():
                     backend.stop()
+            if self.run.orchestrator == "tracelet":
+                self.store.delivery.run_ended(self.run, error)
 
     def __enter__(self) -> Experiment:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._stop(exc[1] if isinstance(exc[1], BaseException) else None)
 
     @property
     def automagic_errors(self) -> list[str]:

@@ -79,6 +79,7 @@ from tracelet_core._names import validate_name
 from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
+from ._openlineage import report_run
 from ._values import SERIALIZER_HINT, load_value, preview_markdown
 
 ORCHESTRATOR = "dagster"
@@ -128,6 +129,7 @@ class StoreAccess:
         return self._slot.get(self.store_uri, self.catalog_url)
 
     def teardown_after_execution(self, context: Any) -> None:
+        report_run(self, context)  # the run and its steps as OpenLineage runs (export on)
         self._slot.close()
 
 

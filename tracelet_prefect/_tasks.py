@@ -45,6 +45,7 @@ from tracelet_core._artifact import coerce_type
 
 from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
 from ._flow_end import PUBLISH_FLUSH_SECONDS, defers
+from ._openlineage import task_lineage
 from ._runs import TaskRun
 from ._stores import StoreSpec
 from ._transactions import enclosing_transaction, release
@@ -235,10 +236,11 @@ def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> LoggedArtifact:
             run = await asyncio.to_thread(_Run, spec)
-            prepared = await asyncio.to_thread(run.arguments, signature, keep, args, kwargs)
-            value = await fn(*prepared.args, **prepared.kwargs)
-            outcome = await asyncio.to_thread(run.commit, value)
-            run.release(outcome)
+            with task_lineage(run.store, spec.store, run.run):  # OpenLineage: START, then COMPLETE/FAIL
+                prepared = await asyncio.to_thread(run.arguments, signature, keep, args, kwargs)
+                value = await fn(*prepared.args, **prepared.kwargs)
+                outcome = await asyncio.to_thread(run.commit, value)
+                run.release(outcome)
             return outcome.logged
 
         return run_async
@@ -246,10 +248,11 @@ def _wrap(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     @functools.wraps(fn)
     def run_sync(*args: Any, **kwargs: Any) -> LoggedArtifact:
         run = _Run(spec)
-        prepared = run.arguments(signature, keep, args, kwargs)
-        value = fn(*prepared.args, **prepared.kwargs)
-        outcome = run.commit(value)
-        run.release(outcome)
+        with task_lineage(run.store, spec.store, run.run):  # OpenLineage: START, then COMPLETE/FAIL
+            prepared = run.arguments(signature, keep, args, kwargs)
+            value = fn(*prepared.args, **prepared.kwargs)
+            outcome = run.commit(value)
+            run.release(outcome)
         return outcome.logged
 
     return run_sync

@@ -5,6 +5,11 @@ row per tracker holding the version concerned) are written in the same transacti
 version or the alias change (``enqueue_deliveries``, ``enqueue_alias_events``, called by the
 write path), so a crash before delivery still leaves rows for ``sync`` to retry. The delivery
 module reads and settles them through ``Outbox``'s methods.
+
+The OpenLineage export keeps its own queue (``lineage_events``): each run or dataset event is
+written as it will be sent, under a key that lets a run start once and end once, and
+delivered in ``id`` order (``enqueue_lineage_event``, ``lineage_queue``,
+``finish_lineage_event``); ``run_versions`` says what a run step logged and read.
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from .._names import format_version
 from .engine import Database, Query
 from .reads import version_row
 from .records import AliasEventRecord, DeliveryRecord, DeliverySpec, from_json
-from .schema import alias_events, artifacts, deliveries, status_events, versions
+from .schema import alias_events, artifacts, deliveries, lineage_events, run_inputs, runs, status_events, versions
 
 _STATUS = Query(select(deliveries.c.status).where(deliveries.c.version_id == bindparam("version"),
                                                   deliveries.c.backend == bindparam("backend")))
@@ -154,3 +159,61 @@ class Outbox:
         db = self._db
         rows = db.read(lambda cur: db.run(cur, _RESULTS, {"backend": backend, "run": run_id}))
         return [r for r in (from_json(row.result) for row in rows) if r]
+
+    # -- the OpenLineage queue (migration 11) --------------------------------------------------
+    def enqueue_lineage_event(self, key: str, run_id: str | None, payload: dict[str, Any]) -> bool:
+        """Queue one OpenLineage event under ``key``; ``False`` (nothing queued) when an event
+        with that key exists: a run starts once and ends once."""
+        db = self._db
+        now = time.time()
+
+        def body(conn: Connection) -> bool:
+            if conn.execute(select(lineage_events.c.id).where(lineage_events.c.key == key)).first():
+                return False
+            db.insert_ignore(conn, lineage_events, {
+                "key": key, "run_id": run_id, "payload": payload, "status": "pending", "attempts": 0,
+                "last_error": None, "created_at": now, "updated_at": now}, ["key"])
+            return True
+        return db.write(body)
+
+    def lineage_queue(self, *, statuses: Sequence[str] | None = ("pending", "failed"),
+                      run_ids: Sequence[str] | None = None, key: str | None = None,
+                      key_prefix: str | None = None) -> list[dict[str, Any]]:
+        """Queued OpenLineage events (of some statuses, runs, one key or keys under a prefix),
+        oldest first: dicts with ``id``, ``key``, ``run_id``, ``payload``, ``status``,
+        ``attempts``, ``last_error``."""
+        query = select(lineage_events).order_by(lineage_events.c.id)
+        if statuses is not None:
+            query = query.where(lineage_events.c.status.in_(list(statuses)))
+        if run_ids is not None:
+            query = query.where(lineage_events.c.run_id.in_(list(run_ids)))
+        if key is not None:
+            query = query.where(lineage_events.c.key == key)
+        if key_prefix is not None:
+            query = query.where(lineage_events.c.key.startswith(key_prefix, autoescape=True))
+
+        def read(conn: Connection) -> list[dict[str, Any]]:
+            return [{"id": r.id, "key": r.key, "run_id": r.run_id, "payload": from_json(r.payload),
+                     "status": r.status, "attempts": r.attempts, "last_error": r.last_error}
+                    for r in conn.execute(query)]
+        return self._db.scan(read)
+
+    def finish_lineage_event(self, event_id: int, *, ok: bool, error: str | None) -> None:
+        """Record the outcome of one attempt to send a queued OpenLineage event."""
+        self._db.write(lambda conn: conn.execute(update(lineage_events).where(lineage_events.c.id == event_id).values(
+            status="delivered" if ok else "failed", attempts=lineage_events.c.attempts + 1,
+            last_error=None if ok else error, updated_at=time.time())))
+
+    def run_versions(self, key: str) -> tuple[list[int], list[int]]:
+        """``(logged, read)``: the live versions the run step ``key`` (a ``RunInfo.key``
+        without partition) produced and read, over all of its partitions, oldest first."""
+        step = or_(runs.c.key == key, runs.c.key.startswith(f"{key}[", autoescape=True))
+        produced = (select(versions.c.id).join(runs, runs.c.id == versions.c.producer_run_id)
+                    .where(step, versions.c.deleted_at.is_(None)).order_by(versions.c.id))
+        consumed = (select(run_inputs.c.version_id).join(runs, runs.c.id == run_inputs.c.run_id)
+                    .where(step).order_by(run_inputs.c.version_id))
+
+        def read(conn: Connection) -> tuple[list[int], list[int]]:
+            return ([r[0] for r in conn.execute(produced)],
+                    list(dict.fromkeys(r[0] for r in conn.execute(consumed))))
+        return self._db.scan(read)

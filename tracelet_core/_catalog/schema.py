@@ -262,6 +262,24 @@ status_events = Table(
     Index("ix_status_events_status", "status", "id"),
 )
 
+#: The OpenLineage outbox (migration 11): every run event (``START``, the one terminal event)
+#: and dataset event the export made, as sent, written before it is sent; ``key`` makes each
+#: run start and end once (``<run id>/start``, ``<run id>/end``).
+lineage_events = Table(
+    "lineage_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(1024), nullable=False, unique=True),
+    Column("run_id", String(64)),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_lineage_events_status", "status", "id"),
+)
+
 INITIAL_TABLES = [artifacts, runs, versions, aliases, entries, version_inputs, run_inputs,
                   drafts, draft_entries]
 
@@ -316,11 +334,16 @@ def _migration_9(conn: Connection) -> None:
     metadata.create_all(conn, tables=[quarantines, status_events])
 
 
+def _migration_11(conn: Connection) -> None:
+    """The OpenLineage run-event outbox."""
+    metadata.create_all(conn, tables=[lineage_events])
+
+
 #: Numbered schema migrations; append, never edit (migration 1 creates today's tables, so
 #: later ones check before they add).
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1), (2, _migration_2), (3, _migration_3), (5, _migration_5), (6, _migration_6),
-    (7, _migration_7), (8, _migration_8), (9, _migration_9)]
+    (7, _migration_7), (8, _migration_8), (9, _migration_9), (11, _migration_11)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 PG_MIGRATION_LOCK = 0x7472616365  # "trace"
 PG_BLOB_LOCK = 0x74726263  # "trbc": gc's blob deletion vs commits
