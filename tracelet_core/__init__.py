@@ -16,6 +16,7 @@ from ._errors import (
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
+    NotReproducibleError,
     PermanentBackendError,
     ProtectedVersionError,
     StorageError,
@@ -29,6 +30,7 @@ from ._lineage import LineageEdge, LineageGraph
 from ._logged import LoggedArtifact
 from ._maintenance import GcReport
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
+from ._reproduce import ReproduceReport
 from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
 from ._store import ArtifactStore
@@ -61,9 +63,11 @@ __all__ = [
     "LineageEdge",
     "LineageGraph",
     "LoggedArtifact",
+    "NotReproducibleError",
     "PermanentBackendError",
     "ProtectedVersionError",
     "PruneReport",
+    "ReproduceReport",
     "RunInfo",
     "Serializer",
     "StorageError",

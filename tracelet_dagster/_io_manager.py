@@ -317,6 +317,14 @@ def version_metadata(logged: LoggedArtifact, stored: StoredValue, *, new_version
         metadata[_keys.PARTITION] = MetadataValue.text(str(partition))
     if preview:
         metadata[_keys.PREVIEW] = MetadataValue.md(preview)
+    extra = logged.producer.extra if logged.producer is not None else {}
+    git = extra.get("git")
+    if isinstance(git, dict) and git.get("commit"):
+        metadata[_keys.GIT_COMMIT] = MetadataValue.text(str(git["commit"]))
+        if git.get("dirty") is not None:
+            metadata[_keys.GIT_DIRTY] = MetadataValue.bool(bool(git["dirty"]))
+    if extra.get("python"):
+        metadata[_keys.PYTHON] = MetadataValue.text(str(extra["python"]))
     return metadata
 
 
@@ -374,6 +382,13 @@ def pin_for(context: InputContext, name: str) -> str | None:
     step_context = _step_context(context)
     tags = dict(step_context.dagster_run.tags) if step_context is not None else {}
     return parse_pins(tags.get(_keys.PINS_TAG)).get(name)
+
+
+def moves_aliases(context: OutputContext) -> bool:
+    """False in a run that reproduces a version (run tag ``tracelet/reproduce``): it logs as
+    usual but leaves every alias where it is."""
+    step_context = _step_context(context)
+    return step_context is None or _keys.REPRODUCE_TAG not in step_context.dagster_run.tags
 
 
 UpstreamOutput = tuple[str, str, str, "str | None"]  # run id, step key, output name, mapping key
@@ -596,7 +611,7 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
         self._describe(context, artifact, stored.to_metadata(), partition)
         preview = self._preview(context, obj, stored)
         logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
-                                 aliases=settings.aliases, backends=self.backends,
+                                 aliases=settings.aliases if moves_aliases(context) else [], backends=self.backends,
                                  idempotency_key=idempotency_key(context, partition),
                                  partition=None if partition is None else str(partition))
         self._logged.add((context.run_id, context.step_key, context.name, context.mapping_key),
