@@ -1,6 +1,8 @@
 """``tracelet_dagster.reproduce``: a real Dagster run of the step that made a version, on the
 input versions it recorded (even when its upstream has newer ones), aliases left alone."""
 
+import platform
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -169,10 +171,27 @@ def test_a_partition_reruns_with_its_partition(store_dir: Path, store: ArtifactS
     assert report.reproduced.load() == {"region": "us", "total": 10}
 
 
-def test_an_op_output_in_a_job_reruns_with_its_upstream_pinned(store_dir: Path, store: ArtifactStore) -> None:
+def _git_repo(path: Path) -> str:
+    path.mkdir()
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "first"]):
+        subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@e", *args], check=True)
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_an_op_output_in_a_job_reruns_with_its_upstream_pinned(store_dir: Path, store: ArtifactStore,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit = _git_repo(tmp_path / "code")
+    monkeypatch.chdir(tmp_path / "code")
     defs = _defs(store_dir)
-    assert defs.resolve_job_def("salting").execute_in_process().success
+    result = defs.resolve_job_def("salting").execute_in_process()
+    assert result.success
     original = store.get("salting/salted/result:v1")
+    # provenance in the Dagster UI: the output's metadata names the code and the interpreter
+    handled = [e for e in result.all_events if e.event_type_value == "HANDLED_OUTPUT" and e.step_key == "salted"]
+    metadata = {k: v.value for k, v in handled[0].event_specific_data.metadata.items()}
+    assert (metadata["tracelet/git_commit"], metadata["tracelet/git_dirty"]) == (commit, False)
+    assert metadata["tracelet/python"] == platform.python_version()
     assert original.inputs == ["salting/seed/result:v1"]
 
     report = reproduce(original.ref, defs, store=store)
