@@ -64,17 +64,22 @@ def recorded_pins(version: LoggedArtifact) -> dict[str, str]:
     return pins
 
 
+def git_summary(extra: dict[str, Any]) -> str | None:
+    """``git commit <sha> on <branch> (with uncommitted changes)`` from a producer's provenance
+    (``RunInfo.extra``), or ``None`` when no commit was recorded."""
+    git = extra.get("git")
+    if not isinstance(git, dict) or not git.get("commit"):
+        return None
+    code = f"git commit {git['commit']}"
+    if git.get("branch"):
+        code += f" on {git['branch']}"
+    return code + (" (with uncommitted changes)" if git.get("dirty") else "")
+
+
 def how_it_was_made(version: LoggedArtifact) -> str:
     """The git commit and the inputs ``version`` recorded, for a rerun by hand."""
     producer = version.producer
-    git = producer.extra.get("git") if producer is not None else None
-    if isinstance(git, dict) and git.get("commit"):
-        dirty = " (with uncommitted changes)" if git.get("dirty") else ""
-        code = f"git commit {git['commit']}{dirty}"
-        if git.get("branch"):
-            code += f" on {git['branch']}"
-    else:
-        code = "no git commit recorded"
+    code = (git_summary(producer.extra) if producer is not None else None) or "no git commit recorded"
     inputs = ", ".join(version.inputs) or "none"
     return f"{code}; inputs: {inputs}"
 

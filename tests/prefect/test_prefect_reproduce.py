@@ -4,11 +4,16 @@ producing task loading the versions it recorded (through ``load_artifact`` and t
 
 from __future__ import annotations
 
+import platform
 import random
+import subprocess
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prefect import flow
+from prefect.client.schemas.objects import Artifact
 
 from tracelet_core import ArtifactStore, LoggedArtifact, NotReproducibleError, TraceletArtifact
 from tracelet_prefect import load_artifact, reproduce, tracelet_task
@@ -100,6 +105,25 @@ def test_a_version_argument_loads_the_recorded_version_and_aliases_stay(store: A
     assert report.reproduced.ref == "rp/summary:v3" and report.reproduced.aliases == []
     assert store.get("rp/summary:best").ref == "rp/summary:v2"
     assert [c.after for c in store.alias_history("rp/summary", "best")] == ["rp/summary:v1", "rp/summary:v2"]
+
+
+def test_the_ui_artifact_names_the_code_and_python(store: ArtifactStore, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   prefect_artifacts: Callable[[str], list[Artifact]]) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "first"]):
+        subprocess.run(["git", "-C", str(code), "-c", "user.name=t", "-c", "user.email=t@e", *args], check=True)
+    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    monkeypatch.chdir(code)
+
+    made = publish_raw(3)
+
+    assert made.producer is not None
+    (shown,) = [a for a in prefect_artifacts("rp-raw") if str(a.flow_run_id) == made.producer.run_id]
+    assert f"| code | git commit {commit} on main |" in str(shown.data)
+    assert f"| python | {platform.python_version()} |" in str(shown.data)
 
 
 def test_what_cannot_be_rerun_is_refused(store: ArtifactStore) -> None:
