@@ -18,7 +18,7 @@ This module is the only one that imports typer and rich at import time; ``tracel
 does not import it.
 """
 
-from . import _diff, _lifecycle, _manage, _read  # noqa: F401 - importing them registers their commands on ``app``
+from . import _diff, _lifecycle, _manage, _read, _reproduce  # noqa: F401 - importing them registers their commands on ``app``
 from ._app import app, main
 
 __all__ = ["app", "main"]
