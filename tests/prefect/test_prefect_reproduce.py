@@ -4,6 +4,7 @@ producing task loading the versions it recorded (through ``load_artifact`` and t
 
 from __future__ import annotations
 
+import json
 import platform
 import random
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 from prefect import flow
 from prefect.client.schemas.objects import Artifact
+from typer.testing import CliRunner
 
 from tracelet_core import ArtifactStore, LoggedArtifact, NotReproducibleError, TraceletArtifact
+from tracelet_core.cli import app
 from tracelet_prefect import load_artifact, reproduce, tracelet_task
 
 
@@ -134,3 +137,19 @@ def test_what_cannot_be_rerun_is_refused(store: ArtifactStore) -> None:
     with pytest.raises(NotReproducibleError, match="the flow 'publish-raw', not 'train'"):
         reproduce(made.ref, train, store=store)
     assert len(store.versions("rp/raw")) == 1
+
+
+def test_the_cli_reruns_a_flow(store: ArtifactStore) -> None:
+    publish_raw(1)
+    made, _ = train("rp/raw:latest")
+    publish_raw(4)
+
+    done = CliRunner().invoke(app, ["--store", store.uri, "reproduce", made.ref, "--flow", f"{__name__}:train",
+                                    "--json"])
+
+    assert done.exit_code == 0, (done.stdout, done.stderr, done.exception)
+    report = json.loads(done.stdout)
+    assert (report["original"], report["reproduced"], report["identical"], report["diff"]) == (
+        "rp/features:v1", "rp/features:v1", True, None)
+    wrong = CliRunner().invoke(app, ["--store", store.uri, "reproduce", made.ref, "--flow", f"{__name__}:sampling"])
+    assert wrong.exit_code == 1 and "made by the flow 'train', not 'sampling'" in wrong.stderr
