@@ -2,7 +2,8 @@
 
 The orchestrator adapters (``tracelet_dagster.reproduce``, ``tracelet_prefect.reproduce``) rerun
 the producing step; this module holds what they share: the pins a rerun loads
-(``recorded_pins``: each recorded input's name and version number), the check that a version's
+(``recorded_pins``: each recorded input's name and version number), the original given back
+for identical content (``identical_original``), the check that a version's
 producer is one the adapter can rerun (``NotReproducibleError`` otherwise, naming the git
 commit and inputs recorded, so the run can be repeated by hand), and the report comparing the
 reproduced version with the original (``VersionDiff`` when their content differs).
@@ -13,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._catalog import entries_digest
 from ._errors import NotReproducibleError
 
 if TYPE_CHECKING:
+    from ._artifact import TraceletArtifact
     from ._diff import VersionDiff
     from ._logged import LoggedArtifact
+    from ._store import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,22 @@ def reproduce_report(original: LoggedArtifact, reproduced: LoggedArtifact, run_i
     diff = None if identical else original.store.diff(original, reproduced)
     return ReproduceReport(original=original.ref, reproduced=reproduced, identical=identical, diff=diff,
                            run_id=run_id)
+
+
+def identical_original(store: ArtifactStore, artifact: TraceletArtifact, original_ref: str | None
+                       ) -> LoggedArtifact | None:
+    """In a rerun of ``original_ref``: the original version when ``artifact`` holds exactly its
+    content (then nothing is logged: the rerun gives the original back, ``created=False``), else
+    ``None``. The store's own dedup compares with the newest version only, and the original may
+    no longer be the newest. Its blobs are staged (hashed and stored, content-addressed) to
+    know; a log that follows finds them stored."""
+    if original_ref is None:
+        return None
+    original = store.get(original_ref)
+    if artifact.name != original.name:
+        return None
+    rows, _reused = store._stage_blobs(artifact)
+    return original if entries_digest(rows) == original.digest else None
 
 
 def recorded_pins(version: LoggedArtifact) -> dict[str, str]:

@@ -76,6 +76,7 @@ from tracelet_core import (
 )
 from tracelet_core._delivery import configured_backends, log_and_deliver, started
 from tracelet_core._names import validate_name
+from tracelet_core._reproduce import identical_original
 from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
@@ -384,11 +385,11 @@ def pin_for(context: InputContext, name: str) -> str | None:
     return parse_pins(tags.get(_keys.PINS_TAG)).get(name)
 
 
-def moves_aliases(context: OutputContext) -> bool:
-    """False in a run that reproduces a version (run tag ``tracelet/reproduce``): it logs as
-    usual but leaves every alias where it is."""
+def reproducing(context: OutputContext) -> str | None:
+    """The ref a run reproduces (run tag ``tracelet/reproduce``), else ``None``. Such a run
+    logs as usual but moves no alias, and gives that version back for identical content."""
     step_context = _step_context(context)
-    return step_context is None or _keys.REPRODUCE_TAG not in step_context.dagster_run.tags
+    return None if step_context is None else step_context.dagster_run.tags.get(_keys.REPRODUCE_TAG)
 
 
 UpstreamOutput = tuple[str, str, str, "str | None"]  # run id, step key, output name, mapping key
@@ -610,10 +611,12 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
                            serializer_hint=SERIALIZER_HINT)
         self._describe(context, artifact, stored.to_metadata(), partition)
         preview = self._preview(context, obj, stored)
-        logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
-                                 aliases=settings.aliases if moves_aliases(context) else [], backends=self.backends,
-                                 idempotency_key=idempotency_key(context, partition),
-                                 partition=None if partition is None else str(partition))
+        rerun_of = reproducing(context)
+        same = identical_original(self.store, artifact, rerun_of)
+        logged, results = (same, {}) if same is not None else commit(
+            self.store, artifact, producer=made_by, inputs=inputs, aliases=[] if rerun_of else settings.aliases,
+            backends=self.backends, idempotency_key=idempotency_key(context, partition),
+            partition=None if partition is None else str(partition))
         self._logged.add((context.run_id, context.step_key, context.name, context.mapping_key),
                          None if partition is None else str(partition), logged.ref)
         new_version = logged.producer is not None and logged.producer.key == made_by.key

@@ -15,9 +15,9 @@ What it reads
 
 What comes back
     The version the rerun logged for the original's name (from the run's ``HANDLED_OUTPUT``
-    events), read from ``store``: the store's dedup returns the newest version when the content
-    equals it, so identical content gives the original back while it is still its name's
-    newest (per partition).
+    events), read from ``store``; identical content gives the original back (``created=False``)
+    even when newer versions of the name exist: the IO manager compares the output with the
+    original before logging (``identical_original``).
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ How the rerun loads the recorded versions
 
 What else changes in the rerun
     No alias moves (``keeps_aliases``: tracelet tasks' ``aliases`` and ``log_artifact``
-    promotions are skipped), and Prefect's cache is refreshed so every task really runs. The
-    version the rerun logged for the original's name is noted (``note``) as it is logged.
+    promotions are skipped), and Prefect's cache is refreshed so every task really runs. A
+    value identical to the original's content gives the original back, nothing logged
+    (``identical_original``). The version the rerun logged for the original's name is noted
+    (``note``) as it is logged.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ def pinned_ref(ref: str) -> str:
 def keeps_aliases(aliases: Sequence[str]) -> list[str]:
     """The aliases to move: none in a rerun."""
     return [] if _REPRODUCTION.get() is not None else list(aliases)
+
+
+def rerun_of() -> str | None:
+    """The ref a rerun in progress reproduces, else ``None``."""
+    reproduction = _REPRODUCTION.get()
+    return reproduction.original.ref if reproduction is not None else None
 
 
 def note_logged(version: LoggedArtifact) -> None:

@@ -42,9 +42,10 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._artifact import coerce_type
+from tracelet_core._reproduce import identical_original
 
 from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
-from ._reproduce import keeps_aliases, note_logged, pinned, pinned_ref
+from ._reproduce import keeps_aliases, note_logged, pinned, pinned_ref, rerun_of
 from ._runs import TaskRun
 from ._stores import StoreSpec
 from ._transactions import enclosing_transaction, release
@@ -215,8 +216,10 @@ class _Run:
         spec = self.spec
         artifact = build_artifact(value, spec.artifact_name, spec.artifact_type, spec.fallback_name,
                                   spec.description, allow_pickle=self.allow_pickle)
-        outcome = commit(self.store, artifact, run=self.run, inputs=self.inputs, aliases=keeps_aliases(spec.aliases),
-                         backends=self.backends, stage=self.transaction is not None)
+        same = identical_original(self.store, artifact, rerun_of())
+        outcome = Outcome(logged=same, created=False) if same is not None else commit(
+            self.store, artifact, run=self.run, inputs=self.inputs, aliases=keeps_aliases(spec.aliases),
+            backends=self.backends, stage=self.transaction is not None)
         note_logged(outcome.logged)
         return outcome
 
