@@ -54,16 +54,15 @@ def reproduce(ref: str | LoggedArtifact, definitions: Definitions, *, store: Art
     tags = {_keys.REPRODUCE_TAG: original.ref}
     asset_path = original.metadata.get(_keys.ASSET_KEY)
     run_instance = instance if instance is not None else DagsterInstance.ephemeral()
-    if isinstance(asset_path, list):
-        key = AssetKey([str(part) for part in asset_path])
+    if isinstance(asset_path, list):  # the ops of the asset's own graph compute their outputs again
         graph_ops = _node_path(producer.step).split(".")[0] + "."
         pins = {name: selector for name, selector in pins.items() if not name.startswith(graph_ops)}
-        if pins:
-            tags[_keys.PINS_TAG] = format_pins(pins)
+    if pins:
+        tags[_keys.PINS_TAG] = format_pins(pins)
+    if isinstance(asset_path, list):
+        key = AssetKey([str(part) for part in asset_path])
         result = _run_asset(definitions, key, original, producer.partition, tags, run_instance)
     else:
-        if pins:
-            tags[_keys.PINS_TAG] = format_pins(pins)
         result = _run_op(definitions, original, producer.name, producer.step, producer.partition, tags, run_instance)
     reproduced = _logged_by(result, original, store)
     return reproduce_report(original, reproduced, result.run_id)

@@ -7,9 +7,10 @@ How the rerun loads the recorded versions
     code that resolves inputs reads it: a ``LoggedArtifact`` argument of a tracelet task and a
     ``load_artifact`` of a name the original version read load the version it recorded
     (``pinned``). The variable is reset when the flow returns, so nothing outlives the call.
-    Tasks running in other processes (a Dask task runner) do not see it: the rerun then notes
-    no version and ``reproduce`` raises ``NotReproducibleError`` rather than report a rerun that
-    may have read other versions.
+    Tasks running in other processes would not see it, so a flow with another task runner (Dask)
+    is rerun with Prefect's ``ThreadPoolTaskRunner``; a subflow with its own such runner still
+    escapes: its versions are not noted and ``reproduce`` raises ``NotReproducibleError`` rather
+    than report a rerun that may have read other versions.
 
 What else changes in the rerun
     No alias moves (``keeps_aliases``: tracelet tasks' ``aliases`` and ``log_artifact``
@@ -30,6 +31,7 @@ from typing import Any
 
 from prefect import Flow
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from tracelet_core import ArtifactStore, LoggedArtifact, NotReproducibleError
 from tracelet_core._reproduce import ReproduceReport, recorded_pins, reproduce_report, require_producer
@@ -117,6 +119,8 @@ def reproduce(ref: str | LoggedArtifact, flow: Flow[..., Any], *,
     if flow_name != flow.name:
         raise NotReproducibleError(f"{original.ref} was made by the flow {flow_name!r}, not {flow.name!r}")
     _check_parameters(original, flow, parameters)
+    if not isinstance(flow.task_runner, ThreadPoolTaskRunner):  # tasks in other processes would not see the pins
+        flow = flow.with_options(task_runner=ThreadPoolTaskRunner())  # type: ignore[arg-type]  # Prefect types it by the flow's own runner
     reproduction = Reproduction(original, recorded_pins(original))
     token = _REPRODUCTION.set(reproduction)
     try:
@@ -131,7 +135,8 @@ def reproduce(ref: str | LoggedArtifact, flow: Flow[..., Any], *,
     if not reproduction.logged:
         raise NotReproducibleError(f"the flow run {run_id} of {flow.name!r} logged no version of {original.name!r} "
                                    "(a task that now logs elsewhere, or runs in another process)")
-    reproduced = reproduction.logged[-1]
+    # a task mapped over several values logs the name several times: the original, if one gave it back
+    reproduced = next((v for v in reproduction.logged if v.ref == original.ref), reproduction.logged[-1])
     return reproduce_report(original, reproduced, run_id)
 
 
