@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 from prefect.client.schemas.objects import Artifact
+from prefect_dask import DaskTaskRunner
 from typer.testing import CliRunner
 
 from tracelet_core import ArtifactStore, LoggedArtifact, NotReproducibleError, TraceletArtifact
@@ -153,3 +154,20 @@ def test_the_cli_reruns_a_flow(store: ArtifactStore) -> None:
         "rp/features:v1", "rp/features:v1", True, None)
     wrong = CliRunner().invoke(app, ["--store", store.uri, "reproduce", made.ref, "--flow", f"{__name__}:sampling"])
     assert wrong.exit_code == 1 and "made by the flow 'train', not 'sampling'" in wrong.stderr
+
+
+@flow
+def train_submitted(source: str) -> LoggedArtifact:
+    raw = load_artifact.submit(source)  # submitted: through the flow's task runner
+    return features.submit(raw).result()
+
+
+def test_a_flow_on_dask_reruns_in_this_process(store: ArtifactStore) -> None:
+    publish_raw(1)
+    made = train_submitted("rp/raw:latest")
+    publish_raw(7)
+    on_dask = train_submitted.with_options(task_runner=DaskTaskRunner())  # its workers would not see the pins
+
+    report = reproduce(made.ref, on_dask, store=store)
+
+    assert report.identical and (report.reproduced.ref, report.reproduced.created) == ("rp/features:v1", False)
