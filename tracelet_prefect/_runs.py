@@ -121,10 +121,16 @@ def _flow_run() -> tuple[str, dict[str, Any]] | None:
     return ctx.flow.name, {name: value for name, value in (ctx.parameters or {}).items() if _json_able(value)}
 
 
+#: A parameter whose JSON is longer is not recorded (it would be copied into every version).
+MAX_PARAMETER_JSON = 64 * 1024
+
+
 def _json_able(value: Any) -> bool:
-    """True when ``value`` goes through JSON and comes back equal (no tuples, no NaN)."""
+    """True when ``value`` goes through JSON and comes back equal (no tuples, no NaN, no
+    ``SecretStr``), in at most ``MAX_PARAMETER_JSON`` characters."""
     try:
-        return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
+        text = json.dumps(value, allow_nan=False)
+        return len(text) <= MAX_PARAMETER_JSON and bool(json.loads(text) == value)
     except (TypeError, ValueError):
         return False
 

@@ -4,6 +4,7 @@ producing task loading the versions it recorded (through ``load_artifact`` and t
 
 from __future__ import annotations
 
+import datetime
 import json
 import platform
 import random
@@ -128,6 +129,24 @@ def test_the_ui_artifact_names_the_code_and_python(store: ArtifactStore, tmp_pat
     (shown,) = [a for a in prefect_artifacts("rp-raw") if str(a.flow_run_id) == made.producer.run_id]
     assert f"| code | git commit {commit} on main |" in str(shown.data)
     assert f"| python | {platform.python_version()} |" in str(shown.data)
+
+
+@tracelet_task("rp/echo")
+def echo(n: int) -> int:
+    return n
+
+
+@flow
+def dated(n: int, when: datetime.date, big: list[int] | None = None) -> LoggedArtifact:
+    return echo(n)
+
+
+def test_only_json_parameters_are_recorded_and_a_missing_one_is_refused(store: ArtifactStore) -> None:
+    made = dated(3, datetime.date(2026, 1, 2), big=list(range(20_000)))  # over 64 KiB of JSON
+
+    assert made.producer is not None and made.producer.extra["parameters"] == {"n": 3}
+    with pytest.raises(NotReproducibleError, match=r"parameter\(s\) when were not recorded"):
+        reproduce(made.ref, dated, store=store)
 
 
 def test_what_cannot_be_rerun_is_refused(store: ArtifactStore) -> None:
