@@ -16,6 +16,7 @@ from ._errors import (
     ConfigurationError,
     IntegrityError,
     InvalidArtifactError,
+    NotReproducibleError,
     PermanentBackendError,
     ProtectedVersionError,
     QuarantinedError,
@@ -31,6 +32,7 @@ from ._logged import LoggedArtifact
 from ._maintenance import GcReport
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
 from ._quarantine import ImpactReport
+from ._reproduce import ReproduceReport
 from ._serializers import Serializer, register_serializer
 from ._settings import TraceletSettings
 from ._store import ArtifactStore
@@ -64,10 +66,12 @@ __all__ = [
     "LineageEdge",
     "LineageGraph",
     "LoggedArtifact",
+    "NotReproducibleError",
     "PermanentBackendError",
     "ProtectedVersionError",
     "PruneReport",
     "QuarantinedError",
+    "ReproduceReport",
     "RunInfo",
     "Serializer",
     "StorageError",

@@ -142,3 +142,11 @@ class QuarantinedError(TraceletError):
     def __init__(self, message: str, ref: str = "", reason: str | None = None, source: str | None = None) -> None:
         super().__init__(message)
         self.ref, self.reason, self.source = ref, reason, source
+
+
+# -- repro --
+class NotReproducibleError(TraceletError):
+    """A version cannot be run again: it has no producer, or one no adapter can rerun (an
+    ``Experiment``, another orchestrator), the definitions or flow given lack its producer, or its
+    record lacks what a rerun needs (the flow parameters). The message says what was recorded
+    instead (the git commit and the inputs) so the run can be repeated by hand."""

@@ -76,6 +76,7 @@ from tracelet_core import (
 )
 from tracelet_core._delivery import configured_backends, log_and_deliver, started
 from tracelet_core._names import validate_name
+from tracelet_core._reproduce import identical_original
 from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
@@ -319,6 +320,14 @@ def version_metadata(logged: LoggedArtifact, stored: StoredValue, *, new_version
         metadata[_keys.PARTITION] = MetadataValue.text(str(partition))
     if preview:
         metadata[_keys.PREVIEW] = MetadataValue.md(preview)
+    extra = logged.producer.extra if logged.producer is not None else {}
+    git = extra.get("git")
+    if isinstance(git, dict) and git.get("commit"):
+        metadata[_keys.GIT_COMMIT] = MetadataValue.text(str(git["commit"]))
+        if git.get("dirty") is not None:
+            metadata[_keys.GIT_DIRTY] = MetadataValue.bool(bool(git["dirty"]))
+    if extra.get("python"):
+        metadata[_keys.PYTHON] = MetadataValue.text(str(extra["python"]))
     return metadata
 
 
@@ -376,6 +385,13 @@ def pin_for(context: InputContext, name: str) -> str | None:
     step_context = _step_context(context)
     tags = dict(step_context.dagster_run.tags) if step_context is not None else {}
     return parse_pins(tags.get(_keys.PINS_TAG)).get(name)
+
+
+def reproducing(context: OutputContext) -> str | None:
+    """The ref a run reproduces (run tag ``tracelet/reproduce``), else ``None``. Such a run
+    logs as usual but moves no alias, and gives that version back for identical content."""
+    step_context = _step_context(context)
+    return None if step_context is None else step_context.dagster_run.tags.get(_keys.REPRODUCE_TAG)
 
 
 UpstreamOutput = tuple[str, str, str, "str | None"]  # run id, step key, output name, mapping key
@@ -597,10 +613,12 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
                            serializer_hint=SERIALIZER_HINT)
         self._describe(context, artifact, stored.to_metadata(), partition)
         preview = self._preview(context, obj, stored)
-        logged, results = commit(self.store, artifact, producer=made_by, inputs=inputs,
-                                 aliases=settings.aliases, backends=self.backends,
-                                 idempotency_key=idempotency_key(context, partition),
-                                 partition=None if partition is None else str(partition))
+        rerun_of = reproducing(context)
+        same = identical_original(self.store, artifact, rerun_of)
+        logged, results = (same, {}) if same is not None else commit(
+            self.store, artifact, producer=made_by, inputs=inputs, aliases=[] if rerun_of else settings.aliases,
+            backends=self.backends, idempotency_key=idempotency_key(context, partition),
+            partition=None if partition is None else str(partition))
         self._logged.add((context.run_id, context.step_key, context.name, context.mapping_key),
                          None if partition is None else str(partition), logged.ref)
         new_version = logged.producer is not None and logged.producer.key == made_by.key

@@ -20,6 +20,7 @@ ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"  # same meaning as for UPa
 
 # -- run tags ----------------------------------------------------------------------------------
 PINS_TAG = "tracelet/pins"  # comma-separated refs the run loads instead of the latest ("raw:v3")
+REPRODUCE_TAG = "tracelet/reproduce"  # the ref a run reproduces: it logs as usual but moves no alias
 
 # -- reported as output metadata (shown in the Dagster UI) -----------------------------------------
 REF = "tracelet/ref"
@@ -35,6 +36,9 @@ NEW_VERSION = "tracelet/new_version"
 PREVIEW = "tracelet/preview"
 BACKENDS = "tracelet/backends"
 MAPPING_KEY = "tracelet/mapping_key"
+GIT_COMMIT = "tracelet/git_commit"  # provenance of the producing process
+GIT_DIRTY = "tracelet/git_dirty"
+PYTHON = "tracelet/python"
 
 # -- stored in version metadata -----------------------------------------------------------------
 PARTITION = "tracelet/partition"  # the Dagster partition key, intact (multi-partitions too)

@@ -7,6 +7,9 @@
   aliases onto a logged version).
 - ``load_artifact``: a plain Prefect task that loads ``name:alias`` into a value; a tracelet
   task that receives that value records the version as its input (lineage from the task graph).
+- ``reproduce(ref, flow)``: the flow run again with its recorded parameters, the task that
+  produced ``ref`` loading the input versions it recorded; a ``ReproduceReport`` says whether
+  the result is identical.
 
 Every new version (and every alias set) shows up in the Prefect UI as a markdown artifact and
 emits the event ``tracelet.artifact.logged`` (resource ``tracelet.artifact.<name>``), plus an
@@ -23,14 +26,16 @@ from typing import TYPE_CHECKING
 from tracelet_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ._reproduce import reproduce
     from ._tasks import load_artifact, log_artifact, tracelet_task
 
-__all__ = ["load_artifact", "log_artifact", "tracelet_task"]
+__all__ = ["load_artifact", "log_artifact", "tracelet_task", "reproduce"]
 
 _EXPORTS = {
     "load_artifact": "._tasks",
     "log_artifact": "._tasks",
     "tracelet_task": "._tasks",
+    "reproduce": "._reproduce",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

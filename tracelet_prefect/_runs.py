@@ -3,7 +3,10 @@
 ``TaskRun`` is read once, in the process that runs the task, from ``TaskRunContext``:
 
 - the producer ``RunInfo(orchestrator="prefect", run_id=<flow run id>, step=<task run id>,
-  name=<task name>)`` (a task run outside any flow uses its own id as ``run_id``);
+  name=<task name>)`` (a task run outside any flow uses its own id as ``run_id``), whose
+  ``extra`` names the flow (``flow_name``) and holds the flow run's JSON-able ``parameters``
+  when the flow run's context is at hand (not in another process, such as a Dask worker):
+  what ``reproduce`` runs the flow again with;
 - the upstream task runs of each parameter (``task_run.task_inputs``), so a value that a
   ``load_artifact`` task produced can be traced back to the version it loaded: that task records
   what it read (``ArtifactStore.record_consumption``) under its own ``RunInfo``, and the
@@ -19,12 +22,13 @@ that run loaded).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.client.schemas.objects import TaskRunResult
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.utilities.engine import get_state_for_result
 
 from tracelet_core import ArtifactStore, LoggedArtifact, RunInfo
@@ -36,10 +40,14 @@ _NOT_DATA = frozenset({"__parents__", "wait_for"})
 
 
 def run_info(flow_run_id: Any, task_run_id: Any, task_name: str | None = None,
-             task_run_name: str | None = None, code_version: str | None = None) -> RunInfo:
-    """The ``RunInfo`` of one Prefect task run (the same everywhere it is computed)."""
+             task_run_name: str | None = None, code_version: str | None = None,
+             flow: tuple[str, dict[str, Any]] | None = None) -> RunInfo:
+    """The ``RunInfo`` of one Prefect task run (the same everywhere it is computed); ``flow``:
+    the flow's name and the run's parameters, descriptive only (left out of its identity)."""
     step = str(task_run_id)
-    extra = {"task_run_name": task_run_name} if task_run_name else {}
+    extra: dict[str, Any] = {"task_run_name": task_run_name} if task_run_name else {}
+    if flow is not None:
+        extra["flow_name"], extra["parameters"] = flow
     return RunInfo(orchestrator=ORCHESTRATOR, run_id=str(flow_run_id) if flow_run_id else step, step=step,
                    name=task_name, code_version=code_version, extra=extra)
 
@@ -56,6 +64,8 @@ class TaskRun:
     retries: int = 0
     #: parameter name -> ids of the task runs whose results flowed into it
     upstream: dict[str, list[str]] = field(default_factory=dict)
+    #: the flow's name and the flow run's JSON-able parameters, when its context is at hand
+    flow: tuple[str, dict[str, Any]] | None = None
 
     @classmethod
     def current(cls, fallback_name: str) -> TaskRun:
@@ -75,7 +85,8 @@ class TaskRun:
         return cls(task_name=ctx.task.name,
                    flow_run_id=str(task_run.flow_run_id) if task_run.flow_run_id else None,
                    task_run_id=str(task_run.id), task_run_name=task_run.name,
-                   code_version=ctx.task.version, retries=ctx.task.retries or 0, upstream=upstream)
+                   code_version=ctx.task.version, retries=ctx.task.retries or 0, upstream=upstream,
+                   flow=_flow_run())
 
     @property
     def in_prefect(self) -> bool:
@@ -86,7 +97,7 @@ class TaskRun:
         if self.task_run_id is None:
             return None
         return run_info(self.flow_run_id, self.task_run_id, self.task_name, self.task_run_name,
-                        self.code_version)
+                        self.code_version, self.flow)
 
     def confirmed_inputs(self, store: ArtifactStore, values: Mapping[str, Sequence[Any]]) -> list[str]:
         """Refs of the versions that upstream runs loaded into these parameter values
@@ -100,6 +111,28 @@ class TaskRun:
                     if any(_holds(obj, version, task_run_id) for obj in objects):
                         refs[version.ref] = None
         return list(refs)
+
+
+def _flow_run() -> tuple[str, dict[str, Any]] | None:
+    """The running flow's name and its run's parameters that JSON holds as they are."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow is None:
+        return None
+    return ctx.flow.name, {name: value for name, value in (ctx.parameters or {}).items() if _json_able(value)}
+
+
+#: A parameter whose JSON is longer is not recorded (it would be copied into every version).
+MAX_PARAMETER_JSON = 64 * 1024
+
+
+def _json_able(value: Any) -> bool:
+    """True when ``value`` goes through JSON and comes back equal (no tuples, no NaN, no
+    ``SecretStr``), in at most ``MAX_PARAMETER_JSON`` characters."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+        return len(text) <= MAX_PARAMETER_JSON and bool(json.loads(text) == value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _type_name(obj: Any) -> str:

@@ -42,10 +42,12 @@ from tracelet_core import (
     TraceletArtifact,
 )
 from tracelet_core._artifact import coerce_type
+from tracelet_core._reproduce import identical_original
 
 from ._commit import Outcome, build_artifact, commit, resolve_backends, set_aliases
 from ._flow_end import PUBLISH_FLUSH_SECONDS, defers
 from ._openlineage import task_lineage
+from ._reproduce import keeps_aliases, note_logged, pinned, pinned_ref, rerun_of
 from ._runs import TaskRun
 from ._stores import StoreSpec
 from ._transactions import enclosing_transaction, release
@@ -114,6 +116,7 @@ def _load(value: Any, found: _Found, keep: bool, parameter: str, allow_pickle: b
     """``value`` with every ``LoggedArtifact`` in it (in any list, tuple or dict, subclasses
     included) replaced by its loaded value, unless ``keep``."""
     if isinstance(value, LoggedArtifact):
+        value = pinned(value)  # the recorded version, when a ``reproduce`` reruns the flow
         found.versions.append(value)
         if keep:
             return value
@@ -218,8 +221,12 @@ class _Run:
         spec = self.spec
         artifact = build_artifact(value, spec.artifact_name, spec.artifact_type, spec.fallback_name,
                                   spec.description, allow_pickle=self.allow_pickle)
-        return commit(self.store, artifact, run=self.run, inputs=self.inputs, aliases=spec.aliases,
-                      backends=self.backends, stage=self.transaction is not None, scope=self.scope)
+        same = identical_original(self.store, artifact, rerun_of())
+        outcome = Outcome(logged=same, created=False) if same is not None else commit(
+            self.store, artifact, run=self.run, inputs=self.inputs, aliases=keeps_aliases(spec.aliases),
+            backends=self.backends, stage=self.transaction is not None, scope=self.scope)
+        note_logged(outcome.logged)
+        return outcome
 
     def release(self, outcome: Outcome) -> None:
         release(self.store, outcome, self.run, self.transaction)
@@ -408,7 +415,7 @@ def log_artifact(artifact: TraceletArtifact | LoggedArtifact, aliases: Sequence[
     """Log a hand-built ``TraceletArtifact`` (producer: this task run), or, given a
     ``LoggedArtifact``, move ``aliases`` onto it (a promotion). ``inputs`` are recorded as its
     lineage. Inside a Prefect transaction the alias moves wait for its commit."""
-    alias_list = [aliases] if isinstance(aliases, str) else list(aliases)
+    alias_list = keeps_aliases([aliases] if isinstance(aliases, str) else aliases)
     if isinstance(artifact, LoggedArtifact):
         run, opened = _current_run(store, artifact.store)
         if not alias_list:
@@ -448,12 +455,12 @@ def load_artifact(ref: str | LoggedArtifact, object_name: str | None = None, *,
     version (no such name, number or alias: "no production model yet") returns ``default``
     instead of raising ``ArtifactNotFoundError``."""
     if isinstance(ref, LoggedArtifact):
-        logged = ref
+        logged = pinned(ref)
         opened = logged.store if store is None else StoreSpec.of(store).open()
     else:
         opened = StoreSpec.of(store).open()
         try:
-            logged = opened.get(ref)
+            logged = opened.get(pinned_ref(ref))
         except ArtifactNotFoundError:
             if default is _NO_DEFAULT:
                 raise

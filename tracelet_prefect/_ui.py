@@ -46,6 +46,7 @@ from prefect.logging import get_logger
 from prefect.settings import PREFECT_UI_URL
 
 from tracelet_core import _background as background
+from tracelet_core._reproduce import git_summary
 
 from ._commit import Outcome
 from ._runs import TaskRun
@@ -124,6 +125,12 @@ def render_markdown(outcome: Outcome, run: TaskRun) -> str:
         ("inputs", ", ".join(f"`{ref}`" for ref in logged.inputs) or "-"),
         ("backends", deliveries),
     ]
+    extra = logged.producer.extra if logged.producer is not None else {}
+    code = git_summary(extra)
+    if code is not None:
+        rows.append(("code", code))
+    if extra.get("python"):
+        rows.append(("python", str(extra["python"])))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     lineage = "\n".join(_lineage_rows(outcome, run))
     return (f"### {logged.ref}\n\n{what}\n\n| | |\n|---|---|\n{table}\n\n"

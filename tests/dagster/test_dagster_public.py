@@ -7,7 +7,7 @@ import pytest
 
 import tracelet_dagster
 
-CONTRACT = {"TraceletIOManager", "TraceletResource", "tracelet_source_asset", "tracelet_sensor"}
+CONTRACT = {"TraceletIOManager", "TraceletResource", "tracelet_source_asset", "tracelet_sensor", "reproduce"}
 
 
 def test_all_lists_exactly_the_contract_names_and_each_resolves() -> None:

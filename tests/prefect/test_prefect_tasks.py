@@ -31,7 +31,7 @@ from tracelet_prefect import load_artifact, log_artifact, tracelet_task
 def test_the_package_exports_exactly_its_public_names() -> None:
     import tracelet_prefect
 
-    assert sorted(tracelet_prefect.__all__) == ["load_artifact", "log_artifact", "tracelet_task"]
+    assert sorted(tracelet_prefect.__all__) == ["load_artifact", "log_artifact", "reproduce", "tracelet_task"]
     assert all(callable(getattr(tracelet_prefect, name)) for name in tracelet_prefect.__all__)
     assert isinstance(log_artifact, Task) and isinstance(load_artifact, Task)
 

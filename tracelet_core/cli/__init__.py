@@ -22,8 +22,9 @@ from . import (  # noqa: F401 - importing them registers their commands on ``app
     _diff,
     _lifecycle,
     _manage,
-    _quarantine,  # noqa: F401 - registers quarantine, release, impact
+    _quarantine,
     _read,
+    _reproduce,
 )
 from ._app import app, main
 
