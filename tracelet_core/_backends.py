@@ -43,11 +43,13 @@ from ._trackers import (
 
 if TYPE_CHECKING:
     from ._logged import LoggedArtifact
+    from ._model import RunInfo
 
 __all__ = [
     "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "INSTALL_HINTS", "MANIFEST_NAME", "REFERENCE_THRESHOLD_BYTES",
     "ArtifactResult", "Backend", "BackendCopy", "BackendFactory", "UploadPlan", "available_backends",
-    "config_params", "delivery_target", "flatten", "media_entries", "plan_upload", "register_backend",
+    "config_params", "delivery_target", "flatten", "media_entries", "plan_upload", "producer_experiment",
+    "register_backend",
     "resolve_backend", "sdk_errors", "tracelet_tags", "unregister_backend",
 ]
 
@@ -165,17 +167,41 @@ class RunPerStartBackend(Backend):
                 self._context = None
 
 
+#: Names orchestrators give runs that no user chose (Dagster's job for ``materialize``).
+_GENERATED_RUN_NAMES = frozenset({"__ephemeral_asset_job__"})
+
+
+def producer_experiment(producer: RunInfo | None) -> str | None:
+    """The tracker experiment an orchestrated version belongs to: the Dagster job or Prefect
+    flow that produced it (``producer.name``), else (Dagster's ``__ephemeral_asset_job__``
+    and other names no user chose) the step that made it (the asset's step key); None for a
+    tracelet ``Experiment`` or no producer, whose started name is used instead."""
+    if producer is None or producer.orchestrator == "tracelet":
+        return None
+    name = producer.name if producer.name and producer.name not in _GENERATED_RUN_NAMES else None
+    if name is None and producer.orchestrator == "dagster":
+        name = producer.step
+    return name or None
+
+
 def delivery_target(artifact: LoggedArtifact, started: tuple[str, str] | None,
                     experiment: str | None) -> tuple[str, str, str]:
     """(tracker experiment, tracelet run id, run name) a version is delivered to: the started
     experiment's run; else (a retry from the outbox) the run of the version's producer; else a
-    run of its own. ``experiment`` is the name the backend was configured with, if any."""
+    run of its own. ``experiment`` is the name the backend was configured with, if any; else a
+    version made by an orchestrator goes to the experiment named after its job or flow
+    (:func:`producer_experiment`), also when the adapter started the backend under another
+    name."""
+    producer = artifact.producer
+    orchestrated = producer_experiment(producer)
     if started is not None:
         started_name, run_id = started
+        if orchestrated is not None and producer is not None and producer.run_id == run_id:
+            return experiment or orchestrated, run_id, orchestrated
         return experiment or started_name, run_id, started_name
-    producer = artifact.producer
     if producer is not None:
-        return experiment or producer.name or "tracelet", producer.run_id, producer.name or producer.key
+        name = orchestrated or producer.name or "tracelet"
+        return experiment or name, producer.run_id, orchestrated or producer.name or producer.key
     return experiment or "tracelet", artifact.ref, f"tracelet {artifact.ref}"
 
 
