@@ -68,26 +68,6 @@ def mlflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty SQLite tracking store (MLflow's migrations take 1-2 s), copied into
-    each test that needs one."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def tracking_uri(tmp_path: Path, empty_tracking_db: Path) -> str:
-    shutil.copy(empty_tracking_db, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-@pytest.fixture
-def artifact_root(tmp_path: Path) -> str:
-    return (tmp_path / "mlartifacts").as_uri()
-
-
 def runs_holding(client: MlflowClient, artifact: LoggedArtifact) -> list[Run]:
     """Active runs, in any experiment, whose tags record ``artifact``'s ref."""
     experiments = [e.experiment_id for e in client.search_experiments()]

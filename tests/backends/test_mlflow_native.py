@@ -20,15 +20,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.models import Model  # noqa: E402
-from test_mlflow import (  # noqa: E402,F401 - fixtures shared with the MLflow suite
-    TinyNet,
-    artifact_root,
-    empty_tracking_db,
-    mlflow_env,
-    record_of,
-    runs_holding,
-    tracking_uri,
-)
+from test_mlflow import TinyNet, mlflow_env, record_of, runs_holding  # noqa: E402,F401 - mlflow_env: autouse
 
 from tracelet_core import ArtifactStore, Experiment, RunInfo, TraceletArtifact  # noqa: E402
 from tracelet_core._backends import delivery_target  # noqa: E402
@@ -60,7 +52,8 @@ def native_models(tracking_uri: str, artifact_root: str, store: ArtifactStore,
     backend = MlflowBackend(tracking_uri=tracking_uri, artifact_location=artifact_root)
     with Experiment("native", backend=[backend], store=store) as exp:
         table = store.log(TraceletArtifact("demo/train", "dataset").add_object({"rows": 4}, "summary"))
-        assert exp.log_artifact(TraceletArtifact("demo/params", "config").add_object({"C": 1.0}, "hparams"))["mlflow"].ok
+        config = TraceletArtifact("demo/params", "config").add_object({"C": 1.0}, "hparams")
+        assert exp.log_artifact(config)["mlflow"].ok
         params = store.get("demo/params:v1")  # its keys are the run's params now
         exp.log_artifact(TraceletArtifact("demo/net", "model", metadata={"epochs": 3, "opt": {"lr": 0.1}})
                          .add_model(TinyNet(), input_example=torch.randn(3, 4)), inputs=[table, params],
