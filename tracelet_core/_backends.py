@@ -14,6 +14,7 @@ What a backend in another package needs is public in ``tracelet_core.backends``:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -49,9 +50,12 @@ __all__ = [
     "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "INSTALL_HINTS", "MANIFEST_NAME", "REFERENCE_THRESHOLD_BYTES",
     "ArtifactResult", "Backend", "BackendCopy", "BackendFactory", "UploadPlan", "available_backends",
     "config_params", "delivery_target", "flatten", "media_entries", "plan_upload", "producer_experiment",
-    "register_backend",
+    "register_backend", "release_displaced_aliases",
     "resolve_backend", "sdk_errors", "tracelet_tags", "unregister_backend",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 # -- what every backend shares --------------------------------------------------------------
@@ -218,6 +222,43 @@ def tracelet_tags(artifact: LoggedArtifact) -> dict[str, str]:
         "tracelet.producer": producer.key if producer else "",
         "tracelet.aliases": ",".join(artifact.aliases),
     }
+
+
+def _displaced_aliases(artifact: LoggedArtifact, backend: str) -> list[tuple[LoggedArtifact, str]]:
+    """(previous version, alias) for each alias ``log(aliases=...)`` took from another
+    version of the name that tracker ``backend`` holds: the commit queues no alias event for
+    that move (the new version's own delivery carries its aliases), so a tracker whose
+    aliases are plain tags takes them off the previous version's copy when it delivers the
+    new one (``remove_alias``, idempotent). The previous holder comes from the alias history."""
+    from ._errors import TraceletError
+
+    store = artifact.store
+    moved: list[tuple[LoggedArtifact, str]] = []
+    for alias in artifact.aliases:
+        taken = [c.before for c in store.alias_history(artifact.name, alias) if c.after == artifact.ref]
+        before = taken[-1] if taken else None
+        if before is None or before == artifact.ref:
+            continue
+        try:
+            previous = store.get(before)
+        except TraceletError:  # deleted since: nothing left to untag
+            continue
+        if any(row.backend == backend and row.status in ("delivered", "unconfirmed")
+               for row in store.deliveries(previous.ref)):
+            moved.append((previous, alias))
+    return moved
+
+
+def release_displaced_aliases(backend: Backend, artifact: LoggedArtifact) -> None:
+    """After delivering ``artifact``: ``backend.remove_alias`` on the previous holder of each
+    alias ``log(aliases=...)`` moved to it (see :func:`_displaced_aliases`); a failure is
+    logged, never raised over the delivery of ``artifact`` itself."""
+    for previous, alias in _displaced_aliases(artifact, backend.name):
+        try:
+            backend.remove_alias(previous, alias)
+        except Exception as exc:  # noqa: BLE001 - the new version is delivered; the old tag stays
+            logger.warning("%s: alias %r moved to %s is still on %s there: %s", backend.name, alias,
+                           artifact.ref, previous.ref, exc)
 
 
 # -- native parameters and media ----------------------------------------------------------

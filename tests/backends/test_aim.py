@@ -133,6 +133,10 @@ class TestAimBackend(BackendSuite):
         finally:
             repo.close()
 
+    def test_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                             version: LoggedArtifact) -> None:
+        self.check_aliases_given_to_log_leave_the_previous_version(make_backend, store, version)
+
     # -- Aim specifics ----------------------------------------------------------------------
     def test_params_and_artifacts_uri_of_the_experiment_run(
             self, store: ArtifactStore, version: LoggedArtifact, tmp_path: Path, empty_aim_repo: Path,

@@ -157,6 +157,10 @@ class TestClearMLBackend(BackendSuite):
         return [f"{e['metric']}/{e['variant']}" for e in reported if e["type"] == "training_debug_image"
                 and Path(e["url"]).is_file()]
 
+    def test_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                             version: LoggedArtifact) -> None:
+        self.check_aliases_given_to_log_leave_the_previous_version(make_backend, store, version)
+
 
 # -- ClearML specifics ------------------------------------------------------------------------
 @pytest.fixture

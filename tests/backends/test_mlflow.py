@@ -144,6 +144,10 @@ class TestMlflowBackend(BackendSuite):
         [run] = runs_holding(client, artifact)
         return [a.path for a in client.list_artifacts(run.info.run_id, "images")]
 
+    def test_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                             version: LoggedArtifact) -> None:
+        self.check_aliases_given_to_log_leave_the_previous_version(make_backend, store, version)
+
     # -- MLflow specifics -----------------------------------------------------------------
     def test_a_model_is_registered_with_tags_and_mirrored_aliases(
             self, make_backend: Callable[[], MlflowBackend], version: LoggedArtifact, store: ArtifactStore,

@@ -60,6 +60,7 @@ from .._backends import (
     delivery_target,
     media_entries,
     plan_upload,
+    release_displaced_aliases,
     sdk_errors,
 )
 from .._errors import BackendError, ConfigurationError
@@ -261,6 +262,7 @@ class AimBackend(Backend):
                     if run.get((PARAM, artifact.ref)) != record:  # Aim's safe mode swallows errors
                         raise BackendError(f"aim: run {run.hash} did not keep the params of {artifact.ref}")
                     self._tag_aliases(run, artifact.name)
+                release_displaced_aliases(self, artifact)
                 return self._result(artifact, run.hash, record["uri"])
             finally:
                 if opened and self._started is None:

@@ -89,6 +89,7 @@ from .._backends import (
     flatten,
     media_entries,
     plan_upload,
+    release_displaced_aliases,
     sdk_errors,
     tracelet_tags,
 )
@@ -368,6 +369,7 @@ class MlflowBackend(Backend):
                 extra = self._log_native(artifact, run_id, experiment_id)
                 model = self._register(artifact, run_id, artifact_uri, extra)
                 self._tag(artifact, run_id, model, extra)
+                release_displaced_aliases(self, artifact)  # the registry alias moved; the tags follow
             finally:
                 if created and self._started is None:
                     self._end_run(run_id)  # a run made for this delivery alone
