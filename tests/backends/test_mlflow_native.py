@@ -168,3 +168,13 @@ def test_a_dagster_asset_lands_in_its_assets_experiment_and_the_override_wins(
     assert MlflowBackend().config()["experiment"] == "churn"
     [run] = client.search_runs([client.get_experiment_by_name("churn").experiment_id])
     assert MlflowBackend(experiment="explicit").experiment == "explicit"
+
+
+def test_a_sequential_whose_layers_tracelet_does_not_keep_stays_run_files_and_says_why(
+        tracking_uri: str, artifact_root: str, store: ArtifactStore) -> None:
+    logged = store.log(TraceletArtifact("demo/seq", "model").add_model(
+        torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU())))
+    result = MlflowBackend(tracking_uri=tracking_uri, artifact_location=artifact_root).log(logged)
+    assert result.ok, result.error
+    [run] = runs_holding(MlflowClient(tracking_uri=tracking_uri), logged)
+    assert "Sequential() made without arguments" in record_of(run, logged)["flavor_error"]
