@@ -67,8 +67,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -95,6 +94,7 @@ from .._backends import (
 )
 from .._errors import BackendError
 from .._model import ArtifactType
+from ._mlflow_http import DEFAULT_TIMEOUT, bounded_http
 from ._mlflow_native import FlavorError, dataset_inputs, flavored_model
 
 if TYPE_CHECKING:
@@ -111,13 +111,6 @@ EXPERIMENT_TAG = "tracelet.experiment"
 MAX_TAG_VALUE = 8000  # MLflow's limit on a run tag's value
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param's value
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
-DEFAULT_TIMEOUT = 10.0
-#: MLflow's HTTP settings tracelet bounds for its own calls (unless the user set them).
-_HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-_http_lock = threading.Lock()
-_http_users = 0
-_http_saved: dict[str, str | None] = {}
 _ALIAS_RESERVED = re.compile(r"[vV][0-9]+|latest", re.IGNORECASE)
 
 
@@ -166,10 +159,6 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
-def _fit(value: str) -> str:
-    return value if len(value) <= MAX_TAG_VALUE else value[:MAX_TAG_VALUE - 40] + f"... (full list in {MANIFEST_NAME})"
-
-
 def _context_tags(tags: dict[str, str]) -> dict[str, str]:
     """``tags`` plus the context tags MLflow's fluent API adds to what it makes
     (``mlflow.user``, ``mlflow.source.name`` / ``type`` / ``git.commit``, ...)."""
@@ -181,37 +170,6 @@ def _context_tags(tags: dict[str, str]) -> dict[str, str]:
 def _sdk_errors(action: str) -> AbstractContextManager[None]:
     """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
     return sdk_errors("mlflow", action, (MlflowException, OSError))
-
-@contextmanager
-def bounded_http(timeout: float | None) -> Iterator[None]:
-    """MLflow's HTTP retries and timeout bounded by ``timeout`` for the calls inside.
-
-    MLflow reads them from the environment on each request (its defaults retry for minutes:
-    7 retries with exponential back-off, 120 s per request), so they are set while tracelet's
-    calls run and restored when the last one ends; variables the user set are kept."""
-    global _http_users
-    limit = DEFAULT_TIMEOUT if timeout is None else timeout
-    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-              "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(limit / 4)))}
-    with _http_lock:
-        if _http_users == 0:
-            _http_saved.clear()
-            for key in _HTTP_ENV:
-                if key not in os.environ:
-                    _http_saved[key] = None
-                    os.environ[key] = wanted[key]
-        _http_users += 1
-    try:
-        yield
-    finally:
-        with _http_lock:
-            _http_users -= 1
-            if _http_users == 0:
-                for key in _http_saved:
-                    os.environ.pop(key, None)
-                _http_saved.clear()
-
 
 def _shareable(uri: str) -> str | None:
     """A tracking URI that may be written to the catalog (none that embeds a password)."""
