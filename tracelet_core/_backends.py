@@ -14,6 +14,7 @@ What a backend in another package needs is public in ``tracelet_core.backends``:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -43,13 +44,18 @@ from ._trackers import (
 
 if TYPE_CHECKING:
     from ._logged import LoggedArtifact
+    from ._model import RunInfo
 
 __all__ = [
     "BUILTIN_BACKENDS", "ENTRY_POINT_GROUP", "INSTALL_HINTS", "MANIFEST_NAME", "REFERENCE_THRESHOLD_BYTES",
     "ArtifactResult", "Backend", "BackendCopy", "BackendFactory", "UploadPlan", "available_backends",
-    "config_params", "delivery_target", "flatten", "media_entries", "plan_upload", "register_backend",
+    "config_params", "delivery_target", "flatten", "media_entries", "plan_upload", "producer_experiment",
+    "register_backend", "release_displaced_aliases",
     "resolve_backend", "sdk_errors", "tracelet_tags", "unregister_backend",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 # -- what every backend shares --------------------------------------------------------------
@@ -165,17 +171,41 @@ class RunPerStartBackend(Backend):
                 self._context = None
 
 
+#: Names orchestrators give runs that no user chose (Dagster's job for ``materialize``).
+_GENERATED_RUN_NAMES = frozenset({"__ephemeral_asset_job__"})
+
+
+def producer_experiment(producer: RunInfo | None) -> str | None:
+    """The tracker experiment an orchestrated version belongs to: the Dagster job or Prefect
+    flow that produced it (``producer.name``), else (Dagster's ``__ephemeral_asset_job__``
+    and other names no user chose) the step that made it (the asset's step key); None for a
+    tracelet ``Experiment`` or no producer, whose started name is used instead."""
+    if producer is None or producer.orchestrator == "tracelet":
+        return None
+    name = producer.name if producer.name and producer.name not in _GENERATED_RUN_NAMES else None
+    if name is None and producer.orchestrator == "dagster":
+        name = producer.step
+    return name or None
+
+
 def delivery_target(artifact: LoggedArtifact, started: tuple[str, str] | None,
                     experiment: str | None) -> tuple[str, str, str]:
     """(tracker experiment, tracelet run id, run name) a version is delivered to: the started
     experiment's run; else (a retry from the outbox) the run of the version's producer; else a
-    run of its own. ``experiment`` is the name the backend was configured with, if any."""
+    run of its own. ``experiment`` is the name the backend was configured with, if any; else a
+    version made by an orchestrator goes to the experiment named after its job or flow
+    (:func:`producer_experiment`), also when the adapter started the backend under another
+    name."""
+    producer = artifact.producer
+    orchestrated = producer_experiment(producer)
     if started is not None:
         started_name, run_id = started
+        if orchestrated is not None and producer is not None and producer.run_id == run_id:
+            return experiment or orchestrated, run_id, orchestrated
         return experiment or started_name, run_id, started_name
-    producer = artifact.producer
     if producer is not None:
-        return experiment or producer.name or "tracelet", producer.run_id, producer.name or producer.key
+        name = orchestrated or producer.name or "tracelet"
+        return experiment or name, producer.run_id, orchestrated or producer.name or producer.key
     return experiment or "tracelet", artifact.ref, f"tracelet {artifact.ref}"
 
 
@@ -192,6 +222,43 @@ def tracelet_tags(artifact: LoggedArtifact) -> dict[str, str]:
         "tracelet.producer": producer.key if producer else "",
         "tracelet.aliases": ",".join(artifact.aliases),
     }
+
+
+def _displaced_aliases(artifact: LoggedArtifact, backend: str) -> list[tuple[LoggedArtifact, str]]:
+    """(previous version, alias) for each alias ``log(aliases=...)`` took from another
+    version of the name that tracker ``backend`` holds: the commit queues no alias event for
+    that move (the new version's own delivery carries its aliases), so a tracker whose
+    aliases are plain tags takes them off the previous version's copy when it delivers the
+    new one (``remove_alias``, idempotent). The previous holder comes from the alias history."""
+    from ._errors import TraceletError
+
+    store = artifact.store
+    moved: list[tuple[LoggedArtifact, str]] = []
+    for alias in artifact.aliases:
+        taken = [c.before for c in store.alias_history(artifact.name, alias) if c.after == artifact.ref]
+        before = taken[-1] if taken else None
+        if before is None or before == artifact.ref:
+            continue
+        try:
+            previous = store.get(before)
+        except TraceletError:  # deleted since: nothing left to untag
+            continue
+        if any(row.backend == backend and row.status in ("delivered", "unconfirmed")
+               for row in store.deliveries(previous.ref)):
+            moved.append((previous, alias))
+    return moved
+
+
+def release_displaced_aliases(backend: Backend, artifact: LoggedArtifact) -> None:
+    """After delivering ``artifact``: ``backend.remove_alias`` on the previous holder of each
+    alias ``log(aliases=...)`` moved to it (see :func:`_displaced_aliases`); a failure is
+    logged, never raised over the delivery of ``artifact`` itself."""
+    for previous, alias in _displaced_aliases(artifact, backend.name):
+        try:
+            backend.remove_alias(previous, alias)
+        except Exception as exc:  # noqa: BLE001 - the new version is delivered; the old tag stays
+            logger.warning("%s: alias %r moved to %s is still on %s there: %s", backend.name, alias,
+                           artifact.ref, previous.ref, exc)
 
 
 # -- native parameters and media ----------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,3 +45,26 @@ def no_outside_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield attempts
     assert attempts == []
+
+
+# -- MLflow's tracking store (for test_mlflow*.py) ----------------------------------------
+@pytest.fixture(scope="session")
+def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite tracking store (MLflow's migrations take 1-2 s), copied into
+    each test that needs one."""
+    from mlflow import MlflowClient  # Deferred: only MLflow's tests import it
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, empty_tracking_db: Path) -> str:
+    shutil.copy(empty_tracking_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> str:
+    return (tmp_path / "mlartifacts").as_uri()

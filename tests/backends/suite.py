@@ -210,3 +210,18 @@ class BackendSuite:
         assert "candidate" not in self.aliases_held(backend, v1)
         assert self.status_held(backend, v2) is None
         assert store.catalog.status_events() == [] and store.sync() == []  # each delivered once
+
+    # -- for trackers whose aliases are tags (not W&B, whose aliases move natively) ---------
+    def check_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                              version: LoggedArtifact) -> None:
+        """``log(aliases=...)`` moves an alias without an alias event: the new version's
+        copy shows it, the previous version's copy no longer does."""
+        backend = make_backend()
+        with Experiment("suite", backend=[backend], store=store) as exp:
+            assert exp.log_artifact(version.new_draft())[backend.name].ok  # v1, holding "candidate"
+            second = exp.log_artifact(version.new_draft().add_object({"loss": 0.1}, "loss"), aliases=["candidate"])
+            assert second[backend.name].ok, second[backend.name].error
+        v1, v2 = store.get("suite/model:v1"), store.get("suite/model:v2")
+        assert (v1.aliases, v2.aliases) == ([], ["candidate"])
+        assert "candidate" in self.aliases_held(backend, v2)
+        assert "candidate" not in self.aliases_held(backend, v1)

@@ -19,7 +19,15 @@ from backend_support import log_in_run
 from suite import BackendSuite, TrackerView
 from typer.testing import CliRunner
 
-from tracelet_core import ArtifactResult, ArtifactStore, Backend, BackendError, Experiment, LoggedArtifact
+from tracelet_core import (
+    ArtifactResult,
+    ArtifactStore,
+    Backend,
+    BackendError,
+    Experiment,
+    LoggedArtifact,
+    TraceletArtifact,
+)
 from tracelet_core.cli import app
 
 with warnings.catch_warnings():
@@ -140,6 +148,10 @@ class TestAimBackend(BackendSuite):
         finally:
             repo.close()
 
+    def test_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                             version: LoggedArtifact) -> None:
+        self.check_aliases_given_to_log_leave_the_previous_version(make_backend, store, version)
+
     # -- Aim specifics ----------------------------------------------------------------------
     def test_params_and_artifacts_uri_of_the_experiment_run(
             self, store: ArtifactStore, version: LoggedArtifact, tmp_path: Path, empty_aim_repo: Path,
@@ -164,6 +176,33 @@ class TestAimBackend(BackendSuite):
         on_disk = tmp_path / "aim-artifacts" / run.hash / "suite/model/v1"
         assert (on_disk / "files/weights/model.bin").read_bytes() == version.path("weights/model.bin").read_bytes()
         assert json.loads((on_disk / "tracelet-manifest.json").read_text())["digest"] == version.digest
+
+    def test_a_versions_images_are_one_list_and_its_files_point_at_the_store(
+            self, make_backend: Callable[[], AimBackend], store: ArtifactStore, tmp_path: Path) -> None:
+        from PIL import Image
+
+        draft = TraceletArtifact("demo/samples", "image")
+        for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+            Image.new("RGB", (8, 6), colour).save(tmp_path / f"s{i}.png")
+            draft.add_file(tmp_path / f"s{i}.png", f"grid/s{i}.png")
+        images = store.log(draft)
+        backend = make_backend()
+        result = log_in_run(backend, images)
+        assert result.ok, result.error
+        repo = Repo(backend.repo)
+        try:
+            RepoIndexManager(repo).index(result.version)
+            [sequence] = repo.query_images("images.name == 'demo/samples'").iter()  # one list, not one per file
+            steps, values = sequence.values.sparse_numpy()
+            assert list(steps) == [1] and sequence.context.to_dict() == {"kind": "image"}
+            assert sorted(image.caption for image in values[0]) == ["grid/s0.png", "grid/s1.png", "grid/s2.png"]
+            run = repo.get_run(result.version)
+            paths = {name: stored.path for name, stored in run.artifacts.items()}
+        finally:
+            repo.close()
+        entries = {entry.path: entry.digest or "" for entry in images.files}
+        assert paths == {**{f"demo/samples/v1/files/{p}": store.blobs.blob_uri(d) for p, d in entries.items()},
+                         "demo/samples/v1/tracelet-manifest.json": "tracelet://demo/samples:v1"}
 
     def test_each_experiment_keeps_one_aim_run_for_what_it_logs_inside_and_after(
             self, make_backend: Callable[[], AimBackend], store: ArtifactStore) -> None:

@@ -164,6 +164,10 @@ class TestClearMLBackend(BackendSuite):
         return [f"{e['metric']}/{e['variant']}" for e in reported if e["type"] == "training_debug_image"
                 and Path(e["url"]).is_file()]
 
+    def test_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                             version: LoggedArtifact) -> None:
+        self.check_aliases_given_to_log_leave_the_previous_version(make_backend, store, version)
+
 
 # -- ClearML specifics ------------------------------------------------------------------------
 @pytest.fixture
@@ -201,7 +205,8 @@ def test_a_dataset_is_routed_to_clearml_by_name_and_read_back_in_a_fresh_process
     proc = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (seen["name"], seen["tags"], seen["kind"]) == ("cleaning", ["tracelet"], "archive")
+    assert (seen["name"], seen["kind"]) == ("cleaning", "archive")
+    assert sorted(seen["tags"]) == ["data/clean:gold@v1", "tracelet"]  # the alias given at log time, as a move tags it
     assert seen["type"] == "custom"
     assert seen["artifacts"] == ["data/clean:v1", "plots/hist:v1"]
     assert seen["params"]["properties/tracelet.experiment"] == "cleaning"

@@ -43,7 +43,12 @@ from tracelet_core import (  # noqa: E402
     TraceletArtifact,
     TraceletSettings,
 )
-from tracelet_core.backends.mlflow import MlflowBackend, registered_model_name, run_tag_key  # noqa: E402
+from tracelet_core.backends.mlflow import (  # noqa: E402
+    MlflowBackend,
+    registered_model_name,
+    run_tag_key,
+    version_record,
+)
 from tracelet_core.cli import app  # noqa: E402
 
 pytestmark = [
@@ -63,31 +68,19 @@ def mlflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty SQLite tracking store (MLflow's migrations take 1-2 s), copied into
-    each test that needs one."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def tracking_uri(tmp_path: Path, empty_tracking_db: Path) -> str:
-    shutil.copy(empty_tracking_db, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-@pytest.fixture
-def artifact_root(tmp_path: Path) -> str:
-    return (tmp_path / "mlartifacts").as_uri()
-
-
 def runs_holding(client: MlflowClient, artifact: LoggedArtifact) -> list[Run]:
     """Active runs, in any experiment, whose tags record ``artifact``'s ref."""
     experiments = [e.experiment_id for e in client.search_experiments()]
-    key = run_tag_key(artifact.name, artifact.version, "ref")
-    return list(client.search_runs(experiments, f"tags.`{key}` = '{artifact.ref}'"))
+    key = run_tag_key(artifact.name, artifact.version)
+    return [run for run in client.search_runs(experiments, f"tags.`{key}` LIKE '%'")
+            if json.loads(run.data.tags[key])["ref"] == artifact.ref]
+
+
+def record_of(run: Run, artifact: LoggedArtifact) -> dict[str, Any]:
+    """The version's record run tag, parsed."""
+    record = version_record(run.data.tags, artifact.name, artifact.version)
+    assert record is not None, run.data.tags
+    return record
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -113,10 +106,13 @@ class TestMlflowBackend(BackendSuite):
         local = Path(mlflow.artifacts.download_artifacts(
             run_id=run.info.run_id, artifact_path=f"{artifact.name}/{artifact.version}", dst_path=str(dest),
             tracking_uri=backend.tracking_uri))
-        prefix = run_tag_key(artifact.name, artifact.version, "")
-        tags = {f"tracelet.{k.removeprefix(prefix)}": v for k, v in run.data.tags.items() if k.startswith(prefix)}
+        record = record_of(run, artifact)
+        manifest = json.loads((local / "tracelet-manifest.json").read_text())
+        tags = {f"tracelet.{k}": str(v) for k, v in record.items()}
+        tags["tracelet.inputs"] = ",".join(manifest["inputs"])
+        references = {**manifest["referenced"], **{r["name"]: r["uri"] for r in manifest["references"]}}
         return TrackerView(files=tree(local / "files") if (local / "files").is_dir() else {}, tags=tags,
-                           references=json.loads(tags["tracelet.references"]), copies=len(runs))
+                           references=references, copies=len(runs))
 
     def break_tracker(self, monkeypatch: pytest.MonkeyPatch) -> None:
         def refuse(repo: Any, local_dir: str, artifact_path: str | None = None) -> None:
@@ -131,8 +127,10 @@ class TestMlflowBackend(BackendSuite):
             f"name = '{registered_model_name(artifact.name)}' and tags.`tracelet.ref` = '{artifact.ref}'")
         model_version = client.get_model_version(found.name, found.version)  # search leaves out aliases
         [run] = runs_holding(client, artifact)
-        tagged = {a for a in run.data.tags[run_tag_key(artifact.name, artifact.version, "aliases")].split(",") if a}
+        tagged = set(record_of(run, artifact)["aliases"])
         assert set(model_version.aliases) == tagged, (model_version.aliases, tagged)  # registry and run agree
+        in_tag = {a for a in model_version.tags["tracelet.aliases"].split(",") if a}
+        assert in_tag == tagged, (in_tag, tagged)  # the version's tracelet.aliases tag keeps step
         return set(model_version.aliases)
 
     def params_held(self, backend: Backend, artifact: LoggedArtifact, result: ArtifactResult) -> dict[str, str]:
@@ -155,6 +153,10 @@ class TestMlflowBackend(BackendSuite):
         client = MlflowClient(tracking_uri=backend.tracking_uri)
         [run] = runs_holding(client, artifact)
         return [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+
+    def test_aliases_given_to_log_leave_the_previous_version(self, make_backend: Any, store: ArtifactStore,
+                                                             version: LoggedArtifact) -> None:
+        self.check_aliases_given_to_log_leave_the_previous_version(make_backend, store, version)
 
     # -- MLflow specifics -----------------------------------------------------------------
     def test_a_model_is_registered_with_tags_and_mirrored_aliases(
@@ -198,13 +200,12 @@ class TestMlflowBackend(BackendSuite):
         assert client.get_experiment(run.info.experiment_id).name == "suite-experiment"
         assert run.info.run_name == "suite-experiment" and run.info.status == "FINISHED"
         assert run.data.tags["tracelet.run_id"] == "run-42"
-        tags = run.data.tags
-        key = "tracelet/suite/model/v1/"
-        assert (tags[key + "ref"], tags[key + "digest"]) == ("suite/model:v1", version.digest)
-        assert (tags[key + "type"], tags[key + "aliases"], tags[key + "path"]) == ("model", "candidate",
-                                                                                   "suite/model/v1")
-        assert tags[key + "registered_model"] == f"suite.model/{result.version}"
-        assert json.loads(tags[key + "references"]) == {"raw-data": "s3://bucket/raw/data.tar"}
+        record = json.loads(run.data.tags["tracelet/suite/model/v1"])  # one compact tag per version
+        assert record == {"ref": "suite/model:v1", "digest": version.digest, "type": "model",
+                          "aliases": ["candidate"], "registered_model": f"suite.model/{result.version}"}
+        assert not [k for k in run.data.tags if k.startswith("tracelet/") and k != "tracelet/suite/model/v1"]
+        assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.source.name"]
 
         everything = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "dl"),
                                                               tracking_uri=backend.tracking_uri))
@@ -233,7 +234,8 @@ class TestMlflowBackend(BackendSuite):
         client = MlflowClient()  # the env's tracking URI
         [run] = client.search_runs([client.get_experiment_by_name("routing").experiment_id])
         assert run.data.tags["tracelet.run_id"] == run_id and run.info.status == "FINISHED"
-        assert {run.data.tags["tracelet/clf/v1/ref"], run.data.tags["tracelet/cfg/v1/ref"]} == {"clf:v1", "cfg:v1"}
+        assert {json.loads(run.data.tags["tracelet/clf/v1"])["ref"],
+                json.loads(run.data.tags["tracelet/cfg/v1"])["ref"]} == {"clf:v1", "cfg:v1"}
         assert client.get_model_version("clf", "1").tags["tracelet.ref"] == "clf:v1"
         assert exp.get_artifact("clf", backend="mlflow").ref == "clf:v1"  # read back through MLflow, verified
 
@@ -304,7 +306,7 @@ class TestMlflowBackend(BackendSuite):
         assert synced.exit_code == 0, synced.output
         assert json.loads(synced.stdout)["delivered"] == 1
         [run] = client.search_runs([client.get_experiment_by_name("doomed").experiment_id])
-        assert run.info.run_id == half.info.run_id and run.data.tags["tracelet/clf/v1/ref"] == "clf:v1"
+        assert run.info.run_id == half.info.run_id and json.loads(run.data.tags["tracelet/clf/v1"])["ref"] == "clf:v1"
         assert [str(m.version) for m in client.search_model_versions("name = 'clf'")] == ["1"]
         assert "retried 0 deliveries" in CliRunner().invoke(app, ["--store", str(store_dir), "sync"]).stdout
 
@@ -447,7 +449,7 @@ def test_torch_and_sklearn_models_load_with_pyfunc_and_predict_what_the_models_p
     assert sorted(m.model_type for m in logged) == ["pytorch", "sklearn"]
     assert {m.tags["tracelet.ref"] for m in logged} == {"demo/classifier:v1", "demo/sklearn:v1"}
     version = client.get_model_version("demo.classifier", "1")
-    assert version.source in {m.artifact_location for m in logged}
+    assert version.source in {f"models:/{m.model_id}" for m in logged}
     assert version.tags["tracelet.ref"] == "demo/classifier:v1"
     [run] = client.search_runs([client.get_experiment_by_name("native").experiment_id])
     assert run.info.status == "FINISHED"
@@ -461,7 +463,7 @@ def test_a_model_mlflow_cannot_rebuild_stays_run_files_and_says_why(
     assert result.ok and result.uri == "models:/demo.wide/1", result.error
     client = MlflowClient(tracking_uri=tracking_uri)
     [run] = runs_holding(client, logged)
-    assert "needs arguments" in run.data.tags["tracelet/demo/wide/v1/flavor_error"]
+    assert "needs arguments" in record_of(run, logged)["flavor_error"]
     assert client.get_model_version("demo.wide", "1").source.endswith("/demo/wide/v1/files")
 
 

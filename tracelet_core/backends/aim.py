@@ -9,15 +9,19 @@ Where a version goes:
 * Its files as run artifacts named ``<name>/<version>/files/<path>`` and the version's
   description as ``<name>/<version>/tracelet-manifest.json``, stored under the run's
   artifacts URI (``artifacts_uri``, default ``file://<repo>/aim-artifacts``), set with
-  ``Run.set_artifacts_uri`` before the first ``log_artifact``.
+  ``Run.set_artifacts_uri`` before the first ``log_artifact``. Each one's ``path`` (where
+  Aim says it came from) is the store's: the blob's URI, ``tracelet://<ref>`` for the
+  manifest.
 * Run params ``run["tracelet"][<ref>]``: ``ref``, ``digest``, ``inputs``, ``type``,
   ``aliases``, ``producer``, the artifact path, the uploaded files and the references
   (path or name -> URI). They are written last: a run holds them only once the version is
   wholly there, and the next delivery of the same ref finds them and uploads nothing.
 * Natively, too: a ``config`` version's keys (flattened with ``.``) in the run's
   ``hparams``; the pictures and sounds of ``image`` / ``audio`` versions tracked as
-  ``aim.Image`` / ``aim.Audio`` (name = the tracelet name, context ``{"file": <path>}``,
-  step = the version number; Aim has no video object, clips stay run artifacts). Alias moves
+  ``aim.Image`` / ``aim.Audio``, one list per version (Aim shows them side by side; name =
+  the tracelet name, context ``{"kind": "image"}`` / ``{"kind": "audio"}``, step = the
+  version number, caption = the file's path; Aim has no video object, clips stay run
+  artifacts). Alias moves
   arrive through the outbox in the version's params (``aliases``) and as run tags
 ``<name>:<alias>`` for the aliases the run's versions of that name hold.
 
@@ -60,6 +64,7 @@ from .._backends import (
     delivery_target,
     media_entries,
     plan_upload,
+    release_displaced_aliases,
     sdk_errors,
 )
 from .._errors import BackendError, ConfigurationError
@@ -262,6 +267,7 @@ class AimBackend(Backend):
                     if run.get((PARAM, artifact.ref)) != record:  # Aim's safe mode swallows errors
                         raise BackendError(f"aim: run {run.hash} did not keep the params of {artifact.ref}")
                     self._tag_aliases(run, artifact.name)
+                release_displaced_aliases(self, artifact)
                 return self._result(artifact, run.hash, record["uri"])
             finally:
                 if opened and self._started is None:
@@ -272,17 +278,21 @@ class AimBackend(Backend):
         params = config_params(artifact)
         if params:
             run["hparams"] = {**(run.get("hparams") or {}), **params}
+        tracked: dict[str, list[Any]] = {}
         for kind, path in media_entries(artifact):
             if kind == "video":
                 continue  # Aim has no video object
             local = str(artifact.path(path))
             try:
-                media = Image(local) if kind == "image" else Audio(local, format=Path(path).suffix.lstrip("."))
+                media = (Image(local, caption=path) if kind == "image"
+                         else Audio(local, format=Path(path).suffix.lstrip("."), caption=path))
             except Exception as exc:  # noqa: BLE001 - a file Aim cannot decode stays a run artifact
                 logger.warning("aim: %s of %s is not a %s Aim can read (%s); kept as a file only",
                                path, artifact.ref, kind, exc)
                 continue
-            run.track(media, name=artifact.name, step=artifact.version_number, context={"file": path})
+            tracked.setdefault(kind, []).append(media)
+        for kind, items in tracked.items():  # one list per version: Aim shows them side by side
+            run.track(items, name=artifact.name, step=artifact.version_number, context={"kind": kind})
 
     # -- alias moves (through the outbox) ---------------------------------------------------
     def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:
@@ -341,6 +351,8 @@ class AimBackend(Backend):
                 for name, local in named.items():
                     run.log_artifact(str(local), name=name, block=True)
                 missing = sorted(set(named) - set(run.artifacts))
+                if not missing:
+                    self._record_store_paths(run, artifact, base)
             if missing:  # Aim's safe mode logs upload errors instead of raising them
                 raise BackendError(f"aim: run {run.hash} did not keep {', '.join(missing)}")
         producer = artifact.producer
@@ -352,6 +364,22 @@ class AimBackend(Backend):
             "references": {**plan.references, **{r.name: r.uri for r in plan.external}},
             "referenced": plan.references,
         }
+
+    @staticmethod
+    def _record_store_paths(run: Run, artifact: LoggedArtifact, base: str) -> None:
+        """Each uploaded file's ``path`` (what Aim shows as where it came from) is the store's
+        blob (``blob_uri``), and the manifest's the version (``tracelet://<ref>``), not the
+        staging folder the upload read them from (gone once the delivery ends)."""
+        digests = {entry.path: entry.digest or "" for entry in artifact.files}
+        digests.update({entry.path: entry.digest or "" for entry in artifact.objects})
+        stored = run.meta_run_tree.subtree("artifacts")
+        for name in list(run.artifacts):
+            if name.startswith(f"{base}/files/"):
+                digest = digests.get(name[len(f"{base}/files/"):])
+                if digest:
+                    stored.subtree(name)["path"] = artifact.store.blobs.blob_uri(digest)
+            elif name == f"{base}/{MANIFEST_NAME}":
+                stored.subtree(name)["path"] = f"tracelet://{artifact.ref}"
 
     def _result(self, artifact: LoggedArtifact, run_hash: str, uri: str) -> ArtifactResult:
         return ArtifactResult(backend=self.name, ok=True, version=run_hash, uri=uri, size_bytes=artifact.size_bytes)

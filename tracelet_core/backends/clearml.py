@@ -78,6 +78,7 @@ from .._backends import (
     config_params,
     media_entries,
     plan_upload,
+    release_displaced_aliases,
     sdk_errors,
     tracelet_tags,
 )
@@ -216,12 +217,16 @@ class ClearMLBackend(RunPerStartBackend):
             try:
                 task = self._open(experiment or "tracelet", run_id)
                 result = self._upload(task, artifact)
+                if artifact.aliases:  # the version's own aliases, as alias moves tag them
+                    with _sdk_errors(f"tagging the aliases of {artifact.ref}"):
+                        task.add_tags([alias_tag(artifact.name, a, artifact.version) for a in artifact.aliases])
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 partial = marker.with_suffix(".partial")
                 partial.write_text(json.dumps({"ref": artifact.ref, "digest": artifact.digest, "task_id": task.id,
                                                "result": result.to_dict()}))
                 partial.replace(marker)
                 self._delivered[key] = result
+                release_displaced_aliases(self, artifact)
             finally:
                 if one_shot:
                     self._close()

@@ -6,41 +6,46 @@ Everything goes through an explicit ``MlflowClient`` and run id, never the fluen
 Where a version goes:
 
 * The MLflow run of the tracelet run that logged it (found by the run tag
-  ``tracelet.run_id``, else created): the experiment's run between ``start`` and ``stop``;
-  without ``start`` (a delivery from the outbox) the run of the version's producer. The
-  MLflow experiment is ``experiment_name`` or the tracelet experiment's name.
+  ``tracelet.run_id``, else created with the context tags MLflow's fluent API adds:
+  ``mlflow.user``, ``mlflow.source.*``): the experiment's run between ``start`` and
+  ``stop``; without ``start`` (a delivery from the outbox) the run of the version's producer.
+  The MLflow experiment is ``experiment`` (else ``MLFLOW_EXPERIMENT_NAME``), else the Dagster
+  job or Prefect flow that produced the version (never ``__ephemeral_asset_job__``: then the
+  asset's step), else the tracelet experiment's name (see ``delivery_target``).
 * Its files under the artifact path ``<name>/<version>/files/`` and the version's
-  description beside them as ``<name>/<version>/tracelet-manifest.json``, so
-  ``mlflow.artifacts.download_artifacts(run_id=..., artifact_path="<name>/<version>")``
-  reads them. Files sent as references (over the size threshold, or ``force_reference``)
-  and the version's own references are listed in the manifest and in a tag.
-* Run tags ``tracelet/<name>/<version>/<field>`` for the fields of ``tracelet_tags``
-  (``ref``, ``digest``, ``inputs``, ``type``, ``aliases``, ...) plus ``path`` and
-  ``references``. A run holds many versions, so the keys carry the version; search with
-  ``tags.`tracelet/<name>/<version>/ref` = '<name>:<version>'``. The tags are written
-  last, in one batch: a run carries them only once the version is wholly there, and the
-  next delivery of the same ref to that run finds them and uploads nothing (idempotent per
-  ref; a retry goes to the same run, found by ``tracelet.run_id``, so only that run is read).
+  description beside them as ``<name>/<version>/tracelet-manifest.json`` (inputs, producer,
+  what went as references), so ``mlflow.artifacts.download_artifacts(run_id=...,
+  artifact_path="<name>/<version>")`` reads them.
+* One run tag per version, ``tracelet/<name>/<version>``, its value compact JSON: ``ref``,
+  ``digest``, ``type``, ``aliases`` and what was made (``registered_model``, ``model_id``,
+  ``flavor``, or ``flavor_error`` / ``params_conflicts``); no local paths. It is written
+  last: a run carries it only once the version is wholly there, and the next delivery of the
+  same ref to that run finds it and uploads nothing (idempotent per ref; a retry goes to the
+  same run, found by ``tracelet.run_id``, so only that run is read).
 * ``model`` versions holding an ``add_model`` entry of a framework MLflow has a flavor for
   (pytorch, sklearn; xgboost, lightgbm, tensorflow where installed) also become an MLflow
-  Model (an MLflow 3 logged model of the run: that flavor plus ``pyfunc``, signature
-  inferred from the ``input_example``), built by :func:`flavored_model`. tracelet's own
-  store keeps its safe format; the MLflow copy is what ``mlflow.pyfunc.load_model`` loads.
-  A model that cannot be rebuilt (a torch class that cannot be imported or made without
-  arguments) stays run files, and the run tag ``.../flavor_error`` says why.
+  Model the way ``mlflow.<flavor>.log_model`` makes one (module ``_mlflow_native``): an
+  MLflow 3 logged model with the run's context tags and params plus the version's metadata,
+  its ``MLmodel`` naming its ``model_id`` and run, the example and environment files, and
+  linked as the run's output (the run page's "Logged models"). tracelet's own store keeps
+  its safe format; the MLflow copy is what ``mlflow.pyfunc.load_model`` loads. A model that
+  cannot be rebuilt (a torch class that cannot be imported or made without arguments) stays
+  run files, and the record's ``flavor_error`` says why.
 * ``model`` versions (with ``register_models``) also become a version of the registered
-  model named after the tracelet name (``/`` -> ``.``), sourced from that logged model (else
-  the run's ``files`` folder), tagged ``tracelet.ref``/``tracelet.digest``/..., with the
-  tracelet aliases mirrored as registry aliases (``.`` -> ``_``; MLflow reserves ``latest``
-  and ``vN``, which are skipped). Later ``set_alias`` / ``remove_alias`` arrive through the
-  outbox and move the registry alias (and the run tag ``.../aliases`` of any version).
+  model named after the tracelet name (``/`` -> ``.``), sourced from that logged model (its
+  ``model_id`` set; else the run's ``files`` folder), tagged ``tracelet.ref`` /
+  ``tracelet.digest`` / ..., with the tracelet aliases mirrored as registry aliases (``.`` ->
+  ``_``; MLflow reserves ``latest`` and ``vN``, which are skipped). Later ``set_alias`` /
+  ``remove_alias`` arrive through the outbox and move the registry alias, the
+  ``tracelet.aliases`` tags of the model version and logged model, and the record's aliases.
 * ``config`` versions: their keys (flattened with ``.``) as run params, at most 100 per
   ``log_batch`` and values cut to MLflow's 6,000 characters; a key the run already holds
-  with another value is left as it is (MLflow params are immutable) and listed in the run
-  tag ``.../params_conflicts``. ``image`` versions: each picture also through
+  with another value is left as it is (MLflow params are immutable) and listed in the
+  record's ``params_conflicts``. ``image`` versions: each picture also through
   ``MlflowClient.log_image`` (key ``<name>/<file stem>``, step = the version number).
-  ``dataset`` versions: their DataFrames (parquet objects) also as run inputs
-  (``MlflowClient.log_inputs``, an MLflow pandas dataset named ``<ref>/<object>``).
+  Dataset inputs of the run (``MlflowClient.log_inputs``, tagged ``tracelet.ref``): a
+  ``dataset`` version's DataFrames (parquet objects, an MLflow pandas dataset named
+  ``<ref>/<object>``) and the version's tracelet inputs that are ``dataset`` versions.
 * Runs this backend made or delivered to while they were running are ended ``FINISHED`` by
   ``stop`` (also under ``tracelet sync``, which starts and stops backends itself).
 
@@ -56,27 +61,22 @@ become ``BackendError`` with the cause chained.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import LoggedModelStatus, Param, Run, RunTag, ViewType
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
 from .._backends import (
     MANIFEST_NAME,
@@ -85,13 +85,17 @@ from .._backends import (
     BackendCopy,
     config_params,
     delivery_target,
+    flatten,
     media_entries,
     plan_upload,
+    release_displaced_aliases,
     sdk_errors,
     tracelet_tags,
 )
 from .._errors import BackendError
 from .._model import ArtifactType
+from ._mlflow_http import DEFAULT_TIMEOUT, bounded_http
+from ._mlflow_native import FlavorError, dataset_inputs, flavored_model
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -107,19 +111,34 @@ EXPERIMENT_TAG = "tracelet.experiment"
 MAX_TAG_VALUE = 8000  # MLflow's limit on a run tag's value
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param's value
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
-DEFAULT_TIMEOUT = 10.0
-#: MLflow's HTTP settings tracelet bounds for its own calls (unless the user set them).
-_HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-_http_lock = threading.Lock()
-_http_users = 0
-_http_saved: dict[str, str | None] = {}
 _ALIAS_RESERVED = re.compile(r"[vV][0-9]+|latest", re.IGNORECASE)
 
 
-def run_tag_key(name: str, version: str, field: str) -> str:
-    """The run tag holding ``field`` of ``name:version`` (``tracelet/<name>/<version>/<field>``)."""
-    return f"tracelet/{name}/{version}/{field}"
+def run_tag_key(name: str, version: str, field: str | None = None) -> str:
+    """The run tag holding the record of ``name:version`` (``tracelet/<name>/<version>``);
+    with ``field``, a tag of its own beside it (``tracelet/<name>/<version>/<field>``)."""
+    base = f"tracelet/{name}/{version}"
+    return f"{base}/{field}" if field else base
+
+
+def version_record(tags: dict[str, str], name: str, version: str) -> dict[str, Any] | None:
+    """The record run tag of ``name:version`` parsed (``ref``, ``digest``, ``type``,
+    ``aliases``, ...), or None where the run holds no such (whole) record."""
+    raw = tags.get(run_tag_key(name, version))
+    try:
+        record = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("ref") == f"{name}:{version}" else None
+
+
+def _record_value(record: dict[str, Any]) -> str:
+    """``record`` as a run tag value: compact JSON, within MLflow's limit (a long list of
+    param conflicts becomes its count)."""
+    text = json.dumps(record, separators=(",", ":"))
+    if len(text) > MAX_TAG_VALUE and "params_conflicts" in record:
+        text = json.dumps({**record, "params_conflicts": len(record["params_conflicts"])}, separators=(",", ":"))
+    return text
 
 
 def registered_model_name(name: str) -> str:
@@ -140,183 +159,22 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
-def _fit(value: str) -> str:
-    return value if len(value) <= MAX_TAG_VALUE else value[:MAX_TAG_VALUE - 40] + f"... (full list in {MANIFEST_NAME})"
+def _context_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` plus the context tags MLflow's fluent API adds to what it makes
+    (``mlflow.user``, ``mlflow.source.name`` / ``type`` / ``git.commit``, ...)."""
+    from mlflow.tracking.context import registry  # Deferred for import perf
+
+    return {key: str(value) for key, value in registry.resolve_tags(tags).items()}
 
 
 def _sdk_errors(action: str) -> AbstractContextManager[None]:
     """Translate what the SDK raises while doing ``action`` into ``BackendError``."""
     return sdk_errors("mlflow", action, (MlflowException, OSError))
 
-@contextmanager
-def bounded_http(timeout: float | None) -> Iterator[None]:
-    """MLflow's HTTP retries and timeout bounded by ``timeout`` for the calls inside.
-
-    MLflow reads them from the environment on each request (its defaults retry for minutes:
-    7 retries with exponential back-off, 120 s per request), so they are set while tracelet's
-    calls run and restored when the last one ends; variables the user set are kept."""
-    global _http_users
-    limit = DEFAULT_TIMEOUT if timeout is None else timeout
-    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-              "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(limit / 4)))}
-    with _http_lock:
-        if _http_users == 0:
-            _http_saved.clear()
-            for key in _HTTP_ENV:
-                if key not in os.environ:
-                    _http_saved[key] = None
-                    os.environ[key] = wanted[key]
-        _http_users += 1
-    try:
-        yield
-    finally:
-        with _http_lock:
-            _http_users -= 1
-            if _http_users == 0:
-                for key in _http_saved:
-                    os.environ.pop(key, None)
-                _http_saved.clear()
-
-
 def _shareable(uri: str) -> str | None:
     """A tracking URI that may be written to the catalog (none that embeds a password)."""
     return None if urlsplit(uri).password else uri
 
-
-class FlavorError(Exception):
-    """Why a model version cannot become an MLflow Model (it then stays run files)."""
-
-
-#: tracelet framework -> MLflow flavor module, for the frameworks MLflow has a flavor for.
-FLAVORS = {"pytorch": "pytorch", "sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm",
-           "tensorflow": "tensorflow"}
-
-
-def _model_entry(artifact: LoggedArtifact) -> Any:
-    """The ``add_model`` object of ``artifact`` (the first of a framework MLflow knows)."""
-    for obj in artifact.objects:
-        if obj.extra.get("framework") in FLAVORS:
-            return obj
-    return None
-
-
-def _input_example(artifact: LoggedArtifact, model_name: str) -> Any:
-    """The model's ``input_example`` as a numpy array (or what it was stored as), or None."""
-    for obj in artifact.objects:
-        if obj.name.startswith(f"{model_name}_input_example") and obj.serializer != "pickle":
-            example = artifact.load(obj.name)
-            return example.detach().cpu().numpy() if hasattr(example, "detach") else example
-    return None
-
-
-def _import_class(path: str) -> Any:
-    """The class ``module.Qualified.Name`` names (the module part found by trying)."""
-    parts = path.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:cut])
-        module = sys.modules.get(module_name)
-        if module is None:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:
-                continue
-        found: Any = module
-        try:
-            for attribute in parts[cut:]:
-                found = getattr(found, attribute)
-        except AttributeError:
-            continue
-        return found
-    raise FlavorError(f"class {path} cannot be imported here")
-
-
-def _requirement(distribution: str) -> str:
-    try:
-        return f"{distribution}=={package_version(distribution)}"
-    except PackageNotFoundError:
-        return distribution
-
-
-def _torch_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
-    import torch  # Deferred for import perf
-    from mlflow.models import infer_signature
-
-    cls = _import_class(str(entry.extra.get("model_class", "")))
-    try:
-        module = cls()
-    except TypeError as exc:
-        raise FlavorError(f"{cls.__qualname__}() needs arguments ({exc}); MLflow's pytorch flavor "
-                          "needs the module itself, tracelet stores its state_dict") from exc
-    module.load_state_dict(artifact.load(entry.name))
-    module.eval()
-    example = _input_example(artifact, entry.name)
-    signature = None
-    if example is not None:
-        with torch.no_grad():
-            output = module(torch.as_tensor(example))
-        signature = infer_signature(example, output.detach().cpu().numpy() if hasattr(output, "detach") else None)
-    # Pickled (``torch.save`` of the module, MLflow's classic format): torch.export's
-    # class-free ``pt2`` traces the model, which takes seconds on first use and fails for
-    # models with data-dependent control flow, inside a delivery's time limit.
-    mlflow.pytorch.save_model(module, str(dest), signature=signature, input_example=example,
-                              serialization_format="pickle", pip_requirements=[_requirement("torch")])
-
-
-def _sklearn_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
-    """The sklearn flavor around the pickle tracelet already holds (never unpickled here)."""
-    from mlflow.models import Model, infer_signature
-
-    if entry.serializer != "pickle":
-        raise FlavorError(f"an sklearn model stored with {entry.serializer!r} is not MLflow's pickle format")
-    example = _input_example(artifact, entry.name)
-    dest.mkdir(parents=True)
-    artifact.download(dest / "tracelet", paths=[entry.path])
-    (dest / "tracelet" / entry.path).replace(dest / "model.pkl")
-    (dest / "tracelet").rmdir()
-    requirements = [_requirement("scikit-learn"), _requirement("mlflow")]
-    (dest / "requirements.txt").write_text("\n".join(requirements) + "\n")
-    model = Model(signature=infer_signature(example) if example is not None else None)
-    mlflow.pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path="model.pkl")
-    model.add_flavor("sklearn", pickled_model="model.pkl", sklearn_version=package_version("scikit-learn"),
-                     serialization_format="pickle", code=None)
-    model.save(str(dest / "MLmodel"))
-
-
-def _native_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
-    """xgboost / lightgbm / tensorflow through their flavor's ``save_model`` (the model is
-    loaded with tracelet's own safe serializer first)."""
-    framework = entry.extra["framework"]
-    flavor = importlib.import_module(f"mlflow.{FLAVORS[framework]}")  # Deferred: imports the framework
-    model = artifact.load(entry.name)
-    example = _input_example(artifact, entry.name)
-    flavor.save_model(model, str(dest), input_example=example)
-
-
-def flavored_model(artifact: LoggedArtifact, dest: Path) -> str | None:
-    """Write ``artifact``'s model as an MLflow Model folder at ``dest``; the flavor, or None
-    when the version holds no model of a framework MLflow has a flavor for. Raises
-    ``FlavorError`` (saying why) when it has one that cannot be rebuilt."""
-    entry = _model_entry(artifact)
-    if entry is None:
-        return None
-    framework = entry.extra["framework"]
-    try:
-        with warnings.catch_warnings():
-            # MLflow's notes while it saves (type hints it cannot check, pickle caveats, ...)
-            # are about its own defaults, not errors of this delivery.
-            warnings.simplefilter("ignore")
-            if framework == "pytorch":
-                _torch_model(artifact, entry, dest)
-            elif framework == "sklearn":
-                _sklearn_model(artifact, entry, dest)
-            else:
-                _native_model(artifact, entry, dest)
-    except FlavorError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any framework failure: the version stays run files
-        raise FlavorError(f"{type(exc).__name__}: {exc}") from exc
-    return FLAVORS[framework]
 
 
 def _param_value(value: Any) -> str:
@@ -329,18 +187,20 @@ class MlflowBackend(Backend):
 
     ``tracking_uri`` defaults to MLflow's own (``MLFLOW_TRACKING_URI``, resolved when the
     backend is made, so ``tracelet sync`` in another process and folder delivers to the same
-    store), ``experiment_name`` to the tracelet experiment's name, ``registry_uri`` to the
+    store); ``experiment`` to MLflow's ``MLFLOW_EXPERIMENT_NAME`` (resolved the same way), else
+    the Dagster job or Prefect flow that produced the version, else the tracelet experiment's
+    name (``experiment_name`` is the older spelling of ``experiment``); ``registry_uri`` to the
     tracking URI; ``artifact_location`` is used for MLflow experiments this backend creates.
     Credentials come from MLflow's environment variables, never from the config.
     """
 
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str | None = None, experiment_name: str | None = None,
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None,
                  registry_uri: str | None = None, register_models: bool = True,
-                 artifact_location: str | None = None) -> None:
+                 artifact_location: str | None = None, experiment_name: str | None = None) -> None:
         self.tracking_uri = tracking_uri if tracking_uri is not None else _shareable(mlflow.get_tracking_uri())
-        self.experiment_name = experiment_name
+        self.experiment = experiment or experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
         self.registry_uri = registry_uri
         self.register_models = register_models
         self.artifact_location = artifact_location
@@ -354,7 +214,7 @@ class MlflowBackend(Backend):
         self._timeout = DEFAULT_TIMEOUT
 
     def config(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "experiment_name": self.experiment_name,
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
                 "registry_uri": self.registry_uri, "register_models": self.register_models,
                 "artifact_location": self.artifact_location}
 
@@ -404,11 +264,11 @@ class MlflowBackend(Backend):
                         raise
                     found = client.get_experiment_by_name(name)  # made by another process just now
         if found is None or found.lifecycle_stage != "active":
-            raise BackendError(f"mlflow: experiment {name!r} is deleted; restore it or pass experiment_name")
+            raise BackendError(f"mlflow: experiment {name!r} is deleted; restore it or pass experiment=")
         return str(found.experiment_id)
 
     def _target(self, artifact: LoggedArtifact) -> tuple[str, str, str]:
-        return delivery_target(artifact, self._started, self.experiment_name)
+        return delivery_target(artifact, self._started, self.experiment)
 
     def _run_for(self, artifact: LoggedArtifact) -> tuple[str, str, str, bool]:
         """The MLflow run ``artifact`` goes to: (run id, artifact URI, experiment id, made
@@ -425,7 +285,8 @@ class MlflowBackend(Backend):
                                        order_by=["attributes.start_time ASC"])
             created = not found
             run = found[0] if found else client.create_run(
-                experiment_id, run_name=run_name, tags={RUN_ID_TAG: tracelet_run, EXPERIMENT_TAG: run_name})
+                experiment_id, run_name=run_name,
+                tags=_context_tags({RUN_ID_TAG: tracelet_run, EXPERIMENT_TAG: run_name}))
         run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
         self._runs[(experiment, tracelet_run)] = (run_id, artifact_uri, experiment_id)
         self._tags[run_id] = dict(run.data.tags)  # what it holds: read once, kept up to date
@@ -436,7 +297,7 @@ class MlflowBackend(Backend):
     def _find_copy(self, name: str, version: str) -> Run | None:
         """The (oldest) active run in any experiment whose tags hold ``name:version``."""
         client = self.client
-        key = run_tag_key(name, version, "ref")
+        key = run_tag_key(name, version)
         with _sdk_errors(f"searching for {name}:{version}"):
             experiment_ids: list[str] = []
             token: str | None = None
@@ -448,7 +309,7 @@ class MlflowBackend(Backend):
                     break
             if not experiment_ids:
                 return None
-            runs = client.search_runs(experiment_ids, f"tags.`{key}` = {_quoted(f'{name}:{version}')}",
+            runs = client.search_runs(experiment_ids, f"tags.`{key}` LIKE {_quoted('%')}",
                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
                                       order_by=["attributes.start_time ASC"])
         return runs[0] if runs else None
@@ -459,41 +320,46 @@ class MlflowBackend(Backend):
         with self._lock, bounded_http(self._timeout):
             run_id, artifact_uri, experiment_id, created = self._run_for(artifact)
             try:
-                tags = self._tags.get(run_id, {})
-                if not created and run_tag_key(artifact.name, artifact.version, "ref") in tags:
-                    return self._held(artifact, run_id, artifact_uri, tags)  # a retry: the tags came last
-                references = self._upload(artifact, run_id)
+                held = version_record(self._tags.get(run_id, {}), artifact.name, artifact.version)
+                if not created and held is not None:
+                    return self._held(artifact, run_id, artifact_uri, held)  # a retry: the record came last
+                self._upload(artifact, run_id)
                 extra = self._log_native(artifact, run_id, experiment_id)
                 model = self._register(artifact, run_id, artifact_uri, extra)
-                self._tag(artifact, run_id, references, model, extra)
+                self._tag(artifact, run_id, model, extra)
+                release_displaced_aliases(self, artifact)  # the registry alias moved; the tags follow
             finally:
                 if created and self._started is None:
                     self._end_run(run_id)  # a run made for this delivery alone
             return self._result(artifact, run_id, model)
 
-    def _held(self, artifact: LoggedArtifact, run_id: str, artifact_uri: str, tags: dict[str, str]) -> ArtifactResult:
+    def _held(self, artifact: LoggedArtifact, run_id: str, artifact_uri: str,
+              record: dict[str, Any]) -> ArtifactResult:
         """The result for a version run ``run_id`` already holds (its registry version made
         if that step was cut short)."""
-        held = tags.get(run_tag_key(artifact.name, artifact.version, "digest"))
-        if held != artifact.digest:
-            raise BackendError(f"mlflow run {run_id} holds {artifact.ref} with digest {held}, not {artifact.digest}")
-        native = {field: tags.get(run_tag_key(artifact.name, artifact.version, field), "")
-                  for field in ("model_source", "model_id")}
+        if record.get("digest") != artifact.digest:
+            raise BackendError(f"mlflow run {run_id} holds {artifact.ref} with digest {record.get('digest')}, "
+                               f"not {artifact.digest}")
+        native = {"model_id": str(record.get("model_id") or "")}
+        if native["model_id"]:
+            with _sdk_errors(f"reading the logged model of {artifact.ref}"):
+                native["model_source"] = self.client.get_logged_model(native["model_id"]).artifact_location
         return self._result(artifact, run_id, self._register(artifact, run_id, artifact_uri, native))
 
-    def _log_native(self, artifact: LoggedArtifact, run_id: str, experiment_id: str) -> dict[str, str]:
+    def _log_native(self, artifact: LoggedArtifact, run_id: str, experiment_id: str) -> dict[str, Any]:
         """What MLflow shows natively: the model as an MLflow Model, config keys as params,
-        pictures as images; returns run-tag fields that say what was made."""
-        fields: dict[str, str] = {}
-        if artifact.type is ArtifactType.MODEL:
-            fields.update(self._log_model(artifact, run_id, experiment_id))
+        pictures as images, datasets as run inputs; returns record fields that say what was
+        made (``model_id``, ``flavor``, ``flavor_error``, ``params_conflicts``) and, not
+        recorded, the logged model's ``model_source``."""
+        fields: dict[str, Any] = {}
         params = config_params(artifact)
         if params:
             conflicts = self._log_params(run_id, params)
             if conflicts:
-                fields["params_conflicts"] = ",".join(conflicts)
-        if artifact.type is ArtifactType.DATASET:
-            self._log_inputs(artifact, run_id)
+                fields["params_conflicts"] = conflicts
+        if artifact.type is ArtifactType.MODEL:
+            fields.update(self._log_model(artifact, run_id, experiment_id))
+        self._log_inputs(artifact, run_id)
         media = [path for kind, path in media_entries(artifact) if kind == "image"]
         if media:
             from PIL import Image  # Deferred for import perf
@@ -506,7 +372,9 @@ class MlflowBackend(Backend):
         return fields
 
     def _log_model(self, artifact: LoggedArtifact, run_id: str, experiment_id: str) -> dict[str, str]:
-        """The version's model as an MLflow 3 logged model of the run (made once per ref)."""
+        """The version's model as an MLflow 3 logged model, made as ``mlflow.<flavor>.log_model``
+        makes one (once per ref): the run's context tags and params plus the version's
+        metadata, the ``MLmodel`` naming its ``model_id`` and run, and the run's output."""
         client = self.client
         with _sdk_errors(f"looking for the logged model of {artifact.ref}"):
             found = client.search_logged_models(
@@ -516,41 +384,49 @@ class MlflowBackend(Backend):
             if model.status == LoggedModelStatus.READY and model.tags.get("tracelet.digest") == artifact.digest:
                 return {"model_source": model.artifact_location, "model_id": model.model_id}
         with tempfile.TemporaryDirectory(prefix="tracelet-mlflow-model-") as tmp:
+            folder = Path(tmp) / "model"
             try:
-                flavor = flavored_model(artifact, Path(tmp) / "model")
+                flavor = flavored_model(artifact, folder, Model(run_id=run_id))
             except FlavorError as exc:
                 logger.warning("mlflow: %s stays run files, not an MLflow Model: %s", artifact.ref, exc)
-                return {"flavor_error": str(exc)}
+                return {"flavor_error": str(exc)[:500]}
             if flavor is None:
                 return {}
             with _sdk_errors(f"logging {artifact.ref} as an MLflow Model"):
                 model = client.create_logged_model(
                     experiment_id, name=artifact.name.rsplit("/", 1)[-1], source_run_id=run_id, model_type=flavor,
-                    tags={"tracelet.ref": artifact.ref, "tracelet.digest": artifact.digest})
-                client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+                    params=self._model_params(artifact, run_id),
+                    tags=_context_tags({"tracelet.ref": artifact.ref, "tracelet.digest": artifact.digest,
+                                        "tracelet.aliases": ",".join(artifact.aliases)}))
+                saved = Model.load(str(folder / "MLmodel"))  # the ids the folder was saved without
+                saved.model_id, saved.model_uuid = model.model_id, model.model_id
+                saved.artifact_path, saved.run_id = model.artifact_location, run_id
+                saved.save(str(folder / "MLmodel"))
+                client.log_model_artifacts(model.model_id, str(folder))
+                client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=artifact.version_number)])
                 client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         return {"model_source": model.artifact_location, "model_id": model.model_id, "flavor": flavor}
 
-    def _log_inputs(self, artifact: LoggedArtifact, run_id: str) -> None:
-        """The version's DataFrames (parquet objects) as the run's dataset inputs, named
-        ``<ref>/<object>``, their source the store's blob (``file://`` or ``s3://``)."""
-        frames = [obj for obj in artifact.objects if obj.serializer == "parquet"]
-        if not frames:
-            return
-        from mlflow.data.pandas_dataset import from_pandas  # Deferred for import perf
-        from mlflow.entities import DatasetInput, InputTag
+    def _model_params(self, artifact: LoggedArtifact, run_id: str) -> dict[str, str]:
+        """The logged model's params, as ``log_model`` gives them: the run's params, plus the
+        version's metadata (flattened with ``.``) and the model's framework and class."""
+        params = {key: _param_value(value) for key, value in flatten(artifact.metadata).items()
+                  if isinstance(value, (str, int, float, bool))}
+        for obj in artifact.objects:
+            if obj.extra.get("framework"):
+                params.update({"framework": str(obj.extra["framework"]),
+                               "model_class": str(obj.extra.get("model_class", ""))})
+                break
+        with _sdk_errors(f"reading the params of run {run_id}"):
+            params.update(self.client.get_run(run_id).data.params)
+        return params
 
-        inputs = []
-        for obj in frames:
-            frame = artifact.load(obj.name)
-            with warnings.catch_warnings():  # MLflow notes that a file URI fits two source types
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = from_pandas(frame, source=artifact.store.blobs.blob_uri(obj.digest or ""),
-                                      name=f"{artifact.ref}/{obj.name}", digest=(obj.digest or "")[-32:])
-            inputs.append(DatasetInput(dataset._to_mlflow_entity(),
-                                       tags=[InputTag("mlflow.data.context", "tracelet")]))
-        with _sdk_errors(f"logging the datasets of {artifact.ref} as run inputs"):
-            self.client.log_inputs(run_id, datasets=inputs)
+    def _log_inputs(self, artifact: LoggedArtifact, run_id: str) -> None:
+        """The run's MLflow dataset inputs for ``artifact`` (see ``dataset_inputs``)."""
+        inputs = dataset_inputs(artifact)
+        if inputs:
+            with _sdk_errors(f"logging the datasets of {artifact.ref} as run inputs"):
+                self.client.log_inputs(run_id, datasets=inputs)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> list[str]:
         """Log ``params`` the run does not hold yet; the keys it holds with another value."""
@@ -564,16 +440,15 @@ class MlflowBackend(Backend):
                 client.log_batch(run_id, params=todo[start:start + MAX_PARAMS_PER_BATCH])
         return conflicts
 
-    def _upload(self, artifact: LoggedArtifact, run_id: str) -> dict[str, str]:
-        """Upload the files and manifest; returns what went as references (path or name -> URI)."""
+    def _upload(self, artifact: LoggedArtifact, run_id: str) -> None:
+        """Upload the files and the manifest (which lists what went as references)."""
         with tempfile.TemporaryDirectory(prefix="tracelet-mlflow-") as tmp:
-            plan = plan_upload(artifact, Path(tmp))  # files/ and the manifest, side by side
+            plan_upload(artifact, Path(tmp))  # files/ and the manifest, side by side
             with _sdk_errors(f"uploading {artifact.ref} to run {run_id}"):
                 self.client.log_artifacts(run_id, tmp, artifact_path=f"{artifact.name}/{artifact.version}")
-        return {**plan.references, **{r.name: r.uri for r in plan.external}}
 
     def _register(self, artifact: LoggedArtifact, run_id: str, artifact_uri: str,
-                  native: dict[str, str]) -> ModelVersion | None:
+                  native: dict[str, Any]) -> ModelVersion | None:
         """The registry version of a ``model`` (made once per ref), sourced from its logged
         model where ``native`` names one, its aliases mirrored."""
         if not (self.register_models and artifact.type is ArtifactType.MODEL):
@@ -600,12 +475,15 @@ class MlflowBackend(Backend):
             if found:
                 version = found[0]
             else:
-                source = (native.get("model_source")
+                source = (self._model_source(native)
                           or f"{artifact_uri.rstrip('/')}/{artifact.name}/{artifact.version}/files")
                 version = client.create_model_version(model, source=source, run_id=run_id,
                                                       tags=tracelet_tags(artifact),
                                                       description=artifact.description,
                                                       model_id=native.get("model_id") or None)
+                if native.get("model_id"):  # the logged model lists its registry versions, as MLflow's do
+                    client.set_logged_model_tags(native["model_id"], {"mlflow.modelVersions": json.dumps(
+                        [{"name": version.name, "version": str(version.version)}])})
             for alias in artifact.aliases:
                 mapped = registry_alias(alias)
                 if mapped is None:
@@ -614,19 +492,33 @@ class MlflowBackend(Backend):
                 client.set_registered_model_alias(model, mapped, version.version)
         return version
 
-    def _tag(self, artifact: LoggedArtifact, run_id: str, references: dict[str, str],
-             model: ModelVersion | None, extra: dict[str, str]) -> None:
-        """Write the version's run tags, in one batch, last: they mark the copy as complete."""
-        fields = {key.removeprefix("tracelet."): value for key, value in tracelet_tags(artifact).items()}
-        fields.update(extra)
-        fields["path"] = f"{artifact.name}/{artifact.version}"
-        fields["references"] = json.dumps(references, sort_keys=True)
+    def _model_source(self, native: dict[str, Any]) -> str | None:
+        """A registry version's source for the logged model ``native`` names: ``models:/<id>``,
+        as ``mlflow.register_model`` gives it (the version page's "Source model" link), where
+        the registry can resolve it (a server, or a local store MLflow's default client
+        reaches: MLflow's SQL registry looks the id up there); else its artifact location."""
+        if not native.get("model_id"):
+            return None
+        registry = self.registry_uri or self.tracking_uri or ""
+        if urlsplit(registry).scheme in ("http", "https", "databricks") or registry == mlflow.get_tracking_uri():
+            return f"models:/{native['model_id']}"
+        return native.get("model_source") or None
+
+    def _tag(self, artifact: LoggedArtifact, run_id: str, model: ModelVersion | None,
+             extra: dict[str, Any]) -> None:
+        """Write the version's record run tag, last: it marks the copy as complete. One tag
+        per version (``tracelet/<name>/<version>``), its value compact JSON: ``ref``,
+        ``digest``, ``type``, ``aliases`` and what was made (registry version, logged model);
+        inputs, producer and references are in the manifest beside the files."""
+        record: dict[str, Any] = {"ref": artifact.ref, "digest": artifact.digest, "type": artifact.type.value,
+                                  "aliases": list(artifact.aliases)}
+        record.update({key: value for key, value in extra.items() if key != "model_source"})
         if model is not None:
-            fields["registered_model"] = f"{model.name}/{model.version}"
-        tags = [RunTag(run_tag_key(artifact.name, artifact.version, k), _fit(v)) for k, v in fields.items()]
+            record["registered_model"] = f"{model.name}/{model.version}"
+        tag = RunTag(run_tag_key(artifact.name, artifact.version), _record_value(record))
         with _sdk_errors(f"tagging run {run_id} with {artifact.ref}"):
-            self.client.log_batch(run_id, tags=tags)
-        self._tags.setdefault(run_id, {}).update({tag.key: tag.value for tag in tags})
+            self.client.log_batch(run_id, tags=[tag])
+        self._tags.setdefault(run_id, {})[tag.key] = tag.value
 
     def _result(self, artifact: LoggedArtifact, run_id: str, model: ModelVersion | None) -> ArtifactResult:
         if model is not None:
@@ -639,12 +531,13 @@ class MlflowBackend(Backend):
     # -- alias moves (through the outbox) ---------------------------------------------------
     def set_alias(self, artifact: LoggedArtifact, alias: str) -> None:
         """The registry alias (``.`` -> ``_``) on the version's model version, and the alias in
-        the run tag ``.../aliases``."""
+        the version's record run tag and its ``tracelet.aliases`` tags (model version, logged
+        model)."""
         self._move_alias(artifact, alias, add=True)
 
     def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:
-        """The registry alias deleted where it still points at this version; the run tag
-        ``.../aliases`` without it."""
+        """The registry alias deleted where it still points at this version; the alias taken
+        out of the record run tag and the ``tracelet.aliases`` tags."""
         self._move_alias(artifact, alias, add=False)
 
     def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
@@ -652,29 +545,40 @@ class MlflowBackend(Backend):
         client = self.client
         with self._lock, bounded_http(self._timeout):
             run = self._find_copy(artifact.name, artifact.version)
-            if run is None:
+            record = version_record(run.data.tags, artifact.name, artifact.version) if run is not None else None
+            if run is None or record is None:
                 raise BackendError(f"mlflow holds no copy of {artifact.ref} to move alias {alias!r} on")
-            key = run_tag_key(artifact.name, artifact.version, "aliases")
-            held = [a for a in run.data.tags.get(key, "").split(",") if a]
+            held = [str(a) for a in record.get("aliases", [])]
             wanted = [a for a in held if a != alias] + ([alias] if add else [])
-            registered = run.data.tags.get(run_tag_key(artifact.name, artifact.version, "registered_model"))
+            registered = str(record.get("registered_model") or "")
             mapped = registry_alias(alias)
             with _sdk_errors(f"moving alias {alias!r} of {artifact.ref}"):
-                if registered and mapped is not None:
+                if registered:
                     model, _, number = registered.rpartition("/")
-                    if add:
-                        client.set_registered_model_alias(model, mapped, number)
-                    else:
-                        try:
-                            current = client.get_model_version_by_alias(model, mapped)
-                        except MlflowException as exc:
-                            if exc.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
-                                raise
-                            current = None
-                        if current is not None and str(current.version) == number:
-                            client.delete_registered_model_alias(model, mapped)
+                    if mapped is not None:
+                        self._move_registry_alias(model, mapped, number, add=add)
+                    client.set_model_version_tag(model, number, "tracelet.aliases", ",".join(wanted))
+                if record.get("model_id"):
+                    client.set_logged_model_tags(str(record["model_id"]), {"tracelet.aliases": ",".join(wanted)})
                 if wanted != held:
-                    client.set_tag(run.info.run_id, key, _fit(",".join(wanted)))
+                    client.set_tag(run.info.run_id, run_tag_key(artifact.name, artifact.version),
+                                   _record_value({**record, "aliases": wanted}))
+
+    def _move_registry_alias(self, model: str, alias: str, number: str, *, add: bool) -> None:
+        """Point registry ``alias`` of ``model`` at version ``number``, or delete it where it
+        points there."""
+        client = self.client
+        if add:
+            client.set_registered_model_alias(model, alias, number)
+            return
+        try:
+            current = client.get_model_version_by_alias(model, alias)
+        except MlflowException as exc:
+            if exc.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+            return
+        if str(current.version) == number:
+            client.delete_registered_model_alias(model, alias)
 
     # -- reading back -----------------------------------------------------------------------
     def fetch(self, name: str, version: str, dest: Path) -> BackendCopy:
@@ -692,9 +596,9 @@ class MlflowBackend(Backend):
         manifest = json.loads((local / MANIFEST_NAME).read_text())
         files = local / "files"
         files.mkdir(exist_ok=True)  # absent where every file went as a reference
-        tags = run.data.tags
-        return BackendCopy(backend=self.name, ref=tags[run_tag_key(name, version, "ref")],
-                           digest=tags[run_tag_key(name, version, "digest")], local_path=files,
+        record = version_record(run.data.tags, name, version) or {}
+        return BackendCopy(backend=self.name, ref=str(record.get("ref", "")),
+                           digest=str(record.get("digest", "")), local_path=files,
                            version=run_id, uri=f"runs:/{run_id}/{name}/{version}/files",
                            referenced=dict(manifest.get("referenced", {})))
 
@@ -707,7 +611,8 @@ class MlflowBackend(Backend):
             run = self._find_copy(artifact.name, artifact.version)
             if run is None:
                 raise BackendError(f"mlflow holds no copy of {artifact.ref} to mark {status}")
-            registered = run.data.tags.get(run_tag_key(artifact.name, artifact.version, "registered_model"))
+            record = version_record(run.data.tags, artifact.name, artifact.version) or {}
+            registered = str(record.get("registered_model") or "")
             with _sdk_errors(f"marking {artifact.ref} {status}"):
                 self.client.set_tag(run.info.run_id, run_tag_key(artifact.name, artifact.version, "status"), status)
                 if registered:
