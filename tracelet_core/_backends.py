@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BackendError
+from ._errors import BackendError, TraceletError
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType
 from ._trackers import (
     BUILTIN_BACKENDS,
@@ -230,8 +230,6 @@ def _displaced_aliases(artifact: LoggedArtifact, backend: str) -> list[tuple[Log
     that move (the new version's own delivery carries its aliases), so a tracker whose
     aliases are plain tags takes them off the previous version's copy when it delivers the
     new one (``remove_alias``, idempotent). The previous holder comes from the alias history."""
-    from ._errors import TraceletError
-
     store = artifact.store
     moved: list[tuple[LoggedArtifact, str]] = []
     for alias in artifact.aliases:

@@ -34,6 +34,9 @@ def run_title(attrs: Mapping[str, Any]) -> str:
     run_id = str(attrs.get("run_id") or "")
     step, name = attrs.get("step"), attrs.get("name")
     parts = [str(name)] if name and not str(name).startswith("__") else []
+    task = attrs.get("task")  # a Prefect task run: its flow is the name
+    if task and str(task) not in parts:
+        parts.append(str(task))
     if step and not _UUID.match(str(step)) and str(step) != run_id and str(step) not in parts:
         parts.append(str(step))
     return f"{attrs.get('orchestrator') or 'run'}: {' / '.join(parts) or 'run'}"

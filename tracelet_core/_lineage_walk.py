@@ -58,7 +58,8 @@ def _add_version_node(graph: LineageGraph, record: VersionRecord) -> str:
 def _add_run_node(graph: LineageGraph, run: RunInfo) -> str:
     node_id = f"run:{run.key}"
     graph.add_node(node_id, kind="run", orchestrator=run.orchestrator, run_id=run.run_id,
-                   step=run.step, name=run.name, partition=run.partition)
+                   step=run.step, name=run.name, partition=run.partition,
+                   **({"task": run.extra["task_name"]} if run.extra.get("task_name") else {}))
     return node_id
 
 

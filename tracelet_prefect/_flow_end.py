@@ -70,6 +70,9 @@ def defers(run: TaskRun) -> str | None:
 #: is wrapped exactly while this is not empty.
 _held: set[str] = set()
 _held_lock = threading.Lock()
+#: What to call, per flow run, with ``(flow, flow_run, final state)`` before that state is set.
+EndCallback = Callable[[Any, Any, Any], None]
+_at_end: dict[str, list[EndCallback]] = {}
 
 
 def _hold(flow_run_id: str) -> None:
@@ -79,8 +82,19 @@ def _hold(flow_run_id: str) -> None:
         _held.add(flow_run_id)
 
 
+def call_at_end(flow_run_id: str, callback: EndCallback) -> None:
+    """Call ``callback(flow, flow_run, state)`` once the flow run's work is flushed, just before
+    its final state is set (an equal callback registered twice is called once)."""
+    with _held_lock:
+        callbacks = _at_end.setdefault(flow_run_id, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
+    _hold(flow_run_id)
+
+
 def _let_go(flow_run_id: str) -> None:
     with _held_lock:
+        _at_end.pop(flow_run_id, None)
         if flow_run_id in _held:
             _held.discard(flow_run_id)
             if not _held:
@@ -130,6 +144,19 @@ def flush_run(flow_run_id: str) -> None:
                        type(exc).__name__, exc)
 
 
+def _end_run(engine: Any, flow_run_id: str, state: Any) -> None:
+    """Flush the flow run's work, call what waits for its end, and let the run go."""
+    flush_run(flow_run_id)
+    with _held_lock:
+        callbacks = list(_at_end.get(flow_run_id, ()))
+    for callback in callbacks:
+        try:
+            callback(engine.flow, engine.flow_run, state)
+        except Exception as exc:  # noqa: BLE001 - a report; the flow run's state is the user's
+            logger.warning("tracelet: at the end of flow run %s: %s: %s", flow_run_id, type(exc).__name__, exc)
+    _let_go(flow_run_id)
+
+
 def _final_flow_run(engine: Any, state: Any) -> str | None:
     flow_run = getattr(engine, "flow_run", None)
     if flow_run is None or getattr(engine, "short_circuit", False) or not state.is_final():
@@ -142,8 +169,7 @@ def _flushing_sync(set_state: Callable[..., Any]) -> Callable[..., Any]:
     def flushing(self: Any, state: Any, *args: Any, **kwargs: Any) -> Any:
         flow_run_id = _final_flow_run(self, state)
         if flow_run_id is not None and flow_run_id in _held:
-            flush_run(flow_run_id)
-            _let_go(flow_run_id)
+            _end_run(self, flow_run_id, state)
         return set_state(self, state, *args, **kwargs)
 
     setattr(flushing, _INSTALLED, True)
@@ -155,8 +181,7 @@ def _flushing_async(set_state: Callable[..., Any]) -> Callable[..., Any]:
     async def flushing(self: Any, state: Any, *args: Any, **kwargs: Any) -> Any:
         flow_run_id = _final_flow_run(self, state)
         if flow_run_id is not None and flow_run_id in _held:
-            await asyncio.to_thread(flush_run, flow_run_id)
-            _let_go(flow_run_id)
+            await asyncio.to_thread(_end_run, self, flow_run_id, state)
         return await set_state(self, state, *args, **kwargs)
 
     setattr(flushing, _INSTALLED, True)

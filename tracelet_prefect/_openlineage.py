@@ -5,9 +5,9 @@ export on, the flow run (job = the flow name, id = Prefect's flow run id) gets i
 at the flow run's start, the task run (job ``<flow name>.<task name>``, parent the flow run)
 its ``START`` at the task run's start, then one terminal event when the body returns
 (``COMPLETE`` with what it logged and read) or raises for the last time (``FAIL`` with the
-error; an attempt Prefect will retry ends nothing). The flow run's end comes from a state hook
-added once to the running flow (``on_completion`` / ``on_failure`` / ``on_crashed``): ``COMPLETE``
-or ``FAIL``. The export starts and ends each run once, whatever the number of tasks.
+error; an attempt Prefect will retry ends nothing). The flow run's end is reported just before
+its final state is set (``_flow_end.call_at_end``, once per store): ``COMPLETE`` or ``FAIL``.
+The export starts and ends each run once, whatever the number of tasks.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from tracelet_core import ArtifactStore, ConfigurationError
 from tracelet_core._delivery import exporter
 
+from ._flow_end import call_at_end
 from ._runs import ORCHESTRATOR, TaskRun
 from ._stores import StoreSpec
 
@@ -37,12 +38,11 @@ def _export() -> Any:
 
 
 class FlowRunEnd:
-    """The flow state hook that ends a flow run's OpenLineage run, on one store (equal per
-    store, so a flow carries one per store however many task runs added it)."""
+    """What ends a flow run's OpenLineage run on one store, called with its final state (equal
+    per store, so a flow run calls one per store however many task runs registered it)."""
 
     def __init__(self, store: StoreSpec) -> None:
         self.store = store
-        self.__name__ = "tracelet_openlineage_flow_end"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FlowRunEnd) and other.store.identity() == self.store.identity()
@@ -64,14 +64,6 @@ class FlowRunEnd:
         export.run_ended(store, parent, error, state.timestamp)
 
 
-def _watch_flow(flow: Any, store: StoreSpec) -> None:
-    """Add the end hook for ``store`` to the running flow (once)."""
-    hook = FlowRunEnd(store)
-    for hooks in (flow.on_completion_hooks, flow.on_failure_hooks, flow.on_crashed_hooks):
-        if hook not in hooks:
-            hooks.append(hook)
-
-
 def _will_retry(task_ctx: TaskRunContext) -> bool:
     """Whether Prefect runs the task again after this attempt raises."""
     return bool(task_ctx.task_run.run_count <= (task_ctx.task.retries or 0))
@@ -91,7 +83,7 @@ def task_lineage(store: ArtifactStore, store_spec: StoreSpec, task_run: TaskRun)
     step = export.step_run(producer, flow_name)
     if flow_ctx is not None and flow_ctx.flow is not None and flow_ctx.flow_run is not None:
         export.run_started(store, step.parent, flow_ctx.flow_run.start_time)
-        _watch_flow(flow_ctx.flow, store_spec)
+        call_at_end(str(flow_ctx.flow_run.id), FlowRunEnd(store_spec))
     export.run_started(store, step, task_ctx.task_run.start_time)
     try:
         yield

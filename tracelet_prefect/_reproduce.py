@@ -112,7 +112,7 @@ def reproduce(ref: str | LoggedArtifact, flow: Flow[..., Any], *,
     require_producer(original, ORCHESTRATOR, _HOW)
     producer = original.producer
     assert producer is not None
-    flow_name, parameters = producer.extra.get("flow_name"), producer.extra.get("parameters")
+    flow_name, parameters = producer.name, producer.extra.get("parameters")
     if flow_name is None or not isinstance(parameters, dict):
         raise NotReproducibleError(f"{original.ref} was made by a Prefect task run outside a flow run this process "
                                    "saw, so no flow and parameters were recorded")

@@ -3,10 +3,10 @@
 ``TaskRun`` is read once, in the process that runs the task, from ``TaskRunContext``:
 
 - the producer ``RunInfo(orchestrator="prefect", run_id=<flow run id>, step=<task run id>,
-  name=<task name>)`` (a task run outside any flow uses its own id as ``run_id``), whose
-  ``extra`` names the flow (``flow_name``) and holds the flow run's JSON-able ``parameters``
-  when the flow run's context is at hand (not in another process, such as a Dask worker):
-  what ``reproduce`` runs the flow again with;
+  name=<flow name>)`` (a task run outside any flow uses its own id as ``run_id`` and the task's
+  name), whose ``extra`` names the task (``task_name``) and holds the flow run's JSON-able
+  ``parameters`` when the flow run's context is at hand (not in another process, such as a Dask
+  worker: then ``name`` is the task's too): what ``reproduce`` runs the flow again with;
 - the upstream task runs of each parameter (``task_run.task_inputs``), so a value that a
   ``load_artifact`` task produced can be traced back to the version it loaded: that task records
   what it read (``ArtifactStore.record_consumption``) under its own ``RunInfo``, and the
@@ -42,14 +42,18 @@ _NOT_DATA = frozenset({"__parents__", "wait_for"})
 def run_info(flow_run_id: Any, task_run_id: Any, task_name: str | None = None,
              task_run_name: str | None = None, code_version: str | None = None,
              flow: tuple[str, dict[str, Any]] | None = None) -> RunInfo:
-    """The ``RunInfo`` of one Prefect task run (the same everywhere it is computed); ``flow``:
-    the flow's name and the run's parameters, descriptive only (left out of its identity)."""
+    """The ``RunInfo`` of one Prefect task run (the same everywhere it is computed): ``name`` is
+    the flow's (``flow``: its name and the run's parameters, when known), else the task's; the
+    task's name and the run's parameters are in ``extra`` (descriptive, left out of its identity)."""
     step = str(task_run_id)
-    extra: dict[str, Any] = {"task_run_name": task_run_name} if task_run_name else {}
+    extra: dict[str, Any] = {"task_name": task_name} if task_name else {}
+    if task_run_name:
+        extra["task_run_name"] = task_run_name
+    name = task_name
     if flow is not None:
-        extra["flow_name"], extra["parameters"] = flow
+        name, extra["parameters"] = flow
     return RunInfo(orchestrator=ORCHESTRATOR, run_id=str(flow_run_id) if flow_run_id else step, step=step,
-                   name=task_name, code_version=code_version, extra=extra)
+                   name=name, code_version=code_version, extra=extra)
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,10 @@ def _lineage_rows(outcome: Outcome, run: TaskRun) -> Iterator[str]:
     """Lineage as table rows: who made the version, and each input version it was made from."""
     producer = outcome.logged.producer
     if producer is not None and producer.orchestrator == "prefect":
-        task_link = f"[{producer.name or 'task run'}]({_ui_link(f'/runs/task-run/{producer.step}')})"
-        flow_link = f"[flow run]({_ui_link(f'/runs/flow-run/{producer.run_id}')})"
+        task = producer.extra.get("task_name") or producer.name or "task run"
+        task_link = f"[{task}]({_ui_link(f'/runs/task-run/{producer.step}')})"
+        flow = f"flow run of {producer.name}" if producer.extra.get("parameters") is not None else "flow run"
+        flow_link = f"[{flow}]({_ui_link(f'/runs/flow-run/{producer.run_id}')})"
         yield f"| produced by | task run {task_link} in {flow_link} |"
     elif producer is not None:
         yield f"| produced by | {producer.orchestrator}: {producer.name or producer.run_id} / `{producer.step}` |"

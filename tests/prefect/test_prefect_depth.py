@@ -378,6 +378,6 @@ def test_with_options_takes_tracelet_options_and_prefect_ones(store: ArtifactSto
 
     assert (base.ref, base.type.value, base.aliases) == ("d6/base:v1", "dataset", ["a"])
     assert (changed.ref, changed.type.value, changed.aliases) == ("d6/other:v1", "report", ["b"])
-    assert changed.producer is not None and changed.producer.name == "configured"
+    assert changed.producer is not None and changed.producer.extra["task_name"] == "configured"
     with pytest.raises(InvalidArtifactError):
         configurable.with_options(artifact_name="not a name!")

@@ -50,7 +50,9 @@ def test_example_runs_twice_then_promotes_only_a_better_model(
     lineage = store.lineage("retrain/evaluation:v1")
     assert {"retrain/raw:v1", "retrain/features:v1", "retrain/model:v1"} <= set(lineage.artifact_refs)
     producer = store.get("retrain/model:v1").producer
-    assert producer is not None and (producer.orchestrator, producer.name) == ("prefect", "train")
+    assert producer is not None and (producer.orchestrator, producer.name) == ("prefect", "retrain")  # the flow
+    assert producer.extra["task_name"] == "train"
+    assert producer.extra["parameters"] == {"dataset_ref": "retrain/raw:v1"}  # the flow run's, as called
 
     # The Prefect UI shows each name's history: one artifact per new version or alias move.
     model_history = [a for a in prefect_artifacts("retrain-model") if str(a.flow_run_id) == producer.run_id]

@@ -55,9 +55,8 @@ def test_a_flow_reruns_with_its_parameters_on_the_loaded_versions_it_recorded(st
     made, salted = train("rp/raw:latest", label="first")
     assert made.inputs == ["rp/raw:v1"]
     producer = made.producer
-    assert producer is not None and producer.name == "features"  # the task; the flow is in extra
-    assert (producer.extra["flow_name"], producer.extra["parameters"]) == (
-        "train", {"source": "rp/raw:latest", "label": "first"})
+    assert producer is not None and (producer.name, producer.extra["task_name"]) == ("train", "features")
+    assert producer.extra["parameters"] == {"source": "rp/raw:latest", "label": "first"}
     publish_raw(10)  # rp/raw:v2 is now what rp/raw:latest names
 
     report = reproduce("rp/features:v1", train, store=store)

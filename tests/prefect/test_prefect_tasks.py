@@ -58,7 +58,8 @@ def test_return_value_is_logged_as_one_version_with_the_task_run_as_producer(sto
     assert [o.name for o in logged.objects] == ["value"]
     producer = logged.producer
     assert producer is not None
-    assert (producer.orchestrator, producer.name) == ("prefect", "numbers")
+    assert (producer.orchestrator, producer.name, producer.extra["task_name"]) == ("prefect", "numbers-flow", "numbers")
+    assert producer.extra["parameters"] == {"n": 4}
     task_run = read_task_run(str(producer.step))
     assert str(task_run.flow_run_id) == producer.run_id
     assert task_run.tags == ["tracelet-test"]
@@ -149,12 +150,12 @@ def test_lineage_follows_the_task_graph(store: ArtifactStore) -> None:
     assert feats.inputs == ["t3/dataset:v1"]
     assert model.inputs == ["t3/features:v1"]  # exact: not the dataset its input came from
     assert report.inputs == ["t3/model:v1"] and report.producer is not None
-    assert report.producer.name == "log_artifact"
+    assert (report.producer.name, report.producer.extra["task_name"]) == ("pipeline", "log_artifact")
     upstream = store.lineage(report.ref)
     assert set(upstream.artifact_refs) == {"t3/report:v1", "t3/model:v1", "t3/features:v1", "t3/dataset:v1"}
     downstream = store.lineage("t3/dataset:v1", "downstream")
-    runs = {n["name"] for n in downstream.nodes.values() if n["kind"] == "run"}
-    assert {"load_artifact", "features", "train", "log_artifact"} <= runs
+    runs = {(n["name"], n.get("task")) for n in downstream.nodes.values() if n["kind"] == "run"}
+    assert {("pipeline", task) for task in ("load_artifact", "features", "train", "log_artifact")} <= runs
     assert model.producer is not None and model.producer.run_id == feats.producer.run_id  # type: ignore[union-attr]
 
 

@@ -139,7 +139,7 @@ def orchestrator_run(orchestrator: str, run_id: str, job: str) -> LineageRun:
 def step_name(producer: RunInfo) -> str:
     """The step's own name: Dagster's step key, Prefect's task name, an experiment's name."""
     if producer.orchestrator in STEP_IS_A_RUN_ID:
-        return producer.name or producer.step or producer.run_id
+        return str(producer.extra.get("task_name") or producer.name or producer.step or producer.run_id)
     return producer.step or producer.name or producer.run_id
 
 
@@ -151,8 +151,8 @@ def step_run(producer: RunInfo, parent_job: str | None = None) -> LineageRun:
     if producer.step is None:
         return LineageRun(_uuid(source), producer.orchestrator, step_name(producer), source=source)
     named = next((str(producer.extra[k]) for k in PARENT_JOB_KEYS if producer.extra.get(k)), None)
-    if producer.orchestrator not in STEP_IS_A_RUN_ID and producer.name:
-        named = named or producer.name  # Dagster: the job's name
+    if producer.name and (producer.orchestrator not in STEP_IS_A_RUN_ID or producer.extra.get("task_name")):
+        named = named or producer.name  # Dagster: the job's name; Prefect: the flow's
     job = parent_job or named
     parent = orchestrator_run(producer.orchestrator, producer.run_id, job or producer.orchestrator)
     qualified = f"{job}.{step_name(producer)}" if job else step_name(producer)
