@@ -3,17 +3,21 @@
 Detection looks at the module names of the model's class and its bases (so a user's
 ``class Net(torch.nn.Module)`` defined in ``__main__`` is still ``pytorch``); no framework is
 imported to detect it. PyTorch models are stored as their ``state_dict`` (loaded back with
-``weights_only=True``), never as a pickled module.
+``weights_only=True``), never as a pickled module. scikit-learn models are stored with skops
+(``.skops``, when skops is installed), whose loading refuses any type outside skops' trusted
+list unless pickle is allowed; pickle is the fallback when skops is missing or cannot write the
+model (loaded only with ``allow_pickle``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import InvalidArtifactError
-from ._serializers import Serializer, register_serializer
+from ._errors import InvalidArtifactError, UnsafeDeserializationError
+from ._serializers import PickleSerializer, Serializer, normalise_zip, register_serializer
 
 FRAMEWORKS = ("pytorch", "sklearn", "tensorflow", "xgboost", "lightgbm")
 
@@ -75,6 +79,8 @@ class ModelPayload:
     obj: Any
     serializer: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the serializer used when ``serializer`` cannot write the model (skops -> pickle)
+    fallback: str | None = None
 
 
 class XGBoostSerializer(Serializer):
@@ -119,7 +125,61 @@ class KerasSerializer(Serializer):
         return keras.models.load_model(str(path), safe_mode=True)
 
 
-for _serializer in (XGBoostSerializer(), LightGBMSerializer(), KerasSerializer()):
+class SkopsSerializer(Serializer):
+    """A scikit-learn model with skops: loading refuses types outside skops' trusted list
+    (``UnsafeDeserializationError`` naming them) unless pickle is allowed."""
+
+    key = "skops"
+    extension = ".skops"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        import skops.io  # Deferred for import perf
+
+        raw = path.with_name(path.name + ".raw")
+        try:
+            skops.io.dump(obj, raw)
+            normalise_zip(raw, path)  # fixed timestamps: the same model gives the same bytes
+        except InvalidArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever skops cannot write falls back to pickle
+            raise InvalidArtifactError(f"skops cannot write {class_path(obj)}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            raw.unlink(missing_ok=True)
+
+    def load(self, path: Path) -> Any:
+        return self.load_allowing(path, False)
+
+    def load_allowing(self, path: Path, allow_unsafe: bool) -> Any:
+        import skops.io  # Deferred for import perf
+
+        untrusted = untrusted_types(path)
+        if untrusted and not allow_unsafe:
+            raise UnsafeDeserializationError(
+                f"the skops file holds types outside skops' trusted list ({', '.join(untrusted)}), which can "
+                "run code when loaded; pass allow_pickle=True or set TRACELET_ALLOW_PICKLE=true if you trust "
+                "this store")
+        return skops.io.load(path, trusted=untrusted or None)
+
+
+def untrusted_types(path: Path) -> list[str]:
+    """The types in a skops file that skops does not trust by default (loading them needs
+    ``allow_pickle``)."""
+    import skops.io  # Deferred for import perf
+
+    return list(skops.io.get_untrusted_types(file=path))
+
+
+def skops_available() -> bool:
+    return importlib.util.find_spec("skops") is not None
+
+
+def safe_model_serializer(obj: Any) -> str | None:
+    """The safe format a model is stored in as a value of its own (a container's leaf): skops for
+    a scikit-learn model when skops is installed, else None."""
+    return SkopsSerializer.key if model_framework(obj) == "sklearn" and skops_available() else None
+
+
+for _serializer in (XGBoostSerializer(), LightGBMSerializer(), KerasSerializer(), SkopsSerializer()):
     register_serializer(_serializer)
 
 
@@ -143,7 +203,9 @@ def model_payload(model: Any, framework: str | None) -> ModelPayload:
             raise InvalidArtifactError(f"{class_path(model)} has no state_dict(); not a torch model")
         return ModelPayload(dict(state_dict()), "torch", extra)
     if framework == "sklearn":
-        return ModelPayload(model, "pickle", extra)
+        if skops_available():
+            return ModelPayload(model, SkopsSerializer.key, extra, fallback=PickleSerializer.key)
+        return ModelPayload(model, PickleSerializer.key, extra)
     if framework == "xgboost":
         return ModelPayload(model, XGBoostSerializer.key, extra)
     if framework == "lightgbm":

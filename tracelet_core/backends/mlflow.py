@@ -264,22 +264,24 @@ def _torch_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
 
 
 def _sklearn_model(artifact: LoggedArtifact, entry: Any, dest: Path) -> None:
-    """The sklearn flavor around the pickle tracelet already holds (never unpickled here)."""
+    """The sklearn flavor around the skops file (or pickle) tracelet already holds (never loaded here)."""
     from mlflow.models import Model, infer_signature
 
-    if entry.serializer != "pickle":
-        raise FlavorError(f"an sklearn model stored with {entry.serializer!r} is not MLflow's pickle format")
+    if entry.serializer not in {"skops", "pickle"}:
+        raise FlavorError(f"an sklearn model stored with {entry.serializer!r} is not one of MLflow's formats")
+    file_name = "model.skops" if entry.serializer == "skops" else "model.pkl"
     example = _input_example(artifact, entry.name)
     dest.mkdir(parents=True)
     artifact.download(dest / "tracelet", paths=[entry.path])
-    (dest / "tracelet" / entry.path).replace(dest / "model.pkl")
+    (dest / "tracelet" / entry.path).replace(dest / file_name)
     (dest / "tracelet").rmdir()
     requirements = [_requirement("scikit-learn"), _requirement("mlflow")]
+    requirements += [_requirement("skops")] if entry.serializer == "skops" else []
     (dest / "requirements.txt").write_text("\n".join(requirements) + "\n")
     model = Model(signature=infer_signature(example) if example is not None else None)
-    mlflow.pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path="model.pkl")
-    model.add_flavor("sklearn", pickled_model="model.pkl", sklearn_version=package_version("scikit-learn"),
-                     serialization_format="pickle", code=None)
+    mlflow.pyfunc.add_to_model(model, loader_module="mlflow.sklearn", model_path=file_name)
+    model.add_flavor("sklearn", pickled_model=file_name, sklearn_version=package_version("scikit-learn"),
+                     serialization_format=entry.serializer, code=None)
     model.save(str(dest / "MLmodel"))
 
 
