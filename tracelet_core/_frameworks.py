@@ -12,6 +12,7 @@ model (loaded only with ``allow_pickle``).
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,50 @@ class KerasSerializer(Serializer):
         return keras.models.load_model(str(path), safe_mode=True)
 
 
+def _normalise_skops(source: Path, target: Path) -> None:
+    """A skops archive whose object ids (``id()`` of each object when it was written, used in
+    ``schema.json`` and as the names of its ``.npy`` members) are renumbered in the order the
+    schema names them, with fixed zip timestamps: the same model gives the same bytes in any
+    process. Ids only tie a node to its file and to the other nodes of the same object, so a
+    one-to-one renumbering loads back the same model."""
+    import zipfile
+
+    renumbered: dict[str, str] = {}
+
+    def number(old: object) -> str:
+        return renumbered.setdefault(str(old), str(len(renumbered)))
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = int(number(value))
+            elif key == "file" and isinstance(value, str) and value.endswith(".npy"):
+                out[key] = number(value[:-len(".npy")]) + ".npy"
+            else:
+                out[key] = walk(value)
+        return out
+
+    with zipfile.ZipFile(source) as archive:
+        schema = walk(json.loads(archive.read("schema.json")))
+        members = {f"{renumbered[info.filename[:-4]]}.npy" if info.filename.endswith(".npy")
+                   and info.filename[:-4] in renumbered else info.filename: info.filename
+                   for info in archive.infolist() if info.filename != "schema.json"}
+    staged = target.with_name(target.name + ".renamed")
+    try:
+        with zipfile.ZipFile(source) as archive_in, zipfile.ZipFile(staged, "w", zipfile.ZIP_STORED) as archive_out:
+            archive_out.writestr("schema.json", json.dumps(schema, indent=2))
+            for new_name in sorted(members):
+                archive_out.writestr(new_name, archive_in.read(members[new_name]))
+        normalise_zip(staged, target)  # fixed timestamps
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 class SkopsSerializer(Serializer):
     """A scikit-learn model with skops: loading refuses types outside skops' trusted list
     (``UnsafeDeserializationError`` naming them) unless pickle is allowed."""
@@ -138,7 +183,7 @@ class SkopsSerializer(Serializer):
         raw = path.with_name(path.name + ".raw")
         try:
             skops.io.dump(obj, raw)
-            normalise_zip(raw, path)  # fixed timestamps: the same model gives the same bytes
+            _normalise_skops(raw, path)
         except InvalidArtifactError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever skops cannot write falls back to pickle
