@@ -144,7 +144,7 @@ def _normalise_skops(source: Path, target: Path) -> None:
             return [walk(item) for item in node]
         if not isinstance(node, dict):
             return node
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in node.items():
             if key == "__id__" and isinstance(value, int):
                 out[key] = int(number(value))
