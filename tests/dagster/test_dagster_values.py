@@ -1,10 +1,13 @@
 """Values come back as they went in: tuples stay tuples, Series and arrow tables go to parquet,
-and a value only pickle could hold fails in the step that produces it (not in the one reading it)."""
+containers of such values are one entry per leaf, and a value only pickle could hold fails in the
+step that produces it (not in the one reading it) unless the IO manager allows pickle."""
 
+import datetime
 import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from dagster import DagsterInstance, asset, materialize
@@ -114,3 +117,102 @@ def test_a_preview_that_cannot_be_drawn_is_reported_and_the_value_is_stored(
     assert any(m.startswith("tracelet: no preview for PosixPath") for m in messages)
     [materialization] = result.asset_materializations_for_node("picture")
     assert "tracelet/preview" not in materialization.metadata
+
+
+# -- containers of safe values: one entry per leaf, no pickle -----------------------------------------
+FRAME = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+WHEN = datetime.datetime(2024, 5, 1, 9, 30)
+
+
+@asset(io_manager_key="tracelet")
+def splits() -> dict[str, pd.DataFrame]:
+    return {"train": FRAME, "test": FRAME.iloc[1:]}
+
+
+@asset(io_manager_key="tracelet")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return FRAME, FRAME.iloc[:1]
+
+
+@asset(io_manager_key="tracelet")
+def stamped() -> dict[str, datetime.datetime]:
+    return {"when": WHEN}
+
+
+@asset(io_manager_key="tracelet")
+def layers() -> dict[str, Any]:
+    return {"dense": {"w": np.ones((2, 2)), "b": np.zeros(2)}, "epochs": 3}
+
+
+@asset(io_manager_key="tracelet")
+def seen() -> set[int]:
+    return {1, 2, 3}
+
+
+@asset(io_manager_key="tracelet")
+def mixed() -> list[Any]:
+    return [FRAME, {"rows": 3}]
+
+
+@asset(io_manager_key="tracelet")
+def received(splits: dict[str, pd.DataFrame], frames: tuple[pd.DataFrame, pd.DataFrame],
+             stamped: dict[str, datetime.datetime], layers: dict[str, Any], seen: set[int],
+             mixed: list[Any]) -> dict[str, Any]:
+    pd.testing.assert_frame_equal(splits["test"], FRAME.iloc[1:])
+    pd.testing.assert_frame_equal(frames[1], FRAME.iloc[:1])
+    np.testing.assert_array_equal(layers["dense"]["w"], np.ones((2, 2)))
+    pd.testing.assert_frame_equal(mixed[0], FRAME)
+    return {"splits": sorted(splits), "frames": type(frames).__name__, "when": stamped["when"],
+            "epochs": layers["epochs"], "seen": seen, "mixed": mixed[1]}
+
+
+def test_containers_of_safe_values_pass_between_assets_without_pickle(
+        dagster_resources: dict[str, object], store: ArtifactStore) -> None:
+    result = materialize([splits, frames, stamped, layers, seen, mixed, received], resources=dagster_resources)
+
+    assert result.success
+    entries = {v.name: {o.path: o.serializer for o in v.objects} for v in store.list()}
+    assert entries["splits"] == {"value.json": "container", "value/train.parquet": "parquet",
+                                 "value/test.parquet": "parquet"}
+    assert entries["frames"] == {"value.json": "container", "value/0.parquet": "parquet",
+                                 "value/1.parquet": "parquet"}
+    assert entries["layers"] == {"value.json": "container", "value/dense/w.npy": "numpy",
+                                 "value/dense/b.npy": "numpy"}
+    assert entries["mixed"] == {"value.json": "container", "value/0.parquet": "parquet"}
+    assert entries["stamped"] == entries["seen"] == {"value.json": "json-tagged"}
+    assert not any("pickle" in e.values() for e in entries.values())
+    assert store.get("received:v1").load() == {"splits": ["test", "train"], "frames": "tuple", "when": WHEN,
+                                               "epochs": 3, "seen": {1, 2, 3}, "mixed": {"rows": 3}}
+    [materialization] = result.asset_materializations_for_node("splits")
+    assert materialization.metadata["tracelet/serializer"].value == "container"
+
+
+@asset(io_manager_key="tracelet")
+def bundle() -> dict[str, Any]:
+    return {"train": FRAME, "extras": [Opaque(1)]}
+
+
+@asset(io_manager_key="trusting")
+def trusted_bundle() -> dict[str, Any]:
+    return {"train": FRAME, "extras": [Opaque(2)]}
+
+
+@asset(io_manager_key="trusting")
+def reads_bundle(trusted_bundle: dict[str, Any]) -> int:
+    return trusted_bundle["extras"][0].value
+
+
+def test_a_container_only_pickle_holds_is_refused_unless_its_io_manager_allows_pickle(
+        store_dir: Path, store: ArtifactStore) -> None:
+    resources = {"tracelet": TraceletIOManager(store_uri=str(store_dir)),
+                 "trusting": TraceletIOManager(store_uri=str(store_dir), allow_pickle=True)}
+    result = materialize([bundle, trusted_bundle, reads_bundle], resources=resources, raise_on_error=False)
+
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "bundle"
+    message = failure.step_failure_data.error.message
+    assert "value['extras'][0]" in message and "Opaque" in message
+    assert "TRACELET_ALLOW_PICKLE" in message and "allow_pickle" in message
+    assert not store.exists("bundle")
+    assert {o.serializer for o in store.get("trusted_bundle:v1").objects} == {"pickle"}  # that manager allows it
+    assert store.get("reads_bundle:v1").load() == 2
