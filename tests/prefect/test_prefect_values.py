@@ -111,3 +111,125 @@ def test_a_value_only_pickle_holds_fails_its_task_unless_the_task_allows_pickle(
     with pytest.raises(UnsafeDeserializationError):  # the input is not loaded without the switch
         not_trusting()
     assert not store.exists("v3/blind")
+
+
+# -- containers of safe values: one entry per leaf, no pickle -----------------------------------------
+def test_containers_of_safe_values_pass_between_tasks_without_pickle(store: ArtifactStore) -> None:
+    import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    from tracelet_prefect import tracelet_task
+
+    frame = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    when = datetime.datetime(2024, 5, 1, 9, 30)
+
+    @tracelet_task("v4/splits", "dataset")
+    def split() -> dict[str, pd.DataFrame]:
+        return {"train": frame, "test": frame.iloc[1:]}
+
+    @tracelet_task("v4/frames", "dataset")
+    def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+        return frame, frame.iloc[:1]
+
+    @tracelet_task("v4/stamped")
+    def stamped() -> dict[str, datetime.datetime]:
+        return {"when": when}
+
+    @tracelet_task("v4/layers")
+    def layers() -> dict[str, Any]:
+        return {"dense": {"w": np.ones((2, 2)), "b": np.zeros(2)}, "epochs": 3}
+
+    @tracelet_task("v4/seen")
+    def seen() -> set[int]:
+        return {1, 2, 3}
+
+    @tracelet_task("v4/mixed")
+    def mixed() -> list[Any]:
+        return [frame, {"rows": 3}]
+
+    @tracelet_task("v4/received")
+    def received(splits: dict[str, pd.DataFrame], pair: tuple[pd.DataFrame, pd.DataFrame],
+                 stamp: dict[str, datetime.datetime], weights: dict[str, Any], numbers: set[int],
+                 both: list[Any]) -> dict[str, Any]:
+        pd.testing.assert_frame_equal(splits["test"], frame.iloc[1:])
+        pd.testing.assert_frame_equal(pair[1], frame.iloc[:1])
+        np.testing.assert_array_equal(weights["dense"]["w"], np.ones((2, 2)))
+        pd.testing.assert_frame_equal(both[0], frame)
+        return {"splits": sorted(splits), "pair": type(pair).__name__, "when": stamp["when"],
+                "epochs": weights["epochs"], "seen": numbers, "mixed": both[1]}
+
+    @flow
+    def pipeline() -> Any:
+        return received(split(), frames(), stamped(), layers(), seen(), mixed())
+
+    result = pipeline()
+    assert result.load() == {"splits": ["test", "train"], "pair": "tuple", "when": when, "epochs": 3,
+                             "seen": {1, 2, 3}, "mixed": {"rows": 3}}
+    entries = {v.name: {o.path: o.serializer for o in v.objects} for v in store.list()}
+    assert entries["v4/splits"] == {"value.json": "container", "value/train.parquet": "parquet",
+                                    "value/test.parquet": "parquet"}
+    assert entries["v4/frames"] == {"value.json": "container", "value/0.parquet": "parquet",
+                                    "value/1.parquet": "parquet"}
+    assert entries["v4/layers"] == {"value.json": "container", "value/dense/w.npy": "numpy",
+                                    "value/dense/b.npy": "numpy"}
+    assert entries["v4/mixed"] == {"value.json": "container", "value/0.parquet": "parquet"}
+    assert entries["v4/stamped"] == entries["v4/seen"] == {"value.json": "json-tagged"}
+    assert not any("pickle" in e.values() for e in entries.values())
+    assert len(result.inputs) == 6
+
+
+def test_a_container_only_pickle_holds_fails_its_task_with_the_dagster_message(store: ArtifactStore) -> None:
+    import pandas as pd
+
+    from tracelet_core import InvalidArtifactError
+    from tracelet_prefect import tracelet_task
+
+    @tracelet_task("v5/bundle")
+    def bundle() -> dict[str, Any]:
+        return {"train": pd.DataFrame({"x": [1]}), "extras": [1 + 2j]}
+
+    @flow
+    def strict() -> Any:
+        return bundle()
+
+    with pytest.raises(InvalidArtifactError) as refused:
+        strict()
+    message = str(refused.value)
+    assert "value['extras'][0] (a builtins.complex) can only be stored with pickle" in message
+    assert "TRACELET_ALLOW_PICKLE" in message and "allow_pickle" in message
+    assert not store.exists("v5/bundle")
+
+    @flow
+    def trusting() -> Any:
+        return bundle.with_options(allow_pickle=True)()
+
+    assert trusting().objects[0].serializer == "pickle"
+
+
+def test_sklearn_models_pass_between_tasks_with_skops_without_pickle(store: ArtifactStore) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from tracelet_prefect import load_artifact, tracelet_task
+
+    @tracelet_task("v6/model", "model")
+    def fit() -> LogisticRegression:
+        return LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+
+    @tracelet_task("v6/prediction")
+    def predict(model: LogisticRegression) -> int:
+        return int(model.predict([[3.0]])[0])
+
+    @flow
+    def pipeline() -> Any:
+        return predict(fit())
+
+    assert pipeline().load() == 1
+    assert store.get("v6/model").objects[0].serializer == "skops"
+
+    @flow
+    def reload() -> Any:
+        return load_artifact("v6/model:latest", allow_pickle=False)
+
+    assert isinstance(reload(), LogisticRegression)
