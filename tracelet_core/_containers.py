@@ -19,12 +19,13 @@ one torch entry (``resolve_safe`` holds them in one file already).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import IntegrityError
 from ._frameworks import safe_model_serializer
+from ._model import ArtifactObject
 from ._serializers import ContainerSerializer, _is_key, _json_kind, _tagged, _untagged, resolve_safe
 
 if TYPE_CHECKING:
@@ -119,9 +120,10 @@ def add_container(artifact: TraceletArtifact, layout: Layout, name: str, descrip
                          {"container": type(layout.value).__name__, "entries": list(layout.leaves)})
 
 
-def leaf_names(extra: dict[str, Any]) -> list[str]:
-    """The leaf entries a structure entry's ``extra`` lists."""
-    return [str(entry) for entry in extra.get("entries") or ()]
+def outer_objects(objects: Sequence[ArtifactObject]) -> list[ArtifactObject]:
+    """The object entries that are values of their own: all but the leaves of a container."""
+    leaves = {str(leaf) for o in objects if o.serializer == CONTAINER for leaf in o.extra.get("entries") or ()}
+    return [o for o in objects if o.name not in leaves]
 
 
 def rebuild(structure: Any, load_entry: Callable[[str], Any]) -> Any:

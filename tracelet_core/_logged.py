@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._artifact import TraceletArtifact
 from ._catalog import VersionRecord, entries_digest
-from ._containers import CONTAINER, leaf_names, rebuild
+from ._containers import CONTAINER, outer_objects, rebuild
 from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_file
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
@@ -307,8 +307,7 @@ class LoggedArtifact:
 
     def _object(self, name: str | None) -> ArtifactObject:
         if name is None:
-            leaves = {leaf for o in self._objects if o.serializer == CONTAINER for leaf in leaf_names(o.extra)}
-            outer = [o for o in self._objects if o.name not in leaves]  # a container's leaves are part of it
+            outer = outer_objects(self._objects)  # a container's leaves are part of it
             if len(outer) == 1:
                 return outer[0]
             models = [o for o in self._objects if o.name == "model"]

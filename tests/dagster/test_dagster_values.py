@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from dagster import DagsterInstance, asset, materialize
+from dagster import AssetIn, DagsterInstance, asset, materialize
 
-from tracelet_core import ArtifactStore
-from tracelet_dagster import TraceletIOManager
+from tracelet_core import ArtifactStore, TraceletArtifact
+from tracelet_dagster import TraceletIOManager, tracelet_source_asset
 
 pytest_plugins = ["dagster_fixtures"]
 
@@ -216,3 +216,17 @@ def test_a_container_only_pickle_holds_is_refused_unless_its_io_manager_allows_p
     assert not store.exists("bundle")
     assert {o.serializer for o in store.get("trusted_bundle:v1").objects} == {"pickle"}  # that manager allows it
     assert store.get("reads_bundle:v1").load() == 2
+
+
+def test_a_container_logged_outside_dagster_loads_whole(dagster_resources: dict[str, object],
+                                                        store: ArtifactStore) -> None:
+    store.log(TraceletArtifact("external/splits", "dataset").add_object(
+        {"train": FRAME, "test": FRAME.iloc[1:]}, "value", "auto"))
+    seen: dict[str, Any] = {}
+
+    @asset(io_manager_key="tracelet", ins={"splits": AssetIn(key=["external", "splits"])})
+    def sizes(splits: dict[str, pd.DataFrame]) -> None:
+        seen.update({name: len(frame) for name, frame in splits.items()})
+
+    materialize([tracelet_source_asset("external/splits"), sizes], resources=dagster_resources)
+    assert seen == {"train": 3, "test": 2}
