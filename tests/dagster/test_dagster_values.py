@@ -2,12 +2,11 @@
 containers of such values are one entry per leaf, and a value only pickle could hold fails in the
 step that produces it (not in the one reading it) unless the IO manager allows pickle."""
 
-import datetime
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import container_values as values
 import pandas as pd
 import pyarrow as pa
 from dagster import AssetIn, DagsterInstance, asset, materialize
@@ -120,81 +119,30 @@ def test_a_preview_that_cannot_be_drawn_is_reported_and_the_value_is_stored(
 
 
 # -- containers of safe values: one entry per leaf, no pickle -----------------------------------------
-FRAME = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
-WHEN = datetime.datetime(2024, 5, 1, 9, 30)
-
-
-@asset(io_manager_key="tracelet")
-def splits() -> dict[str, pd.DataFrame]:
-    return {"train": FRAME, "test": FRAME.iloc[1:]}
-
-
-@asset(io_manager_key="tracelet")
-def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return FRAME, FRAME.iloc[:1]
-
-
-@asset(io_manager_key="tracelet")
-def stamped() -> dict[str, datetime.datetime]:
-    return {"when": WHEN}
-
-
-@asset(io_manager_key="tracelet")
-def layers() -> dict[str, Any]:
-    return {"dense": {"w": np.ones((2, 2)), "b": np.zeros(2)}, "epochs": 3}
-
-
-@asset(io_manager_key="tracelet")
-def seen() -> set[int]:
-    return {1, 2, 3}
-
-
-@asset(io_manager_key="tracelet")
-def mixed() -> list[Any]:
-    return [FRAME, {"rows": 3}]
-
-
-@asset(io_manager_key="tracelet")
-def received(splits: dict[str, pd.DataFrame], frames: tuple[pd.DataFrame, pd.DataFrame],
-             stamped: dict[str, datetime.datetime], layers: dict[str, Any], seen: set[int],
-             mixed: list[Any]) -> dict[str, Any]:
-    pd.testing.assert_frame_equal(splits["test"], FRAME.iloc[1:])
-    pd.testing.assert_frame_equal(frames[1], FRAME.iloc[:1])
-    np.testing.assert_array_equal(layers["dense"]["w"], np.ones((2, 2)))
-    pd.testing.assert_frame_equal(mixed[0], FRAME)
-    return {"splits": sorted(splits), "frames": type(frames).__name__, "when": stamped["when"],
-            "epochs": layers["epochs"], "seen": seen, "mixed": mixed[1]}
+container_assets = [asset(io_manager_key="tracelet", name=fn.__name__)(fn) for fn in (
+    values.splits, values.frames, values.stamped, values.layers, values.seen, values.mixed)]
+received = asset(io_manager_key="tracelet", name="received")(values.summary)
 
 
 def test_containers_of_safe_values_pass_between_assets_without_pickle(
         dagster_resources: dict[str, object], store: ArtifactStore) -> None:
-    result = materialize([splits, frames, stamped, layers, seen, mixed, received], resources=dagster_resources)
+    result = materialize([*container_assets, received], resources=dagster_resources)
 
     assert result.success
-    entries = {v.name: {o.path: o.serializer for o in v.objects} for v in store.list()}
-    assert entries["splits"] == {"value.json": "container", "value/train.parquet": "parquet",
-                                 "value/test.parquet": "parquet"}
-    assert entries["frames"] == {"value.json": "container", "value/0.parquet": "parquet",
-                                 "value/1.parquet": "parquet"}
-    assert entries["layers"] == {"value.json": "container", "value/dense/w.npy": "numpy",
-                                 "value/dense/b.npy": "numpy"}
-    assert entries["mixed"] == {"value.json": "container", "value/0.parquet": "parquet"}
-    assert entries["stamped"] == entries["seen"] == {"value.json": "json-tagged"}
-    assert not any("pickle" in e.values() for e in entries.values())
-    assert store.get("received:v1").load() == {"splits": ["test", "train"], "frames": "tuple", "when": WHEN,
-                                               "epochs": 3, "seen": {1, 2, 3}, "mixed": {"rows": 3}}
+    values.assert_stored_without_pickle(store)
+    assert store.get("received:v1").load() == values.SUMMARY
     [materialization] = result.asset_materializations_for_node("splits")
     assert materialization.metadata["tracelet/serializer"].value == "container"
 
 
 @asset(io_manager_key="tracelet")
 def bundle() -> dict[str, Any]:
-    return {"train": FRAME, "extras": [Opaque(1)]}
+    return {"train": values.FRAME, "extras": [Opaque(1)]}
 
 
 @asset(io_manager_key="trusting")
 def trusted_bundle() -> dict[str, Any]:
-    return {"train": FRAME, "extras": [Opaque(2)]}
+    return {"train": values.FRAME, "extras": [Opaque(2)]}
 
 
 @asset(io_manager_key="trusting")
@@ -220,8 +168,7 @@ def test_a_container_only_pickle_holds_is_refused_unless_its_io_manager_allows_p
 
 def test_a_container_logged_outside_dagster_loads_whole(dagster_resources: dict[str, object],
                                                         store: ArtifactStore) -> None:
-    store.log(TraceletArtifact("external/splits", "dataset").add_object(
-        {"train": FRAME, "test": FRAME.iloc[1:]}, "value", "auto"))
+    store.log(TraceletArtifact("external/splits", "dataset").add_object(values.splits(), "value", "auto"))
     seen: dict[str, Any] = {}
 
     @asset(io_manager_key="tracelet", ins={"splits": AssetIn(key=["external", "splits"])})

@@ -115,68 +115,21 @@ def test_a_value_only_pickle_holds_fails_its_task_unless_the_task_allows_pickle(
 
 # -- containers of safe values: one entry per leaf, no pickle -----------------------------------------
 def test_containers_of_safe_values_pass_between_tasks_without_pickle(store: ArtifactStore) -> None:
-    import datetime
-
-    import numpy as np
-    import pandas as pd
+    import container_values as values
 
     from tracelet_prefect import tracelet_task
 
-    frame = pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
-    when = datetime.datetime(2024, 5, 1, 9, 30)
-
-    @tracelet_task("v4/splits", "dataset")
-    def split() -> dict[str, pd.DataFrame]:
-        return {"train": frame, "test": frame.iloc[1:]}
-
-    @tracelet_task("v4/frames", "dataset")
-    def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
-        return frame, frame.iloc[:1]
-
-    @tracelet_task("v4/stamped")
-    def stamped() -> dict[str, datetime.datetime]:
-        return {"when": when}
-
-    @tracelet_task("v4/layers")
-    def layers() -> dict[str, Any]:
-        return {"dense": {"w": np.ones((2, 2)), "b": np.zeros(2)}, "epochs": 3}
-
-    @tracelet_task("v4/seen")
-    def seen() -> set[int]:
-        return {1, 2, 3}
-
-    @tracelet_task("v4/mixed")
-    def mixed() -> list[Any]:
-        return [frame, {"rows": 3}]
-
-    @tracelet_task("v4/received")
-    def received(splits: dict[str, pd.DataFrame], pair: tuple[pd.DataFrame, pd.DataFrame],
-                 stamp: dict[str, datetime.datetime], weights: dict[str, Any], numbers: set[int],
-                 both: list[Any]) -> dict[str, Any]:
-        pd.testing.assert_frame_equal(splits["test"], frame.iloc[1:])
-        pd.testing.assert_frame_equal(pair[1], frame.iloc[:1])
-        np.testing.assert_array_equal(weights["dense"]["w"], np.ones((2, 2)))
-        pd.testing.assert_frame_equal(both[0], frame)
-        return {"splits": sorted(splits), "pair": type(pair).__name__, "when": stamp["when"],
-                "epochs": weights["epochs"], "seen": numbers, "mixed": both[1]}
+    producers = [tracelet_task(f"v4/{fn.__name__}")(fn) for fn in (
+        values.splits, values.frames, values.stamped, values.layers, values.seen, values.mixed)]
+    received = tracelet_task("v4/received")(values.summary)
 
     @flow
     def pipeline() -> Any:
-        return received(split(), frames(), stamped(), layers(), seen(), mixed())
+        return received(*(produce() for produce in producers))
 
     result = pipeline()
-    assert result.load() == {"splits": ["test", "train"], "pair": "tuple", "when": when, "epochs": 3,
-                             "seen": {1, 2, 3}, "mixed": {"rows": 3}}
-    entries = {v.name: {o.path: o.serializer for o in v.objects} for v in store.list()}
-    assert entries["v4/splits"] == {"value.json": "container", "value/train.parquet": "parquet",
-                                    "value/test.parquet": "parquet"}
-    assert entries["v4/frames"] == {"value.json": "container", "value/0.parquet": "parquet",
-                                    "value/1.parquet": "parquet"}
-    assert entries["v4/layers"] == {"value.json": "container", "value/dense/w.npy": "numpy",
-                                    "value/dense/b.npy": "numpy"}
-    assert entries["v4/mixed"] == {"value.json": "container", "value/0.parquet": "parquet"}
-    assert entries["v4/stamped"] == entries["v4/seen"] == {"value.json": "json-tagged"}
-    assert not any("pickle" in e.values() for e in entries.values())
+    assert result.load() == values.SUMMARY
+    values.assert_stored_without_pickle(store, "v4/")
     assert len(result.inputs) == 6
 
 
