@@ -105,7 +105,8 @@ def add_value(artifact: TraceletArtifact, obj: Any, name: str = VALUE_ENTRY, *, 
         artifact.add_model(obj)
         entry = artifact.objects[-1]
         if not get_serializer(entry.serializer).safe_to_load and not _pickle_allowed(allow_pickle):
-            raise _only_pickle(obj, None, serializer_hint)
+            reason = entry.extra.get("fallback_reason")
+            raise _only_pickle(obj, f"the model ({reason})" if reason else None, serializer_hint)
         _refuse_untrusted(artifact, [entry.name], allow_pickle)
         return StoredValue("model", entry.name, entry.serializer)
     if is_figure(obj) or is_pil_image(obj):
