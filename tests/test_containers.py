@@ -77,6 +77,14 @@ def test_containers_of_safe_values_are_one_entry_per_leaf_and_load_back_whole(
     _assert_equal(logged.load("value", allow_pickle=False), value)
 
 
+def test_keys_and_values_shaped_like_tags_come_back_as_they_were(store: ArtifactStore) -> None:
+    value = {"__entry__": np.arange(2), "plain": {"__entry__": "not a leaf"}, (1, "a"): {"__tuple__": FRAME}}
+    logged = store.log(TraceletArtifact("c/tags", "dataset").add_object(value, "value", "auto"))
+
+    assert set(_entries(logged)) == {"value.json", "value/_0.npy", "value/_2/_0.parquet"}
+    _assert_equal(logged.load(), value)
+
+
 def test_a_leaf_is_a_loadable_entry_of_its_own_and_the_structure_lists_the_leaves(store: ArtifactStore) -> None:
     logged = store.log(TraceletArtifact("c/split", "dataset").add_object(
         {"train": FRAME, "test": FRAME.copy()}, "value", "auto"))
