@@ -186,3 +186,23 @@ def test_sklearn_models_pass_between_tasks_with_skops_without_pickle(store: Arti
         return load_artifact("v6/model:latest", allow_pickle=False)
 
     assert isinstance(reload(), LogisticRegression)
+
+
+def test_a_container_read_with_load_artifact_is_recorded_as_the_input(store: ArtifactStore) -> None:
+    import container_values as values
+
+    from tracelet_prefect import tracelet_task
+
+    logged = store.log(TraceletArtifact("v7/splits", "dataset").add_object(values.splits(), "value", "auto"))
+
+    @tracelet_task("v7/sizes")
+    def sizes(splits: dict[str, Any]) -> dict[str, int]:
+        return {name: len(frame) for name, frame in splits.items()}
+
+    @flow
+    def pipeline() -> Any:
+        return sizes(load_artifact("v7/splits:latest"))
+
+    result = pipeline()
+    assert result.load() == {"train": 3, "test": 2}
+    assert result.inputs == [logged.ref]
