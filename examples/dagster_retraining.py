@@ -69,7 +69,7 @@ def features(raw_data: pd.DataFrame) -> pd.DataFrame:
 
 @asset(io_manager_key="tracelet", group_name="retraining")
 def model(features: pd.DataFrame) -> Any:
-    """A logistic regression (stored with add_model; sklearn models are pickled)."""
+    """A logistic regression (stored with add_model: sklearn models go to skops, no pickle)."""
     from sklearn.linear_model import LogisticRegression  # Deferred: loading the definitions stays fast
 
     train = features[features["split"] == "train"]
@@ -124,10 +124,10 @@ retrain = define_asset_job("retrain", selection=[features, model, evaluation, pr
 
 
 def resources(store_uri: str | None = None) -> dict[str, Any]:
-    """The tracelet IO manager and resource on one store (default: TRACELET_STORE_URI). Pickle
-    is allowed because this pipeline only reads models it logged itself."""
-    return {"tracelet": TraceletIOManager(store_uri=store_uri, allow_pickle=True),
-            "tracelet_store": TraceletResource(store_uri=store_uri, allow_pickle=True)}
+    """The tracelet IO manager and resource on one store (default: TRACELET_STORE_URI). Nothing
+    here needs pickle: the model is stored with skops, the rest as parquet and JSON."""
+    return {"tracelet": TraceletIOManager(store_uri=store_uri),
+            "tracelet_store": TraceletResource(store_uri=store_uri)}
 
 
 defs = Definitions(

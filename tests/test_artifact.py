@@ -160,15 +160,13 @@ def test_add_model_stores_a_pytorch_state_dict_not_a_pickled_module(store: Artif
     assert torch.equal(logged.load("model_input_example"), torch.ones(1, 3))
 
 
-def test_add_model_detects_sklearn_and_stores_it_as_pickle(store: ArtifactStore) -> None:
+def test_add_model_detects_sklearn_and_stores_it_with_skops(store: ArtifactStore) -> None:
     from sklearn.linear_model import LinearRegression
 
     model = LinearRegression().fit(np.array([[0.0], [1.0], [2.0]]), np.array([0.0, 2.0, 4.0]))
     logged = store.log(TraceletArtifact("reg", "model").add_model(model))
-    assert logged.objects[0].extra["framework"] == "sklearn"
-    with pytest.raises(UnsafeDeserializationError):
-        logged.load()
-    assert logged.load(allow_pickle=True).predict(np.array([[3.0]]))[0] == pytest.approx(6.0)
+    assert logged.objects[0].extra["framework"] == "sklearn" and logged.objects[0].serializer == "skops"
+    assert logged.load(allow_pickle=False).predict(np.array([[3.0]]))[0] == pytest.approx(6.0)
 
 
 def test_framework_detection_by_module_name() -> None:

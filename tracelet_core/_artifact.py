@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ._containers import Layout, add_container, plan
 from ._errors import InvalidArtifactError
 from ._frameworks import model_payload
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType
@@ -231,7 +232,14 @@ class TraceletArtifact:
     def add_object(
         self, obj: Any, name: str, serializer: str = "json", description: str | None = None
     ) -> TraceletArtifact:
-        """Serialize ``obj`` now (a snapshot) with the serializer ``serializer``."""
+        """Serialize ``obj`` now (a snapshot) with the serializer ``serializer``; with ``auto``, a
+        dict, list or tuple of DataFrames, arrays, tensors... is one entry per leaf plus its
+        structure entry ``name`` (``_containers``), loaded back as the same container."""
+        if serializer == AUTO:
+            layout = plan(obj, validate_artifact_path(name))
+            if isinstance(layout, Layout):
+                add_container(self, layout, name, description)
+                return self
         return self._add_object(obj, name, serializer, description, {})
 
     def add_reference(
@@ -308,7 +316,13 @@ class TraceletArtifact:
         """Store a model in its framework's safe format (PyTorch: ``state_dict``)."""
         payload = model_payload(model, framework)
         name = self._free_object_name("model")
-        self._add_object(payload.obj, name, payload.serializer, description, payload.extra)
+        try:
+            self._add_object(payload.obj, name, payload.serializer, description, payload.extra)
+        except InvalidArtifactError as exc:  # skops cannot write it: pickle, loaded only where allowed
+            if payload.fallback is None:
+                raise
+            self._add_object(payload.obj, name, payload.fallback, description,
+                             {**payload.extra, "fallback_from": payload.serializer, "fallback_reason": str(exc)[:300]})
         self.metadata.setdefault("framework", payload.extra["framework"])
         if input_example is not None:
             self._add_object(input_example, self._free_object_name(f"{name}_input_example"), AUTO,

@@ -3,17 +3,22 @@
 Detection looks at the module names of the model's class and its bases (so a user's
 ``class Net(torch.nn.Module)`` defined in ``__main__`` is still ``pytorch``); no framework is
 imported to detect it. PyTorch models are stored as their ``state_dict`` (loaded back with
-``weights_only=True``), never as a pickled module.
+``weights_only=True``), never as a pickled module. scikit-learn models are stored with skops
+(``.skops``, when skops is installed), whose loading refuses any type outside skops' trusted
+list unless pickle is allowed; pickle is the fallback when skops is missing or cannot write the
+model (loaded only with ``allow_pickle``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import InvalidArtifactError
-from ._serializers import Serializer, register_serializer
+from ._errors import InvalidArtifactError, UnsafeDeserializationError
+from ._serializers import PickleSerializer, Serializer, normalise_zip, register_serializer
 
 FRAMEWORKS = ("pytorch", "sklearn", "tensorflow", "xgboost", "lightgbm")
 
@@ -75,6 +80,8 @@ class ModelPayload:
     obj: Any
     serializer: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the serializer used when ``serializer`` cannot write the model (skops -> pickle)
+    fallback: str | None = None
 
 
 class XGBoostSerializer(Serializer):
@@ -119,7 +126,105 @@ class KerasSerializer(Serializer):
         return keras.models.load_model(str(path), safe_mode=True)
 
 
-for _serializer in (XGBoostSerializer(), LightGBMSerializer(), KerasSerializer()):
+def _normalise_skops(source: Path, target: Path) -> None:
+    """A skops archive whose object ids (``id()`` of each object when it was written, used in
+    ``schema.json`` and as the names of its ``.npy`` members) are renumbered in the order the
+    schema names them, with fixed zip timestamps: the same model gives the same bytes in any
+    process. Ids only tie a node to its file and to the other nodes of the same object, so a
+    one-to-one renumbering loads back the same model."""
+    import zipfile
+
+    renumbered: dict[str, str] = {}
+
+    def number(old: object) -> str:
+        return renumbered.setdefault(str(old), str(len(renumbered)))
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = int(number(value))
+            elif key == "file" and isinstance(value, str) and value.endswith(".npy"):
+                out[key] = number(value[:-len(".npy")]) + ".npy"
+            else:
+                out[key] = walk(value)
+        return out
+
+    with zipfile.ZipFile(source) as archive:
+        schema = walk(json.loads(archive.read("schema.json")))
+        members = {f"{renumbered[info.filename[:-4]]}.npy" if info.filename.endswith(".npy")
+                   and info.filename[:-4] in renumbered else info.filename: info.filename
+                   for info in archive.infolist() if info.filename != "schema.json"}
+    staged = target.with_name(target.name + ".renamed")
+    try:
+        with zipfile.ZipFile(source) as archive_in, zipfile.ZipFile(staged, "w", zipfile.ZIP_STORED) as archive_out:
+            archive_out.writestr("schema.json", json.dumps(schema, indent=2))
+            for new_name in sorted(members):
+                archive_out.writestr(new_name, archive_in.read(members[new_name]))
+        normalise_zip(staged, target)  # fixed timestamps
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+class SkopsSerializer(Serializer):
+    """A scikit-learn model with skops: loading refuses types outside skops' trusted list
+    (``UnsafeDeserializationError`` naming them) unless pickle is allowed."""
+
+    key = "skops"
+    extension = ".skops"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        import skops.io  # Deferred for import perf
+
+        raw = path.with_name(path.name + ".raw")
+        try:
+            skops.io.dump(obj, raw)
+            _normalise_skops(raw, path)
+        except InvalidArtifactError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever skops cannot write falls back to pickle
+            raise InvalidArtifactError(f"skops cannot write {class_path(obj)}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            raw.unlink(missing_ok=True)
+
+    def load(self, path: Path) -> Any:
+        return self.load_allowing(path, False)
+
+    def load_allowing(self, path: Path, allow_unsafe: bool) -> Any:
+        import skops.io  # Deferred for import perf
+
+        untrusted = untrusted_types(path)
+        if untrusted and not allow_unsafe:
+            raise UnsafeDeserializationError(
+                f"the skops file holds types outside skops' trusted list ({', '.join(untrusted)}), which can "
+                "run code when loaded; pass allow_pickle=True or set TRACELET_ALLOW_PICKLE=true if you trust "
+                "this store")
+        return skops.io.load(path, trusted=untrusted or None)
+
+
+def untrusted_types(path: Path) -> list[str]:
+    """The types in a skops file that skops does not trust by default (loading them needs
+    ``allow_pickle``)."""
+    import skops.io  # Deferred for import perf
+
+    return list(skops.io.get_untrusted_types(file=path))
+
+
+def skops_available() -> bool:
+    return importlib.util.find_spec("skops") is not None
+
+
+def safe_model_serializer(obj: Any) -> str | None:
+    """The safe format a model is stored in as a value of its own (a container's leaf): skops for
+    a scikit-learn model when skops is installed, else None."""
+    return SkopsSerializer.key if model_framework(obj) == "sklearn" and skops_available() else None
+
+
+for _serializer in (XGBoostSerializer(), LightGBMSerializer(), KerasSerializer(), SkopsSerializer()):
     register_serializer(_serializer)
 
 
@@ -143,7 +248,9 @@ def model_payload(model: Any, framework: str | None) -> ModelPayload:
             raise InvalidArtifactError(f"{class_path(model)} has no state_dict(); not a torch model")
         return ModelPayload(dict(state_dict()), "torch", extra)
     if framework == "sklearn":
-        return ModelPayload(model, "pickle", extra)
+        if skops_available():
+            return ModelPayload(model, SkopsSerializer.key, extra, fallback=PickleSerializer.key)
+        return ModelPayload(model, PickleSerializer.key, extra)
     if framework == "xgboost":
         return ModelPayload(model, XGBoostSerializer.key, extra)
     if framework == "lightgbm":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._artifact import TraceletArtifact
 from ._catalog import VersionRecord, entries_digest
+from ._containers import CONTAINER, outer_objects, rebuild
 from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError
 from ._hashing import hash_file
 from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactType, RunInfo
@@ -298,7 +299,8 @@ class LoggedArtifact:
 
     def load(self, name: str | None = None, *, allow_pickle: bool | None = None,
              allow_quarantined: bool = False) -> Any:
-        """Deserialize an object entry (the only one, or ``model``, when ``name`` is omitted).
+        """Deserialize an object entry (the only one, or ``model``, when ``name`` is omitted); a
+        container stored one entry per leaf comes back whole, as the same container type.
 
         The blob is verified before the serializer sees it; pickle is refused unless
         ``allow_pickle`` (or ``TRACELET_ALLOW_PICKLE``) allows it. A quarantined version raises
@@ -307,6 +309,12 @@ class LoggedArtifact:
         refuse_quarantined(self, allow_quarantined)
         entry = self._object(name)
         allowed = self._store.settings.allow_pickle if allow_pickle is None else allow_pickle
+        if entry.serializer == CONTAINER:
+            return rebuild(self._load_entry(entry, allowed),
+                           lambda leaf: self._load_entry(self._object(leaf), allowed))
+        return self._load_entry(entry, allowed)
+
+    def _load_entry(self, entry: ArtifactObject, allowed: bool) -> Any:
         assert entry.digest is not None
         with tempfile.TemporaryDirectory(prefix="tracelet-load-") as tmp:
             target = Path(tmp) / f"object{Path(entry.path).suffix}"
@@ -315,8 +323,9 @@ class LoggedArtifact:
 
     def _object(self, name: str | None) -> ArtifactObject:
         if name is None:
-            if len(self._objects) == 1:
-                return self._objects[0]
+            outer = outer_objects(self._objects)  # a container's leaves are part of it
+            if len(outer) == 1:
+                return outer[0]
             models = [o for o in self._objects if o.name == "model"]
             if models:
                 return models[0]

@@ -30,7 +30,7 @@ import math
 import pickle
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +57,11 @@ class Serializer(ABC):
     def load(self, path: Path) -> Any:
         """Read the object back from ``path``."""
 
+    def load_allowing(self, path: Path, allow_unsafe: bool) -> Any:
+        """``load``; a format that checks what it may load (skops' trusted types) trusts
+        everything in the file when ``allow_unsafe`` (what ``allow_pickle`` allows)."""
+        return self.load(path)
+
 
 class JsonSerializer(Serializer):
     key = "json"
@@ -76,6 +81,8 @@ class JsonSerializer(Serializer):
 _TUPLE_TAG = "__tuple__"
 _DICT_TAG = "__dict__"
 _ITEMS_TAG = "__items__"
+#: in a container's structure, where a leaf stored as an entry of its own goes (``_containers``)
+ENTRY_TAG = "__entry__"
 #: scalar types plain JSON cannot hold -> (tag, encode); exact types only (a pandas Timestamp,
 #: a datetime subclass, would not come back as itself)
 _SCALAR_TAGS: dict[type, tuple[str, Callable[[Any], str]]] = {
@@ -93,7 +100,7 @@ _SCALAR_DECODERS: dict[str, Callable[[str], Any]] = {
     "__uuid__": uuid.UUID,
 }
 _SET_TAGS: dict[type, str] = {set: "__set__", frozenset: "__frozenset__"}
-_TAGS = frozenset({_TUPLE_TAG, _DICT_TAG, _ITEMS_TAG, *_SCALAR_DECODERS, *_SET_TAGS.values()})
+_TAGS = frozenset({_TUPLE_TAG, _DICT_TAG, _ITEMS_TAG, ENTRY_TAG, *_SCALAR_DECODERS, *_SET_TAGS.values()})
 #: dict keys ``__items__`` keeps (besides str, which plain JSON keeps)
 _KEY_TYPES = (int, float, bool, tuple)
 
@@ -102,13 +109,16 @@ def _canonical(encoded: Any) -> str:
     return json.dumps(encoded, sort_keys=True, ensure_ascii=False)
 
 
-def _tagged(obj: Any) -> Any:
-    """``obj`` with every value plain JSON cannot hold tagged, and tag-shaped dicts wrapped."""
+def _tagged(obj: Any, entries: Mapping[int, str] | None = None) -> Any:
+    """``obj`` with every value plain JSON cannot hold tagged, and tag-shaped dicts wrapped; an
+    object whose ``id`` is in ``entries`` becomes ``{"__entry__": name}`` (a container's leaf)."""
+    if entries and id(obj) in entries:
+        return {ENTRY_TAG: entries[id(obj)]}
     kind = type(obj)
     if kind is tuple:
-        return {_TUPLE_TAG: [_tagged(item) for item in obj]}
+        return {_TUPLE_TAG: [_tagged(item, entries) for item in obj]}
     if isinstance(obj, list):
-        return [_tagged(item) for item in obj]
+        return [_tagged(item, entries) for item in obj]
     if kind in _SET_TAGS:
         return {_SET_TAGS[kind]: sorted((_tagged(item) for item in obj), key=_canonical)}
     if kind in _SCALAR_TAGS:
@@ -116,31 +126,34 @@ def _tagged(obj: Any) -> Any:
         return {tag: encode(obj)}
     if isinstance(obj, dict):
         if not all(isinstance(key, str) for key in obj):
-            return {_ITEMS_TAG: [[_tagged(key), _tagged(value)] for key, value in obj.items()]}
-        encoded = {key: _tagged(value) for key, value in obj.items()}
+            return {_ITEMS_TAG: [[_tagged(key), _tagged(value, entries)] for key, value in obj.items()]}
+        encoded = {key: _tagged(value, entries) for key, value in obj.items()}
         return {_DICT_TAG: encoded} if len(obj) == 1 and next(iter(obj)) in _TAGS else encoded
     return obj
 
 
-def _untagged(obj: Any) -> Any:
+def _untagged(obj: Any, load_entry: Callable[[str], Any] | None = None) -> Any:
+    """The value ``_tagged`` encoded; ``load_entry`` reads back a leaf stored as an entry."""
     if isinstance(obj, list):
-        return [_untagged(item) for item in obj]
+        return [_untagged(item, load_entry) for item in obj]
     if not isinstance(obj, dict):
         return obj
     tag = next(iter(obj)) if len(obj) == 1 else None
     if tag == _TUPLE_TAG:
-        return tuple(_untagged(item) for item in obj[tag])
+        return tuple(_untagged(item, load_entry) for item in obj[tag])
     if tag == _DICT_TAG:
-        return {key: _untagged(value) for key, value in obj[tag].items()}
+        return {key: _untagged(value, load_entry) for key, value in obj[tag].items()}
     if tag == _ITEMS_TAG:
-        return {_untagged(key): _untagged(value) for key, value in obj[tag]}
+        return {_untagged(key): _untagged(value, load_entry) for key, value in obj[tag]}
     if tag == "__set__":
         return {_untagged(item) for item in obj[tag]}
     if tag == "__frozenset__":
         return frozenset(_untagged(item) for item in obj[tag])
     if tag in _SCALAR_DECODERS:
         return _SCALAR_DECODERS[tag](obj[tag])
-    return {key: _untagged(value) for key, value in obj.items()}
+    if tag == ENTRY_TAG and load_entry is not None:
+        return load_entry(obj[tag])
+    return {key: _untagged(value, load_entry) for key, value in obj.items()}
 
 
 class TaggedJsonSerializer(JsonSerializer):
@@ -291,11 +304,12 @@ def _check_torch_safe(obj: Any, where: str = "object") -> None:
     )
 
 
-def _normalise_torch_archive(source: Path, target: Path) -> None:
-    """Copy a ``torch.save`` zip archive member by member, replacing what varies between
-    saves of equal objects (the per-process ``serialization_id``, timestamps, and the root
-    folder torch names after the file) with constants, so equal objects give equal bytes,
-    and dedup, across processes. Streams; never holds the archive in memory."""
+def normalise_zip(source: Path, target: Path, *, member_name: Callable[[str], str] = str,
+                  blanked: Callable[[str], bool] = lambda name: False) -> None:
+    """Copy the zip archive ``source`` to ``target`` member by member, with fixed timestamps,
+    members renamed by ``member_name`` and the ``blanked`` ones' bytes replaced by zeros (what
+    varies between saves of equal objects), so equal objects give equal bytes, and dedup, across
+    processes. Streams; never holds the archive in memory."""
     import shutil
     import zipfile
 
@@ -303,12 +317,19 @@ def _normalise_torch_archive(source: Path, target: Path) -> None:
     with zipfile.ZipFile(source) as archive_in, \
             zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as archive_out:
         for info in archive_in.infolist():
-            member = zipfile.ZipInfo("archive/" + info.filename.partition("/")[2], date_time=fixed_time)
-            if info.filename.endswith("/.data/serialization_id"):
+            member = zipfile.ZipInfo(member_name(info.filename), date_time=fixed_time)
+            if blanked(info.filename):
                 archive_out.writestr(member, b"0" * info.file_size)
                 continue
             with archive_in.open(info) as src, archive_out.open(member, "w", force_zip64=True) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _normalise_torch_archive(source: Path, target: Path) -> None:
+    """A ``torch.save`` archive with the per-process ``serialization_id`` blanked and the root
+    folder torch names after the file renamed ``archive``."""
+    normalise_zip(source, target, member_name=lambda name: "archive/" + name.partition("/")[2],
+                  blanked=lambda name: name.endswith("/.data/serialization_id"))
 
 
 class TorchSerializer(Serializer):
@@ -341,11 +362,27 @@ class TorchSerializer(Serializer):
                 f"torch entry holds objects that torch.load(weights_only=True) refuses: {exc}") from exc
 
 
+class ContainerSerializer(Serializer):
+    """The structure of a container whose leaves are entries of their own (``_containers``):
+    tagged JSON with ``{"__entry__": name}`` where each leaf goes. Loads back that structure as
+    it is; ``LoggedArtifact.load`` puts the leaves in."""
+
+    key = "container"
+    extension = ".json"
+
+    def dump(self, obj: Any, path: Path) -> None:
+        JsonSerializer().dump(obj, path)
+
+    def load(self, path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
 _BUILTIN: dict[str, type[Serializer]] = {
     cls.key: cls
     for cls in (JsonSerializer, TaggedJsonSerializer, YamlSerializer, PickleSerializer, NumpySerializer,
-                ParquetSerializer, TorchSerializer)
+                ParquetSerializer, TorchSerializer, ContainerSerializer)
 }
+
 def _instance(loaded: object) -> Serializer:
     serializer = loaded() if isinstance(loaded, type) else loaded
     if not isinstance(serializer, Serializer):
@@ -452,7 +489,7 @@ def load_with(key: str, path: Path, *, allow_pickle: bool) -> Any:
             "pass allow_pickle=True or set TRACELET_ALLOW_PICKLE=true if you trust this store"
         )
     try:
-        return serializer.load(path)
+        return serializer.load_allowing(path, allow_pickle)
     except (UnsafeDeserializationError, ConfigurationError):
         raise
     except Exception as exc:  # noqa: BLE001 - bytes that match their digest yet do not parse

@@ -6,12 +6,16 @@ wherever it comes from:
 
 - ``model``: a model ``add_model`` knows (``_frameworks.model_framework``: a torch module, an
   estimator or keras model that can ``fit`` or ``save``), stored in its framework's format
-  (torch as ``state_dict``; sklearn as pickle, loaded only with ``allow_pickle``);
+  (torch as ``state_dict``; sklearn with skops, or pickle where skops cannot, which is refused
+  unless pickle is allowed);
 - ``file`` / ``directory``: a ``pathlib.Path`` (any ``os.PathLike``), added as is;
 - ``file`` also for matplotlib figures and PIL images, rendered to ``<name>.png``;
 - ``object``: everything else, with the serializer asked for, or for ``auto`` the safest one for
-  its type (``_serializers.resolve_safe``). A value only pickle can hold is refused (the error
-  names ``TRACELET_ALLOW_PICKLE``) unless pickle is allowed or asked for by name.
+  its type (``_serializers.resolve_safe``); a dict, list or tuple of values that have a safe
+  format (DataFrames, arrays, tensors...) is one entry per leaf plus a structure entry
+  (``_containers``, serializer ``container``). A value only pickle can hold is refused (the
+  error names ``TRACELET_ALLOW_PICKLE``, ``allow_pickle`` and, in a container, where it sits)
+  unless pickle is allowed or asked for by name.
 
 ``inferred_type`` is the artifact type such a value gets when the caller names none, and
 ``serializes_to`` answers whether a value is one a version already holds (same bytes as an
@@ -27,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import TraceletArtifact
+from ._containers import CONTAINER, Layout, UnsafeLeaf, add_container, plan
 from ._errors import InvalidArtifactError
-from ._frameworks import is_model
+from ._frameworks import SkopsSerializer, is_model, untrusted_types
 from ._hashing import hash_file
 from ._model import ArtifactObject, ArtifactType
 from ._serializers import AUTO, PickleSerializer, get_serializer, resolve_safe
@@ -99,9 +104,21 @@ def add_value(artifact: TraceletArtifact, obj: Any, name: str = VALUE_ENTRY, *, 
     if is_model(obj):
         artifact.add_model(obj)
         entry = artifact.objects[-1]
+        if not get_serializer(entry.serializer).safe_to_load and not _pickle_allowed(allow_pickle):
+            reason = entry.extra.get("fallback_reason")
+            raise _only_pickle(obj, f"the model ({reason})" if reason else None, serializer_hint)
+        _refuse_untrusted(artifact, [entry.name], allow_pickle)
         return StoredValue("model", entry.name, entry.serializer)
     if is_figure(obj) or is_pil_image(obj):
         return _add_rendered_image(artifact, obj, name)
+    if serializer == AUTO:
+        layout = plan(obj, name)
+        if isinstance(layout, Layout):
+            add_container(artifact, layout, name)
+            _refuse_untrusted(artifact, list(layout.leaves), allow_pickle)
+            return StoredValue("object", name, CONTAINER)
+        if isinstance(layout, UnsafeLeaf) and not _pickle_allowed(allow_pickle):
+            raise _only_pickle(layout.obj, layout.where, serializer_hint)
     artifact.add_object(obj, name, choose_serializer(obj, serializer, allow_pickle, serializer_hint))
     return StoredValue("object", name, _object_serializer(artifact, name))
 
@@ -115,14 +132,40 @@ def choose_serializer(obj: Any, serializer: str = AUTO, allow_pickle: bool | Non
     safe = resolve_safe(obj)
     if safe is not None:
         return safe
-    allowed = TraceletSettings.load().allow_pickle if allow_pickle is None else allow_pickle
-    if allowed:
+    if _pickle_allowed(allow_pickle):
         return PickleSerializer.key
-    raise InvalidArtifactError(
-        f"a {type(obj).__module__}.{type(obj).__qualname__} can only be stored with pickle, which tracelet "
-        "refuses to load by default; set TRACELET_ALLOW_PICKLE=true (or allow_pickle=True) if you trust the "
-        f"store, {serializer_hint} to pick a format, or return a value a safe format holds (DataFrame, "
-        "Series, ndarray, tensors, JSON-able data, tuples)")
+    raise _only_pickle(obj, None, serializer_hint)
+
+
+def _pickle_allowed(allow_pickle: bool | None) -> bool:
+    return TraceletSettings.load().allow_pickle if allow_pickle is None else allow_pickle
+
+
+def _refuse_untrusted(artifact: TraceletArtifact, names: list[str], allow_pickle: bool | None) -> None:
+    """Refuse, unless pickle is allowed, a model just written with skops that holds types skops
+    does not trust (a user's own estimator class): reading it back would be refused."""
+    if _pickle_allowed(allow_pickle):
+        return
+    for entry in artifact.objects:
+        staged = artifact._entries[entry.path].source
+        if entry.name in names and entry.serializer == SkopsSerializer.key and staged is not None:
+            untrusted = untrusted_types(staged)
+            if untrusted:
+                raise InvalidArtifactError(
+                    f"{entry.name} ({entry.python_type}) holds types outside skops' trusted list "
+                    f"({', '.join(untrusted)}), which tracelet refuses to load by default; set "
+                    "TRACELET_ALLOW_PICKLE=true (or allow_pickle=True) if you trust the store")
+
+
+def _only_pickle(obj: Any, where: str | None, serializer_hint: str) -> InvalidArtifactError:
+    """The refusal of a value only pickle can hold (``where``: its place in a container)."""
+    what = f"a {type(obj).__module__}.{type(obj).__qualname__}"
+    subject = f"{where} ({what})" if where else what
+    return InvalidArtifactError(
+        f"{subject} can only be stored with pickle, which tracelet refuses to load by default; set "
+        f"TRACELET_ALLOW_PICKLE=true (or allow_pickle=True) if you trust the store, {serializer_hint} to pick "
+        "a format, or return a value a safe format holds (DataFrame, Series, ndarray, tensors, JSON-able "
+        "data, tuples, or dicts, lists and tuples of these)")
 
 
 def serializes_to(obj: Any, entry: ArtifactObject) -> bool:

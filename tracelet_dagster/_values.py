@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tracelet_core import ArtifactNotFoundError, LoggedArtifact
+from tracelet_core._containers import outer_objects
 from tracelet_core._values import StoredValue
 
 from . import _keys
@@ -75,7 +76,7 @@ def _load_entry(logged: LoggedArtifact, entry: str, allow_pickle: bool | None) -
 def _load_foreign(logged: LoggedArtifact, allow_pickle: bool | None) -> Any:
     """A version logged outside Dagster: its one object, its ``model``, or its one file."""
     objects, files = logged.objects, logged.files
-    if len(objects) == 1 or any(o.name == "model" for o in objects):
+    if len(outer_objects(objects)) == 1 or any(o.name == "model" for o in objects):  # a container is one value
         return logged.load(allow_pickle=allow_pickle)
     if not objects and len(files) == 1:
         return logged.path(files[0].path)

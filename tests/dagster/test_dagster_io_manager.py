@@ -210,7 +210,7 @@ def test_torch_modules_are_stored_as_state_dicts_and_load_without_pickle(
     assert "8 parameters" in _metadata(result, "net")["tracelet/preview"]
 
 
-def test_sklearn_models_load_only_when_the_io_manager_allows_pickle(store_dir: Path, store: ArtifactStore) -> None:
+def test_sklearn_models_are_stored_with_skops_and_load_without_pickle(store_dir: Path, store: ArtifactStore) -> None:
     from sklearn.linear_model import LogisticRegression
 
     @asset(io_manager_key="tracelet")
@@ -221,15 +221,8 @@ def test_sklearn_models_load_only_when_the_io_manager_allows_pickle(store_dir: P
     def prediction(classifier: Any) -> int:
         return int(classifier.predict([[3.0]])[0])
 
-    refused = materialize([classifier, prediction], raise_on_error=False,
-                          resources={"tracelet": TraceletIOManager(store_uri=str(store_dir))})
-    assert not refused.success
-    failure = _failure_of(refused, "prediction")
-    assert "UnsafeDeserializationError" in failure.cause.cls_name
-
-    materialize([classifier, prediction],
-                resources={"tracelet": TraceletIOManager(store_uri=str(store_dir), allow_pickle=True)})
-    assert store.get("classifier:v1").objects[0].serializer == "pickle"
+    materialize([classifier, prediction], resources={"tracelet": TraceletIOManager(store_uri=str(store_dir))})
+    assert store.get("classifier:v1").objects[0].serializer == "skops"
     assert store.get("prediction:v1").load("value") == 1
 
 

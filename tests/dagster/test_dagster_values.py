@@ -1,16 +1,18 @@
 """Values come back as they went in: tuples stay tuples, Series and arrow tables go to parquet,
-and a value only pickle could hold fails in the step that produces it (not in the one reading it)."""
+containers of such values are one entry per leaf, and a value only pickle could hold fails in the
+step that produces it (not in the one reading it) unless the IO manager allows pickle."""
 
 import logging
 from pathlib import Path
 from typing import Any
 
+import container_values as values
 import pandas as pd
 import pyarrow as pa
-from dagster import DagsterInstance, asset, materialize
+from dagster import AssetIn, DagsterInstance, asset, materialize
 
-from tracelet_core import ArtifactStore
-from tracelet_dagster import TraceletIOManager
+from tracelet_core import ArtifactStore, TraceletArtifact
+from tracelet_dagster import TraceletIOManager, tracelet_source_asset
 
 pytest_plugins = ["dagster_fixtures"]
 
@@ -114,3 +116,64 @@ def test_a_preview_that_cannot_be_drawn_is_reported_and_the_value_is_stored(
     assert any(m.startswith("tracelet: no preview for PosixPath") for m in messages)
     [materialization] = result.asset_materializations_for_node("picture")
     assert "tracelet/preview" not in materialization.metadata
+
+
+# -- containers of safe values: one entry per leaf, no pickle -----------------------------------------
+container_assets = [asset(io_manager_key="tracelet", name=fn.__name__)(fn) for fn in (
+    values.splits, values.frames, values.stamped, values.layers, values.seen, values.mixed)]
+received = asset(io_manager_key="tracelet", name="received")(values.summary)
+
+
+def test_containers_of_safe_values_pass_between_assets_without_pickle(
+        dagster_resources: dict[str, object], store: ArtifactStore) -> None:
+    result = materialize([*container_assets, received], resources=dagster_resources)
+
+    assert result.success
+    values.assert_stored_without_pickle(store)
+    assert store.get("received:v1").load() == values.SUMMARY
+    [materialization] = result.asset_materializations_for_node("splits")
+    assert materialization.metadata["tracelet/serializer"].value == "container"
+
+
+@asset(io_manager_key="tracelet")
+def bundle() -> dict[str, Any]:
+    return {"train": values.FRAME, "extras": [Opaque(1)]}
+
+
+@asset(io_manager_key="trusting")
+def trusted_bundle() -> dict[str, Any]:
+    return {"train": values.FRAME, "extras": [Opaque(2)]}
+
+
+@asset(io_manager_key="trusting")
+def reads_bundle(trusted_bundle: dict[str, Any]) -> int:
+    return trusted_bundle["extras"][0].value
+
+
+def test_a_container_only_pickle_holds_is_refused_unless_its_io_manager_allows_pickle(
+        store_dir: Path, store: ArtifactStore) -> None:
+    resources = {"tracelet": TraceletIOManager(store_uri=str(store_dir)),
+                 "trusting": TraceletIOManager(store_uri=str(store_dir), allow_pickle=True)}
+    result = materialize([bundle, trusted_bundle, reads_bundle], resources=resources, raise_on_error=False)
+
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "bundle"
+    message = failure.step_failure_data.error.message
+    assert "value['extras'][0]" in message and "Opaque" in message
+    assert "TRACELET_ALLOW_PICKLE" in message and "allow_pickle" in message
+    assert not store.exists("bundle")
+    assert {o.serializer for o in store.get("trusted_bundle:v1").objects} == {"pickle"}  # that manager allows it
+    assert store.get("reads_bundle:v1").load() == 2
+
+
+def test_a_container_logged_outside_dagster_loads_whole(dagster_resources: dict[str, object],
+                                                        store: ArtifactStore) -> None:
+    store.log(TraceletArtifact("external/splits", "dataset").add_object(values.splits(), "value", "auto"))
+    seen: dict[str, Any] = {}
+
+    @asset(io_manager_key="tracelet", ins={"splits": AssetIn(key=["external", "splits"])})
+    def sizes(splits: dict[str, pd.DataFrame]) -> None:
+        seen.update({name: len(frame) for name, frame in splits.items()})
+
+    materialize([tracelet_source_asset("external/splits"), sizes], resources=dagster_resources)
+    assert seen == {"train": 3, "test": 2}
