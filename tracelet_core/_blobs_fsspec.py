@@ -161,6 +161,10 @@ class FsspecBlobStore(BlobStore):
     def _modified(self, path: str) -> float | None:
         return modified_time(self.fs.info(path))
 
+    def has_small(self, path: str) -> bool:
+        self.fs.invalidate_cache(path)  # another process may have removed it: never a cached listing's answer
+        return bool(self.fs.exists(path))
+
     def _remove(self, path: str) -> None:
         self.fs.rm(path)
 

@@ -138,7 +138,7 @@ class LocalBlobStore(BlobStore):
     def _put(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
         tmp = self._temp_path("blob")
         try:
-            with source.open("rb", buffering=0) as src, tmp.open("wb", buffering=0) as dst:
+            with source.open("rb", buffering=0) as src, tmp.open("w+b", buffering=0) as dst:
                 copied_digest, _ = _copy_stream(src, dst, size, progress)
             if copied_digest != digest:
                 raise InvalidArtifactError(f"{source} changed while it was being logged")
@@ -164,7 +164,7 @@ class LocalBlobStore(BlobStore):
                 with tmp.open("wb") as dst:
                     dst.write(data)
             else:
-                with source.open("rb", buffering=0) as src, tmp.open("wb", buffering=0) as dst:
+                with source.open("rb", buffering=0) as src, tmp.open("w+b", buffering=0) as dst:
                     digest, size = _copy_stream(src, dst, size_hint, progress)
             written = self._place(tmp, self.blob_path(digest), size)  # a fresh inode: young for gc
             placed = True

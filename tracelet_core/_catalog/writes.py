@@ -27,6 +27,7 @@ from .._model import RunInfo
 from .._names import format_version, parse_ref
 from .engine import Database, Query
 from .outbox import enqueue_alias_events, enqueue_deliveries
+from .reads import _MANIFEST_KEYS as MANIFEST_KEYS  # the query manifest_keys() runs, here under the lock
 from .reads import (
     LIVE,
     VERSION_ROWS,
@@ -391,6 +392,19 @@ class WritePath:
         for start in range(0, len(digests), COLLECT_BATCH):
             self._db.write(batch_body(digests[start:start + COLLECT_BATCH]))
         return deleted
+
+    def collect_manifests(self, collect: Callable[[dict[tuple[str, int], str]], None]) -> None:
+        """Run ``collect`` with every committed ``(name, version) -> manifest digest``, read
+        under the lock every commit shares (``gc`` removes stray manifests in it): no version
+        can commit between that read and what ``collect`` removes, and a commit re-checks its
+        pending manifest under the same lock (``CommitHooks.check_blobs``)."""
+        db = self._db
+
+        def body(conn: Connection) -> None:
+            if db.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_BLOB_LOCK})")
+            collect({(r.name, r.version): r.manifest_digest for r in db.run(db.cursor(conn), MANIFEST_KEYS)})
+        db.write(body)
 
     # -- helpers ------------------------------------------------------------------------------
     def _share_blob_lock(self, conn: Connection) -> None:
