@@ -333,7 +333,13 @@ class ArtifactStore(Lifecycle):
         token = uuid.uuid4().hex[:12]
         prepared: PreparedManifest | None = None
         keep_manifest: Callable[[], None] | None = None
-        guess = self.catalog.next_version(name, digest, input_refs, idempotency_key, partition)
+        guess = self.catalog.commit_preview(name, digest, type_, input_refs, idempotency_key, partition)
+        if isinstance(guess, VersionRecord):
+            if not (aliases or deliveries or sealed_draft or self.delivery.commit_specs() or (producer and input_refs)):
+                logged = LoggedArtifact(guess, self)  # the dedup answer: nothing to record, no write
+                logged.created = False
+                return logged
+            guess = None
         if guess is not None:
             created_at = time.time()
             number, labels = guess
