@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, BinaryIO
 from blake3 import blake3
 
 ALGORITHM = "blake3"
+_HEX_DIGEST = re.compile("[0-9a-f]{64}")
 #: Read size for streams whose size is unknown or small (fits the CPU cache: the chunk is
 #: hashed and written while it is still there).
 CHUNK_SIZE = 1 << 20
@@ -111,7 +113,7 @@ def hash_json(value: Any) -> str:
 def split_digest(digest: str) -> tuple[str, str]:
     """``blake3:abc...`` -> (``blake3``, ``abc...``); refuses anything malformed."""
     algorithm, _, hexdigest = digest.partition(":")
-    if algorithm != ALGORITHM or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+    if algorithm != ALGORITHM or _HEX_DIGEST.fullmatch(hexdigest) is None:
         raise ValueError(f"malformed digest {digest!r}")
     return algorithm, hexdigest
 
