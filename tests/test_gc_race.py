@@ -13,6 +13,7 @@ while gc collects with no grace period.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_gc_without_grace_against_logs_reusing_old_orphans_loses_no_manifest(
                 collect(collector)
                 rounds += 1
 
-        writers = [threading.Thread(target=guarded(lambda who=who: write(who))) for who in (0, 1)]
+        writers = [threading.Thread(target=guarded(functools.partial(write, who))) for who in (0, 1)]
         collecting = threading.Thread(target=guarded(sweep))
         for thread in (*writers, collecting):
             thread.start()
