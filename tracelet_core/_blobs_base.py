@@ -35,7 +35,14 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError, StorageError
-from ._hashing import KERNEL_COPY_MIN_BYTES, copy_hashing, hash_bytes, kernel_copy_hashing, split_digest
+from ._hashing import (
+    KERNEL_COPY_AVAILABLE,
+    KERNEL_COPY_MIN_BYTES,
+    copy_hashing,
+    hash_bytes,
+    kernel_copy_hashing,
+    split_digest,
+)
 from ._names import validate_name
 from ._statcache import StatCache
 
@@ -365,8 +372,8 @@ def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: 
     copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped for something
     endless, such as ``/dev/zero``, is read no further)."""
     src_fd, dst_fd = _file_descriptor(src), _file_descriptor(dst)
-    if src_fd is not None and dst_fd is not None and dst is not None and dst.readable() \
-            and size_hint >= KERNEL_COPY_MIN_BYTES:  # local to local: copied in the kernel, hashed beside
+    if KERNEL_COPY_AVAILABLE and src_fd is not None and dst_fd is not None and dst is not None \
+            and dst.readable() and size_hint >= KERNEL_COPY_MIN_BYTES:  # local to local: copied in the kernel, hashed beside
         digest, size = kernel_copy_hashing(src_fd, dst_fd, size_hint, progress, limit=limit)
     else:
         digest, size = copy_hashing(src, dst, size_hint, progress, limit=limit)

@@ -124,6 +124,9 @@ KERNEL_COPY_CHUNK = 8 << 20
 #: Local copies at least this large go through ``kernel_copy_hashing`` (below it, one thread's
 #: start costs more than the overlap saves).
 KERNEL_COPY_MIN_BYTES = 4 << 20
+#: Whether ``kernel_copy_hashing`` can run here (POSIX positional reads and writes; the
+#: kernel copy itself is optional: Linux has it).
+KERNEL_COPY_AVAILABLE = all(hasattr(os, call) for call in ("readv", "preadv", "pwrite"))
 
 
 def kernel_copy_hashing(src: int, dst: int, size_hint: int = 0, progress: Callable[[int], None] | None = None,
