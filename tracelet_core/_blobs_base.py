@@ -372,8 +372,9 @@ def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: 
     copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped for something
     endless, such as ``/dev/zero``, is read no further)."""
     src_fd, dst_fd = _file_descriptor(src), _file_descriptor(dst)
+    # local to local (the target opened readable): copied in the kernel, hashed beside it
     if KERNEL_COPY_AVAILABLE and src_fd is not None and dst_fd is not None and dst is not None \
-            and dst.readable() and size_hint >= KERNEL_COPY_MIN_BYTES:  # local to local: copied in the kernel, hashed beside
+            and dst.readable() and size_hint >= KERNEL_COPY_MIN_BYTES:
         digest, size = kernel_copy_hashing(src_fd, dst_fd, size_hint, progress, limit=limit)
     else:
         digest, size = copy_hashing(src, dst, size_hint, progress, limit=limit)
