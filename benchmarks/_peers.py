@@ -40,9 +40,10 @@ def remove(path: Path) -> None:
 
 
 class MlflowRun:
-    """One MLflow run (SQLite tracking store, local ``file://`` artifact root); created untimed."""
+    """One MLflow run (SQLite tracking store unless ``tracking_uri`` names another, local
+    ``file://`` artifact root); created untimed."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracking_uri: str | None = None) -> None:
         if not installed("mlflow"):
             raise Skip("mlflow is not installed")
         from mlflow.tracking import MlflowClient
@@ -50,7 +51,7 @@ class MlflowRun:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.root = scratch("mlflow")
-        self.uri = f"sqlite:///{self.root / 'mlflow.db'}"
+        self.uri = tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)
         self.artifacts = self.root / "mlartifacts"
         experiment = self.client.create_experiment("bench", artifact_location=self.artifacts.as_uri())

@@ -35,7 +35,14 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ._errors import ArtifactNotFoundError, IntegrityError, InvalidArtifactError, StorageError
-from ._hashing import copy_hashing, hash_bytes, split_digest
+from ._hashing import (
+    KERNEL_COPY_AVAILABLE,
+    KERNEL_COPY_MIN_BYTES,
+    copy_hashing,
+    hash_bytes,
+    kernel_copy_hashing,
+    split_digest,
+)
 from ._names import validate_name
 from ._statcache import StatCache
 
@@ -167,6 +174,14 @@ class BlobStore(ABC):
     @abstractmethod
     def _modified(self, path: str) -> float | None:
         """When ``path`` was last written (``None``: unknown); ``FileNotFoundError`` if absent."""
+
+    def has_small(self, path: str) -> bool:
+        """Whether the small file ``path`` exists now (asked of the storage, not a cache)."""
+        try:
+            self._modified(path)
+        except FileNotFoundError:
+            return False
+        return True
 
     @abstractmethod
     def _remove(self, path: str) -> None:
@@ -376,7 +391,13 @@ def _copy_stream(src: BinaryIO, dst: BinaryIO | None, size_hint: int, progress: 
     """Copy ``src`` into ``dst`` (or only hash it), returning the digest and size of what was
     copied; more than ``limit`` bytes is an ``IntegrityError`` (a blob swapped for something
     endless, such as ``/dev/zero``, is read no further)."""
-    digest, size = copy_hashing(src, dst, size_hint, progress, limit=limit)
+    src_fd, dst_fd = _file_descriptor(src), _file_descriptor(dst)
+    # local to local (the target opened readable): copied in the kernel, hashed beside it
+    if KERNEL_COPY_AVAILABLE and src_fd is not None and dst_fd is not None and dst is not None \
+            and dst.readable() and size_hint >= KERNEL_COPY_MIN_BYTES:
+        digest, size = kernel_copy_hashing(src_fd, dst_fd, size_hint, progress, limit=limit)
+    else:
+        digest, size = copy_hashing(src, dst, size_hint, progress, limit=limit)
     if limit is not None and size > limit:
         raise IntegrityError(f"{label or 'blob'} is corrupted: larger than the {limit} bytes recorded for it",
                              [f"{label or 'blob'}: larger than recorded"])
@@ -440,7 +461,7 @@ def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(_temp_name(dest.name))
     try:
-        with open_source() as src, tmp.open("wb", buffering=0) as dst:
+        with open_source() as src, tmp.open("w+b", buffering=0) as dst:  # readable: hashed as written
             actual, _ = _copy_stream(src, dst, size or _stream_size(src), progress, limit=size, label=label)
         if actual != digest:
             raise IntegrityError(
@@ -450,6 +471,17 @@ def _verified_copy(open_source: Callable[[], BinaryIO], digest: str, dest: Path,
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _file_descriptor(stream: Any) -> int | None:
+    """The OS file descriptor under a local file object, or ``None`` (remote streams)."""
+    if stream is None:
+        return None
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError, TypeError):  # io.UnsupportedOperation is an OSError
+        return None
+    return fd if isinstance(fd, int) else None
 
 
 def _stream_size(stream: Any) -> int:

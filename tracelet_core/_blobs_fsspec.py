@@ -53,12 +53,18 @@ class FsspecBlobStore(BlobStore):
         return str(self.fs.unstrip_protocol(self.blob_path(digest)))
 
     # -- blobs ------------------------------------------------------------------------------
+    def _exists_now(self, path: str) -> bool:
+        """Whether ``path`` exists, asked of the storage: never a listing cached before another
+        process (or this one's gc) removed it."""
+        self.fs.invalidate_cache(path)
+        return bool(self.fs.exists(path))
+
     def has_blob(self, digest: str) -> bool:
-        return bool(self.fs.exists(self.blob_path(digest)))
+        return self._exists_now(self.blob_path(digest))
 
     def put_file(self, source: Path, digest: str, size: int, progress: Progress | None = None) -> bool:
         final = self.blob_path(digest)
-        if self.fs.exists(final):
+        if self._exists_now(final):
             if progress is not None:
                 progress(size)
             return False
@@ -67,7 +73,7 @@ class FsspecBlobStore(BlobStore):
 
     def _put(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
         """Stream ``source`` to the object store, creating the object only if absent."""
-        if self.fs.exists(final):
+        if self._exists_now(final):
             return False
         dst = self._open_exclusive(final)
         try:
@@ -160,6 +166,9 @@ class FsspecBlobStore(BlobStore):
 
     def _modified(self, path: str) -> float | None:
         return modified_time(self.fs.info(path))
+
+    def has_small(self, path: str) -> bool:
+        return self._exists_now(path)
 
     def _remove(self, path: str) -> None:
         self.fs.rm(path)

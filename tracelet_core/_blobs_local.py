@@ -43,6 +43,8 @@ FSYNC_EACH_LIMIT = 8
 #: ``finish_ingest`` flushes a batch at least this large right away (outside the catalog's
 #: write lock); smaller batches wait for the manifest's flush.
 EARLY_FLUSH_BYTES = 16 << 20
+#: Blobs are read-only files.
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
 
 def syncfs(path: str) -> bool:
@@ -138,10 +140,11 @@ class LocalBlobStore(BlobStore):
     def _put(self, source: Path, final: str, digest: str, size: int, progress: Progress | None) -> bool:
         tmp = self._temp_path("blob")
         try:
-            with source.open("rb", buffering=0) as src, tmp.open("wb", buffering=0) as dst:
+            with source.open("rb", buffering=0) as src, tmp.open("w+b", buffering=0) as dst:
                 copied_digest, _ = _copy_stream(src, dst, size, progress)
             if copied_digest != digest:
                 raise InvalidArtifactError(f"{source} changed while it was being logged")
+            os.chmod(tmp, READ_ONLY)
             return self._place(tmp, final, size)
         finally:
             tmp.unlink(missing_ok=True)
@@ -161,11 +164,11 @@ class LocalBlobStore(BlobStore):
                     progress(size)
                 if self._have_blob(digest):
                     return digest, size, False
-                with tmp.open("wb") as dst:
-                    dst.write(data)
+                _write_read_only(tmp, data)
             else:
-                with source.open("rb", buffering=0) as src, tmp.open("wb", buffering=0) as dst:
+                with source.open("rb", buffering=0) as src, tmp.open("w+b", buffering=0) as dst:
                     digest, size = _copy_stream(src, dst, size_hint, progress)
+                os.chmod(tmp, READ_ONLY)
             written = self._place(tmp, self.blob_path(digest), size)  # a fresh inode: young for gc
             placed = True
             return digest, size, written
@@ -177,11 +180,10 @@ class LocalBlobStore(BlobStore):
         return Path(self.root, "tmp", f"{uuid.uuid4().hex}.{kind}")
 
     def _place(self, tmp: Path, final: str, size: int) -> bool:
-        """Rename a finished temp blob to its final name; True if it was new. Blobs are named
+        """Rename a finished (read-only) temp blob to its final name; True if it was new. Blobs are named
         by their content, so replacing a concurrent writer's identical blob is harmless (and
         one rename costs less than link + unlink). The blob is flushed with the rest of its
         batch (``flush``)."""
-        os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         self._make_folders(Path(final).parent)
         existed = os.path.exists(final)
         try:
@@ -319,6 +321,17 @@ class LocalBlobStore(BlobStore):
         with contextlib.suppress(FileNotFoundError), \
                 storage_errors(f"rename of manifest {name}:v{version} in store {self.uri}"):
             os.replace(pending, self.manifest_path(name, version))
+
+
+def _write_read_only(path: Path, data: bytes) -> None:
+    """Create ``path`` read-only holding ``data`` (one open, no chmod: a blob's temp file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), READ_ONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _target_size(path: str, info: os.stat_result) -> int:

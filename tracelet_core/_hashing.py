@@ -2,13 +2,18 @@
 
 Files are read in chunks into one reused buffer (never memory-mapped whole: a mapped 4 GiB
 file counts 4 GiB towards the process's peak RSS); large chunks are hashed on several
-threads. ``copy_hashing`` hashes while it copies, so a new file is read exactly once.
+threads. ``copy_hashing`` hashes while it copies, so a new file is read exactly once;
+``kernel_copy_hashing`` (local to local) lets the kernel copy on one thread while this one
+hashes each copied chunk from the page cache, so a copy costs about what ``cp`` costs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -16,6 +21,7 @@ from typing import Any, BinaryIO
 from blake3 import blake3
 
 ALGORITHM = "blake3"
+_HEX_DIGEST = re.compile("[0-9a-f]{64}")
 #: Read size for streams whose size is unknown or small (fits the CPU cache: the chunk is
 #: hashed and written while it is still there).
 CHUNK_SIZE = 1 << 20
@@ -107,6 +113,84 @@ def hash_json(value: Any) -> str:
 def split_digest(digest: str) -> tuple[str, str]:
     """``blake3:abc...`` -> (``blake3``, ``abc...``); refuses anything malformed."""
     algorithm, _, hexdigest = digest.partition(":")
-    if algorithm != ALGORITHM or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+    if algorithm != ALGORITHM or _HEX_DIGEST.fullmatch(hexdigest) is None:
         raise ValueError(f"malformed digest {digest!r}")
     return algorithm, hexdigest
+
+
+#: Bytes the kernel copies per ``copy_file_range`` call in ``kernel_copy_hashing`` (the hash
+#: thread reads each chunk right after it lands, from the page cache).
+KERNEL_COPY_CHUNK = 8 << 20
+#: Local copies at least this large go through ``kernel_copy_hashing`` (below it, one thread's
+#: start costs more than the overlap saves).
+KERNEL_COPY_MIN_BYTES = 4 << 20
+#: Whether ``kernel_copy_hashing`` can run here (POSIX positional reads and writes; the
+#: kernel copy itself is optional: Linux has it).
+KERNEL_COPY_AVAILABLE = all(hasattr(os, call) for call in ("readv", "preadv", "pwrite"))
+
+
+def kernel_copy_hashing(src: int, dst: int, size_hint: int = 0, progress: Callable[[int], None] | None = None,
+                        *, limit: int | None = None, chunk: int = KERNEL_COPY_CHUNK) -> tuple[str, int]:
+    """Copy file ``src`` (an fd, from its current offset) to file ``dst`` (an fd, at offset 0)
+    in the kernel (``copy_file_range``; a read/write loop where the kernel refuses it) on one
+    thread, while this thread hashes the bytes *written to* ``dst`` as each chunk lands (from
+    the page cache): the digest is that of what was copied, even if ``src`` changes meanwhile.
+    Memory stays flat (one chunk buffer). The digest and byte count; with ``limit``, copying
+    stops after ``limit + 1`` bytes (as ``copy_hashing``)."""
+    landed: queue.SimpleQueue[int | BaseException | None] = queue.SimpleQueue()
+
+    def copy() -> None:
+        copied = 0
+        in_kernel = hasattr(os, "copy_file_range")
+        fallback: bytearray | None = None
+        try:
+            while True:
+                want = chunk if limit is None else min(chunk, limit + 1 - copied)
+                if want <= 0:
+                    break
+                count = 0
+                if in_kernel:
+                    try:
+                        count = os.copy_file_range(src, dst, want, None, copied)
+                    except OSError:  # EXDEV, ENOSYS, EINVAL...: the kernel cannot copy these two
+                        if copied:  # a failure mid-copy is a real one
+                            raise
+                        in_kernel = False
+                if not in_kernel:
+                    fallback = fallback if fallback is not None else bytearray(chunk)
+                    count = os.readv(src, [memoryview(fallback)[:want]])
+                    written = 0
+                    while written < count:
+                        written += os.pwrite(dst, memoryview(fallback)[written:count], copied + written)
+                if not count:
+                    break
+                copied += count
+                landed.put(copied)
+            landed.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the hashing thread, re-raised there
+            landed.put(exc)
+
+    copier = threading.Thread(target=copy, name="tracelet-copy", daemon=True)
+    copier.start()
+    hasher = new_hasher(size_hint)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    hashed = 0
+    try:
+        while True:
+            item = landed.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                break
+            while hashed < item:
+                count = os.preadv(dst, [view[:min(chunk, item - hashed)]], hashed)
+                if not count:
+                    raise OSError(f"copy target shorter than the {item} bytes copied")
+                hasher.update(view[:count])
+                hashed += count
+                if progress is not None:
+                    progress(count)
+    finally:
+        copier.join()
+    return format_digest(hasher), hashed

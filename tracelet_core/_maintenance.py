@@ -111,28 +111,64 @@ def gc(store: ArtifactStore, dry_run: bool = True, grace_seconds: float = DEFAUL
         candidates = store.catalog.collect_blobs(candidates, store.blobs.delete_blob)
     report.blobs = candidates
     report.bytes_freed = sum(sizes[d] for d in candidates)
-    committed = store.catalog.manifest_keys()
-    newest: dict[str, int] = {}
-    for name, version in committed:
-        newest[name] = max(newest.get(name, 0), version)
-    for name, version, path in list(store.blobs.iter_manifests(pending=True)):
-        # a pending manifest of a committed version (its writer died before renaming it) is
-        # promoted; any other one is a killed log's, removed after the grace period
-        if committed.get((name, version)) == _manifest_digest(store, path):
-            if not dry_run:
-                store.blobs.promote_manifest(name, version, path)
-            continue
-        _collect_manifest(store, path, cutoff, report)
-    for name, version, path in list(store.blobs.iter_manifests()):
-        # Manifests written before pending names existed: only versions above the newest
-        # committed one are crash leftovers; anything else without a row means a lost
-        # catalog, which ``reindex`` (not gc) must repair.
-        if (name, version) in committed or version <= newest.get(name, version):
-            continue
-        _collect_manifest(store, path, cutoff, report)
+    _collect_manifests(store, cutoff, report)
     if not dry_run:
         report.temp_files = store.blobs.clean_tmp(grace_seconds)
     return report
+
+
+def _stray_manifests(store: ArtifactStore, committed: dict[tuple[str, int], str], *,
+                     promote: bool) -> list[tuple[str, int, str, bool]]:
+    """Manifests no committed version has: ``(name, version, path, pending)``. A pending
+    manifest of a committed version (its writer died before renaming it) is promoted (with
+    ``promote``) instead. Versions above the newest committed one only: a final manifest
+    without a row below it means a lost catalog, which ``reindex`` (not gc) must repair."""
+    newest = _newest(committed)
+    stray = []
+    for name, version, path in store.blobs.iter_manifests(pending=True):
+        if committed.get((name, version)) != _manifest_digest(store, path):
+            stray.append((name, version, path, True))
+        elif promote:
+            store.blobs.promote_manifest(name, version, path)
+    stray.extend((name, version, path, False) for name, version, path in store.blobs.iter_manifests()
+                 if (name, version) not in committed and version > newest.get(name, version))
+    return stray
+
+
+def _collect_manifests(store: ArtifactStore, cutoff: float, report: GcReport) -> None:
+    """Remove (unless a dry run) stray manifests last written before ``cutoff``: found
+    against the catalog as read now, then judged again, and removed, under the lock every
+    commit shares (``Catalog.collect_manifests``). A version that commits in between keeps
+    its manifest: its commit re-writes, under that lock, a pending manifest gc removed before
+    (``ArtifactStore._blob_check``), and once it committed gc sees it here."""
+    stray = [m for m in _stray_manifests(store, store.catalog.manifest_keys(), promote=not report.dry_run)
+             if store.blobs.collect_manifest(m[2], cutoff, dry_run=True)]
+    if not stray:
+        return
+
+    def collect(committed: dict[tuple[str, int], str]) -> None:
+        newest = _newest(committed)
+        for name, version, path, pending in stray:
+            if pending and committed.get((name, version)) == _manifest_digest(store, path):
+                continue  # committed meanwhile: its writer (or the next gc) promotes it
+            if not pending and ((name, version) in committed or version <= newest.get(name, version)):
+                continue
+            if not report.dry_run:
+                store.blobs.discard_manifest(path)
+            if path not in report.manifests:  # a body retried after lock contention
+                report.manifests.append(path)
+
+    if report.dry_run:
+        collect(store.catalog.manifest_keys())
+    else:
+        store.catalog.collect_manifests(collect)
+
+
+def _newest(committed: dict[tuple[str, int], str]) -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for name, version in committed:
+        newest[name] = max(newest.get(name, 0), version)
+    return newest
 
 
 def _manifest_digest(store: ArtifactStore, path: str) -> str | None:
@@ -140,12 +176,6 @@ def _manifest_digest(store: ArtifactStore, path: str) -> str | None:
         return hash_bytes(store.blobs.read_manifest_at(path))
     except FileNotFoundError:
         return None
-
-
-def _collect_manifest(store: ArtifactStore, path: str, cutoff: float, report: GcReport) -> None:
-    """Remove (unless a dry run) a stray manifest older than ``cutoff``."""
-    if store.blobs.collect_manifest(path, cutoff, dry_run=report.dry_run):
-        report.manifests.append(path)
 
 
 def reindex(store: ArtifactStore) -> ReindexReport:

@@ -230,11 +230,15 @@ class ArtifactStore(Lifecycle):
         rows.extend(entry_to_dict(ref) for ref in artifact.references)
         return sorted(rows, key=entry_order), reused
 
-    def _blob_check(self, reused: ReusedBlobs) -> Callable[[], None]:
+    def _blob_check(self, reused: ReusedBlobs, keep_manifest: Callable[[], None] | None = None
+                    ) -> Callable[[], None]:
         """What the catalog runs under its lock (which ``gc`` deletes under) before it records
         entries: a re-used blob that ``gc`` collected meanwhile is stored again from its
-        source, or the log fails with nothing committed."""
+        source, or the log fails with nothing committed; ``keep_manifest`` puts back a
+        manifest written before the lock that ``gc`` removed meanwhile."""
         def check() -> None:
+            if keep_manifest is not None:
+                keep_manifest()
             for digest, (source, size, path) in reused.items():
                 if self.blobs.has_blob(digest):
                     continue
@@ -328,11 +332,22 @@ class ArtifactStore(Lifecycle):
         # Only when another writer took that number first is it written again under the lock.
         token = uuid.uuid4().hex[:12]
         prepared: PreparedManifest | None = None
-        guess = self.catalog.next_version(name, digest, input_refs, idempotency_key, partition)
+        keep_manifest: Callable[[], None] | None = None
+        guess = self.catalog.commit_preview(name, digest, type_, input_refs, idempotency_key, partition)
+        if isinstance(guess, VersionRecord):
+            if not (aliases or deliveries or sealed_draft or self.delivery.commit_specs() or (producer and input_refs)):
+                logged = LoggedArtifact(guess, self)  # the dedup answer: nothing to record, no write
+                logged.created = False
+                return logged
+            guess = None
         if guess is not None:
             created_at = time.time()
-            prepared = PreparedManifest(guess[0], guess[1], created_at,
-                                        write_manifest(guess[0], created_at, guess[1], token))
+            number, labels = guess
+            prepared = PreparedManifest(number, labels, created_at, write_manifest(number, created_at, labels, token))
+
+            def keep_manifest() -> None:  # under the lock gc removes stray manifests in: the same bytes again
+                if not self.blobs.has_small(self.blobs.pending_manifest_path(name, number, token)):
+                    write_manifest(number, created_at, labels, token)
         request = VersionRequest(
             name=name, type=type_, digest=digest, size_bytes=size_bytes, description=description, metadata=metadata,
             entry_rows=[entry_row(e) for e in entry_dicts], producer=producer, inputs=tuple(input_refs),
@@ -341,7 +356,8 @@ class ArtifactStore(Lifecycle):
         try:
             with self._alias_journal_kept(name) as journal:
                 record, created = self.catalog.commit_version(request, CommitHooks(
-                    write_manifest=write_manifest, check_blobs=self._blob_check(reused or {}), journal=journal))
+                    write_manifest=write_manifest, check_blobs=self._blob_check(reused or {}, keep_manifest),
+                    journal=journal))
         except BaseException:
             if prepared is not None:
                 self.blobs.discard_manifest(self.blobs.pending_manifest_path(name, prepared.version, token))

@@ -27,6 +27,7 @@ from .._model import RunInfo
 from .._names import format_version, parse_ref
 from .engine import Database, Query
 from .outbox import enqueue_alias_events, enqueue_deliveries
+from .reads import _MANIFEST_KEYS as MANIFEST_KEYS  # the query manifest_keys() runs, here under the lock
 from .reads import (
     LIVE,
     VERSION_ROWS,
@@ -74,6 +75,16 @@ _NEWEST_TYPE = Query(select(versions.c.type).join(artifacts, artifacts.c.id == v
                      .where(artifacts.c.name == bindparam("name")).order_by(versions.c.version.desc()).limit(1))
 
 
+# -- what a commit would do, read without the lock (``commit_preview``) -------------------------
+_NAMED_ROWS = VERSION_ROWS.where(artifacts.c.name == bindparam("name"))
+_BY_KEY = Query(_NAMED_ROWS.where(versions.c.idempotency_key == bindparam("key")))
+_NEWEST_LIVE = Query(_NAMED_ROWS.where(LIVE).order_by(versions.c.version.desc()).limit(1))
+_NEWEST_LIVE_OF_PARTITION = Query(_NAMED_ROWS.where(LIVE, versions.c.partition_key == bindparam("partition"))
+                                  .order_by(versions.c.version.desc()).limit(1))
+_HIGHEST_NUMBER = Query(select(func.max(versions.c.version)).join(artifacts, artifacts.c.id == versions.c.artifact_id)
+                        .where(artifacts.c.name == bindparam("name")))
+
+
 def refuse_other_type(name: str, existing: str | None, type_: str) -> None:
     """Raise ``InvalidArtifactError`` naming both types when ``name``'s versions are of
     type ``existing`` and a version of ``type_`` is being added."""
@@ -112,6 +123,31 @@ class WritePath:
             return written[key]
 
         return self._db.write(lambda conn: self._commit(conn, request, hooks, manifest))
+
+    def commit_preview(self, name: str, digest: str, type_: str, input_refs: Sequence[tuple[str, str]],
+                       idempotency_key: str | None, partition: str | None
+                       ) -> VersionRecord | tuple[int, list[str]] | None:
+        """One read, without the write lock, of what ``commit_version`` will find: the existing
+        version it would return (a known idempotency key, or content identical to the newest
+        live version of the name or ``partition``), else its prediction of the new version's
+        number and input labels (``None`` where the inputs do not resolve: the commit says why)."""
+        db = self._db
+
+        def read(cur: Any) -> VersionRecord | tuple[int, list[str]] | None:
+            if idempotency_key is not None:
+                keyed = db.run(cur, _BY_KEY, {"name": name, "key": idempotency_key})
+                if keyed:
+                    return hydrate(db, cur, keyed)[0]
+            newest = (db.run(cur, _NEWEST_LIVE, {"name": name}) if partition is None else
+                      db.run(cur, _NEWEST_LIVE_OF_PARTITION, {"name": name, "partition": partition}))
+            if newest and newest[0].digest == digest and newest[0].type == type_:
+                return hydrate(db, cur, newest)[0]
+            number = int(db.run(cur, _HIGHEST_NUMBER, {"name": name})[0][0] or 0) + 1
+            try:
+                return number, labels(db, cur, resolve_ids(db, cur, input_refs))
+            except ArtifactNotFoundError:
+                return None
+        return db.read(read)
 
     def _commit(self, conn: Connection, request: VersionRequest, hooks: CommitHooks,
                 manifest: Callable[[int, list[str]], tuple[float, str]]) -> tuple[VersionRecord, bool]:
@@ -391,6 +427,19 @@ class WritePath:
         for start in range(0, len(digests), COLLECT_BATCH):
             self._db.write(batch_body(digests[start:start + COLLECT_BATCH]))
         return deleted
+
+    def collect_manifests(self, collect: Callable[[dict[tuple[str, int], str]], None]) -> None:
+        """Run ``collect`` with every committed ``(name, version) -> manifest digest``, read
+        under the lock every commit shares (``gc`` removes stray manifests in it): no version
+        can commit between that read and what ``collect`` removes, and a commit re-checks its
+        pending manifest under the same lock (``CommitHooks.check_blobs``)."""
+        db = self._db
+
+        def body(conn: Connection) -> None:
+            if db.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_BLOB_LOCK})")
+            collect({(r.name, r.version): r.manifest_digest for r in db.run(db.cursor(conn), MANIFEST_KEYS)})
+        db.write(body)
 
     # -- helpers ------------------------------------------------------------------------------
     def _share_blob_lock(self, conn: Connection) -> None:
