@@ -41,3 +41,6 @@ PARTITION = "tracelet/partition"  # the Dagster partition key, intact (multi-par
 PARTITION_DIMENSIONS = "tracelet/partition_dimensions"  # {dimension: key} for multi-partitions
 VALUE = "tracelet/value"  # how the output value is stored: {"kind": ..., "entry": ...}
 ASSET_KEY = "dagster/asset_key"
+
+# -- Dagster's own tags --------------------------------------------------------------------------
+DATA_VERSION_TAG = "dagster/data_version"  # an observation's data version (tracelet: the digest)
