@@ -44,3 +44,8 @@ ASSET_KEY = "dagster/asset_key"
 
 # -- Dagster's own tags --------------------------------------------------------------------------
 DATA_VERSION_TAG = "dagster/data_version"  # an observation's data version (tracelet: the digest)
+
+# -- the Dagster UI (links and who read what) ------------------------------------------------------
+INPUT_LINK = "tracelet/inputs/"  # + an input's ref (``orders:v1``): a link to the upstream asset
+LINEAGE = "tracelet/lineage"  # the version's HTML lineage page (a path or URL), or the command drawing it
+READ_BY = "tracelet/read_by"  # on a read's observation: the step (and run) that read the version

@@ -24,6 +24,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetOut,
+    AssetsDefinition,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
@@ -41,6 +42,10 @@ from dagster import (
     multi_asset,
 )
 
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.utils import make_new_backfill_id
+from production_defs import click_total, clicks, region_rows, region_summary
 from tracelet_core import ArtifactStore, LoggedArtifact, TraceletArtifact
 from tracelet_dagster import TraceletIOManager, tracelet_source_asset
 
@@ -271,10 +276,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterIn
     (home / "dagster.yaml").write_text(DAEMON_INSTANCE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACELET_")}
     env.update(DAGSTER_HOME=str(home), TRACELET_STORE_URI=str(root / "store"), TRACELET_TEST_FAIL_ONCE=str(markers))
-    process = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-f", str(DEFS),
-                                "--working-directory", str(HERE)],
-                               env=env, cwd=root, start_new_session=True,
-                               stdout=(root / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
+    with (root / "daemon.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-f", str(DEFS),
+                                    "--working-directory", str(HERE)],
+                                   env=env, cwd=root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     try:
         with DagsterInstance.from_config(str(home)) as instance, ArtifactStore.open(root / "store") as store:
             yield instance, store
@@ -304,3 +309,49 @@ def test_a_new_dataset_version_retrains_and_the_daemon_retry_reads_the_first_run
     assert edges(store, "features", "model") == {("prod/dataset:v1", "features:v1"), ("features:v1", "model:v1")}
     assert [v.producer.run_id for v in (store.get("features:v1"), store.get("model:v1")) if v.producer] == [
         first.run_id, retry.run_id]
+
+
+# Dagster's own backfill code calls its deprecated AssetSelection.sources.
+@pytest.mark.filterwarnings("ignore:Function `AssetSelection.sources` is deprecated:DeprecationWarning")
+def test_a_daemon_backfill_of_partitioned_assets(daemon: tuple[DagsterInstance, ArtifactStore]) -> None:
+    instance, store = daemon
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=AssetGraph.from_assets([region_rows, region_summary]),
+        partition_names=["eu", "us"], asset_selection=[region_rows.key, region_summary.key],
+        backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
+        title=None, description=None, run_config=None)
+    instance.add_backfill(backfill)
+    done = wait_for("the backfill", lambda: _finished_backfill(instance, backfill.backfill_id))
+    assert done.status == BulkActionStatus.COMPLETED_SUCCESS
+    rows = {v.partition: v.ref for v in store.versions("region_rows")}
+    summaries = {v.partition: v for v in store.versions("region_summary")}
+    assert set(rows) == set(summaries) == {"eu", "us"}
+    assert summaries["us"].load("value") == "us-0,us-1,us-2"
+    assert edges(store, "region_rows", "region_summary") == {(rows[p], summaries[p].ref) for p in ("eu", "us")}
+
+
+def _finished_backfill(instance: DagsterInstance, backfill_id: str) -> Any:
+    backfill = instance.get_backfill(backfill_id)
+    unfinished = (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING)
+    return backfill if backfill is not None and backfill.status not in unfinished else None
+
+
+def _observe(instance: DagsterInstance, store: ArtifactStore, source: AssetsDefinition) -> None:
+    """Observe ``source`` in this process, on the daemon's instance."""
+    job = Definitions(assets=[source], jobs=[define_asset_job("observe", [source])],
+                      resources={"tracelet": TraceletIOManager(store_uri=store.uri)}).resolve_job_def("observe")
+    assert job.execute_in_process(instance=instance).success
+
+
+def test_eager_automation_downstream_of_a_source_asset_logged_from_outside(
+        daemon: tuple[DagsterInstance, ArtifactStore]) -> None:
+    instance, store = daemon
+    # The sensor's first tick only takes note of what exists; what is logged after it is an update.
+    wait_for("the first automation tick", lambda: instance.schedule_storage.get_auto_materialize_asset_evaluations(
+        key=click_total.key, limit=1))
+    for number, rows in enumerate(([1, 2], [1, 2, 3]), start=1):
+        log_value(store, "prod/clicks", rows)
+        _observe(instance, store, clicks)
+        wait_for(f"click_total:v{number}", lambda n=number: store.exists(f"click_total:v{n}"))  # type: ignore[misc]
+    assert store.get("click_total:v2").load("value") == 6
+    assert edges(store, "click_total") == {("prod/clicks:v1", "click_total:v1"), ("prod/clicks:v2", "click_total:v2")}
