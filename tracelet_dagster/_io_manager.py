@@ -80,8 +80,7 @@ from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
 from ._ui import ESCAPED_SEGMENT as _ESCAPED_SEGMENT
-from ._ui import ORCHESTRATOR
-from ._ui import input_links, lineage_link, read_metadata
+from ._ui import ORCHESTRATOR, input_links, lineage_link, read_metadata
 from ._values import SERIALIZER_HINT, load_value, preview_markdown
 
 _MAPPING_SUFFIX = re.compile(r"\[[^\]]*\]$")

@@ -84,7 +84,8 @@ def tracelet_source_asset(name: str, *, resource_key: str = "tracelet", descript
     key = AssetKey(_checked_name(name).split("/"))
     spec = AssetSpec(key, description=description or f"tracelet artifact {name}, logged outside Dagster",
                      group_name=group_name, metadata={"tracelet/name": name},
-                     partitions_def=partitions_def, skippable=partitions_def is not None).with_io_manager_key(resource_key)
+                     partitions_def=partitions_def, skippable=partitions_def is not None)
+    spec = spec.with_io_manager_key(resource_key)
 
     def observe(context: AssetExecutionContext) -> Iterator[ObserveResult | AssetObservation]:
         store = _store_of(context.resources, resource_key)
