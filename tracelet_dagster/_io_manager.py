@@ -179,12 +179,18 @@ def output_artifact_name(context: OutputContext) -> str:
 
 
 def input_artifact_name(context: InputContext) -> str:
-    """The artifact an input reads: the upstream asset, or the upstream op output."""
+    """The artifact an input reads: the upstream asset, the upstream op output, or, for an op
+    input loaded through an input manager, the one its ``tracelet/name`` metadata names."""
     if context.has_asset_key:
         return asset_artifact_name(context.asset_key.path)
+    named = plain_value(context.definition_metadata.get(_keys.NAME))
+    if named:
+        return validate_name(str(named))
     upstream = context.upstream_output
     if upstream is None:
-        raise DagsterInvariantViolationError("tracelet can only load inputs that come from an asset or an op output")
+        raise DagsterInvariantViolationError(
+            f"tracelet can only load inputs that come from an asset or an op output, or that name "
+            f"their artifact: In(input_manager_key=..., metadata={{'{_keys.NAME}': 'lake/events'}})")
     step_context = _step_context(context)
     in_asset = step_context is not None and _in_asset_graph(step_context, upstream.step_key)
     return op_output_artifact_name(upstream.job_name, upstream.step_key, upstream.name, in_asset=in_asset)

@@ -83,7 +83,7 @@ def tracelet_source_asset(name: str, *, resource_key: str = "tracelet", descript
     version are not reported."""
     key = AssetKey(_checked_name(name).split("/"))
     spec = AssetSpec(key, description=description or f"tracelet artifact {name}, logged outside Dagster",
-                     group_name=group_name, metadata={"tracelet/name": name},
+                     group_name=group_name, metadata={_keys.NAME: name},
                      partitions_def=partitions_def, skippable=partitions_def is not None)
     spec = spec.with_io_manager_key(resource_key)
 

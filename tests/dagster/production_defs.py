@@ -142,7 +142,7 @@ def fanout() -> None:
 defs = Definitions(
     assets=[dataset, features, model, region_rows, region_summary, clicks, click_total, reexec_base, reexec_model],
     jobs=[retrain, reexec_job, fanout], sensors=[on_new_dataset, automation],
-    resources={"tracelet": TraceletIOManager()})
+    resources={"tracelet": TraceletIOManager()}, executor=in_process_executor)  # one process per run
 
 
 def fanout_job() -> JobDefinition:
