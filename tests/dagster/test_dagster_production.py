@@ -48,7 +48,7 @@ from dagster import (
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
-from production_defs import click_total, clicks, region_rows, region_summary
+from production_defs import clicks, region_rows, region_summary
 
 from tracelet_core import ArtifactStore, LoggedArtifact, TraceletArtifact
 from tracelet_dagster import TraceletIOManager, tracelet_source_asset
@@ -318,10 +318,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterIn
             process.wait(timeout=30)
 
 
-IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-             DagsterRunStatus.STARTED]
-
-
 def finished_runs(instance: DagsterInstance, job_name: str, count: int) -> list[Any]:
     runs = instance.get_runs(RunsFilter(job_name=job_name, statuses=[
         DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]))
@@ -377,14 +373,29 @@ def test_eager_automation_downstream_of_a_source_asset_logged_from_outside(
         daemon: tuple[DagsterInstance, ArtifactStore]) -> None:
     instance, store = daemon
     # The sensor's first tick only takes note of what exists; what is logged after it is an update.
-    wait_for("the first automation tick", lambda: instance.schedule_storage.get_auto_materialize_asset_evaluations(
-        key=click_total.key, limit=1))
+    wait_for("the first automation tick", lambda: _ticked_since(instance, 0.0))
     for number, rows in enumerate(([1, 2], [1, 2, 3]), start=1):
         log_value(store, "prod/clicks", rows)
         _observe(instance, store, clicks)
-        # Done only when its run is: a materialization of click_total ending after the next
-        # observation would count as handling that update too.
-        wait_for(f"click_total:v{number} and its run", lambda n=number: store.exists(  # type: ignore[misc]
-            f"click_total:v{n}") and not instance.get_runs(RunsFilter(statuses=IN_FLIGHT)))
+        made = wait_for(f"click_total:v{number}", lambda n=number: store.exists(f"click_total:v{n}")
+                        and store.get(f"click_total:v{n}"))
+        run = wait_for("its run to end", lambda r=made.producer.run_id: _ended(instance, r))
+        # A tick seeing the next observation together with this materialization would count the
+        # materialization as handling it: observe again once a whole tick has run after the run.
+        wait_for("a tick after the run", lambda end=run.end_time: _ticked_since(instance, end))
     assert store.get("click_total:v2").load("value") == 6
     assert edges(store, "click_total") == {("prod/clicks:v1", "click_total:v1"), ("prod/clicks:v2", "click_total:v2")}
+
+
+def _ended(instance: DagsterInstance, run_id: str) -> Any:
+    record = instance.get_run_record_by_id(run_id)
+    return record if record is not None and record.end_time is not None else None
+
+
+def _ticked_since(instance: DagsterInstance, timestamp: float) -> bool:
+    """Whether a tick of the automation sensor started after ``timestamp`` and finished."""
+    [state] = [s for s in instance.all_instigator_state() if s.instigator_name == "click_automation"] or [None]
+    if state is None:
+        return False
+    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=3)
+    return any(t.timestamp > timestamp and t.tick_data.end_timestamp is not None for t in ticks)
