@@ -81,11 +81,11 @@ from tracelet_core._values import StoredValue, add_value, inferred_type
 
 from . import _keys
 from ._openlineage import report_run
+from ._ui import ESCAPED_SEGMENT as _ESCAPED_SEGMENT
+from ._ui import ORCHESTRATOR, input_links, lineage_link, read_metadata
 from ._values import SERIALIZER_HINT, load_value, preview_markdown
 
-ORCHESTRATOR = "dagster"
 _MAPPING_SUFFIX = re.compile(r"\[[^\]]*\]$")
-_ESCAPED_SEGMENT = "_-"  # prefix of an asset key segment that is not a tracelet name segment
 
 
 def plain_value(value: Any) -> Any:
@@ -182,12 +182,18 @@ def output_artifact_name(context: OutputContext) -> str:
 
 
 def input_artifact_name(context: InputContext) -> str:
-    """The artifact an input reads: the upstream asset, or the upstream op output."""
+    """The artifact an input reads: the upstream asset, the upstream op output, or, for an op
+    input loaded through an input manager, the one its ``tracelet/name`` metadata names."""
     if context.has_asset_key:
         return asset_artifact_name(context.asset_key.path)
+    named = plain_value(context.definition_metadata.get(_keys.NAME))
+    if named:
+        return validate_name(str(named))
     upstream = context.upstream_output
     if upstream is None:
-        raise DagsterInvariantViolationError("tracelet can only load inputs that come from an asset or an op output")
+        raise DagsterInvariantViolationError(
+            f"tracelet can only load inputs that come from an asset or an op output, or that name "
+            f"their artifact: In(input_manager_key=..., metadata={{'{_keys.NAME}': 'lake/events'}})")
     step_context = _step_context(context)
     in_asset = step_context is not None and _in_asset_graph(step_context, upstream.step_key)
     return op_output_artifact_name(upstream.job_name, upstream.step_key, upstream.name, in_asset=in_asset)
@@ -328,6 +334,7 @@ def version_metadata(logged: LoggedArtifact, stored: StoredValue, *, new_version
             metadata[_keys.GIT_DIRTY] = MetadataValue.bool(bool(git["dirty"]))
     if extra.get("python"):
         metadata[_keys.PYTHON] = MetadataValue.text(str(extra["python"]))
+    metadata.update(input_links(logged))
     return metadata
 
 
@@ -555,6 +562,12 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
         default="auto", description="Serializer for plain objects: auto (by type), json, json-tagged, yaml, "
                                     "numpy, parquet, torch or pickle. Models always use their framework's format.")
 
+    lineage_pages: str | None = Field(
+        default=None, description="Folder to write each logged version's HTML lineage page to "
+                                  "(<name>/<version>.html), linked from its materialization as tracelet/lineage.")
+    lineage_url: str | None = Field(
+        default=None, description="URL the lineage_pages folder is served at: links use it instead of the path.")
+
     _slot: StoreSlot = PrivateAttr(default_factory=StoreSlot)
     _logged: LoggedOutputs = PrivateAttr(default_factory=LoggedOutputs)
 
@@ -573,7 +586,7 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
         with failing_step_on_tracelet_error(f"log {name}"):
             if isinstance(obj, LoggedArtifact):
-                context.add_output_metadata(self._logged_elsewhere(name, obj))
+                context.add_output_metadata({**self._logged_elsewhere(name, obj), **self._lineage(obj)})
                 return
             inputs = self._step_reads(context)
             if len(partitions) > 1:
@@ -625,7 +638,11 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
         metadata = version_metadata(logged, stored, new_version=new_version, preview=preview)
         if context.mapping_key is not None:
             metadata[_keys.MAPPING_KEY] = MetadataValue.text(context.mapping_key)
-        return logged, {**metadata, **backend_metadata(results), **table_metadata(obj, context.output_metadata)}
+        return logged, {**metadata, **backend_metadata(results), **table_metadata(obj, context.output_metadata),
+                        **self._lineage(logged)}
+
+    def _lineage(self, logged: LoggedArtifact) -> dict[str, Any]:
+        return lineage_link(logged, self.lineage_pages, self.lineage_url)
 
     @staticmethod
     def _preview(context: OutputContext, obj: Any, stored: StoredValue) -> str | None:
@@ -722,7 +739,9 @@ class TraceletIOManager(StoreAccess, ConfigurableIOManager):
                                  run_partition(context))
             self.store.record_consumption(reader, refs)
         if isinstance(selected, LoggedArtifact) and context.has_asset_key:
-            context.add_input_metadata({_keys.REF: selected.ref, _keys.DIGEST: selected.digest})
+            step_key = step_context.step.key if step_context is not None else None
+            run_id = step_context.run_id if step_context is not None else None
+            context.add_input_metadata(read_metadata(selected, run_id, step_key))
         elif refs:
             context.log.info(f"tracelet: loaded {', '.join(refs)}")
 

@@ -45,3 +45,14 @@ PARTITION = "tracelet/partition"  # the Dagster partition key, intact (multi-par
 PARTITION_DIMENSIONS = "tracelet/partition_dimensions"  # {dimension: key} for multi-partitions
 VALUE = "tracelet/value"  # how the output value is stored: {"kind": ..., "entry": ...}
 ASSET_KEY = "dagster/asset_key"
+
+# -- Dagster's own tags --------------------------------------------------------------------------
+DATA_VERSION_TAG = "dagster/data_version"  # an observation's data version (tracelet: the digest)
+
+# -- the Dagster UI (links and who read what) ------------------------------------------------------
+INPUT_LINK = "tracelet/inputs/"  # + an input's ref (``orders:v1``): a link to the upstream asset
+LINEAGE = "tracelet/lineage"  # the version's HTML lineage page (a path or URL), or the command drawing it
+READ_BY = "tracelet/read_by"  # on a read's observation: the step (and run) that read the version
+
+# -- read from In metadata (ops loading through an input manager) --------------------------------
+NAME = "tracelet/name"  # the artifact an op input with no upstream reads (In(input_manager_key=...))

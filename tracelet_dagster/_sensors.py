@@ -20,13 +20,14 @@ Both read the store through the resource at ``resource_key`` (a ``TraceletIOMana
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetsDefinition,
     AssetSpec,
     BetaWarning,
@@ -34,6 +35,7 @@ from dagster import (
     DefaultSensorStatus,
     Failure,
     ObserveResult,
+    PartitionsDefinition,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -72,23 +74,31 @@ def _op_name(name: str) -> str:
 
 
 def tracelet_source_asset(name: str, *, resource_key: str = "tracelet", description: str | None = None,
-                          group_name: str | None = None) -> AssetsDefinition:
+                          group_name: str | None = None,
+                          partitions_def: PartitionsDefinition | None = None) -> AssetsDefinition:
     """An observable source asset (an ``AssetSpec`` observed by tracelet) for the artifact
     ``name``, loaded with the IO manager at ``resource_key``; its data version is the latest
-    version's digest."""
+    version's digest. With ``partitions_def``, each partition's data version is the digest of
+    that partition's newest version (versions logged with ``partition=``); partitions with no
+    version are not reported."""
     key = AssetKey(_checked_name(name).split("/"))
     spec = AssetSpec(key, description=description or f"tracelet artifact {name}, logged outside Dagster",
-                     group_name=group_name, metadata={"tracelet/name": name}).with_io_manager_key(resource_key)
+                     group_name=group_name, metadata={_keys.NAME: name},
+                     partitions_def=partitions_def, skippable=partitions_def is not None)
+    spec = spec.with_io_manager_key(resource_key)
 
-    def observe(context: AssetExecutionContext) -> ObserveResult:
+    def observe(context: AssetExecutionContext) -> Iterator[ObserveResult | AssetObservation]:
         store = _store_of(context.resources, resource_key)
+        if partitions_def is not None:
+            yield from _observed_partitions(context, store, name, key, partitions_def)
+            return
         try:
             latest = store.get(name)
         except ArtifactNotFoundError as error:
             raise Failure(description=f"tracelet artifact {name!r} has no versions yet",
                           allow_retries=False) from error
-        return ObserveResult(asset_key=key, data_version=DataVersion(latest.digest),
-                             metadata=_version_metadata(latest))
+        yield ObserveResult(asset_key=key, data_version=DataVersion(latest.digest),
+                            metadata=_version_metadata(latest))
 
     # Dagster marks observable source assets beta; tracelet_source_asset is ours and stable,
     # so the warning would only tell users about our implementation.
@@ -98,6 +108,27 @@ def tracelet_source_asset(name: str, *, resource_key: str = "tracelet", descript
                                                  required_resource_keys={resource_key})
     observed: AssetsDefinition = decorate(observe)
     return observed
+
+
+def _observed_partitions(context: AssetExecutionContext, store: ArtifactStore, name: str, key: AssetKey,
+                         partitions_def: PartitionsDefinition) -> Iterator[AssetObservation]:
+    """One observation per partition that has a version (the run's partitions, else all)."""
+    if context.has_partition_key_range or context.has_partition_key:
+        keys = list(context.partition_keys)
+    else:
+        keys = list(partitions_def.get_partition_keys(dynamic_partitions_store=context.instance))
+    seen = 0
+    for partition in keys:
+        try:
+            latest = store.get(name, partition=partition)
+        except ArtifactNotFoundError:
+            continue
+        seen += 1
+        yield AssetObservation(asset_key=key, partition=partition, metadata=_version_metadata(latest),
+                               tags={_keys.DATA_VERSION_TAG: latest.digest})
+    if not seen:
+        raise Failure(description=f"tracelet artifact {name!r} has no versions in these partitions yet",
+                      allow_retries=False)
 
 
 # -- sensor -----------------------------------------------------------------------------------------
