@@ -131,6 +131,16 @@ def deliver_alias(backend: Backend, artifact: LoggedArtifact, alias: str, action
                           uri=f"tracelet://{artifact.name}:{alias}")
 
 
+def deliver_status(backend: Backend, artifact: LoggedArtifact, state: str, timeout: float | None) -> ArtifactResult:
+    """Call ``backend.set_status`` (``deleted``, ``quarantined``, ``active``) with a time limit;
+    the outcome as an ``ArtifactResult`` (``version`` = the version's ref)."""
+    outcome = _call_with_timeout(backend, lambda: backend.set_status(artifact, state), timeout)
+    if isinstance(outcome, BaseException):
+        return failure(backend.name, outcome, version=artifact.ref)
+    return outcome if isinstance(outcome, ArtifactResult) else ArtifactResult(backend=backend.name, ok=True,
+                                                                              version=artifact.ref)
+
+
 # -- a commit and its deliveries ---------------------------------------------------------------
 class LogResult(dict[str, ArtifactResult]):
     """What logging one version did: ``"local"`` plus one ``ArtifactResult`` per backend it was
@@ -353,7 +363,29 @@ class Delivery:
         except ConfigurationError as exc:
             logger.warning("OpenLineage export is off here: %s", exc)
 
-    # -- after an alias change -----------------------------------------------------------------
+    # -- events about versions a tracker holds (alias moves, status changes) -------------------
+    @contextmanager
+    def _event_backends(self) -> Iterator[Callable[[str, dict[str, Any]], Backend | ArtifactResult]]:
+        """``backend_for(name, config)``: one backend per name and configuration for a batch of
+        outbox events (or the ``ArtifactResult`` saying why it cannot be built), stopped after."""
+        made: dict[tuple[str, str], Backend | ArtifactResult] = {}
+
+        def backend_for(name: str, config: dict[str, Any]) -> Backend | ArtifactResult:
+            key = (name, json.dumps(config, sort_keys=True))
+            if key not in made:
+                made[key] = self._resolve(name, config)
+            return made[key]
+        try:
+            yield backend_for
+        finally:
+            for backend in made.values():
+                if isinstance(backend, Backend):
+                    backend.stop()
+
+    def _held_by(self, artifact: LoggedArtifact, backend: str) -> bool:
+        """Whether the version's own delivery to ``backend`` is done (an event about it may go)."""
+        return self.store.catalog.delivery_status(artifact._record.id, backend) in ("delivered", "unconfirmed")
+
     def after_alias_change(self, name: str | None = None,
                            backends: set[str] | None = None) -> list[ArtifactResult]:
         """Tell the trackers about pending alias moves, in order per name and tracker: an
@@ -365,34 +397,23 @@ class Delivery:
         events = [e for e in catalog.alias_events(name=name) if backends is None or e.backend in backends]
         results: list[ArtifactResult] = []
         held: set[tuple[str, str]] = set()  # (name, backend) with an earlier event undelivered
-        made: dict[tuple[str, str], Backend | ArtifactResult] = {}
-        try:
+        with self._event_backends() as backend_for:
             for event in events:
                 chain = (event.name, event.backend)
                 artifact = self.store._including_deleted(event.ref)  # a removal may be of a deleted one
-                if chain in held or catalog.delivery_status(artifact._record.id, event.backend) not in (
-                        "delivered", "unconfirmed"):
+                if chain in held or not self._held_by(artifact, event.backend):
                     held.add(chain)
                     continue
-                key = (event.backend, json.dumps(event.config, sort_keys=True))
-                backend = made.get(key)
-                if backend is None:
-                    backend = made[key] = self._resolve(event.backend, event.config)
-                if isinstance(backend, ArtifactResult):
-                    result = ArtifactResult(**{**backend.to_dict(), "version": event.ref})
-                else:
-                    result = deliver_alias(backend, artifact, event.alias, event.action, self.timeout)
+                backend = backend_for(event.backend, event.config)
+                result = (ArtifactResult(**{**backend.to_dict(), "version": event.ref})
+                          if isinstance(backend, ArtifactResult)
+                          else deliver_alias(backend, artifact, event.alias, event.action, self.timeout))
                 catalog.finish_alias_event(event.id, ok=result.ok, error=result.error)
                 results.append(result)
                 if not result.ok:
                     held.add(chain)
-        finally:
-            for backend in made.values():
-                if isinstance(backend, Backend):
-                    backend.stop()
         return results
 
-    # -- after a delete, quarantine or release ----------------------------------------------------
     def after_status_change(self, backends: set[str] | None = None) -> list[ArtifactResult]:
         """Tell the trackers holding a deleted, quarantined or released version: each copy is
         tagged ``tracelet.status=<state>`` (``Backend.set_status``), in order. An event waits
@@ -401,33 +422,17 @@ class Delivery:
         catalog = self.store.catalog
         events = [e for e in catalog.status_events() if backends is None or e.backend in backends]
         results: list[ArtifactResult] = []
-        made: dict[tuple[str, str], Backend | ArtifactResult] = {}
-        try:
+        with self._event_backends() as backend_for:
             for event in events:
                 artifact = self.store._including_deleted(event.ref)
-                if catalog.delivery_status(artifact._record.id, event.backend) not in ("delivered", "unconfirmed"):
+                if not self._held_by(artifact, event.backend):
                     continue
-                key = (event.backend, json.dumps(event.config, sort_keys=True))
-                backend = made.get(key)
-                if backend is None:
-                    backend = made[key] = self._resolve(event.backend, event.config)
-                if isinstance(backend, ArtifactResult):
-                    result = ArtifactResult(**{**backend.to_dict(), "version": event.ref})
-                else:
-                    hook = backend
-
-                    def tag(hook: Backend = hook, artifact: LoggedArtifact = artifact, state: str = event.state) -> Any:
-                        return hook.set_status(artifact, state)
-                    outcome = _call_with_timeout(hook, tag, self.timeout)
-                    result = (failure(hook.name, outcome, version=event.ref) if isinstance(outcome, BaseException)
-                              else outcome if isinstance(outcome, ArtifactResult)
-                              else ArtifactResult(backend=hook.name, ok=True, version=event.ref))
+                backend = backend_for(event.backend, event.config)
+                result = (ArtifactResult(**{**backend.to_dict(), "version": event.ref})
+                          if isinstance(backend, ArtifactResult)
+                          else deliver_status(backend, artifact, event.state, self.timeout))
                 catalog.finish_status_event(event.id, ok=result.ok, error=result.error)
                 results.append(result)
-        finally:
-            for backend in made.values():
-                if isinstance(backend, Backend):
-                    backend.stop()
         return results
 
     # -- retries -------------------------------------------------------------------------------
