@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from tracelet_core import ArtifactStore, RunInfo, TraceletArtifact
 from tracelet_core._lineage import LineageGraph
 from tracelet_core._lineage_html import inner_runs, layout, render_html, render_svg
+from tracelet_core.cli import app
 
 CHROMIUM = Path("/usr/bin/chromium")
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -244,3 +247,24 @@ def test_deleted_and_quarantined_versions_are_marked(tmp_path: Path) -> None:
         reds = sum(n for n, c in image.convert("RGB").getcolors(maxcolors=900 * 400) or []
                    if c[0] > 200 and c[1] < 80 and c[2] < 80)
     assert reds > 200  # the quarantined card's red border and badge are drawn
+
+
+def test_the_cli_page_links_two_versions_of_a_name_to_their_diff(store_dir: Path, store: ArtifactStore,
+                                                                 tmp_path: Path) -> None:
+    raw = store.log(TraceletArtifact("raw", "dataset").add_object({"rows": 3}, "stats", serializer="json"))
+    for threshold in (0.5, 0.7):
+        store.log(TraceletArtifact("features", "dataset").add_object({"threshold": threshold}, "cfg", "json"),
+                  inputs=[raw], producer=RunInfo("tracelet", f"run-{threshold}", name="featurize"))
+    page = tmp_path / "page.html"
+    done = CliRunner().invoke(app, ["--store", str(store_dir), "lineage", "raw:v1", "--downstream", "--format",
+                                    "html", "-o", str(page)])
+    assert done.exit_code == 0, done.output
+    text = page.read_text()
+    assert '<details id="diffs"><summary>1 diff between versions of the same name</summary>' in text
+    assert '<section class="diff" id="diff-0"><h2>features:v1 → features:v2</h2>' in text
+    assert " 1 entry changed, 0 added, 0 removed, 0 unchanged\n" in text  # `tracelet diff`'s report
+    assert "cfg (object)\n  threshold: 0.5 -&gt; 0.7</pre>" in text  # with the content diff
+    assert text.count('<a href="#diff-0" class="diff-link">') == 2  # both cards link to it
+
+    dom = chromium("--window-size=1400,900", "--dump-dom", page.as_uri() + "#diff-0", profile=tmp_path / "profile")
+    assert re.search(r'<details id="diffs" open="[^"]*">', dom.stdout)  # following a card's link opens the panel

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -274,8 +275,18 @@ text {{ font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-s
 """
 
 
-def render_svg(graph: LineageGraph, *, standalone: bool = True) -> str:
-    """The graph as one SVG document (``standalone=False``: an element to put inside HTML)."""
+def _diff_links(diffs: Mapping[tuple[str, str], Sequence[str]]) -> dict[str, str]:
+    """Each version in a diffed pair -> the id of its diff's section (its newer pair first)."""
+    links: dict[str, str] = {}
+    for index, (before, after) in enumerate(diffs):
+        links[after] = f"diff-{index}"
+        links.setdefault(before, f"diff-{index}")
+    return links
+
+
+def render_svg(graph: LineageGraph, *, standalone: bool = True, diff_links: Mapping[str, str] | None = None) -> str:
+    """The graph as one SVG document (``standalone=False``: an element to put inside HTML,
+    whose cards in ``diff_links`` link to their diff's section of the page)."""
     placed, width, height = layout(graph)
     inner = inner_runs(graph)
     holder = {version: run for run, version in inner.items()}
@@ -298,7 +309,9 @@ def render_svg(graph: LineageGraph, *, standalone: bool = True) -> str:
     parts.append('</g><g class="nodes">')
     for node_id, box in placed.items():  # cards before the runs drawn inside them
         if graph.nodes[node_id].get("kind") != "run":
-            parts.append(_version_node(graph, box, holder.get(node_id)))
+            card = _version_node(graph, box, holder.get(node_id))
+            link = (diff_links or {}).get(node_id)
+            parts.append(f'<a href="#{link}" class="diff-link">{card}</a>' if link else card)
     for node_id, box in placed.items():
         if graph.nodes[node_id].get("kind") == "run":
             parts.append(_run_node(graph, box, inner.get(node_id)))
@@ -324,6 +337,10 @@ button { font: inherit; font-size: 13px; padding: 3px 10px; border: 1px solid #c
 main { flex: 1; min-height: 0; overflow: hidden; cursor: grab; touch-action: none; }
 main.dragging { cursor: grabbing; }
 main svg { display: block; }
+#diffs { border-top: 1px solid #e2e8f0; background: #ffffff; max-height: 45vh; overflow: auto; padding: 6px 18px; }
+#diffs summary { cursor: pointer; font-size: 13px; color: #334155; }
+.diff h2 { font-size: 14px; margin: 10px 0 4px; }
+.diff pre { font-size: 12px; margin: 0; white-space: pre-wrap; }
 """
 
 #: The page's script: fit on open, wheel and button zoom about a point, drag to pan, filter
@@ -392,12 +409,16 @@ PAGE_SCRIPT = """
   }, {passive: false});
   var drag = null;
   main.addEventListener('pointerdown', function (event) {
-    drag = {x: event.clientX, y: event.clientY, cx: view.cx, cy: view.cy};
-    main.classList.add('dragging');
-    main.setPointerCapture(event.pointerId);
+    drag = {x: event.clientX, y: event.clientY, cx: view.cx, cy: view.cy, moving: false};
   });
   main.addEventListener('pointermove', function (event) {
     if (!drag) { return; }
+    if (!drag.moving) {  // a click (on a card's diff link) stays a click until the pointer moves
+      if (Math.abs(event.clientX - drag.x) + Math.abs(event.clientY - drag.y) < 4) { return; }
+      drag.moving = true;
+      main.classList.add('dragging');
+      main.setPointerCapture(event.pointerId);
+    }
     view.cx = drag.cx - (event.clientX - drag.x) / view.scale;
     view.cy = drag.cy - (event.clientY - drag.y) / view.scale;
     apply();
@@ -444,8 +465,35 @@ PAGE_SCRIPT = """
 """
 
 
-def render_html(graph: LineageGraph) -> str:
-    """One self-contained page (inline CSS, SVG and script; nothing fetched) drawing the graph."""
+def same_name_pairs(graph: LineageGraph) -> list[tuple[str, str]]:
+    """Consecutive versions of each name drawn in the graph (``(name:v1, name:v3)``...), by
+    name: the pairs the page links to their diff."""
+    by_name: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for node_id, attrs in graph.nodes.items():
+        version = str(attrs.get("version") or "")
+        if attrs.get("kind") != "run" and attrs.get("name") and version[1:].isdigit():
+            by_name[str(attrs["name"])].append((int(version[1:]), node_id))
+    pairs: list[tuple[str, str]] = []
+    for name in sorted(by_name):
+        refs = [ref for _, ref in sorted(by_name[name])]
+        pairs.extend(zip(refs, refs[1:], strict=False))
+    return pairs
+
+
+def _diff_panel(diffs: Mapping[tuple[str, str], Sequence[str]]) -> str:
+    """A collapsed panel under the graph: one section per pair, its ``tracelet diff`` report."""
+    sections = "".join(
+        f'<section class="diff" id="diff-{index}"><h2>{escape(a)} → {escape(b)}</h2>'
+        f'<pre>{escape(chr(10).join(lines))}</pre></section>'
+        for index, ((a, b), lines) in enumerate(diffs.items()))
+    return (f'<details id="diffs"><summary>{len(diffs)} diff{"s" if len(diffs) != 1 else ""} between versions '
+            f'of the same name</summary>{sections}</details>')
+
+
+def render_html(graph: LineageGraph, diffs: Mapping[tuple[str, str], Sequence[str]] | None = None) -> str:
+    """One self-contained page (inline CSS, SVG and script; nothing fetched) drawing the graph;
+    ``diffs`` (``{(before, after): report lines}``, see ``same_name_pairs``) adds a panel with
+    each report, and each of those versions' cards links to it."""
     versions = sum(1 for a in graph.nodes.values() if a.get("kind") != "run")
     runs = len(graph.nodes) - versions
     types = sorted({str(a.get("type")) for a in graph.nodes.values() if a.get("kind") != "run"})
@@ -469,7 +517,8 @@ def render_html(graph: LineageGraph) -> str:
         '<button id="zoom-fit" type="button" title="the whole graph in the window">fit</button> '
         '<button id="zoom-reset" type="button" title="actual size">100%</button></span>',
         f'<span class="legend">{legend}</span></header>',
-        "<main>", render_svg(graph, standalone=False), "</main>",
+        "<main>", render_svg(graph, standalone=False, diff_links=_diff_links(diffs or {})), "</main>",
+        _diff_panel(diffs) if diffs else "",
         f"<script>{PAGE_SCRIPT}</script>",
         "</body></html>",
         "",

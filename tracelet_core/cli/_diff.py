@@ -1,4 +1,5 @@
-"""``tracelet diff A B``: what changed between two versions, like ``git diff --stat``."""
+"""``tracelet diff A B``: what changed between two versions, like ``git diff --stat``; and the
+same reports for the lineage page's versions of one name (``page_diffs``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from rich.filesize import decimal as human_size
 from rich.text import Text
 
 from .._diff import VersionDiff
+from .._errors import TraceletError
+from .._lineage import LineageGraph
+from .._lineage_html import same_name_pairs
+from .._store import ArtifactStore
 from ._app import JsonFlag, console, count, open_store, plain, print_json, store_command
 
 BeforeArgument = Annotated[str, typer.Argument(metavar="A", help="The version before (name:vN, name:ALIAS).",
@@ -101,3 +106,20 @@ def _content_lines(found: dict[str, Any]) -> list[str]:
         if changed:
             lines.append(f"{column}: " + ", ".join(f"{k} {_pair(v)}" for k, v in changed.items()))
     return lines
+
+
+#: At most this many diffs on one lineage page (each reads the changed entries of two versions).
+MAX_PAGE_DIFFS = 20
+
+
+def page_diffs(store: ArtifactStore, graph: LineageGraph) -> dict[tuple[str, str], list[str]]:
+    """``tracelet diff``'s report for each pair of consecutive versions of a name in ``graph``
+    (at most ``MAX_PAGE_DIFFS``): what the HTML lineage page links those versions to."""
+    reports: dict[tuple[str, str], list[str]] = {}
+    for before, after in same_name_pairs(graph)[:MAX_PAGE_DIFFS]:
+        try:
+            lines = diff_lines(store.diff(before, after))
+        except TraceletError as exc:  # a deleted version, an unreadable entry: the page still opens
+            lines = [f"cannot diff {before} and {after}: {exc}"]
+        reports[(before, after)] = [line.plain if isinstance(line, Text) else line for line in lines]
+    return reports

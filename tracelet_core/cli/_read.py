@@ -42,6 +42,7 @@ from ._app import (
     summary,
     version_json,
 )
+from ._diff import page_diffs
 from ._quarantine import status_line, status_mark
 
 
@@ -309,7 +310,7 @@ LINEAGE_FORMATS: dict[str, LineageRenderer] = {
     "json": lambda graph, _store: graph.to_json() + "\n",
     "mermaid": lambda graph, _store: graph.to_mermaid(),
     "dot": lambda graph, _store: graph.to_dot(),
-    "html": lambda graph, _store: render_html(graph),
+    "html": lambda graph, store: render_html(graph, diffs=page_diffs(store, graph)),
     "svg": lambda graph, _store: render_svg(graph),
     "openlineage": lambda graph, store: openlineage_lines(store, graph),
 }
