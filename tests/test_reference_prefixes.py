@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support import MakeFile
 
-from tracelet_core import ArtifactStore, InvalidArtifactError, TraceletArtifact
+from tracelet_core import ArtifactStore, IntegrityError, InvalidArtifactError, TraceletArtifact
 
 
 def s3_client(endpoint: str) -> Any:
@@ -149,3 +149,19 @@ def test_empty_local_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidArtifactError, match="no objects under"):
         TraceletArtifact("bad").add_reference(str(tmp_path / "empty"))
+
+
+def test_download_fetches_the_object_version_recorded_not_the_current_one(
+        s3_endpoint: str, bucket: str, store: ArtifactStore, tmp_path: Path) -> None:
+    client = s3_client(s3_endpoint)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    put(client, bucket, {"raw/labels.csv": b"id,label\n1,cat\n"})
+    logged = store.log(TraceletArtifact("labels", "dataset").add_reference(f"s3://{bucket}/raw/labels.csv"))
+    put(client, bucket, {"raw/labels.csv": b"id,label\n1,dog\n2,cat\n"})  # overwritten since
+
+    fetched = logged.download(tmp_path / "out", references=True)
+    assert (fetched / "labels.csv").read_bytes() == b"id,label\n1,cat\n"  # what was logged, not what is there now
+
+    client.delete_object(Bucket=bucket, Key="raw/labels.csv", VersionId=logged.references[0].version_id)
+    with pytest.raises(IntegrityError, match="no longer exists"):
+        logged.download(tmp_path / "again", references=True)

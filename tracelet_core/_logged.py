@@ -24,7 +24,7 @@ from ._model import ArtifactFile, ArtifactObject, ArtifactReference, ArtifactTyp
 from ._names import format_version, validate_artifact_path, validate_name
 from ._quarantine import quarantine_mark, refuse_quarantined
 from ._serializers import load_with
-from ._uris import probe_reference
+from ._uris import open_reference, probe_reference, versioned
 
 if TYPE_CHECKING:
     from ._store import ArtifactStore
@@ -233,8 +233,9 @@ class LoggedArtifact:
 
         Each file is verified against its digest as it is written; files already present
         with the right content are kept. With ``references=True`` the referenced objects are
-        fetched too (through fsspec), after checking that their size and etag/checksum are
-        still those recorded; a changed remote object raises ``IntegrityError``. A
+        fetched too (through fsspec): in a versioned S3 bucket the object version recorded
+        (``version_id``), elsewhere what the URI holds after checking that its size and
+        etag/checksum are still those recorded (a changed object raises ``IntegrityError``). A
         quarantined version raises ``QuarantinedError`` unless ``allow_quarantined``.
         """
         refuse_quarantined(self, allow_quarantined)
@@ -257,10 +258,10 @@ class LoggedArtifact:
         return root
 
     def _download_references(self, real_root: Path) -> None:
-        import fsspec  # Deferred for import perf
-
         changed = []
         for reference in self._references:
+            if versioned(reference.uri, reference.version_id):
+                continue  # the recorded object version is read: a newer one changes nothing
             size, checksum = probe_reference(reference.uri, strict=True)
             if (reference.size is not None and size is not None and size != reference.size) or (
                     reference.checksum is not None and checksum is not None and checksum != reference.checksum):
@@ -271,7 +272,7 @@ class LoggedArtifact:
         for reference in self._references:
             target = self._target(real_root, reference.name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with fsspec.open(reference.uri, "rb") as src, target.open("wb") as dst:
+            with open_reference(reference.uri, reference.version_id) as src, target.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
     @staticmethod

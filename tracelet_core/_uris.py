@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError, IntegrityError, InvalidArtifactError, StorageError
@@ -86,6 +86,32 @@ def _checksum(info: dict[str, Any], protocol: str) -> str | None:
     if protocol in {"file", "local"} and "mtime" in info:
         return f"mtime:{info['mtime']}"
     return None
+
+
+#: Protocols whose object versions ``open_reference`` can read (S3's ``VersionId``).
+_VERSIONED_PROTOCOLS = frozenset({"s3", "s3a"})
+
+
+def open_reference(uri: str, version_id: str | None) -> BinaryIO:
+    """The referenced object for reading: the version ``version_id`` recorded where the store
+    keeps versions (S3), else what ``uri`` holds now (checked by its size and checksum first).
+    A recorded version that is gone is an ``IntegrityError``."""
+    import fsspec  # Deferred for import perf
+
+    protocol = urlsplit(uri).scheme or "file"
+    if version_id is None or protocol not in _VERSIONED_PROTOCOLS:
+        return cast(BinaryIO, fsspec.open(uri, "rb").open())
+    fs, path = fsspec.core.url_to_fs(uri, version_aware=True)
+    try:
+        return cast(BinaryIO, fs.open(path, "rb", version_id=version_id))
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"version {version_id} of reference {redact_uri(uri)} no longer exists",
+                             [f"{redact_uri(uri)}?versionId={version_id}: missing"]) from exc
+
+
+def versioned(uri: str, version_id: str | None) -> bool:
+    """Whether ``open_reference`` reads the recorded version of ``uri`` (not what it holds now)."""
+    return version_id is not None and (urlsplit(uri).scheme or "file") in _VERSIONED_PROTOCOLS
 
 
 def _version_id(info: dict[str, Any]) -> str | None:
