@@ -174,6 +174,31 @@ def test_reindex_keeps_deletions(blob_location: StoreLocation, make_file: MakeFi
         assert log_text(fresh, "raw", "r3", make_file).ref == "raw:v3"
 
 
+def test_reindex_keeps_tags_and_the_alias_history(blob_location: StoreLocation, make_file: MakeFile,
+                                                  tmp_path: Path) -> None:
+    train = RunInfo("prefect", "flow-7", step="train", name="retrain")
+    with blob_location.open(catalog_url=f"sqlite:///{tmp_path / 'lost.db'}") as store:
+        store.log(TraceletArtifact("model", "model", tags=["baseline"]).add_file(make_file("m1", "w.bin")),
+                  aliases=["candidate"], producer=train)
+        store.log(TraceletArtifact("model", "model", tags=["nightly", "gpu"]).add_file(make_file("m2", "w.bin")))
+        store.set_alias("model:v2", "candidate", reason="better auc")
+        store.set_alias("model:v1", "production")
+        store.remove_alias("model", "production", reason="rolled back")
+        tags = {v.ref: v.tags for v in store.versions("model")}
+        history = [change.to_dict() for change in store.alias_history("model")]
+    with blob_location.open(catalog_url=f"sqlite:///{tmp_path / 'new.db'}") as fresh:
+        report = fresh.reindex()
+        assert list(report) == ["model:v1", "model:v2"] and report.skipped == []
+        assert {v.ref: v.tags for v in fresh.versions("model")} == tags == {
+            "model:v1": ["baseline"], "model:v2": ["gpu", "nightly"]}
+        assert [change.to_dict() for change in fresh.alias_history("model")] == history
+        assert [(c["alias"], c["before"], c["after"], c["reason"]) for c in history] == [
+            ("candidate", None, "model:v1", None), ("candidate", "model:v1", "model:v2", "better auc"),
+            ("production", None, "model:v1", None), ("production", "model:v1", None, "rolled back")]
+        assert history[0]["by"]["name"] == "retrain"  # the producing run, as recorded
+        assert fresh.get("model:candidate").ref == "model:v2"
+
+
 # -- prune ------------------------------------------------------------------------------------
 def test_prune_keeps_the_newest_the_latest_and_the_protected(any_store: ArtifactStore, make_file: MakeFile) -> None:
     made = [log_text(any_store, "ckpt", f"c{i}", make_file) for i in range(1, 6)]

@@ -364,6 +364,25 @@ class BlobStore(ABC):
             raise ValueError(f"the tombstone file of {name} is not a tombstone list")
         return list(parsed["deleted"])
 
+    # -- tags and alias history ----------------------------------------------------------------
+    def write_labels(self, name: str, labels: dict[str, Any]) -> None:
+        """Replace ``name``'s labels file (its versions' tags and its alias history, as
+        ``Catalog.labels_of`` reads them) atomically and durably; ``reindex`` reads it back."""
+        self._write_small(f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}labels.json",
+                          json.dumps(labels, sort_keys=True).encode(), f"the labels of {name}")
+
+    def read_labels(self, name: str) -> dict[str, Any] | None:
+        """``name``'s labels as ``write_labels`` wrote them (none: ``None``); a corrupt file
+        raises ``ValueError``."""
+        try:
+            data = self._read_small(f"{self.manifest_dir(name)}/{MANIFEST_PREFIX}labels.json")
+        except FileNotFoundError:
+            return None
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("alias_history", []), list):
+            raise ValueError(f"the labels file of {name} is not a labels record")
+        return parsed
+
     # -- quarantine marks ----------------------------------------------------------------------
     def write_quarantine_marks(self, name: str, marks: list[dict[str, Any]]) -> None:
         """Replace ``name``'s quarantine marks (``{"version", "digest", "source", "reason",

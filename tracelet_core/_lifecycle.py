@@ -198,6 +198,7 @@ class Lifecycle(Quarantine):
             record, removed = store.catalog.delete_version(name, selector, reason=reason, force=bool(force),
                                                            journal=journal, tombstones=tombstones)
         if removed:
+            store._sync_labels(name)
             store.delivery.after_alias_change(name)
         store.delivery.after_status_change()
         return LoggedArtifact(record, store)

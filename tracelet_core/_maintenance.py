@@ -231,8 +231,19 @@ def reindex(store: ArtifactStore) -> ReindexReport:
         store.catalog.link_reindexed_inputs(name, version, inputs, journals[name])
     for name in dict.fromkeys(n for n, _, _ in added):
         store._restore_quarantine(name, result.skipped)
+        _restore_labels(store, name, result)
     result.extend(f"{name}:v{version}" for name, version, _ in added)
     return result
+
+
+def _restore_labels(store: ArtifactStore, name: str, result: ReindexReport) -> None:
+    """Bring back ``name``'s tags and alias history from its labels file."""
+    try:
+        labels = store.blobs.read_labels(name)
+        if labels is not None:
+            result.skipped.extend(store.catalog.restore_labels(name, labels))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        result.skipped.append(f"labels of {name}: {exc}")
 
 
 def _journal_targets(store: ArtifactStore, name: str, result: ReindexReport) -> dict[str, int]:

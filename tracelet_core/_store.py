@@ -306,6 +306,8 @@ class ArtifactStore(Lifecycle):
                               reused=reused)
         if artifact.tags:  # labels, not content: added to the existing version on dedup too
             self.catalog.add_tags(logged._record.id, artifact.tags)
+        if artifact.tags or alias_list:
+            self._sync_labels(artifact.name)
         return logged
 
     def _commit(self, *, name: str, type_: str, description: str | None, metadata: dict[str, Any],
@@ -400,6 +402,14 @@ class ArtifactStore(Lifecycle):
                     self._sync_alias_journal(name)
             raise
 
+    def _sync_labels(self, name: str) -> None:
+        """Persist ``name``'s tags and alias history beside its manifests for ``reindex``
+        (``@labels.json``), after a change of either. Best effort: the catalog is the record,
+        the file its copy for a lost catalog (a process that dies first leaves it one change
+        behind)."""
+        with suppress(TraceletError, OSError):
+            self.blobs.write_labels(name, self.catalog.labels_of(name))
+
     def _sync_alias_journal(self, name: str) -> None:
         """Persist the committed aliases of ``name`` for ``reindex``."""
         self.catalog.with_alias_map(name, self._alias_journal(name))
@@ -456,6 +466,7 @@ class ArtifactStore(Lifecycle):
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
             record = self.catalog.set_alias(name, selector, alias, journal=journal, reason=checked_reason(reason))
+        self._sync_labels(name)
         self.delivery.after_alias_change(name)
         return LoggedArtifact(record, self)
 
@@ -464,6 +475,7 @@ class ArtifactStore(Lifecycle):
         validate_alias(alias)
         with self._alias_journal_kept(name) as journal:
             self.catalog.remove_alias(name, alias, journal=journal, reason=checked_reason(reason))
+        self._sync_labels(name)
         self.delivery.after_alias_change(name)
 
     def record_consumption(self, run: RunInfo, inputs: Iterable[InputRef]) -> None:

@@ -39,6 +39,7 @@ from .engine import (
     classify,
     has_password,
 )
+from .labels import LabelsPath
 from .lifecycle import LifecyclePath, PrunePlan, PruneRule, TombstoneHook
 from .outbox import Outbox
 from .quarantine import ImpactRows, MarkHook, QuarantinePath, StatusEvent
@@ -101,7 +102,7 @@ __all__ = [
 _MIGRATE_ATTEMPTS = 5
 
 
-class Catalog(ReadPath, WritePath, Outbox, LifecyclePath, QuarantinePath):
+class Catalog(ReadPath, WritePath, Outbox, LifecyclePath, QuarantinePath, LabelsPath):
     """All SQL the store runs; one instance per process and URL, safe across threads.
 
     Each public method runs whole transactions; a transaction body that lost a lock

@@ -466,15 +466,7 @@ class WritePath:
 
     def _ensure_run_row(self, conn: Connection, run: RunInfo) -> Any:
         """The ``runs`` row of ``run`` (inserted if new; the first writer's fields win)."""
-        found = conn.execute(select(runs).where(runs.c.key == run.key)).first()
-        if found is not None:
-            return found
-        self._db.insert_ignore(conn, runs, {
-            "key": run.key, "orchestrator": run.orchestrator, "run_id": run.run_id,
-            "step": run.step, "name": run.name, "partition": run.partition,
-            "code_version": run.code_version, "extra": dict(run.extra), "created_at": time.time(),
-        }, ["key"])
-        return conn.execute(select(runs).where(runs.c.key == run.key)).one()
+        return ensure_run_row(self._db, conn, run)
 
     def _log_history(self, conn: Connection, r: VersionRequest) -> tuple[int | None, str | None]:
         """``(run id, reason)`` for the alias history of a log that returned an existing version."""
@@ -505,6 +497,19 @@ class WritePath:
         after = alias_targets(self._db, cur, artifact)
         if after != before:
             journal(after, before)
+
+
+def ensure_run_row(db: Database, conn: Connection, run: RunInfo) -> Any:
+    """The ``runs`` row of ``run`` (inserted if new; the first writer's fields win)."""
+    found = conn.execute(select(runs).where(runs.c.key == run.key)).first()
+    if found is not None:
+        return found
+    db.insert_ignore(conn, runs, {
+        "key": run.key, "orchestrator": run.orchestrator, "run_id": run.run_id,
+        "step": run.step, "name": run.name, "partition": run.partition,
+        "code_version": run.code_version, "extra": dict(run.extra), "created_at": time.time(),
+    }, ["key"])
+    return conn.execute(select(runs).where(runs.c.key == run.key)).one()
 
 
 def record_alias_change(conn: Connection, artifact: int, alias: str, before: int | None, after: int | None,
