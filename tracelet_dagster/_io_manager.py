@@ -305,10 +305,20 @@ def _store_value(store_uri: str) -> MetadataValue:
     return MetadataValue.path(store_uri) if "://" not in store_uri else MetadataValue.url(store_uri)
 
 
+def quarantine_metadata(logged: LoggedArtifact) -> dict[str, Any]:
+    """``tracelet/quarantined`` for a quarantined version (a step that logs content identical to
+    a quarantined version gets it back, marked), else nothing."""
+    mark = logged.quarantine
+    if mark is None:
+        return {}
+    via = "" if mark["source"] == logged.ref else f" (built from {mark['source']})"
+    return {_keys.QUARANTINED: MetadataValue.text(f"QUARANTINED since {mark['at']}{via}: {mark['reason']}")}
+
+
 def version_metadata(logged: LoggedArtifact, stored: StoredValue, *, new_version: bool,
                      preview: str | None) -> dict[str, Any]:
-    """Output metadata describing one logged version."""
-    metadata: dict[str, Any] = {
+    """Output metadata describing one logged version (and, when it is quarantined, why)."""
+    metadata: dict[str, Any] = {**quarantine_metadata(logged),
         _keys.REF: MetadataValue.text(logged.ref),
         _keys.VERSION: MetadataValue.text(logged.version),
         _keys.DIGEST: MetadataValue.text(logged.digest),

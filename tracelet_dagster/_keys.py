@@ -56,3 +56,6 @@ READ_BY = "tracelet/read_by"  # on a read's observation: the step (and run) that
 
 # -- read from In metadata (ops loading through an input manager) --------------------------------
 NAME = "tracelet/name"  # the artifact an op input with no upstream reads (In(input_manager_key=...))
+
+# -- lifecycle -------------------------------------------------------------------------------------
+QUARANTINED = "tracelet/quarantined"  # on a quarantined version: why, since when, and its source

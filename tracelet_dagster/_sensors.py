@@ -64,8 +64,12 @@ def _store_of(resources: Any, resource_key: str) -> ArtifactStore:
 
 
 def _version_metadata(logged: LoggedArtifact) -> dict[str, Any]:
-    return {_keys.REF: logged.ref, _keys.VERSION: logged.version, _keys.DIGEST: logged.digest,
-            _keys.URI: f"tracelet://{logged.ref}", _keys.SIZE: logged.size_bytes}
+    metadata: dict[str, Any] = {_keys.REF: logged.ref, _keys.VERSION: logged.version, _keys.DIGEST: logged.digest,
+                                _keys.URI: f"tracelet://{logged.ref}", _keys.SIZE: logged.size_bytes}
+    mark = logged.quarantine
+    if mark is not None:
+        metadata[_keys.QUARANTINED] = f"QUARANTINED since {mark['at']}: {mark['reason']} (source {mark['source']})"
+    return metadata
 
 
 # -- source asset -----------------------------------------------------------------------------------

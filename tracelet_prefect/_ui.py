@@ -133,6 +133,10 @@ def render_markdown(outcome: Outcome, run: TaskRun) -> str:
         rows.append(("code", code))
     if extra.get("python"):
         rows.append(("python", str(extra["python"])))
+    mark = logged.quarantine
+    if mark is not None:
+        via = "" if mark["source"] == logged.ref else f", built from `{mark['source']}`"
+        rows.insert(0, ("**QUARANTINED**", f"since {mark['at']}{via}: {mark['reason']}"))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     lineage = "\n".join(_lineage_rows(outcome, run))
     return (f"### {logged.ref}\n\n{what}\n\n| | |\n|---|---|\n{table}\n\n"

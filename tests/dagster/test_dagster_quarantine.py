@@ -31,6 +31,11 @@ def test_a_step_reading_a_quarantined_version_fails_with_its_reason(
     assert isinstance(raised.value.__cause__, QuarantinedError)
     assert [v.ref for v in store.versions("label_count")] == ["label_count:v1"]  # nothing new was logged
 
+    again: Any = materialize([labels], resources=dagster_resources)  # the same content: labels:v1 again
+    metadata = again.asset_materializations_for_node("labels")[0].metadata
+    assert metadata["tracelet/ref"].value == "labels:v1"
+    assert metadata["tracelet/quarantined"].value.endswith(": labels flipped by a bad export")  # the UI says so
+
     store.release("labels:v1")
     result: Any = materialize([labels, label_count], resources=dagster_resources, selection=[label_count])
     assert result.success and result.output_for_node("label_count") == 2

@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 from prefect import flow
 
-from tracelet_core import ArtifactStore, LoggedArtifact, QuarantinedError
+from tracelet_core import ArtifactStore, LoggedArtifact, QuarantinedError, TraceletArtifact
 from tracelet_prefect import tracelet_task
+from tracelet_prefect._commit import Outcome
+from tracelet_prefect._runs import TaskRun
+from tracelet_prefect._ui import render_markdown
 
 
 @tracelet_task("q/readings", "dataset")
@@ -36,3 +39,10 @@ def test_a_task_loading_a_quarantined_version_fails_the_flow(store: ArtifactStor
 
     store.release("q/readings:v1")
     assert averaged() == first
+
+
+def test_the_ui_artifact_of_a_quarantined_version_says_so(store: ArtifactStore) -> None:
+    logged = store.log(TraceletArtifact("q/scores", "dataset").add_object([0.9], "value", "json"))
+    store.quarantine(logged.ref, "scored with the wrong model")
+    page = render_markdown(Outcome(logged=store.get(logged.ref), created=True), TaskRun(task_name="score"))
+    assert "| **QUARANTINED** | since " in page and ": scored with the wrong model |" in page
