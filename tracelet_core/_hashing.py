@@ -121,6 +121,9 @@ def split_digest(digest: str) -> tuple[str, str]:
 #: Bytes the kernel copies per ``copy_file_range`` call in ``kernel_copy_hashing`` (the hash
 #: thread reads each chunk right after it lands, from the page cache).
 KERNEL_COPY_CHUNK = 8 << 20
+#: Bytes the hashing side reads at a time (and the read/write fallback copies): the copy's chunk
+#: lands in the page cache whole, and is hashed from there in reads this size (memory stays flat).
+KERNEL_HASH_READ = 2 << 20
 #: Local copies at least this large go through ``kernel_copy_hashing`` (below it, one thread's
 #: start costs more than the overlap saves).
 KERNEL_COPY_MIN_BYTES = 4 << 20
@@ -157,8 +160,8 @@ def kernel_copy_hashing(src: int, dst: int, size_hint: int = 0, progress: Callab
                             raise
                         in_kernel = False
                 if not in_kernel:
-                    fallback = fallback if fallback is not None else bytearray(chunk)
-                    count = os.readv(src, [memoryview(fallback)[:want]])
+                    fallback = fallback if fallback is not None else bytearray(min(chunk, KERNEL_HASH_READ))
+                    count = os.readv(src, [memoryview(fallback)[:min(want, len(fallback))]])
                     written = 0
                     while written < count:
                         written += os.pwrite(dst, memoryview(fallback)[written:count], copied + written)
@@ -173,7 +176,7 @@ def kernel_copy_hashing(src: int, dst: int, size_hint: int = 0, progress: Callab
     copier = threading.Thread(target=copy, name="tracelet-copy", daemon=True)
     copier.start()
     hasher = new_hasher(size_hint)
-    buffer = bytearray(chunk)
+    buffer = bytearray(min(chunk, KERNEL_HASH_READ))
     view = memoryview(buffer)
     hashed = 0
     try:
@@ -184,7 +187,7 @@ def kernel_copy_hashing(src: int, dst: int, size_hint: int = 0, progress: Callab
             if item is None:
                 break
             while hashed < item:
-                count = os.preadv(dst, [view[:min(chunk, item - hashed)]], hashed)
+                count = os.preadv(dst, [view[:min(len(buffer), item - hashed)]], hashed)
                 if not count:
                     raise OSError(f"copy target shorter than the {item} bytes copied")
                 hasher.update(view[:count])

@@ -75,7 +75,7 @@ def test_every_new_version_publishes_a_markdown_artifact(store: ArtifactStore,
     for expected in ("### ui/report:v1", "| type | report |", f"`{first.digest}`", "| inputs | `ui/Raw_data.v1:v1` |",
                      "| backends | local ok |", "new version", "#### Lineage",
                      f"| produced by | task run [report]({ui}/runs/task-run/{producer.step}) in "
-                     f"[flow run]({ui}/runs/flow-run/{producer.run_id}) |",
+                     f"[flow run of pipeline]({ui}/runs/flow-run/{producer.run_id}) |",
                      f"| input | `ui/Raw_data.v1:v1`: [ui/Raw_data.v1 history]({ui}/artifacts/key/ui-raw-data-v1) |"):
         assert expected in markdown
     assert "mermaid" not in markdown and "graph LR" not in markdown  # Prefect renders no Mermaid
