@@ -50,7 +50,8 @@ import os
 import tempfile
 import threading
 import warnings
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -315,26 +316,33 @@ class AimBackend(Backend):
         for tag in sorted(tagged - held):
             run.remove_tag(tag)
 
-    def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
+    @contextmanager
+    def _run_holding(self, artifact: LoggedArtifact, doing: str) -> Iterator[Run]:
+        """The Aim run that holds ``artifact`` (the one its delivery recorded), under the
+        backend's lock: one of this backend's open runs, or reopened and closed after."""
         with self._lock:
             open_runs = {run.hash: run for run in self._open.values()}
             known = next((str(r.result["version"]) for r in artifact.store.deliveries(artifact.ref)
                           if r.backend == self.name and r.result and r.result.get("version")), None)
             if known is None:
                 raise BackendError(f"aim: no run is known to hold {artifact.ref}")
-            with _sdk_errors(f"moving alias {alias!r} of {artifact.ref} in run {known}"):
+            with _sdk_errors(f"{doing} in run {known}"):
                 run = open_runs.get(known) or self._reopen(known)
                 if run is None:
                     raise BackendError(f"aim: run {known} holding {artifact.ref} is gone from {self.repo}")
                 try:
-                    record = run.get((PARAM, artifact.ref))
-                    if record is not None:
-                        aliases = [a for a in record.get("aliases", []) if a != alias] + ([alias] if add else [])
-                        run[PARAM, artifact.ref] = {**record, "aliases": aliases}
-                    self._tag_aliases(run, artifact.name)
+                    yield run
                 finally:
                     if known not in open_runs:
                         self._close(run)
+
+    def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
+        with self._run_holding(artifact, f"moving alias {alias!r} of {artifact.ref}") as run:
+            record = run.get((PARAM, artifact.ref))
+            if record is not None:
+                aliases = [a for a in record.get("aliases", []) if a != alias] + ([alias] if add else [])
+                run[PARAM, artifact.ref] = {**record, "aliases": aliases}
+            self._tag_aliases(run, artifact.name)
 
     def _upload(self, artifact: LoggedArtifact, run: Run) -> dict[str, Any]:
         """Upload files and manifest as run artifacts; returns the params that describe them."""
@@ -416,25 +424,11 @@ class AimBackend(Backend):
     def set_status(self, artifact: LoggedArtifact, status: str) -> ArtifactResult:
         """The version's params record gets ``status``; the run holding it the tag
         ``tracelet.status=<status>:<ref>`` (one per version: a run can hold several)."""
-        with self._lock:
-            open_runs = {run.hash: run for run in self._open.values()}
-            known = next((str(r.result["version"]) for r in artifact.store.deliveries(artifact.ref)
-                          if r.backend == self.name and r.result and r.result.get("version")), None)
-            if known is None:
-                raise BackendError(f"aim: no run is known to hold {artifact.ref}")
-            with _sdk_errors(f"marking {artifact.ref} {status} in run {known}"):
-                run = open_runs.get(known) or self._reopen(known)
-                if run is None:
-                    raise BackendError(f"aim: run {known} holding {artifact.ref} is gone from {self.repo}")
-                try:
-                    record = run.get((PARAM, artifact.ref))
-                    if record is not None:
-                        run[PARAM, artifact.ref] = {**record, "status": status}
-                    for tag in [t for t in run.tags if t.startswith("tracelet.status=") and
-                                t.endswith(f":{artifact.ref}")]:
-                        run.remove_tag(tag)
-                    run.add_tag(status_tag(artifact.ref, status))
-                finally:
-                    if known not in open_runs:
-                        self._close(run)
+        with self._run_holding(artifact, f"marking {artifact.ref} {status}") as run:
+            record = run.get((PARAM, artifact.ref))
+            if record is not None:
+                run[PARAM, artifact.ref] = {**record, "status": status}
+            for tag in [t for t in run.tags if t.startswith("tracelet.status=") and t.endswith(f":{artifact.ref}")]:
+                run.remove_tag(tag)
+            run.add_tag(status_tag(artifact.ref, status))
         return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)

@@ -64,7 +64,8 @@ import logging
 import os
 import tempfile
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -325,11 +326,32 @@ class WandbBackend(RunPerStartBackend):
     def remove_alias(self, artifact: LoggedArtifact, alias: str) -> None:
         self._move_alias(artifact, alias, add=False)
 
+    def _artifact_path(self, name: str, version: str) -> str:
+        """``entity/project/artifact:vN``: the W&B artifact version a tracelet version becomes."""
+        versioned = f"{wandb_artifact_name(name)}:{wandb_alias(version)}"
+        return "/".join(p for p in (self.entity, self.project, versioned) if p)
+
+    @contextmanager
+    def _offline_run_of(self, artifact: LoggedArtifact, waits: str) -> Iterator[Any]:
+        """The (offline) run a change to ``artifact``'s copy is recorded in: the started run,
+        else its producer's run, opened for the change and finished after. Disabled W&B
+        raises: the change ``waits`` in the outbox."""
+        if self.effective_mode == "disabled":
+            raise BackendError(f"wandb: W&B is disabled (WANDB_MODE=disabled); {waits}")
+        one_shot = self._context is None
+        producer = artifact.producer
+        experiment, run_id = self._context or (producer.name if producer else None,
+                                               producer.run_id if producer else None)
+        try:
+            yield self._open(experiment or "tracelet", run_id)
+        finally:
+            if one_shot:
+                self._finish()
+
     def _move_alias(self, artifact: LoggedArtifact, alias: str, *, add: bool) -> None:
         with self._lock:
             if self.effective_mode == "online":
-                versioned = f"{wandb_artifact_name(artifact.name)}:{wandb_alias(artifact.version)}"
-                path = "/".join(p for p in (self.entity, self.project, versioned) if p)
+                path = self._artifact_path(artifact.name, artifact.version)
                 with _sdk_errors(f"moving alias {alias!r} of {path}"):
                     found: Any = wandb.Api().artifact(path)
                     if add and alias not in found.aliases:
@@ -338,22 +360,12 @@ class WandbBackend(RunPerStartBackend):
                         found.aliases.remove(alias)
                     found.save()
                 return
-            if self.effective_mode == "disabled":
-                raise BackendError("wandb: W&B is disabled (WANDB_MODE=disabled); the alias move waits")
-            one_shot = self._context is None
-            producer = artifact.producer
-            experiment, run_id = self._context or (producer.name if producer else None,
-                                                   producer.run_id if producer else None)
-            try:
-                run = self._open(experiment or "tracelet", run_id)
+            with self._offline_run_of(artifact, "the alias move waits") as run:
                 if add:  # logged again with its aliases: `wandb sync` moves the alias
                     self._log_to(run, artifact, native=False)
                 with _sdk_errors(f"recording alias {alias!r} of {artifact.ref}"):
                     run.summary[f"{ALIAS_SUMMARY}/{artifact.name}/{alias}"] = {
                         "ref": artifact.ref if add else None, "at": time.time()}
-            finally:
-                if one_shot:
-                    self._finish()
 
     # -- read back --------------------------------------------------------------------------
     def fetch(self, name: str, version: str, dest: Path) -> BackendCopy:
@@ -362,8 +374,7 @@ class WandbBackend(RunPerStartBackend):
                 f"W&B {self.effective_mode} cannot read artifacts back: offline runs keep {name}:{version} "
                 f"in their run files under {self.dir}/wandb until `wandb sync` uploads them; "
                 "sync them, then fetch with WANDB_MODE=online")
-        versioned = f"{wandb_artifact_name(name)}:{wandb_alias(version)}"
-        path = "/".join(p for p in (self.entity, self.project, versioned) if p)
+        path = self._artifact_path(name, version)
         root = dest / "files"
         referenced: dict[str, str] = {}
         with _sdk_errors(f"reading {path}"):
@@ -385,29 +396,17 @@ class WandbBackend(RunPerStartBackend):
         summary key ``tracelet.status/<name>/<version>`` (``wandb sync`` uploads it)."""
         with self._lock:
             if self.effective_mode == "online":
-                versioned = f"{wandb_artifact_name(artifact.name)}:{wandb_alias(artifact.version)}"
-                path = "/".join(p for p in (self.entity, self.project, versioned) if p)
+                path = self._artifact_path(artifact.name, artifact.version)
                 with _sdk_errors(f"marking {path} {status}"):
                     found: Any = wandb.Api().artifact(path)
                     found.metadata = {**found.metadata, "tracelet.status": status}
                     found.save()
                 return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)
-            if self.effective_mode == "disabled":
-                raise BackendError("wandb: W&B is disabled (WANDB_MODE=disabled); the status change waits")
-            one_shot = self._context is None
-            producer = artifact.producer
-            experiment, run_id = self._context or (producer.name if producer else None,
-                                                   producer.run_id if producer else None)
-            try:
-                run = self._open(experiment or "tracelet", run_id)
-                with _sdk_errors(f"recording the status of {artifact.ref}"):
-                    run.summary[f"{STATUS_SUMMARY}/{artifact.name}/{artifact.version}"] = {
-                        "ref": artifact.ref, "status": status, "at": time.time()}
-            finally:
-                if one_shot:
-                    self._finish()
+            with self._offline_run_of(artifact, "the status change waits") as run, \
+                    _sdk_errors(f"recording the status of {artifact.ref}"):
+                run.summary[f"{STATUS_SUMMARY}/{artifact.name}/{artifact.version}"] = {
+                    "ref": artifact.ref, "status": status, "at": time.time()}
         return ArtifactResult(backend=self.name, ok=True, version=artifact.ref)
-
 
 def _add_reference(staged: Any, path: str, uri: str, size: int | None) -> None:
     """Add ``uri`` as a reference at ``path`` the way ``add_reference(uri, checksum=False)``
