@@ -57,6 +57,16 @@ def quarantine_mark(artifact: LoggedArtifact) -> dict[str, Any] | None:
             "source": mark["source"]}
 
 
+def quarantine_summary(artifact: LoggedArtifact) -> str | None:
+    """``since <at>[, built from <source>]: <reason>`` for a quarantined version (what the CLI,
+    the Dagster metadata and the Prefect UI show), else ``None``."""
+    mark = quarantine_mark(artifact)
+    if mark is None:
+        return None
+    via = "" if mark["source"] == artifact.ref else f", built from {mark['source']}"
+    return f"since {mark['at']}{via}: {mark['reason']}"
+
+
 def refuse_quarantined(artifact: LoggedArtifact, allow_quarantined: bool) -> None:
     """Raise ``QuarantinedError`` for a read of a quarantined version not explicitly allowed."""
     if allow_quarantined:

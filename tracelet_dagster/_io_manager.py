@@ -76,6 +76,7 @@ from tracelet_core import (
 )
 from tracelet_core._delivery import configured_backends, log_and_deliver, started
 from tracelet_core._names import validate_name
+from tracelet_core._quarantine import quarantine_summary
 from tracelet_core._reproduce import identical_original
 from tracelet_core._values import StoredValue, add_value, inferred_type
 
@@ -308,11 +309,8 @@ def _store_value(store_uri: str) -> MetadataValue:
 def quarantine_metadata(logged: LoggedArtifact) -> dict[str, Any]:
     """``tracelet/quarantined`` for a quarantined version (a step that logs content identical to
     a quarantined version gets it back, marked), else nothing."""
-    mark = logged.quarantine
-    if mark is None:
-        return {}
-    via = "" if mark["source"] == logged.ref else f" (built from {mark['source']})"
-    return {_keys.QUARANTINED: MetadataValue.text(f"QUARANTINED since {mark['at']}{via}: {mark['reason']}")}
+    summary = quarantine_summary(logged)
+    return {} if summary is None else {_keys.QUARANTINED: MetadataValue.text(f"QUARANTINED {summary}")}
 
 
 def version_metadata(logged: LoggedArtifact, stored: StoredValue, *, new_version: bool,

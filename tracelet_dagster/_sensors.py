@@ -46,6 +46,7 @@ from dagster import (
 )
 
 from tracelet_core import ArtifactNotFoundError, ArtifactStore, LoggedArtifact, TraceletArtifact
+from tracelet_core._quarantine import quarantine_summary
 
 from . import _keys
 from ._io_manager import format_pins
@@ -66,9 +67,9 @@ def _store_of(resources: Any, resource_key: str) -> ArtifactStore:
 def _version_metadata(logged: LoggedArtifact) -> dict[str, Any]:
     metadata: dict[str, Any] = {_keys.REF: logged.ref, _keys.VERSION: logged.version, _keys.DIGEST: logged.digest,
                                 _keys.URI: f"tracelet://{logged.ref}", _keys.SIZE: logged.size_bytes}
-    mark = logged.quarantine
-    if mark is not None:
-        metadata[_keys.QUARANTINED] = f"QUARANTINED since {mark['at']}: {mark['reason']} (source {mark['source']})"
+    summary = quarantine_summary(logged)
+    if summary is not None:
+        metadata[_keys.QUARANTINED] = f"QUARANTINED {summary}"
     return metadata
 
 

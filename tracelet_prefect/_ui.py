@@ -46,6 +46,7 @@ from prefect.logging import get_logger
 from prefect.settings import PREFECT_UI_URL
 
 from tracelet_core import _background as background
+from tracelet_core._quarantine import quarantine_summary
 from tracelet_core._reproduce import git_summary
 
 from ._commit import Outcome
@@ -133,10 +134,9 @@ def render_markdown(outcome: Outcome, run: TaskRun) -> str:
         rows.append(("code", code))
     if extra.get("python"):
         rows.append(("python", str(extra["python"])))
-    mark = logged.quarantine
-    if mark is not None:
-        via = "" if mark["source"] == logged.ref else f", built from `{mark['source']}`"
-        rows.insert(0, ("**QUARANTINED**", f"since {mark['at']}{via}: {mark['reason']}"))
+    quarantined = quarantine_summary(logged)
+    if quarantined is not None:
+        rows.insert(0, ("**QUARANTINED**", quarantined))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     lineage = "\n".join(_lineage_rows(outcome, run))
     return (f"### {logged.ref}\n\n{what}\n\n| | |\n|---|---|\n{table}\n\n"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .._logged import LoggedArtifact
-from .._quarantine import ImpactReport
+from .._quarantine import ImpactReport, quarantine_summary
 from ._app import JsonFlag, RefArgument, count, describe_run, open_store, print_json, store_command
 
 
@@ -19,11 +19,8 @@ def status_mark(artifact: LoggedArtifact) -> str:
 
 def status_line(artifact: LoggedArtifact) -> str | None:
     """``show``'s status row for a quarantined version (``None`` when it is not)."""
-    mark = artifact.quarantine
-    if mark is None:
-        return None
-    via = "" if mark["source"] == artifact.ref else f", built from {mark['source']}"
-    return f"QUARANTINED since {mark['at']}{via}: {mark['reason']}"
+    summary = quarantine_summary(artifact)
+    return None if summary is None else f"QUARANTINED {summary}"
 
 
 def _print_impact(report: ImpactReport) -> None:
