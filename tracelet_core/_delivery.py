@@ -332,11 +332,6 @@ class Delivery:
             return failure(name, exc)
 
     # -- after a commit ------------------------------------------------------------------------
-    def commit_specs(self) -> list[DeliverySpec]:
-        """The rows every commit enqueues whatever the routing says: none (the OpenLineage
-        export keeps its own queue, ``after_commit``)."""
-        return []
-
     def after_commit(self, logged: LoggedArtifact) -> None:
         """With ``TRACELET_OPENLINEAGE`` on, hand a version just committed to the export (sent
         with its run's end, or as a run of its own); never fails: ``sync`` retries."""

@@ -337,7 +337,7 @@ class ArtifactStore(Lifecycle):
         keep_manifest: Callable[[], None] | None = None
         guess = self.catalog.commit_preview(name, digest, type_, input_refs, idempotency_key, partition)
         if isinstance(guess, VersionRecord):
-            if not (aliases or deliveries or sealed_draft or self.delivery.commit_specs() or (producer and input_refs)):
+            if not (aliases or deliveries or sealed_draft or (producer and input_refs)):
                 logged = LoggedArtifact(guess, self)  # the dedup answer: nothing to record, no write
                 logged.created = False
                 return logged
@@ -354,7 +354,7 @@ class ArtifactStore(Lifecycle):
             name=name, type=type_, digest=digest, size_bytes=size_bytes, description=description, metadata=metadata,
             entry_rows=[entry_row(e) for e in entry_dicts], producer=producer, inputs=tuple(input_refs),
             aliases=tuple(aliases), idempotency_key=idempotency_key, partition=partition, sealed_draft=sealed_draft,
-            deliveries=(*deliveries, *self.delivery.commit_specs()), prepared=prepared)
+            deliveries=tuple(deliveries), prepared=prepared)
         try:
             with self._alias_journal_kept(name) as journal:
                 record, created = self.catalog.commit_version(request, CommitHooks(
