@@ -62,10 +62,8 @@ DEFAULT_NAMESPACE = "tracelet"
 #: Where the run ids come from: ``uuid5(RUN_ID_NAMESPACE, <source>)``.
 RUN_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/tracelet-artifacts/")
 #: Orchestrators whose ``RunInfo.step`` is a run id (a Prefect task run), not a step name;
-#: their step's name is ``RunInfo.name``.
+#: their step's name is ``RunInfo.extra["task_name"]`` (``RunInfo.name`` is the flow's).
 STEP_IS_A_RUN_ID = frozenset({"prefect"})
-#: ``RunInfo.extra`` keys that may name the orchestrator run's job.
-PARENT_JOB_KEYS = ("flow_name", "job_name")
 #: Serializers whose entries are tables with a readable schema.
 TABLE_SERIALIZERS = frozenset({"parquet"})
 
@@ -150,9 +148,8 @@ def step_run(producer: RunInfo, parent_job: str | None = None) -> LineageRun:
     source = RunInfo(producer.orchestrator, producer.run_id, producer.step).key
     if producer.step is None:
         return LineageRun(_uuid(source), producer.orchestrator, step_name(producer), source=source)
-    named = next((str(producer.extra[k]) for k in PARENT_JOB_KEYS if producer.extra.get(k)), None)
-    if producer.name and (producer.orchestrator not in STEP_IS_A_RUN_ID or producer.extra.get("task_name")):
-        named = named or producer.name  # Dagster: the job's name; Prefect: the flow's
+    # the job's name (Dagster) or the flow's (Prefect; a task run recorded without its flow has none)
+    named = producer.name if producer.orchestrator not in STEP_IS_A_RUN_ID or producer.extra.get("task_name") else None
     job = parent_job or named
     parent = orchestrator_run(producer.orchestrator, producer.run_id, job or producer.orchestrator)
     qualified = f"{job}.{step_name(producer)}" if job else step_name(producer)
